@@ -1,0 +1,76 @@
+"""The conversation's context: local time, channel, device, read from message metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# Metadata values are free text from a channel; keep what is plausible, drop the rest.
+_MAX_LABEL = 32
+_MAX_OFFSET_MINUTES = 14 * 60
+
+
+@dataclass(frozen=True)
+class ConversationContext:
+    """What the channel told us about where and when the customer is talking."""
+
+    channel: str | None = None
+    device: str | None = None
+    timezone_name: str | None = None
+    utc_offset_minutes: int | None = None
+
+    def local_time(self, now: datetime) -> datetime:
+        """``now`` in the customer's time zone when known, else in the server's."""
+        if self.timezone_name:
+            return now.astimezone(ZoneInfo(self.timezone_name))
+        if self.utc_offset_minutes is not None:
+            return now.astimezone(timezone(timedelta(minutes=self.utc_offset_minutes)))
+        return now.astimezone()
+
+
+def _label(value: Any) -> str | None:
+    if isinstance(value, str) and 0 < len(value.strip()) <= _MAX_LABEL:
+        return value.strip().lower()
+    return None
+
+
+def context_from_metadata(
+    metadata: Mapping[str, Any] | None, input_channel: str | None = None
+) -> ConversationContext:
+    """Read channel, device and time zone from message metadata, ignoring bad values."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    timezone_name: str | None = None
+    raw_zone = metadata.get("timezone")
+    if isinstance(raw_zone, str) and 0 < len(raw_zone) <= 64:
+        try:
+            ZoneInfo(raw_zone)
+            timezone_name = raw_zone
+        except (ZoneInfoNotFoundError, ValueError):
+            timezone_name = None
+    offset = metadata.get("utc_offset_minutes")
+    valid_offset = (
+        isinstance(offset, int)
+        and not isinstance(offset, bool)
+        and abs(offset) <= _MAX_OFFSET_MINUTES
+    )
+    return ConversationContext(
+        channel=_label(metadata.get("channel")) or _label(input_channel),
+        device=_label(metadata.get("device")),
+        timezone_name=timezone_name,
+        utc_offset_minutes=offset if valid_offset else None,
+    )
+
+
+def time_of_day(local: datetime) -> str:
+    """morning 05-12, afternoon 12-17, evening 17-22, night 22-05 (local hours)."""
+    hour = local.hour
+    if 5 <= hour < 12:
+        return "morning"
+    if 12 <= hour < 17:
+        return "afternoon"
+    if 17 <= hour < 22:
+        return "evening"
+    return "night"

@@ -1,0 +1,1 @@
+"""Rasa actions: thin classes that read the tracker, call the engine and return events."""

@@ -1,0 +1,1 @@
+"""Customer segments: archetype rules now; features and clustering build on this package."""

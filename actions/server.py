@@ -1,0 +1,146 @@
+"""The action server: rasa-sdk's Sanic app plus input validation, safe errors and lifecycle.
+
+Stock rasa-sdk answers an exception with a 500 whose body echoes the whole request (the
+tracker, i.e. the conversation). :func:`attach_extensions` replaces that handler, rejects
+malformed webhook bodies with a short 4xx before they reach an action, and closes the
+store when the server stops. ``personalize serve`` uses it; a custom server can call it
+on its own Sanic app (for example from a ``rasa_sdk_plugins`` hook).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rasa_sdk.endpoint import create_app
+from rasa_sdk.executor import ActionExecutor
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, json as json_response
+from sanic.worker.loader import AppLoader
+
+from actions.runtime import shutdown_service
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+WEBHOOK_PATH = "/webhook"
+
+
+class _TrackerEnvelope(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    sender_id: str = Field(min_length=1, max_length=1024)
+    slots: dict[str, Any] | None = None
+    latest_message: dict[str, Any] | None = None
+    events: list[dict[str, Any]] | None = None
+
+
+class _WebhookEnvelope(BaseModel):
+    """The parts of a Rasa action call that rasa-sdk would otherwise crash on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    next_action: str = Field(min_length=1, max_length=256)
+    tracker: _TrackerEnvelope
+    domain: dict[str, Any] | None = None
+    version: str | None = None
+
+
+def _bad_request(message: str, status: int = 400) -> HTTPResponse:
+    return json_response({"error": message}, status=status)
+
+
+def _decode_body(request: Request, max_bytes: int) -> Any:
+    """The webhook body as JSON, inflating ``deflate`` bodies with a size cap."""
+    body = request.body
+    if request.headers.get("content-encoding", "").lower() == "deflate":
+        inflater = zlib.decompressobj()
+        body = inflater.decompress(body, max_bytes + 1)
+        if len(body) > max_bytes or inflater.unconsumed_tail:
+            raise OverflowError
+    return json.loads(body)
+
+
+def _describe(error: ValidationError) -> str:
+    # Field paths and reasons only: pydantic's own message would quote the input values.
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"invalid action call: {location}: {first['msg']}{more}"
+
+
+def attach_extensions(app: Sanic, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Sanic:
+    """Harden a rasa-sdk Sanic app: validation, no echoing errors, store shutdown."""
+    app.config.REQUEST_MAX_SIZE = max_body_bytes
+
+    async def validate_webhook_body(request: Request) -> HTTPResponse | None:
+        if request.path != WEBHOOK_PATH or request.method != "POST":
+            return None
+        try:
+            payload = _decode_body(request, max_body_bytes)
+        except OverflowError:
+            return _bad_request("body too large after decompression", status=413)
+        except zlib.error:
+            return _bad_request("body is not valid deflate data")
+        except (ValueError, UnicodeDecodeError):
+            return _bad_request("body is not valid JSON")
+        try:
+            _WebhookEnvelope.model_validate(payload)
+        except ValidationError as error:
+            return _bad_request(_describe(error))
+        return None
+
+    async def answer_without_echo(request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, SanicException) and 400 <= exception.status_code < 500:
+            return json_response({"error": str(exception)}, status=exception.status_code)
+        # No request content here or in the log: it is a customer's conversation.
+        logger.error(
+            "Unhandled %s on %s %s",
+            type(exception).__name__,
+            request.method,
+            request.path,
+            exc_info=exception,
+        )
+        return json_response({"error": "internal error in the action server"}, status=500)
+
+    app.on_request(validate_webhook_body, priority=100)
+    # Sanic refuses a second handler for Exception, so replace rasa-sdk's echoing one in
+    # place; a test guards this against Sanic changing its handler table.
+    app.error_handler.cached_handlers[(Exception, None)] = answer_without_echo
+
+    async def close_store(_app: Sanic) -> None:
+        await shutdown_service()
+
+    app.after_server_stop(close_store)
+    return app
+
+
+def create_personalize_app(
+    action_packages: tuple[str, ...] = ("actions",),
+    cors_origins: str | list[str] | None = "*",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Sanic:
+    """rasa-sdk's app with our actions registered and our extensions attached."""
+    executor = ActionExecutor()
+    for package in action_packages:
+        executor.register_package(package)
+    app = create_app(executor, cors_origins=cors_origins)
+    return attach_extensions(app, max_body_bytes)
+
+
+def serve(
+    port: int = 5055,
+    host: str = "0.0.0.0",  # noqa: S104  # an action server is reached by Rasa from other hosts
+    action_packages: tuple[str, ...] = ("actions",),
+    workers: int = 1,
+) -> None:
+    """Run the action server until interrupted (what ``rasa run actions`` does, hardened)."""
+    loader = AppLoader(factory=partial(create_personalize_app, action_packages))
+    app = loader.load()
+    app.prepare(host=host, port=port, workers=workers, access_log=False)
+    Sanic.serve(primary=app, app_loader=loader)

@@ -1,0 +1,90 @@
+"""One frozen Settings object, read from ``PERSONALIZE_*`` environment variables on demand."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actions.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+# Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
+DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the plugin.
+
+    Every field maps to an environment variable with the ``PERSONALIZE_`` prefix, e.g.
+    ``database_url`` <- ``PERSONALIZE_DATABASE_URL``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PERSONALIZE_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///personalize.db",
+        description="SQL store; plain sqlite:/// or postgresql:// URLs (async driver chosen).",
+    )
+    redis_url: str | None = Field(default=None, description="Optional Redis; unset means none.")
+    model_dir: Path = Field(
+        default=Path("models/personalize"), description="Where trained artifacts live."
+    )
+    secret_key: str = Field(
+        default=DEVELOPMENT_SECRET_KEY,
+        description="HMAC key that turns channel ids into pseudonymous customer keys.",
+    )
+    store_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Give up connecting to the store after this long."
+    )
+    store_statement_timeout_s: float = Field(
+        default=1.0, gt=0, description="Give up on one store statement after this long."
+    )
+    action_budget_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="Whole time an action may spend on the store before it answers defaults.",
+    )
+    store_retry_after_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="After a store failure, answer defaults without trying for this long.",
+    )
+    store_pool_size: int = Field(default=10, ge=1, description="Connections per server process.")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_long_enough(cls, value: str) -> str:
+        if len(value) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @property
+    def uses_development_secret(self) -> bool:
+        """Whether the built-in development secret is in use (unsafe outside a laptop)."""
+        return self.secret_key == DEVELOPMENT_SECRET_KEY
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with keyword overrides on top.
+
+    Raises:
+        ConfigurationError: a variable has an invalid value; the message names it.
+    """
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates the values
+    except ValidationError as error:
+        problems = "; ".join(
+            f"PERSONALIZE_{'_'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+    if settings.uses_development_secret:
+        logger.warning(
+            "PERSONALIZE_SECRET_KEY is not set: using the development key. "
+            "Set a secret of your own before real customers talk to this server."
+        )
+    return settings

@@ -1,0 +1,108 @@
+"""The slot contract: names, types and value sets the plugin may set in the Rasa domain.
+
+These names are the plugin's public API. The demo ``domain.yml`` declares every one of them
+and a test checks that the declarations match what is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+SlotType = Literal["categorical", "bool", "list", "text", "float"]
+
+CUSTOMER_SEGMENTS: Final = (
+    "new_visitor",
+    "frequent_buyer",
+    "price_sensitive",
+    "loyal",
+    "at_risk",
+    "browser",
+)
+LOYALTY_TIERS: Final = ("none", "silver", "gold", "platinum")
+OFFER_TYPES: Final = ("discount", "free_shipping", "exclusive_access", "bundle", "none")
+RECOMMENDATION_SOURCES: Final = ("als", "session", "content", "segment_popular", "popular")
+TIMES_OF_DAY: Final = ("morning", "afternoon", "evening", "night")
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """How one contract slot is declared in the domain."""
+
+    name: str
+    type: SlotType
+    values: tuple[str, ...] = ()
+    influences_conversation: bool = False
+
+
+SLOT_CONTRACT: Final[Mapping[str, SlotSpec]] = {
+    spec.name: spec
+    for spec in (
+        SlotSpec("customer_segment", "categorical", CUSTOMER_SEGMENTS, True),
+        SlotSpec("loyalty_tier", "categorical", LOYALTY_TIERS, True),
+        SlotSpec("is_returning_customer", "bool", influences_conversation=True),
+        SlotSpec("user_tags", "list"),
+        SlotSpec("favorite_category", "text"),
+        SlotSpec("offer_type", "categorical", OFFER_TYPES, True),
+        SlotSpec("discount_pct", "float"),
+        SlotSpec("recommended_products", "list"),
+        SlotSpec("recommendation_text", "text"),
+        SlotSpec("recommendation_reason", "text"),
+        SlotSpec("recommendation_source", "categorical", RECOMMENDATION_SOURCES),
+        SlotSpec("time_of_day", "categorical", TIMES_OF_DAY),
+    )
+}
+
+# The slots that the session-start and refresh actions own: they always set all of them,
+# so a conversation never keeps a stale value from an earlier customer or session.
+PROFILE_SLOTS: Final = (
+    "customer_segment",
+    "loyalty_tier",
+    "is_returning_customer",
+    "user_tags",
+    "favorite_category",
+    "offer_type",
+    "discount_pct",
+    "time_of_day",
+)
+
+
+class SlotContractError(ValueError):
+    """A value outside the slot contract: a bug in the engine, never user input."""
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What the engine decided: contract slot name -> value, validated on construction."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.values.items():
+            check_slot_value(name, value)
+
+    def merged(self, **updates: Any) -> SlotPlan:
+        """A new plan with ``updates`` on top of this one."""
+        return SlotPlan({**self.values, **updates})
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+def check_slot_value(name: str, value: Any) -> None:
+    """Raise SlotContractError unless ``value`` may be set in slot ``name``."""
+    spec = SLOT_CONTRACT.get(name)
+    if spec is None:
+        raise SlotContractError(f"{name!r} is not a contract slot")
+    if value is None:
+        return
+    valid = {
+        "categorical": lambda v: v in spec.values,
+        "bool": lambda v: isinstance(v, bool),
+        "list": lambda v: isinstance(v, list),
+        "text": lambda v: isinstance(v, str),
+        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    }[spec.type](value)
+    if not valid:
+        raise SlotContractError(f"slot {name!r} ({spec.type}) cannot hold {value!r}")

@@ -1,0 +1,190 @@
+"""SQLAlchemy 2 typed ORM models. Every change here needs an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+INTERACTION_KINDS: Final = ("view", "search", "cart", "purchase", "chat_click", "feedback")
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware datetime (UTC)")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of the store."""
+
+
+class Customer(Base):
+    """A customer, known only by a keyed hash of their external id."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    age: Mapped[int | None] = mapped_column(Integer)
+    gender: Mapped[str | None] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(64))
+    city: Mapped[str | None] = mapped_column(String(128))
+    loyalty_tier: Mapped[str] = mapped_column(String(16), default="none")
+    # Set only by the synthetic demo generator: the behaviour group a customer was drawn
+    # from, so segmentation can be scored against the truth.
+    synthetic_group: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        CheckConstraint(
+            "loyalty_tier IN ('none', 'silver', 'gold', 'platinum')", name="ck_customers_tier"
+        ),
+        CheckConstraint("age IS NULL OR (age >= 0 AND age < 150)", name="ck_customers_age"),
+    )
+
+
+class CustomerProfile(Base):
+    """The profile document: static attributes plus behavioural metrics, versioned."""
+
+    __tablename__ = "customer_profiles"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class CustomerTag(Base):
+    """A fine-grained tag on a customer ("interested_in_running"), with where it came from."""
+
+    __tablename__ = "customer_tags"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    tag: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32), default="manual")
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (UniqueConstraint("customer_id", "tag", name="uq_customer_tags_tag"),)
+
+
+class Product(Base):
+    """A catalogue item."""
+
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    brand: Mapped[str | None] = mapped_column(String(64))
+    price: Mapped[float] = mapped_column(Numeric(12, 2, asdecimal=False))
+    in_stock: Mapped[bool] = mapped_column(Boolean, default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+
+    __table_args__ = (CheckConstraint("price >= 0", name="ck_products_price"),)
+
+
+class Interaction(Base):
+    """One thing a customer did: viewed, searched, carted, bought, clicked, rated."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Idempotency: the same event delivered twice is stored once.
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE")
+    )
+    product_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("products.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    price: Mapped[float | None] = mapped_column(Numeric(12, 2, asdecimal=False))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('view', 'search', 'cart', 'purchase', 'chat_click', 'feedback')",
+            name="ck_interactions_kind",
+        ),
+        CheckConstraint("quantity >= 0", name="ck_interactions_quantity"),
+        Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
+        Index("ix_interactions_product", "product_id"),
+    )
+
+
+class SegmentAssignment(Base):
+    """The segment a method put a customer in, with the model version and a score."""
+
+    __tablename__ = "segment_assignments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE")
+    )
+    segment: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        UniqueConstraint("customer_id", "method", name="uq_segment_assignments_method"),
+        Index("ix_segment_assignments_customer", "customer_id", "assigned_at"),
+    )

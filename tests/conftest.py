@@ -1,0 +1,109 @@
+"""Shared fixtures: migrated stores on SQLite (always) and PostgreSQL (when configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sanic import Sanic
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from actions.settings import Settings
+from actions.store.database import StoreTimeouts
+from actions.store.migrate import upgrade_connection
+from actions.store.sql_store import SqlStore
+
+# Several tests build rasa-sdk's app, which always names itself "rasa_sdk".
+Sanic.test_mode = True
+
+POSTGRES_URL_VARIABLE = "PERSONALIZE_TEST_POSTGRES_URL"
+REDIS_URL_VARIABLE = "PERSONALIZE_TEST_REDIS_URL"
+TEST_SECRET = "test-secret-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    base = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: PostgreSQL suites skipped")
+    name = f"personalize_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(statement: str) -> None:
+        parsed = make_url(base)
+        connection = await asyncpg.connect(
+            host=parsed.host or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=parsed.username or "postgres",
+            password=parsed.password,
+            database=parsed.database or "postgres",
+        )
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL on each backend: a new SQLite file, or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A new SQLite database file (fast unit tests)."""
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+async def _migrated_store(url: str) -> SqlStore:
+    store = SqlStore(url, StoreTimeouts(connect_s=5.0, statement_s=None))
+    async with store.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # The session's database is shared by tests: start every test from empty.
+            await connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        await upgrade_connection(connection)
+    return store
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    """A migrated, empty store on each backend."""
+    sql_store = await _migrated_store(database_url)
+    yield sql_store
+    await sql_store.dispose()
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
+    """A migrated, empty SQLite store."""
+    sql_store = await _migrated_store(sqlite_url)
+    yield sql_store
+    await sql_store.dispose()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    """Test settings: a fixed secret and short timeouts."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "secret_key": TEST_SECRET,
+        "store_connect_timeout_s": 1.0,
+        "store_statement_timeout_s": 1.0,
+        "action_budget_s": 1.0,
+        "store_retry_after_s": 0.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
