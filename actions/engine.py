@@ -68,7 +68,7 @@ def default_plan(now: datetime, context: ConversationContext | None = None) -> S
             "user_tags": [],
             "favorite_category": None,
             "offer_type": "none",
-            "discount_pct": 0.0,
+            "discount_pct": 0,
             "time_of_day": time_of_day(local),
         }
     )
@@ -93,8 +93,13 @@ def plan_for_snapshot(
         user_tags=[tag.tag for tag in snapshot.tags],
         favorite_category=snapshot.metrics.favorite_category,
         offer_type=offer.offer_type,
-        discount_pct=offer.discount_pct,
+        discount_pct=_display_number(offer.discount_pct),
     )
+
+
+def _display_number(value: float) -> float | int:
+    # Responses interpolate the slot as text: "15% off" reads better than "15.0% off".
+    return int(value) if float(value).is_integer() else value
 
 
 class PersonalizationService:

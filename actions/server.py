@@ -20,7 +20,8 @@ from rasa_sdk.endpoint import create_app
 from rasa_sdk.executor import ActionExecutor
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
-from sanic.response import HTTPResponse, json as json_response
+from sanic.response import HTTPResponse
+from sanic.response import json as json_response
 from sanic.worker.loader import AppLoader
 
 from actions.runtime import shutdown_service
@@ -58,6 +59,8 @@ def _bad_request(message: str, status: int = 400) -> HTTPResponse:
 def _decode_body(request: Request, max_bytes: int) -> Any:
     """The webhook body as JSON, inflating ``deflate`` bodies with a size cap."""
     body = request.body
+    if len(body) > max_bytes:
+        raise OverflowError
     if request.headers.get("content-encoding", "").lower() == "deflate":
         inflater = zlib.decompressobj()
         body = inflater.decompress(body, max_bytes + 1)
@@ -74,7 +77,9 @@ def _describe(error: ValidationError) -> str:
     return f"invalid action call: {location}: {first['msg']}{more}"
 
 
-def attach_extensions(app: Sanic, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Sanic:
+def attach_extensions(
+    app: Sanic[Any, Any], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> Sanic[Any, Any]:
     """Harden a rasa-sdk Sanic app: validation, no echoing errors, store shutdown."""
     app.config.REQUEST_MAX_SIZE = max_body_bytes
 
@@ -84,7 +89,7 @@ def attach_extensions(app: Sanic, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
         try:
             payload = _decode_body(request, max_body_bytes)
         except OverflowError:
-            return _bad_request("body too large after decompression", status=413)
+            return _bad_request("body too large", status=413)
         except zlib.error:
             return _bad_request("body is not valid deflate data")
         except (ValueError, UnicodeDecodeError):
@@ -113,7 +118,7 @@ def attach_extensions(app: Sanic, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
     # place; a test guards this against Sanic changing its handler table.
     app.error_handler.cached_handlers[(Exception, None)] = answer_without_echo
 
-    async def close_store(_app: Sanic) -> None:
+    async def close_store(_app: Sanic[Any, Any]) -> None:
         await shutdown_service()
 
     app.after_server_stop(close_store)
@@ -124,7 +129,7 @@ def create_personalize_app(
     action_packages: tuple[str, ...] = ("actions",),
     cors_origins: str | list[str] | None = "*",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> Sanic:
+) -> Sanic[Any, Any]:
     """rasa-sdk's app with our actions registered and our extensions attached."""
     executor = ActionExecutor()
     for package in action_packages:

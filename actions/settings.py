@@ -13,7 +13,7 @@ from actions.errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 # Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
-DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"
+DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"  # noqa: S105  # public on purpose; warned about on use
 
 
 class Settings(BaseSettings):

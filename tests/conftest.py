@@ -69,12 +69,14 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
-async def _migrated_store(url: str) -> SqlStore:
+async def migrated_store(url: str) -> SqlStore:
+    """A SqlStore on ``url`` with the schema at head (PostgreSQL: emptied first)."""
     store = SqlStore(url, StoreTimeouts(connect_s=5.0, statement_s=None))
     async with store.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # The session's database is shared by tests: start every test from empty.
-            await connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            await connection.execute(text("DROP SCHEMA public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
         await upgrade_connection(connection)
     return store
 
@@ -82,7 +84,7 @@ async def _migrated_store(url: str) -> SqlStore:
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[SqlStore]:
     """A migrated, empty store on each backend."""
-    sql_store = await _migrated_store(database_url)
+    sql_store = await migrated_store(database_url)
     yield sql_store
     await sql_store.dispose()
 
@@ -90,7 +92,7 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
 @pytest.fixture
 async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
     """A migrated, empty SQLite store."""
-    sql_store = await _migrated_store(sqlite_url)
+    sql_store = await migrated_store(sqlite_url)
     yield sql_store
     await sql_store.dispose()
 

@@ -14,8 +14,9 @@ from actions.handlers.base import PersonalizingAction, slot_events
 SESSION_METADATA_SLOT = "session_started_metadata"
 
 
-def _carries_over_slots(domain: DomainDict) -> bool:
-    session_config: Any = domain.get("session_config") or {}
+def _carries_over_slots(domain: DomainDict | None) -> bool:
+    # rasa-sdk passes None when Rasa sent no domain; Rasa's default is to carry over.
+    session_config: Any = (domain or {}).get("session_config") or {}
     return bool(session_config.get("carry_over_slots_to_new_session", True))
 
 

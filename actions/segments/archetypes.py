@@ -26,7 +26,9 @@ FREQUENT_MIN_PURCHASES: Final = 4
 PREMIUM_TIERS: Final = frozenset({"gold", "platinum"})
 
 
-def archetype_for(metrics: ProfileMetrics, loyalty_tier: str, now: datetime) -> str:
+def archetype_for(  # noqa: PLR0911  # one return per documented rule reads best
+    metrics: ProfileMetrics, loyalty_tier: str, now: datetime
+) -> str:
     """The archetype segment the rule above gives for these metrics."""
     if metrics.interaction_count == 0:
         return "new_visitor"

@@ -12,7 +12,12 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from actions.errors import ConfigurationError
 
@@ -94,9 +99,7 @@ def create_store_engine(
     }
     if timeouts.statement_s is not None:
         connect_args["command_timeout"] = timeouts.statement_s
-        connect_args["server_settings"]["statement_timeout"] = str(
-            int(timeouts.statement_s * 1000)
-        )
+        connect_args["server_settings"]["statement_timeout"] = str(int(timeouts.statement_s * 1000))
     return create_async_engine(
         async_url,
         connect_args=connect_args,

@@ -144,9 +144,7 @@ class Interaction(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # Idempotency: the same event delivered twice is stored once.
     event_id: Mapped[str] = mapped_column(String(128), unique=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     product_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("products.id", ondelete="SET NULL")
     )
@@ -175,9 +173,7 @@ class SegmentAssignment(Base):
     __tablename__ = "segment_assignments"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
     segment: Mapped[str] = mapped_column(String(32))
     method: Mapped[str] = mapped_column(String(32))
     model_version: Mapped[str] = mapped_column(String(64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.store.models import (
@@ -155,9 +155,7 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
         parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
 
-    existing = {
-        p.customer_id: p for p in (await session.scalars(select(CustomerProfile))).all()
-    }
+    existing = {p.customer_id: p for p in (await session.scalars(select(CustomerProfile))).all()}
     written = 0
     for row in totals:
         customer_id, n, views, purchases, total, first, last, last_purchase, n_discounted = row
@@ -185,3 +183,9 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
             profile.updated_at = now
         written += 1
     return written
+
+
+async def delete_all_rows(session: AsyncSession) -> None:
+    """Empty every table, children first (``seed-demo --reset``)."""
+    for model in (SegmentAssignment, CustomerTag, Interaction, CustomerProfile, Product, Customer):
+        await session.execute(delete(model))

@@ -1,0 +1,352 @@
+"""The ``personalize`` command: store set-up, demo data, inspection and the action server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from actions.context import ConversationContext
+from actions.engine import default_plan, plan_for_snapshot
+from actions.errors import PersonalizeError
+from actions.identity import customer_key
+from actions.settings import Settings, load_settings
+from actions.store.database import StoreTimeouts, describe_database
+from actions.store.models import utc_now
+from actions.store.sql_store import SqlStore
+
+app = typer.Typer(
+    help="rasa-personalize: personalize a Rasa e-commerce assistant from customer data.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold customer data
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+profile_app = typer.Typer(help="Customer profiles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(profile_app, name="profile")
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
+        show_default=False,
+    ),
+]
+
+
+def _settings(database_url: str | None) -> Settings:
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    return load_settings(**overrides)
+
+
+def _batch_store(settings: Settings) -> SqlStore:
+    # Offline jobs may run long statements; only the hot path needs a statement limit.
+    return SqlStore(settings.database_url, StoreTimeouts(connect_s=10.0, statement_s=None))
+
+
+def _run(job: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run an async job; turn our errors into a one-line message and exit code 1."""
+    try:
+        return asyncio.run(job())
+    except PersonalizeError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+
+
+@app.callback()
+def configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    """Set up logging for every subcommand."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DatabaseOption = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the store's schema to the latest revision."""
+    from actions.store.migrate import upgrade  # Alembic is only needed here
+
+    try:
+        settings = _settings(database_url)
+        upgrade(settings.database_url, revision)
+    except PersonalizeError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    except OSError as error:
+        errors.print(f"[red]error:[/red] cannot reach the store: {type(error).__name__}")
+        raise typer.Exit(1) from None
+    console.print(f"Schema of {describe_database(settings.database_url)} is at {revision}.")
+
+
+@app.command("seed-demo")
+def seed_demo(
+    customers: Annotated[int, typer.Option(min=10, help="Customers to generate.")] = 2000,
+    products: Annotated[int, typer.Option(min=8, help="Products to generate.")] = 300,
+    interactions: Annotated[int, typer.Option(min=0, help="About this many.")] = 50_000,
+    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 180,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same shop.")] = 42,
+    reset: Annotated[
+        bool, typer.Option("--reset/--keep", help="Empty the store first (default).")
+    ] = True,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Fill the store with a realistic synthetic shop and the named demo customers."""
+    from actions.demo.generator import DemoShopConfig, seed_demo_shop
+    from actions.store.repository import delete_all_rows, rebuild_profile_metrics
+
+    settings = _settings(database_url)
+    config = DemoShopConfig(
+        customers=customers, products=products, interactions=interactions, days=days, seed=seed
+    )
+
+    async def job() -> dict[str, Any]:
+        store = _batch_store(settings)
+        try:
+            with _progress() as progress:
+                tasks: dict[str, Any] = {}
+
+                def advance(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(stage, total=total)
+                    progress.update(tasks[stage], completed=done, total=total)
+
+                async with store.sessions.begin() as session:
+                    if reset:
+                        await delete_all_rows(session)
+                    report = await seed_demo_shop(
+                        session,
+                        config,
+                        secret_key=settings.secret_key,
+                        now=utc_now(),
+                        progress=advance,
+                    )
+                    advance("profiles", 0, report.customers)
+                    written = await rebuild_profile_metrics(session)
+                    advance("profiles", written, report.customers)
+            return asdict(report)
+        finally:
+            await store.dispose()
+
+    report = _run(job)
+    groups = ", ".join(f"{name} {count}" for name, count in sorted(report["groups"].items()))
+    console.print(
+        f"Seeded {report['customers']} customers, {report['products']} products, "
+        f"{report['interactions']} interactions, {report['tags']} tags "
+        f"into {describe_database(settings.database_url)}.\nGroups: {groups}.\n"
+        "Demo customers: demo-bargain, demo-loyal, demo-new, demo-lapsed."
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=False,
+    )
+
+
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Count customers, products, interactions, tags and segment assignments."""
+    settings = _settings(database_url)
+
+    async def job() -> dict[str, int]:
+        store = _batch_store(settings)
+        try:
+            return asdict(await _guarded(store.stats()))
+        finally:
+            await store.dispose()
+
+    counts = _run(job)
+    if as_json:
+        typer.echo(json.dumps(counts))
+        return
+    table = Table(title=f"Store {describe_database(settings.database_url)}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+async def _guarded(awaitable: Awaitable[T]) -> T:
+    """Await a store call; report an unreachable or unmigrated store as our error."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from actions.errors import StoreUnavailableError
+
+    try:
+        return await awaitable
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreUnavailableError(
+            f"the store cannot answer ({type(error).__name__}); "
+            "is it running, and did you run `personalize db upgrade`?"
+        ) from None
+
+
+@profile_app.command("show")
+def profile_show(
+    customer: Annotated[str, typer.Argument(help="The customer's external id, e.g. demo-loyal.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Print a customer's profile and the slots the assistant would get now."""
+    settings = _settings(database_url)
+
+    async def job() -> dict[str, Any] | None:
+        store = _batch_store(settings)
+        try:
+            key = customer_key(settings.secret_key, customer)
+            snapshot = await _guarded(store.load_snapshot(key))
+        finally:
+            await store.dispose()
+        if snapshot is None:
+            return None
+        now = utc_now()
+        plan = plan_for_snapshot(snapshot, now, ConversationContext())
+        return {
+            "customer": customer,
+            "loyalty_tier": snapshot.loyalty_tier,
+            "created_at": snapshot.created_at.isoformat(),
+            "demographics": asdict(snapshot.demographics),
+            "metrics": snapshot.metrics.to_document(),
+            "tags": [{"tag": t.tag, "source": t.source, "weight": t.weight} for t in snapshot.tags],
+            "stored_segment": snapshot.segment.segment if snapshot.segment else None,
+            "profile_version": snapshot.profile_version,
+            "slots": dict(plan.values),
+        }
+
+    profile = _run(job)
+    if profile is None:
+        errors.print(
+            f"No customer {customer!r} in the store; the assistant would treat them as a "
+            f"new visitor: {json.dumps(dict(default_plan(utc_now()).values))}"
+        )
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(profile, default=str))
+        return
+    _print_profile(profile)
+
+
+def _print_profile(profile: dict[str, Any]) -> None:
+    table = Table(title=f"Customer {profile['customer']}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    metrics = profile["metrics"]
+    demographics = profile["demographics"]
+    rows = [
+        ("loyalty tier", profile["loyalty_tier"]),
+        ("customer since", profile["created_at"][:10]),
+        ("age / gender", f"{demographics['age']} / {demographics['gender']}"),
+        ("location", f"{demographics['city']}, {demographics['country']}"),
+        ("interactions", str(metrics["interaction_count"])),
+        ("purchases", f"{metrics['purchase_count']} ({metrics['total_spent']:.2f} spent)"),
+        ("discounted share", f"{metrics['discounted_purchase_share']:.0%}"),
+        ("last purchase", str(metrics["last_purchase_at"] or "never")[:10]),
+        ("favourite category", str(metrics["favorite_category"])),
+        ("tags", ", ".join(t["tag"] for t in profile["tags"]) or "-"),
+        ("stored segment", str(profile["stored_segment"] or "- (archetype rule)")),
+    ]
+    for field, value in rows:
+        table.add_row(field, value)
+    console.print(table)
+    slots = Table(title="Slots the assistant gets")
+    slots.add_column("slot")
+    slots.add_column("value")
+    for name, value in profile["slots"].items():
+        slots.add_row(name, json.dumps(value))
+    console.print(slots)
+
+
+@profile_app.command("rebuild")
+def profile_rebuild(database_url: DatabaseOption = None) -> None:
+    """Recompute every customer's behavioural metrics from their interactions."""
+    from actions.store.repository import rebuild_profile_metrics
+
+    settings = _settings(database_url)
+
+    async def job() -> int:
+        store = _batch_store(settings)
+        try:
+            async with store.sessions.begin() as session:
+                return await _guarded(rebuild_profile_metrics(session))
+        finally:
+            await store.dispose()
+
+    console.print(f"Rebuilt {_run(job)} profiles.")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5055,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "0.0.0.0",  # noqa: S104  # Rasa connects from other hosts
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (one per core).")] = 1,
+    extra_actions: Annotated[
+        list[str] | None,
+        typer.Option("--actions", help="More action packages to register (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the action server with the personalization actions."""
+    from actions.server import serve as run_server
+
+    settings = _settings(None)  # fail now, clearly, rather than on the first request
+    logging.getLogger("actions").setLevel(logging.INFO)
+    console.print(
+        f"Action server on http://{host}:{port}/webhook, store "
+        f"{describe_database(settings.database_url)}"
+    )
+    run_server(
+        port=port, host=host, action_packages=("actions", *(extra_actions or ())), workers=workers
+    )
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the action server.")] = 5055,
+) -> None:
+    """Start the action server and walk through personalized turns for the demo customers."""
+    from actions.demo.walkthrough import run_walkthrough
+
+    try:
+        run_walkthrough(_settings(None), port=port, console=console)
+    except PersonalizeError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
+if __name__ == "__main__":
+    main()

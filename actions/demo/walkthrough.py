@@ -1,0 +1,183 @@
+"""``personalize demo``: a scripted walk through personalized turns over the real webhook.
+
+It starts the action server, plays the same few customer turns for each demo customer, and
+renders the bot's answers from ``domain.yml`` by the same conditional-variation rules that
+Rasa's response generator uses, so the personalization is visible side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from actions.errors import InvalidInputError, PersonalizeError
+from actions.settings import Settings
+from actions.testing import action_call, slots_from_events, tracker_state
+
+DEMO_CUSTOMERS = ("demo-bargain", "demo-loyal", "demo-new", "demo-lapsed", "someone-unknown")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One scripted customer turn: what they say and what the bot does about it."""
+
+    text: str
+    intent: str
+    action: str | None
+    response: str
+
+
+SCRIPT = (
+    Turn("Hi there!", "greet", "action_session_start", "utter_greet"),
+    Turn(
+        "Do you have any offers for me?",
+        "ask_offers",
+        "action_refresh_personalization",
+        "utter_offer",
+    ),
+    Turn("What's my membership status?", "ask_loyalty_status", None, "utter_loyalty_status"),
+)
+
+
+def _matches(condition: Mapping[str, Any], slots: Mapping[str, Any]) -> bool:
+    name = condition.get("name")
+    return (
+        condition.get("type") == "slot"
+        and isinstance(name, str)
+        and slots.get(name) == condition.get("value")
+    )
+
+
+def render_response(
+    responses: Mapping[str, Sequence[Mapping[str, Any]]], name: str, slots: Mapping[str, Any]
+) -> str:
+    """The text Rasa would send for response ``name`` given ``slots``.
+
+    Conditional variations whose conditions all hold win over unconditional ones; among
+    several, the first is taken (Rasa picks one at random). Placeholders are filled with the
+    slot's value as text, as Rasa's template filling does.
+    """
+    variations = responses.get(name)
+    if not variations:
+        raise InvalidInputError(f"domain.yml has no response {name!r}")
+    conditional = [
+        v
+        for v in variations
+        if v.get("condition") and all(_matches(c, slots) for c in v["condition"])
+    ]
+    unconditional = [v for v in variations if not v.get("condition")]
+    chosen = (conditional or unconditional or [{"text": ""}])[0]
+    return _PLACEHOLDER.sub(lambda m: str(slots.get(m.group(1))), str(chosen.get("text", "")))
+
+
+def load_responses(domain_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The ``responses`` section of a Rasa domain file."""
+    try:
+        domain = yaml.safe_load(domain_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidInputError(f"cannot read {domain_path}: {error}") from None
+    responses = domain.get("responses") if isinstance(domain, dict) else None
+    if not isinstance(responses, dict):
+        raise InvalidInputError(f"{domain_path} has no responses section")
+    return responses
+
+
+def _post(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310  # a loopback http URL we built
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+
+def _wait_until_healthy(base_url: str, server: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise PersonalizeError("the action server exited during start-up (see its log above)")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=1):  # noqa: S310
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise PersonalizeError(f"the action server did not answer on {base_url} in {timeout_s:.0f} s")
+
+
+def play_customer(
+    webhook: str, customer: str, domain_responses: Mapping[str, Any]
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Play the script for one customer; returns (customer, bot) lines and the final slots."""
+    slots: dict[str, Any] = {}
+    lines: list[tuple[str, str]] = []
+    for turn in SCRIPT:
+        if turn.action is not None:
+            state = tracker_state(
+                sender_id=f"web-{customer}",
+                user_id=customer,
+                session_metadata={"user_id": customer}
+                if turn.action == "action_session_start"
+                else None,
+                slots=slots,
+            )
+            answer = _post(webhook, action_call(turn.action, state))
+            slots.update(slots_from_events(answer.get("events", [])))
+        lines.append((turn.text, render_response(domain_responses, turn.response, slots)))
+    return lines, slots
+
+
+def run_walkthrough(
+    settings: Settings, *, port: int, console: Console, domain_path: Path = Path("domain.yml")
+) -> None:
+    """Start the server on ``port``, play the script for each demo customer, stop it."""
+    responses = load_responses(domain_path)
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PERSONALIZE_DATABASE_URL": settings.database_url}
+    server = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+        [sys.executable, "-m", "actions.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+    )
+    try:
+        _wait_until_healthy(base_url, server, timeout_s=60)
+        summary = Table(title="What the assistant knows, side by side")
+        for column in ("customer", "segment", "tier", "offer", "discount", "favourite", "tags"):
+            summary.add_column(column)
+        for customer in DEMO_CUSTOMERS:
+            lines, slots = play_customer(f"{base_url}/webhook", customer, responses)
+            console.rule(f"[bold]{customer}")
+            for said, answered in lines:
+                console.print(f"[cyan]customer:[/cyan] {said}")
+                console.print(f"[green]bot:[/green]      {answered}")
+            summary.add_row(
+                customer,
+                str(slots.get("customer_segment")),
+                str(slots.get("loyalty_tier")),
+                str(slots.get("offer_type")),
+                str(slots.get("discount_pct")),
+                str(slots.get("favorite_category")),
+                ", ".join(slots.get("user_tags") or []) or "-",
+            )
+        console.print(summary)
+    except urllib.error.URLError as error:
+        raise PersonalizeError(f"the action server failed a request: {error.reason}") from None
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()

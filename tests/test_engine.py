@@ -1,0 +1,225 @@
+"""PersonalizationService: known, unknown, and a store that is down, slow or back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from actions.context import ConversationContext
+from actions.engine import PersonalizationRequest, PersonalizationService, plan_for_snapshot
+from actions.identity import CustomerIdentity
+from actions.slots import SLOT_CONTRACT, SlotPlan
+from actions.store.migrate import upgrade
+from actions.store.records import CustomerSnapshot, Demographics, ProfileMetrics, SegmentRecord
+from actions.store.repository import rebuild_profile_metrics
+from actions.store.sql_store import SqlStore
+from tests.conftest import make_settings
+from tests.factories import NOW, add_customer, add_interactions, add_product
+
+UTC_NOON = ConversationContext(utc_offset_minutes=0)
+
+
+def request(external_id: str) -> PersonalizationRequest:
+    return PersonalizationRequest(CustomerIdentity(external_id, "message_metadata"), UTC_NOON)
+
+
+def snapshot(**metrics: object) -> CustomerSnapshot:
+    return CustomerSnapshot(
+        customer_id=1,
+        created_at=NOW - timedelta(days=400),
+        loyalty_tier="silver",
+        demographics=Demographics(),
+        attributes={},
+        metrics=ProfileMetrics(**metrics),  # type: ignore[arg-type]
+        profile_version=1,
+        tags=(),
+        segment=None,
+    )
+
+
+def test_plan_for_a_bargain_hunter() -> None:
+    """Mostly discounted purchases: price_sensitive, a 15% discount offer, whole number."""
+    plan = plan_for_snapshot(
+        snapshot(
+            interaction_count=40,
+            purchase_count=6,
+            last_purchase_at=NOW - timedelta(days=3),
+            discounted_purchase_share=0.8,
+            favorite_category="running",
+        ),
+        NOW,
+        UTC_NOON,
+    )
+    assert plan.values == {
+        "customer_segment": "price_sensitive",
+        "loyalty_tier": "silver",
+        "is_returning_customer": True,
+        "user_tags": [],
+        "favorite_category": "running",
+        "offer_type": "discount",
+        "discount_pct": 15,
+        "time_of_day": "afternoon",
+    }
+
+
+def test_a_stored_segment_wins_over_the_archetype_rule() -> None:
+    """A clustering assignment in the store is what the customer gets."""
+    stored = replace(
+        snapshot(interaction_count=3),
+        segment=SegmentRecord("loyal", "kmeans", "v1", 0.7, NOW),
+        loyalty_tier="gold",
+    )
+    plan = plan_for_snapshot(stored, NOW, UTC_NOON)
+    assert (plan["customer_segment"], plan["offer_type"]) == ("loyal", "exclusive_access")
+
+
+def test_an_unknown_tier_reads_as_none() -> None:
+    """A tier outside the contract never reaches a categorical slot."""
+    plan = plan_for_snapshot(replace(snapshot(), loyalty_tier="diamond"), NOW, UTC_NOON)
+    assert plan["loyalty_tier"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("offset_minutes", "expected"),
+    [(0, "afternoon"), (-6 * 60, "morning"), (7 * 60, "evening"), (12 * 60, "night")],
+)
+def test_time_of_day_follows_the_customers_clock(offset_minutes: int, expected: str) -> None:
+    """12:00 UTC is morning in Chicago and night in Auckland."""
+    context = ConversationContext(utc_offset_minutes=offset_minutes)
+    assert plan_for_snapshot(snapshot(), NOW, context)["time_of_day"] == expected
+
+
+def test_slot_plans_refuse_values_outside_the_contract() -> None:
+    """The engine cannot emit a segment the domain does not declare."""
+    with pytest.raises(ValueError, match="customer_segment"):
+        SlotPlan({"customer_segment": "vip"})
+    assert set(SlotPlan({"loyalty_tier": "gold"}).values) <= set(SLOT_CONTRACT)
+
+
+async def test_known_customer_gets_their_slots(sqlite_store: SqlStore, sqlite_url: str) -> None:
+    """End to end through the real store: a gold loyal buyer."""
+    async with sqlite_store.sessions.begin() as session:
+        tv = await add_product(session, "SKU-EL-1", "electronics", price=900.0)
+        ada = await add_customer(session, "ada", tier="gold", tags=("premium",))
+        await add_interactions(session, ada, tv, "purchase", 6, days_ago=5)
+        await rebuild_profile_metrics(session, now=NOW)
+    service = PersonalizationService(make_settings(sqlite_url), sqlite_store, clock=lambda: NOW)
+
+    plan = await service.personalize(request("ada"))
+
+    assert plan["customer_segment"] == "loyal"
+    assert plan["loyalty_tier"] == "gold"
+    assert plan["is_returning_customer"] is True
+    assert plan["user_tags"] == ["premium"]
+    assert plan["favorite_category"] == "electronics"
+    assert plan["offer_type"] == "exclusive_access"
+
+
+async def test_unknown_customer_gets_new_visitor_defaults(
+    sqlite_store: SqlStore, sqlite_url: str
+) -> None:
+    """Nobody in the store by that id: new_visitor, no tier, no offer."""
+    service = PersonalizationService(make_settings(sqlite_url), sqlite_store, clock=lambda: NOW)
+    plan = await service.personalize(request("stranger"))
+    assert plan["customer_segment"] == "new_visitor"
+    assert plan["loyalty_tier"] == "none"
+    assert plan["is_returning_customer"] is False
+    assert plan["offer_type"] == "none"
+
+
+async def test_unreachable_store_answers_defaults_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that cannot be opened: defaults, one warning, no personal data in it."""
+    url = f"sqlite:///{tmp_path / 'missing-dir' / 'store.db'}"
+    service = PersonalizationService(make_settings(url, store_retry_after_s=60.0))
+    with caplog.at_level(logging.WARNING):
+        first = await service.personalize(request("demo-loyal"))
+        second = await service.personalize(request("demo-loyal"))
+    await service.close()
+
+    assert first["customer_segment"] == second["customer_segment"] == "new_visitor"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "store is unavailable" in warnings[0].getMessage()
+    assert "demo-loyal" not in caplog.text
+    assert service.key_for(CustomerIdentity("demo-loyal", "sender_id")) not in caplog.text
+
+
+async def test_service_recovers_when_the_store_comes_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The breaker reopens by itself: once the store exists, customers are known again."""
+    folder = tmp_path / "later"
+    url = f"sqlite:///{folder / 'store.db'}"
+    service = PersonalizationService(make_settings(url), clock=lambda: NOW)
+    assert (await service.personalize(request("ada")))["loyalty_tier"] == "none"
+
+    folder.mkdir()
+    await asyncio.to_thread(upgrade, url)
+    async with service.store.sessions.begin() as session:
+        await add_customer(session, "ada", tier="platinum")
+    with caplog.at_level(logging.INFO):
+        plan = await service.personalize(request("ada"))
+    await service.close()
+
+    assert plan["loyalty_tier"] == "platinum"
+    assert "answers again" in caplog.text
+
+
+class SlowStore(SqlStore):
+    """A store whose reads take longer than any action may wait."""
+
+    async def load_snapshot(self, customer_key: str) -> CustomerSnapshot | None:
+        await asyncio.sleep(30)
+        return None
+
+
+async def test_slow_store_is_cut_off_at_the_action_budget(sqlite_url: str) -> None:
+    """A store that hangs costs the action at most its budget."""
+    settings = make_settings(sqlite_url, action_budget_s=0.2)
+    service = PersonalizationService(settings, SlowStore(sqlite_url))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    plan = await service.personalize(request("ada"))
+    elapsed = loop.time() - started
+    await service.close()
+    assert plan["customer_segment"] == "new_visitor"
+    assert elapsed < 5  # far below the store's 30 s; the exact budget is not a test matter
+
+
+@pytest.mark.postgres
+async def test_locked_postgres_table_hits_the_statement_timeout(postgres_url: str) -> None:
+    """A real PostgreSQL lock: the statement timeout ends the wait and defaults answer."""
+    from tests.conftest import migrated_store
+
+    holder = await migrated_store(postgres_url)
+    settings = make_settings(
+        postgres_url, store_statement_timeout_s=0.3, action_budget_s=5.0, store_retry_after_s=60
+    )
+    service = PersonalizationService(settings)
+    try:
+        async with holder.engine.connect() as locker:
+            await locker.execute(text("BEGIN"))
+            await locker.execute(text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"))
+            plan = await service.personalize(request("ada"))
+            await locker.rollback()
+    finally:
+        await service.close()
+        await holder.dispose()
+    assert plan["customer_segment"] == "new_visitor"
+
+
+async def test_refused_postgres_connection_answers_defaults() -> None:
+    """Nothing listens on the port: connection refused is a store outage, not a crash."""
+    settings = make_settings("postgresql://postgres@127.0.0.1:1/none", store_connect_timeout_s=0.5)
+    service = PersonalizationService(settings)
+    plan = await service.personalize(request("ada"))
+    await service.close()
+    assert plan["customer_segment"] == "new_visitor"
