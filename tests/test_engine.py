@@ -19,7 +19,7 @@ from actions.store.migrate import upgrade
 from actions.store.records import CustomerSnapshot, Demographics, ProfileMetrics, SegmentRecord
 from actions.store.repository import rebuild_profile_metrics
 from actions.store.sql_store import SqlStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, migrated_store
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
 UTC_NOON = ConversationContext(utc_offset_minutes=0)
@@ -197,8 +197,6 @@ async def test_slow_store_is_cut_off_at_the_action_budget(sqlite_url: str) -> No
 @pytest.mark.postgres
 async def test_locked_postgres_table_hits_the_statement_timeout(postgres_url: str) -> None:
     """A real PostgreSQL lock: the statement timeout ends the wait and defaults answer."""
-    from tests.conftest import migrated_store
-
     holder = await migrated_store(postgres_url)
     settings = make_settings(
         postgres_url, store_statement_timeout_s=0.3, action_budget_s=5.0, store_retry_after_s=60

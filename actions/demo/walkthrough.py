@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -25,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from actions.errors import InvalidInputError, PersonalizeError
+from actions.processes import ServerProcess
 from actions.settings import Settings
 from actions.testing import action_call, slots_from_events, tracker_state
 
@@ -106,19 +105,6 @@ def _post(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         return result
 
 
-def _wait_until_healthy(base_url: str, server: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise PersonalizeError("the action server exited during start-up (see its log above)")
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=1):  # noqa: S310
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise PersonalizeError(f"the action server did not answer on {base_url} in {timeout_s:.0f} s")
-
-
 def play_customer(
     webhook: str, customer: str, domain_responses: Mapping[str, Any]
 ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
@@ -148,12 +134,14 @@ def run_walkthrough(
     responses = load_responses(domain_path)
     base_url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PERSONALIZE_DATABASE_URL": settings.database_url}
-    server = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+    server = ServerProcess(
         [sys.executable, "-m", "actions.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        f"{base_url}/health",
         env=env,
     )
+    console.print(f"Starting the action server on {base_url} ...")
     try:
-        _wait_until_healthy(base_url, server, timeout_s=60)
+        server.start(timeout_s=60)
         summary = Table(title="What the assistant knows, side by side")
         for column in ("customer", "segment", "tier", "offer", "discount", "favourite", "tags"):
             summary.add_column(column)
@@ -176,8 +164,4 @@ def run_walkthrough(
     except urllib.error.URLError as error:
         raise PersonalizeError(f"the action server failed a request: {error.reason}") from None
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        server.stop()

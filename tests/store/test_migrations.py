@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from actions.store.migrate import current_revision, head_revision, upgrade_connection
+from actions.store.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade_connection,
+)
 from actions.store.models import Base
 from actions.store.sql_store import SqlStore
 
@@ -30,10 +36,6 @@ async def test_downgrade_to_base_and_upgrade_again(store: SqlStore) -> None:
     async with store.engine.begin() as connection:
 
         def downgrade(sync_connection: Connection) -> None:
-            from alembic import command
-
-            from actions.store.migrate import alembic_config
-
             config = alembic_config("sqlite://")
             config.attributes["connection"] = sync_connection
             command.downgrade(config, "base")

@@ -77,7 +77,8 @@ async def test_rebuild_bumps_version_only_when_metrics_change(store: SqlStore) -
         await rebuild_profile_metrics(session, now=NOW)
     second = await store.load_snapshot(customer_key(TEST_SECRET, "bo"))
 
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert first.profile_version == 1
     assert second.profile_version == 2
     assert second.metrics.interaction_count == 3
