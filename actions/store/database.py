@@ -69,7 +69,8 @@ class StoreTimeouts:
     statement_s: float | None = 1.0
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Connection set-up for SQLite: WAL, normal sync, foreign keys."""
     # WAL lets the action server read while a batch job writes; foreign keys are off by
     # default in SQLite and the schema relies on cascades.
     cursor = dbapi_connection.cursor()
@@ -88,10 +89,10 @@ def create_store_engine(
     if async_url.get_backend_name() == "sqlite":
         # sqlite3's timeout is how long a statement waits for a lock held by a writer.
         busy_timeout = timeouts.statement_s or 30.0
-        engine = create_async_engine(
-            async_url, connect_args={"timeout": busy_timeout}, pool_pre_ping=True
-        )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # No pre-ping: a local file cannot drop the connection, and the ping costs a
+        # round trip per checkout.
+        engine = create_async_engine(async_url, connect_args={"timeout": busy_timeout})
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     connect_args: dict[str, Any] = {
         "timeout": timeouts.connect_s,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import Select, bindparam, case, delete, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.store.models import (
@@ -40,59 +43,78 @@ CATEGORY_AFFINITY_WEIGHTS = {
 DISCOUNT_THRESHOLD = 0.95
 
 
-async def load_customer_snapshot(session: AsyncSession, key: str) -> CustomerSnapshot | None:
-    """Everything the hot path needs about the customer with ``key``, or None if unknown."""
-    latest_segment = (
-        select(SegmentAssignment)
-        .join(Customer, Customer.id == SegmentAssignment.customer_id)
-        .where(Customer.customer_key == key)
-        .order_by(SegmentAssignment.assigned_at.desc(), SegmentAssignment.id.desc())
-        .limit(1)
-        .subquery()
-    )
-    row = (
-        await session.execute(
-            select(
-                Customer,
-                CustomerProfile,
-                latest_segment.c.segment,
-                latest_segment.c.method,
-                latest_segment.c.model_version,
-                latest_segment.c.score,
-                latest_segment.c.assigned_at,
-            )
-            .outerjoin(CustomerProfile, CustomerProfile.customer_id == Customer.id)
-            .outerjoin(latest_segment, latest_segment.c.customer_id == Customer.id)
-            .where(Customer.customer_key == key)
+@lru_cache(maxsize=1)
+def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """The hot path's three statements, built once: building them costs more than running."""
+    customers, profiles = Customer.__table__, CustomerProfile.__table__
+    tags, segments = CustomerTag.__table__, SegmentAssignment.__table__
+    customer = (
+        select(
+            customers.c.id,
+            customers.c.created_at,
+            customers.c.loyalty_tier,
+            customers.c.age,
+            customers.c.gender,
+            customers.c.country,
+            customers.c.city,
+            profiles.c.attributes,
+            profiles.c.metrics,
+            profiles.c.version,
         )
-    ).one_or_none()
+        .select_from(customers.outerjoin(profiles, profiles.c.customer_id == customers.c.id))
+        .where(customers.c.customer_key == bindparam("key"))
+    )
+    customer_tags = (
+        select(tags.c.tag, tags.c.source, tags.c.weight, tags.c.updated_at)
+        .where(tags.c.customer_id == bindparam("customer_id"))
+        .order_by(tags.c.weight.desc(), tags.c.tag)
+    )
+    latest_segment = (
+        select(
+            segments.c.segment,
+            segments.c.method,
+            segments.c.model_version,
+            segments.c.score,
+            segments.c.assigned_at,
+        )
+        .where(segments.c.customer_id == bindparam("customer_id"))
+        .order_by(segments.c.assigned_at.desc(), segments.c.id.desc())
+        .limit(1)
+    )
+    return customer, customer_tags, latest_segment
+
+
+def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot | None:
+    """Everything the hot path needs about the customer with ``key``, or None if unknown.
+
+    Synchronous on purpose: it runs in one worker thread (SQLite) or one greenlet hop
+    (PostgreSQL) instead of a thread hop per cursor call. Three indexed point reads.
+    """
+    customer_statement, tags_statement, segment_statement = _snapshot_statements()
+    row = connection.execute(customer_statement, {"key": key}).one_or_none()
     if row is None:
         return None
-    customer, profile, segment, method, model_version, score, assigned_at = row
-    tags = (
-        await session.scalars(
-            select(CustomerTag)
-            .where(CustomerTag.customer_id == customer.id)
-            .order_by(CustomerTag.weight.desc(), CustomerTag.tag)
-        )
-    ).all()
+    tags = connection.execute(tags_statement, {"customer_id": row.id}).all()
+    segment = connection.execute(segment_statement, {"customer_id": row.id}).one_or_none()
     return CustomerSnapshot(
-        customer_id=customer.id,
-        created_at=customer.created_at,
-        loyalty_tier=customer.loyalty_tier,
+        customer_id=row.id,
+        created_at=row.created_at,
+        loyalty_tier=row.loyalty_tier,
         demographics=Demographics(
-            age=customer.age, gender=customer.gender, country=customer.country, city=customer.city
+            age=row.age, gender=row.gender, country=row.country, city=row.city
         ),
-        attributes=dict(profile.attributes) if profile else {},
-        metrics=ProfileMetrics.from_document(profile.metrics) if profile else ProfileMetrics(),
-        profile_version=profile.version if profile else 0,
+        attributes=dict(row.attributes or {}),
+        metrics=ProfileMetrics.from_document(row.metrics or {}),
+        profile_version=row.version or 0,
         tags=tuple(TagRecord(t.tag, t.source, t.weight, t.updated_at) for t in tags),
-        segment=(
-            SegmentRecord(segment, method, model_version, score, assigned_at)
-            if segment is not None
-            else None
-        ),
+        segment=SegmentRecord(*segment) if segment is not None else None,
     )
+
+
+async def load_customer_snapshot(session: AsyncSession, key: str) -> CustomerSnapshot | None:
+    """:func:`read_customer_snapshot` inside an open async session (sees its pending rows)."""
+    connection = await session.connection()
+    return await connection.run_sync(read_customer_snapshot, key)
 
 
 async def store_stats(session: AsyncSession) -> StoreStats:
