@@ -103,8 +103,10 @@ def db_upgrade(
 def seed_demo(
     customers: Annotated[int, typer.Option(min=10, help="Customers to generate.")] = 2000,
     products: Annotated[int, typer.Option(min=8, help="Products to generate.")] = 300,
-    interactions: Annotated[int, typer.Option(min=0, help="About this many.")] = 50_000,
-    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 180,
+    interactions: Annotated[int, typer.Option(min=1, help="About this many.")] = 50_000,
+    days: Annotated[
+        int, typer.Option(min=120, help="Days of history (lapsed customers need 120+).")
+    ] = 180,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same shop.")] = 42,
     reset: Annotated[
         bool, typer.Option("--reset/--keep", help="Empty the store first (default).")

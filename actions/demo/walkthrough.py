@@ -22,12 +22,13 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from actions.demo.generator import DEMO_CUSTOMERS
 from actions.errors import InvalidInputError, PersonalizeError
 from actions.processes import ServerProcess
 from actions.settings import Settings
 from actions.testing import action_call, slots_from_events, tracker_state
 
-DEMO_CUSTOMERS = ("demo-bargain", "demo-loyal", "demo-new", "demo-lapsed", "someone-unknown")
+WALKTHROUGH_CUSTOMERS = (*DEMO_CUSTOMERS, "someone-unknown")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -145,7 +146,7 @@ def run_walkthrough(
         summary = Table(title="What the assistant knows, side by side")
         for column in ("customer", "segment", "tier", "offer", "discount", "favourite", "tags"):
             summary.add_column(column)
-        for customer in DEMO_CUSTOMERS:
+        for customer in WALKTHROUGH_CUSTOMERS:
             lines, slots = play_customer(f"{base_url}/webhook", customer, responses)
             console.rule(f"[bold]{customer}")
             for said, answered in lines:
