@@ -51,7 +51,13 @@ def _settings(database_url: str | None) -> Settings:
     overrides: dict[str, object] = {}
     if database_url:
         overrides["database_url"] = database_url
-    return load_settings(**overrides)
+    try:
+        settings = load_settings(**overrides)
+        describe_database(settings.database_url)  # validates the URL now, not mid-job
+    except PersonalizeError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    return settings
 
 
 def _batch_store(settings: Settings) -> SqlStore:

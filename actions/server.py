@@ -72,7 +72,9 @@ def _decode_body(request: Request, max_bytes: int) -> Any:
 def _describe(error: ValidationError) -> str:
     # Field paths and reasons only: pydantic's own message would quote the input values.
     first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "body"
+    if not first["loc"]:
+        return "invalid action call: the body must be a JSON object with next_action and tracker"
+    location = ".".join(str(part) for part in first["loc"])
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"invalid action call: {location}: {first['msg']}{more}"
 
