@@ -161,7 +161,7 @@ def run_walkthrough(
                 str(slots.get("favorite_category")),
                 ", ".join(slots.get("user_tags") or []) or "-",
             )
-        console.print(summary)
+        console.print(summary, width=120)
     except urllib.error.URLError as error:
         raise PersonalizeError(f"the action server failed a request: {error.reason}") from None
     finally:

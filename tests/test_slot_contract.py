@@ -1,0 +1,52 @@
+"""The demo domain declares every slot the code can set, with the same type and values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rasa_sdk.executor import ActionExecutor
+
+from actions.slots import PROFILE_SLOTS, SLOT_CONTRACT
+
+DOMAIN_PATH = Path(__file__).parent.parent / "domain.yml"
+
+
+@pytest.fixture(scope="module")
+def domain() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(DOMAIN_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+@pytest.mark.parametrize("name", sorted(SLOT_CONTRACT))
+def test_contract_slot_is_declared_with_matching_type(domain: dict[str, Any], name: str) -> None:
+    """Type, categorical values and influence on the policy match the code's contract."""
+    spec = SLOT_CONTRACT[name]
+    declared = domain["slots"].get(name)
+    assert declared is not None, f"domain.yml does not declare slot {name!r}"
+    assert declared["type"] == spec.type
+    if spec.type == "categorical":
+        assert [str(v) for v in declared["values"]] == list(spec.values)
+    assert declared.get("influence_conversation", True) == spec.influences_conversation
+    # Only the action server sets these: an NLU mapping would let a message overwrite them.
+    assert declared["mappings"] == [{"type": "custom"}]
+
+
+def test_every_slot_the_actions_emit_is_in_the_contract() -> None:
+    """The slots the session actions set are a subset of the contract."""
+    assert set(PROFILE_SLOTS) <= set(SLOT_CONTRACT)
+
+
+def test_domain_lists_exactly_the_registered_actions(domain: dict[str, Any]) -> None:
+    """Custom actions in the domain are the ones rasa-sdk registers from the package."""
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    custom = {a for a in domain["actions"] if a.startswith("action_")}
+    assert custom == set(executor.actions)
+
+
+def test_session_start_is_declared_so_rasa_calls_ours(domain: dict[str, Any]) -> None:
+    """Rasa only calls a custom action_session_start if the domain lists it."""
+    assert "action_session_start" in domain["actions"]
