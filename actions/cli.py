@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -338,13 +339,32 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the action server.")] = 5055,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Action server port (webhook-only mode)."),
+    ] = None,
 ) -> None:
-    """Start the action server and walk through personalized turns for the demo customers."""
+    """Play a conversation for each demo customer (real Rasa when set up) side by side."""
     from actions.demo.walkthrough import run_walkthrough
 
     try:
-        run_walkthrough(_settings(None), port=port, console=console)
+        run_walkthrough(_settings(None), console=console, project_dir=Path.cwd(), port=port)
+    except PersonalizeError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def chat(
+    customer: Annotated[
+        str, typer.Option("--customer", "-c", help="Chat as this customer id.")
+    ] = "demo-loyal",
+) -> None:
+    """Chat with the demo assistant (Rasa + this action server) as a given customer."""
+    from actions.demo.walkthrough import run_chat
+
+    try:
+        run_chat(_settings(None), customer=customer, console=console, project_dir=Path.cwd())
     except PersonalizeError as error:
         errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import zlib
 from functools import partial
 from typing import Any
@@ -133,6 +134,9 @@ def create_personalize_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Sanic[Any, Any]:
     """rasa-sdk's app with our actions registered and our extensions attached."""
+    # Rasa 3.6 calling rasa-sdk 3.x is the supported pairing; the SDK's per-request version
+    # warning would only fill the log.
+    warnings.filterwarnings("ignore", message="Your versions of rasa and rasa_sdk")
     executor = ActionExecutor()
     for package in action_packages:
         executor.register_package(package)

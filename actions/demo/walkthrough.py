@@ -1,8 +1,10 @@
-"""``personalize demo``: a scripted walk through personalized turns over the real webhook.
+"""``personalize demo``: the same conversation, played for each demo customer, side by side.
 
-It starts the action server, plays the same few customer turns for each demo customer, and
-renders the bot's answers from ``domain.yml`` by the same conditional-variation rules that
-Rasa's response generator uses, so the personalization is visible side by side.
+With the Rasa environment and a trained model (``make rasa-train``) it is a real
+conversation: Rasa 3.6 and our action server on loopback ports, messages through Rasa's
+REST channel with ``metadata.user_id``. Without them it falls back to a scripted walk over
+the webhook alone, rendering the bot's answers from ``domain.yml`` by the same
+conditional-variation rules that Rasa's response generator uses.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import json
 import os
 import re
 import sys
+import tempfile
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +26,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from actions.demo.assistant import RasaSetup, RunningAssistant
 from actions.demo.generator import DEMO_CUSTOMERS
 from actions.errors import InvalidInputError, PersonalizeError
-from actions.processes import ServerProcess
+from actions.processes import ServerProcess, free_port
 from actions.settings import Settings
 from actions.testing import action_call, slots_from_events, tracker_state
 
@@ -41,6 +46,14 @@ class Turn:
     action: str | None
     response: str
 
+
+CONVERSATION = (
+    "Hi there!",
+    "Do you have any offers for me?",
+    "yes please",
+    "What's my membership status?",
+    "bye",
+)
 
 SCRIPT = (
     Turn("Hi there!", "greet", "action_session_start", "utter_greet"),
@@ -128,7 +141,71 @@ def play_customer(
     return lines, slots
 
 
+def _summary_table() -> Table:
+    summary = Table(title="What the assistant knows, side by side")
+    for column in ("customer", "segment", "tier", "offer", "discount", "favourite", "tags"):
+        summary.add_column(column)
+    return summary
+
+
+def _add_summary_row(summary: Table, customer: str, slots: Mapping[str, Any]) -> None:
+    summary.add_row(
+        customer,
+        str(slots.get("customer_segment")),
+        str(slots.get("loyalty_tier")),
+        str(slots.get("offer_type")),
+        str(slots.get("discount_pct")),
+        str(slots.get("favorite_category")),
+        ", ".join(slots.get("user_tags") or []) or "-",
+    )
+
+
+def _print_turns(console: Console, customer: str, lines: Sequence[tuple[str, str]]) -> None:
+    console.rule(f"[bold]{customer}")
+    for said, answered in lines:
+        console.print(f"[cyan]customer:[/cyan] {said}")
+        console.print(f"[green]bot:[/green]      {answered}")
+
+
 def run_walkthrough(
+    settings: Settings,
+    *,
+    console: Console,
+    project_dir: Path = Path(),
+    port: int | None = None,
+) -> None:
+    """Play the conversation for each demo customer: through Rasa when it is set up."""
+    setup = RasaSetup.find(project_dir)
+    if setup is None:
+        console.print(
+            "[yellow]Rasa is not set up here[/yellow] (run `make rasa-train`): showing the "
+            "scripted walk-through over the webhook, answers rendered from domain.yml."
+        )
+        run_webhook_walkthrough(
+            settings,
+            port=port or free_port(),
+            console=console,
+            domain_path=project_dir / "domain.yml",
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="personalize-demo-") as folder:
+        console.print("Starting the action server and Rasa (loading the model takes a while)...")
+        summary = _summary_table()
+        with RunningAssistant(
+            setup, database_url=settings.database_url, log_dir=Path(folder)
+        ) as assistant:
+            for customer in WALKTHROUGH_CUSTOMERS:
+                sender = f"demo-{customer}-{uuid.uuid4().hex[:8]}"
+                lines = [
+                    (text, " ".join(assistant.say(sender, text, user_id=customer)) or "(silence)")
+                    for text in CONVERSATION
+                ]
+                _print_turns(console, customer, lines)
+                _add_summary_row(summary, customer, assistant.slots(sender))
+        console.print(summary, width=120)
+
+
+def run_webhook_walkthrough(
     settings: Settings, *, port: int, console: Console, domain_path: Path = Path("domain.yml")
 ) -> None:
     """Start the server on ``port``, play the script for each demo customer, stop it."""
@@ -143,26 +220,41 @@ def run_walkthrough(
     console.print(f"Starting the action server on {base_url} ...")
     try:
         server.start(timeout_s=60)
-        summary = Table(title="What the assistant knows, side by side")
-        for column in ("customer", "segment", "tier", "offer", "discount", "favourite", "tags"):
-            summary.add_column(column)
+        summary = _summary_table()
         for customer in WALKTHROUGH_CUSTOMERS:
             lines, slots = play_customer(f"{base_url}/webhook", customer, responses)
-            console.rule(f"[bold]{customer}")
-            for said, answered in lines:
-                console.print(f"[cyan]customer:[/cyan] {said}")
-                console.print(f"[green]bot:[/green]      {answered}")
-            summary.add_row(
-                customer,
-                str(slots.get("customer_segment")),
-                str(slots.get("loyalty_tier")),
-                str(slots.get("offer_type")),
-                str(slots.get("discount_pct")),
-                str(slots.get("favorite_category")),
-                ", ".join(slots.get("user_tags") or []) or "-",
-            )
+            _print_turns(console, customer, lines)
+            _add_summary_row(summary, customer, slots)
         console.print(summary, width=120)
     except urllib.error.URLError as error:
         raise PersonalizeError(f"the action server failed a request: {error.reason}") from None
     finally:
         server.stop()
+
+
+def run_chat(settings: Settings, *, customer: str, console: Console, project_dir: Path) -> None:
+    """An interactive conversation with the demo assistant as ``customer``."""
+    setup = RasaSetup.find(project_dir)
+    if setup is None:
+        raise PersonalizeError("the chat needs Rasa: run `make rasa-train` first")
+    with tempfile.TemporaryDirectory(prefix="personalize-chat-") as folder:
+        console.print("Starting the action server and Rasa (loading the model takes a while)...")
+        with RunningAssistant(
+            setup, database_url=settings.database_url, log_dir=Path(folder)
+        ) as assistant:
+            sender = f"chat-{customer}-{uuid.uuid4().hex[:8]}"
+            console.print(f"Chatting as [bold]{customer}[/bold]. Type /slots, or /quit to leave.")
+            while True:
+                try:
+                    text = console.input("[cyan]you:[/cyan] ").strip()
+                except (EOFError, KeyboardInterrupt):
+                    break
+                if text in {"/quit", "/exit"}:
+                    break
+                if text == "/slots":
+                    slots = assistant.slots(sender)
+                    console.print_json(json.dumps({k: v for k, v in slots.items() if v}))
+                    continue
+                if text:
+                    for answer in assistant.say(sender, text, user_id=customer):
+                        console.print(f"[green]bot:[/green] {answer}")
