@@ -9,7 +9,10 @@ PERSONALIZE_DATABASE_URL ?= sqlite:///personalize.db
 export PERSONALIZE_DATABASE_URL
 
 # Rasa 3.6.21 needs Python 3.10 and lives in its own environment (it talks to us over HTTP).
-PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls $$HOME/.pyenv/versions/3.10.*/bin/python 2>/dev/null | tail -n 1)
+# A pyenv shim named python3.10 may exist without working, so each candidate is tried.
+PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10.*/bin/python /usr/bin/python3.10; do \
+    if $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then \
+    command -v $$p; break; fi; done)
 RASA_VENV := .venv-rasa
 RASA := $(RASA_VENV)/bin/rasa
 RASA_STAMP := $(RASA_VENV)/.installed
