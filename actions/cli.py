@@ -16,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from actions.context import ConversationContext
-from actions.engine import default_plan, plan_for_snapshot
+from actions.engine import default_plan, plan_for_snapshot, segment_of
 from actions.errors import PersonalizeError
 from actions.identity import customer_key
+from actions.rules import RuleBook
 from actions.settings import Settings, load_settings
 from actions.store.database import StoreTimeouts, describe_database
 from actions.store.models import utc_now
@@ -33,6 +34,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 profile_app = typer.Typer(help="Customer profiles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(profile_app, name="profile")
+rules_app = typer.Typer(help="Decision rules (personalization.yml).", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 console = Console()
 errors = Console(stderr=True)
@@ -239,7 +242,8 @@ def profile_show(
         if snapshot is None:
             return None
         now = utc_now()
-        plan = plan_for_snapshot(snapshot, now, ConversationContext())
+        rules = RuleBook(settings.rules_path, strict=False).current()
+        plan = plan_for_snapshot(snapshot, now, ConversationContext(), rules)
         return {
             "customer": customer,
             "loyalty_tier": snapshot.loyalty_tier,
@@ -311,6 +315,88 @@ def profile_rebuild(database_url: DatabaseOption = None) -> None:
             await store.dispose()
 
     console.print(f"Rebuilt {_run(job)} profiles.")
+
+
+@rules_app.command("check")
+def rules_check(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Rule file (default: $PERSONALIZE_RULES_PATH or personalization.yml)."),
+    ] = None,
+) -> None:
+    """Validate a rule file: every problem with its line; exit 1 if there is any."""
+    from actions.rules import check_file
+
+    rules_path = path or _settings(None).rules_path
+    if not rules_path.exists():
+        errors.print(f"[red]error:[/red] {rules_path}: no such file")
+        raise typer.Exit(1)
+    problems = check_file(rules_path)
+    for problem in problems:
+        errors.print(str(problem), markup=False, highlight=False)
+    if problems:
+        errors.print(f"{len(problems)} problem(s) in {rules_path}")
+        raise typer.Exit(1)
+    console.print(f"{rules_path}: OK")
+
+
+@rules_app.command("explain")
+def rules_explain(
+    customer: Annotated[str, typer.Argument(help="The customer's external id.")],
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--context",
+            "-c",
+            help="What-if facts as key=value, e.g. --context hour=20 --context device=mobile.",
+        ),
+    ] = None,
+    path: Annotated[Path | None, typer.Option("--rules", help="Rule file to explain.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Which rules match this customer, which do not and why, and the resulting slots."""
+    from actions.errors import InvalidInputError
+    from actions.rules import evaluate, explain, facts_from, load_rules, with_overrides
+
+    settings = _settings(database_url)
+    overrides: dict[str, str] = {}
+    for item in context or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            errors.print(f"[red]error:[/red] --context {item!r}: expected key=value")
+            raise typer.Exit(2)
+        overrides[key.strip()] = value.strip()
+
+    async def job() -> Any:
+        store = _batch_store(settings)
+        try:
+            key = customer_key(settings.secret_key, customer)
+            return await _guarded(store.load_snapshot(key))
+        finally:
+            await store.dispose()
+
+    snapshot = _run(job)
+    now = utc_now()
+    try:
+        rules = load_rules(path or settings.rules_path)
+        segment = segment_of(snapshot, now) if snapshot else "new_visitor"
+        facts = with_overrides(facts_from(snapshot, segment, ConversationContext(), now), overrides)
+    except (PersonalizeError, InvalidInputError) as error:
+        errors.print(f"[red]error:[/red] {error}", markup=False)
+        raise typer.Exit(1) from None
+    explanation = explain(rules, facts)
+    slots = {
+        **plan_for_snapshot(snapshot, now, ConversationContext(), rules).values,
+        **evaluate(rules, facts).slot_values(),
+    }
+    if as_json:
+        typer.echo(json.dumps({**explanation.to_dict(), "slots": slots}, default=str))
+        return
+    known = "" if snapshot else " (not in the store: treated as a new visitor)"
+    console.print(f"Customer {customer}{known}", markup=False)
+    console.print(str(explanation), markup=False, highlight=False)
+    console.print(f"Resulting slots: {json.dumps(slots)}", markup=False, highlight=False)
 
 
 @app.command()

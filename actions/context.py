@@ -21,6 +21,7 @@ class ConversationContext:
     device: str | None = None
     timezone_name: str | None = None
     utc_offset_minutes: int | None = None
+    location: str | None = None
 
     def local_time(self, now: datetime) -> datetime:
         """``now`` in the customer's time zone when known, else in the server's."""
@@ -34,6 +35,13 @@ class ConversationContext:
 def _label(value: Any) -> str | None:
     if isinstance(value, str) and 0 < len(value.strip()) <= _MAX_LABEL:
         return value.strip().lower()
+    return None
+
+
+def _location(value: Any) -> str | None:
+    # A city or region name, as a channel sends it; never coordinates or an address.
+    if isinstance(value, str) and 0 < len(value.strip()) <= 64:
+        return value.strip()
     return None
 
 
@@ -61,6 +69,7 @@ def context_from_metadata(
         device=_label(metadata.get("device")),
         timezone_name=timezone_name,
         utc_offset_minutes=offset if valid_offset else None,
+        location=_location(metadata.get("location")),
     )
 
 

@@ -1,4 +1,4 @@
-"""PersonalizationService: identity -> profile -> segment -> offers -> SlotPlan.
+"""PersonalizationService: identity -> profile -> segment -> decision rules -> SlotPlan.
 
 The one place that composes the steps. It works on plain data and never sees a tracker.
 """
@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from actions.context import ConversationContext, time_of_day
 from actions.errors import StoreUnavailableError
 from actions.identity import CustomerIdentity, customer_key
+from actions.rules import RuleBook, RuleSet, evaluate, facts_from
 from actions.segments.archetypes import archetype_for
 from actions.settings import Settings
 from actions.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
@@ -27,26 +27,6 @@ from actions.store.records import CustomerSnapshot
 from actions.store.sql_store import SqlStore
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Offer:
-    """An offer to make: its type and, for discounts, the percentage."""
-
-    offer_type: str = "none"
-    discount_pct: float = 0.0
-
-
-# Offers per segment until the YAML decision rules take over; cautious by design: nobody
-# unknown or new gets a discount, and a store outage never invents one.
-DEFAULT_OFFERS: Final[dict[str, Offer]] = {
-    "new_visitor": Offer(),
-    "browser": Offer("free_shipping"),
-    "frequent_buyer": Offer("bundle"),
-    "price_sensitive": Offer("discount", 15.0),
-    "at_risk": Offer("discount", 10.0),
-    "loyal": Offer("exclusive_access"),
-}
 
 
 @dataclass(frozen=True)
@@ -74,32 +54,38 @@ def default_plan(now: datetime, context: ConversationContext | None = None) -> S
     )
 
 
-def plan_for_snapshot(
-    snapshot: CustomerSnapshot, now: datetime, context: ConversationContext
-) -> SlotPlan:
-    """The slots for a known customer. Pure: same snapshot, time and context, same plan."""
+def segment_of(snapshot: CustomerSnapshot, now: datetime) -> str:
+    """A stored clustering assignment if valid, else the archetype rule's answer."""
     stored = snapshot.segment.segment if snapshot.segment else None
-    segment = (
-        stored
-        if stored in CUSTOMER_SEGMENTS
-        else archetype_for(snapshot.metrics, snapshot.loyalty_tier, now)
-    )
+    if stored in CUSTOMER_SEGMENTS:
+        return stored
+    return archetype_for(snapshot.metrics, snapshot.loyalty_tier, now)
+
+
+def plan_for_snapshot(
+    snapshot: CustomerSnapshot | None,
+    now: datetime,
+    context: ConversationContext,
+    rules: RuleSet,
+) -> SlotPlan:
+    """The slots for a customer (None: not in the store), with the decision rules applied.
+
+    Pure: the same snapshot, time, context and rules give the same plan.
+    """
+    base = default_plan(now, context)
+    segment = segment_of(snapshot, now) if snapshot else "new_visitor"
+    decision = evaluate(rules, facts_from(snapshot, segment, context, now, context.location))
+    if snapshot is None:
+        return base.merged(**decision.slot_values())
     tier = snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
-    offer = DEFAULT_OFFERS[segment]
-    return default_plan(now, context).merged(
+    return base.merged(
         customer_segment=segment,
         loyalty_tier=tier,
         is_returning_customer=snapshot.metrics.interaction_count > 0,
         user_tags=[tag.tag for tag in snapshot.tags],
         favorite_category=snapshot.metrics.favorite_category,
-        offer_type=offer.offer_type,
-        discount_pct=_display_number(offer.discount_pct),
+        **decision.slot_values(),
     )
-
-
-def _display_number(value: float) -> float | int:
-    # Responses interpolate the slot as text: "15% off" reads better than "15.0% off".
-    return int(value) if float(value).is_integer() else value
 
 
 class PersonalizationService:
@@ -115,8 +101,14 @@ class PersonalizationService:
         settings: Settings,
         store: SqlStore | None = None,
         clock: Callable[[], datetime] = utc_now,
+        rules: RuleBook | None = None,
     ) -> None:
         self.settings = settings
+        # A broken rule file must not keep the server from starting: built-in rules serve
+        # until it is fixed, and `personalize rules check` reports it.
+        self.rules = rules or RuleBook(
+            settings.rules_path, check_every_s=settings.rules_check_every_s, strict=False
+        )
         self.store = store or SqlStore(
             settings.database_url,
             StoreTimeouts(settings.store_connect_timeout_s, settings.store_statement_timeout_s),
@@ -137,9 +129,7 @@ class PersonalizationService:
             snapshot = await self._load_snapshot(self.key_for(request.identity))
         except StoreUnavailableError:
             return default_plan(now, request.context)
-        if snapshot is None:
-            return default_plan(now, request.context)
-        return plan_for_snapshot(snapshot, now, request.context)
+        return plan_for_snapshot(snapshot, now, request.context, self.rules.current())
 
     async def _load_snapshot(self, key: str) -> CustomerSnapshot | None:
         if time.monotonic() < self._store_down_until:

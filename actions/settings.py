@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="After a store failure, answer defaults without trying for this long.",
     )
     store_pool_size: int = Field(default=10, ge=1, description="Connections per server process.")
+    rules_path: Path = Field(
+        default=Path("personalization.yml"),
+        description="Decision rules (YAML); missing file means the built-in rules.",
+    )
+    rules_check_every_s: float = Field(
+        default=2.0, gt=0, description="How often a running server looks for rule edits."
+    )
 
     @field_validator("secret_key")
     @classmethod

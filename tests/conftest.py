@@ -106,6 +106,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "store_statement_timeout_s": 1.0,
         "action_budget_s": 1.0,
         "store_retry_after_s": 0.0,
+        # The built-in rules: tests of the demo rule file load it explicitly.
+        "rules_path": Path("no-such-rules-file.yml"),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -89,3 +89,43 @@ def test_seed_demo_refuses_too_short_history(seeded: str) -> None:
     result = runner.invoke(app, ["seed-demo", "--days", "30"])
     assert result.exit_code == 2
     assert "--days" in result.output
+
+
+def test_rules_check_accepts_the_demo_file() -> None:
+    """The shipped personalization.yml is valid."""
+    result = runner.invoke(app, ["rules", "check", "personalization.yml"])
+    assert result.exit_code == 0
+    assert "OK" in result.output
+
+
+def test_rules_check_reports_a_typo_with_line_and_suggestion(tmp_path: Path) -> None:
+    """A misspelt field fails the check with its line and the closest valid name."""
+    broken = tmp_path / "rules.yml"
+    broken.write_text(
+        "rules:\n  - name: oops\n    when:\n      segmnet: loyal\n"
+        "    then:\n      offer_type: bundle\n"
+    )
+    result = runner.invoke(app, ["rules", "check", str(broken)])
+    assert result.exit_code == 1
+    assert "rules.yml:4" in result.output
+    assert "did you mean 'segment'?" in result.output
+
+
+def test_rules_explain_names_the_deciding_rule_and_the_slots(seeded: str) -> None:
+    """explain shows why demo-bargain gets 15% and what the slots become."""
+    result = runner.invoke(
+        app,
+        ["rules", "explain", "demo-bargain", "--rules", "personalization.yml", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    explained = json.loads(result.stdout.strip().splitlines()[-1])
+    assert explained["slots"]["offer_type"] == "discount"
+    assert explained["slots"]["discount_pct"] == 15
+    assert explained["slots"]["customer_segment"] == "price_sensitive"
+
+
+def test_rules_explain_rejects_an_unknown_context_field(seeded: str) -> None:
+    """--context with a typo is refused with a suggestion, not a traceback."""
+    result = runner.invoke(app, ["rules", "explain", "demo-loyal", "--context", "devise=mobile"])
+    assert result.exit_code == 1
+    assert "did you mean 'device'?" in result.output

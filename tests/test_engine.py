@@ -14,6 +14,7 @@ from sqlalchemy import text
 from actions.context import ConversationContext
 from actions.engine import PersonalizationRequest, PersonalizationService, plan_for_snapshot
 from actions.identity import CustomerIdentity
+from actions.rules import RuleBook, builtin_rules
 from actions.slots import SLOT_CONTRACT, SlotPlan
 from actions.store.migrate import upgrade
 from actions.store.records import CustomerSnapshot, Demographics, ProfileMetrics, SegmentRecord
@@ -23,6 +24,7 @@ from tests.conftest import make_settings, migrated_store
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
 UTC_NOON = ConversationContext(utc_offset_minutes=0)
+RULES = builtin_rules()
 
 
 def request(external_id: str) -> PersonalizationRequest:
@@ -55,6 +57,7 @@ def test_plan_for_a_bargain_hunter() -> None:
         ),
         NOW,
         UTC_NOON,
+        RULES,
     )
     assert plan.values == {
         "customer_segment": "price_sensitive",
@@ -75,13 +78,13 @@ def test_a_stored_segment_wins_over_the_archetype_rule() -> None:
         segment=SegmentRecord("loyal", "kmeans", "v1", 0.7, NOW),
         loyalty_tier="gold",
     )
-    plan = plan_for_snapshot(stored, NOW, UTC_NOON)
+    plan = plan_for_snapshot(stored, NOW, UTC_NOON, RULES)
     assert (plan["customer_segment"], plan["offer_type"]) == ("loyal", "exclusive_access")
 
 
 def test_an_unknown_tier_reads_as_none() -> None:
     """A tier outside the contract never reaches a categorical slot."""
-    plan = plan_for_snapshot(replace(snapshot(), loyalty_tier="diamond"), NOW, UTC_NOON)
+    plan = plan_for_snapshot(replace(snapshot(), loyalty_tier="diamond"), NOW, UTC_NOON, RULES)
     assert plan["loyalty_tier"] == "none"
 
 
@@ -92,7 +95,7 @@ def test_an_unknown_tier_reads_as_none() -> None:
 def test_time_of_day_follows_the_customers_clock(offset_minutes: int, expected: str) -> None:
     """12:00 UTC is morning in Chicago and night in Auckland."""
     context = ConversationContext(utc_offset_minutes=offset_minutes)
-    assert plan_for_snapshot(snapshot(), NOW, context)["time_of_day"] == expected
+    assert plan_for_snapshot(snapshot(), NOW, context, RULES)["time_of_day"] == expected
 
 
 def test_slot_plans_refuse_values_outside_the_contract() -> None:
@@ -221,3 +224,31 @@ async def test_refused_postgres_connection_answers_defaults() -> None:
     plan = await service.personalize(request("ada"))
     await service.close()
     assert plan["customer_segment"] == "new_visitor"
+
+
+async def test_rule_file_edits_reach_the_next_request(
+    sqlite_store: SqlStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A running service picks up an edited rule file without a restart."""
+    async with sqlite_store.sessions.begin() as session:
+        tv = await add_product(session, "SKU-EL-1", "electronics", price=900.0)
+        ada = await add_customer(session, "ada", tier="gold")
+        await add_interactions(session, ada, tv, "purchase", 6, days_ago=5)
+        await rebuild_profile_metrics(session, now=NOW)
+    rules_file = tmp_path / "personalization.yml"
+    rules_file.write_text(
+        "rules:\n  - name: loyal\n    when: {segment: loyal}\n    then: {offer_type: bundle}\n"
+    )
+    ticks = iter(range(1000))
+    book = RuleBook(rules_file, check_every_s=1.0, clock=lambda: float(next(ticks)))
+    service = PersonalizationService(
+        make_settings(sqlite_url), sqlite_store, clock=lambda: NOW, rules=book
+    )
+    before = await service.personalize(request("ada"))
+    rules_file.write_text(
+        "rules:\n  - name: loyal\n    when: {segment: loyal}\n"
+        "    then: {offer_type: discount, discount_pct: 20}\n"
+    )
+    after = await service.personalize(request("ada"))
+    assert (before["offer_type"], before["discount_pct"]) == ("bundle", 0)
+    assert (after["offer_type"], after["discount_pct"]) == ("discount", 20)
