@@ -25,7 +25,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-INTERACTION_KINDS: Final = ("view", "search", "cart", "purchase", "chat_click", "feedback")
+# "rating" holds explicit star ratings (value 1-5), e.g. imported from MovieLens.
+INTERACTION_KINDS: Final = (
+    "view",
+    "search",
+    "cart",
+    "purchase",
+    "chat_click",
+    "feedback",
+    "rating",
+)
+KIND_CHECK: Final = "kind IN ({})".format(", ".join(f"'{kind}'" for kind in INTERACTION_KINDS))
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -157,10 +167,7 @@ class Interaction(Base):
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (
-        CheckConstraint(
-            "kind IN ('view', 'search', 'cart', 'purchase', 'chat_click', 'feedback')",
-            name="ck_interactions_kind",
-        ),
+        CheckConstraint(KIND_CHECK, name="ck_interactions_kind"),
         CheckConstraint("quantity >= 0", name="ck_interactions_quantity"),
         Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
         Index("ix_interactions_product", "product_id"),
@@ -184,3 +191,20 @@ class SegmentAssignment(Base):
         UniqueConstraint("customer_id", "method", name="uq_segment_assignments_method"),
         Index("ix_segment_assignments_customer", "customer_id", "assigned_at"),
     )
+
+
+class PrecomputedRecommendations(Base):
+    """A customer's top items from the last training run, so the hot path reads one row.
+
+    Filters (stock, category, price cap) still apply at request time.
+    """
+
+    __tablename__ = "precomputed_recommendations"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    # [[sku, score], ...], best first.
+    items: Mapped[list[Any]] = mapped_column(JsonDocument)
+    model_version: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

@@ -16,6 +16,7 @@ from actions.store.models import (
     CustomerProfile,
     CustomerTag,
     Interaction,
+    PrecomputedRecommendations,
     Product,
     SegmentAssignment,
     utc_now,
@@ -209,5 +210,13 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
 
 async def delete_all_rows(session: AsyncSession) -> None:
     """Empty every table, children first (``seed-demo --reset``)."""
-    for model in (SegmentAssignment, CustomerTag, Interaction, CustomerProfile, Product, Customer):
+    for model in (
+        PrecomputedRecommendations,
+        SegmentAssignment,
+        CustomerTag,
+        Interaction,
+        CustomerProfile,
+        Product,
+        Customer,
+    ):
         await session.execute(delete(model))

@@ -165,3 +165,22 @@ async def test_delete_all_rows_empties_the_store(store: SqlStore) -> None:
     stats = await store.stats()
 
     assert (stats.customers, stats.products, stats.interactions, stats.tags) == (0, 0, 0, 0)
+
+
+async def test_rating_interactions_are_accepted(store: SqlStore) -> None:
+    """Explicit ratings (MovieLens imports) are a kind of their own."""
+    async with store.sessions.begin() as session:
+        film = await add_product(session, "ML-1", "drama", price=0.0)
+        ivy = await add_customer(session, "ivy")
+        session.add(
+            Interaction(
+                event_id="ml-1-1",
+                customer_id=ivy.id,
+                product_id=film.id,
+                kind="rating",
+                value=4.0,
+                quantity=1,
+                occurred_at=NOW,
+            )
+        )
+    assert (await store.stats()).interactions == 1
