@@ -34,6 +34,7 @@ $(STAMP): pyproject.toml
 seed: install
 	$(BIN)/personalize db upgrade
 	$(BIN)/personalize seed-demo
+	$(BIN)/personalize train --precompute
 
 # The main job: real Rasa conversations when Python 3.10 is there, else the webhook walk.
 demo: seed

@@ -317,6 +317,49 @@ def profile_rebuild(database_url: DatabaseOption = None) -> None:
     console.print(f"Rebuilt {_run(job)} profiles.")
 
 
+@app.command()
+def train(
+    precompute: Annotated[
+        bool,
+        typer.Option(
+            "--precompute", help="Also store each customer's top items (hot path: one read)."
+        ),
+    ] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Train the ALS recommender on the store's interactions; servers pick it up live."""
+    from actions.recommend.training import train_from_store
+
+    settings = _settings(database_url)
+
+    async def job() -> Any:
+        store = _batch_store(settings)
+        try:
+            with _progress() as progress:
+                tasks: dict[str, Any] = {}
+
+                def advance(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(stage, total=total)
+                    progress.update(tasks[stage], completed=done, total=total)
+
+                return await _guarded(
+                    train_from_store(
+                        store, settings.model_dir, precompute=precompute, progress=advance
+                    )
+                )
+        finally:
+            await store.dispose()
+
+    report = _run(job)
+    console.print(
+        f"Trained model {report.version} on {report.interactions:,} interactions "
+        f"({report.customers:,} customers x {report.products:,} products) in "
+        f"{report.seconds:.1f} s; {report.precomputed:,} precomputed lists. "
+        f"Artifacts: {settings.model_dir / 'als'}"
+    )
+
+
 @rules_app.command("check")
 def rules_check(
     path: Annotated[

@@ -6,27 +6,40 @@ The one place that composes the steps. It works on plain data and never sees a t
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from actions.context import ConversationContext, time_of_day
-from actions.errors import StoreUnavailableError
+from actions.errors import NotFoundError, StoreUnavailableError
 from actions.identity import CustomerIdentity, customer_key
-from actions.rules import RuleBook, RuleSet, evaluate, facts_from
+from actions.recommend.service import (
+    Recommendation,
+    RecommendationRequest,
+    RecommendationService,
+    describe,
+)
+from actions.rules import Decision, RuleBook, RuleSet, evaluate, facts_from
 from actions.segments.archetypes import archetype_for
 from actions.settings import Settings
 from actions.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
+from actions.store.catalogue import record_interactions
 from actions.store.database import StoreTimeouts
 from actions.store.models import utc_now
 from actions.store.records import CustomerSnapshot
 from actions.store.sql_store import SqlStore
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Interactions this recent count as "in session" for the session fallback.
+RECENT_WINDOW: Final = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,21 @@ def plan_for_snapshot(
 
     Pure: the same snapshot, time, context and rules give the same plan.
     """
+    return decide(snapshot, now, context, rules)[0]
+
+
+def decide(
+    snapshot: CustomerSnapshot | None,
+    now: datetime,
+    context: ConversationContext,
+    rules: RuleSet,
+) -> tuple[SlotPlan, Decision]:
+    """The slot plan and the rules' full decision (price cap and strategy included)."""
     base = default_plan(now, context)
     segment = segment_of(snapshot, now) if snapshot else "new_visitor"
     decision = evaluate(rules, facts_from(snapshot, segment, context, now, context.location))
     if snapshot is None:
-        return base.merged(**decision.slot_values())
+        return base.merged(**decision.slot_values()), decision
     tier = snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
     return base.merged(
         customer_segment=segment,
@@ -85,6 +108,30 @@ def plan_for_snapshot(
         user_tags=[tag.tag for tag in snapshot.tags],
         favorite_category=snapshot.metrics.favorite_category,
         **decision.slot_values(),
+    ), decision
+
+
+def recommendation_plan(answer: Recommendation | None, category: str | None) -> SlotPlan:
+    """The recommendation slots for an answer (None: nothing could be looked up)."""
+    if answer is None:
+        return SlotPlan(
+            {
+                "recommended_products": [],
+                "recommendation_text": "I can't look up products right now, sorry.",
+                "recommendation_reason": None,
+                "recommendation_source": None,
+            }
+        )
+    return SlotPlan(
+        {
+            "recommended_products": [
+                {"sku": p.sku, "title": p.title, "price": round(p.price, 2)}
+                for p in answer.products
+            ],
+            "recommendation_text": describe(answer, category),
+            "recommendation_reason": answer.reason if answer.products else None,
+            "recommendation_source": answer.source if answer.products else None,
+        }
     )
 
 
@@ -117,6 +164,12 @@ class PersonalizationService:
         self._clock = clock
         self._store_down_until = 0.0
         self._store_down = False
+        self.recommendations = RecommendationService(
+            self.store,
+            settings.model_dir,
+            refresh_every_s=settings.catalogue_refresh_s,
+            model_check_every_s=settings.model_check_every_s,
+        )
 
     def key_for(self, identity: CustomerIdentity) -> str:
         """The store key of this customer."""
@@ -131,20 +184,119 @@ class PersonalizationService:
             return default_plan(now, request.context)
         return plan_for_snapshot(snapshot, now, request.context, self.rules.current())
 
+    async def recommend(
+        self,
+        request: PersonalizationRequest,
+        *,
+        category: str | None = None,
+        n: int = 3,
+        shown: frozenset[str] = frozenset(),
+    ) -> SlotPlan:
+        """Recommendation slots for this customer, through the fallback chain.
+
+        The decision rules' price cap and strategy apply. With the store down, the
+        resources already in memory (catalogue, popularity, model) still answer.
+        """
+        now = self._clock()
+        key = self.key_for(request.identity)
+        try:
+            snapshot, items = await self._guarded(
+                self.store.load_customer_context(key, now - RECENT_WINDOW)
+            )
+        except StoreUnavailableError:
+            snapshot, items = None, None
+        _, decision = decide(snapshot, now, request.context, self.rules.current())
+        ask = RecommendationRequest(
+            customer_key=key,
+            segment=segment_of(snapshot, now) if snapshot else "new_visitor",
+            tags=tuple(tag.tag for tag in snapshot.tags) if snapshot else (),
+            favorite_category=snapshot.metrics.favorite_category if snapshot else None,
+            category=category,
+            max_price=decision.max_price,
+            strategy=decision.recommendation_strategy,
+            n=n,
+            shown=shown,
+        )
+        try:
+            answer = await asyncio.wait_for(
+                self.recommendations.recommend(ask, items), timeout=self.settings.action_budget_s
+            )
+        except (asyncio.TimeoutError, StoreUnavailableError):
+            return recommendation_plan(None, category)
+        return recommendation_plan(answer, category)
+
+    async def similar(self, product_text: str, n: int = 3) -> SlotPlan:
+        """Slots for "something like X": products like the one the customer names."""
+        try:
+            anchor, similar = await asyncio.wait_for(
+                self.recommendations.similar(product_text, n),
+                timeout=self.settings.action_budget_s,
+            )
+        except (asyncio.TimeoutError, StoreUnavailableError, NotFoundError):
+            return recommendation_plan(None, None)
+        answer = Recommendation(
+            products=tuple(similar),
+            source="content",
+            reason=f"because they are like {anchor.title}",
+        )
+        return recommendation_plan(answer, None)
+
+    async def record_feedback(
+        self,
+        request: PersonalizationRequest,
+        skus: list[str],
+        *,
+        liked: bool,
+        event_prefix: str,
+    ) -> int:
+        """Store the customer's verdict on recommended products as feedback interactions.
+
+        ``event_prefix`` identifies the message, so a retried action stores nothing twice.
+        Returns how many interactions were new.
+        """
+        if not skus:
+            return 0
+        events = [
+            (f"{event_prefix}-{sku}", sku, "feedback", 1.0 if liked else -1.0) for sku in skus
+        ]
+
+        async def write() -> int:
+            async with self.store.sessions.begin() as session:
+                return await record_interactions(
+                    session,
+                    self.key_for(request.identity),
+                    events,
+                    channel=request.context.channel,
+                    occurred_at=self._clock(),
+                )
+
+        try:
+            return await self._guarded(write())
+        except StoreUnavailableError:
+            return 0
+
+    async def warm_up(self) -> None:
+        """Load what recommending needs before the first customer asks."""
+        await self.recommendations.warm_up()
+
     async def _load_snapshot(self, key: str) -> CustomerSnapshot | None:
+        return await self._guarded(self.store.load_snapshot(key))
+
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        """Await store work within the action budget, through the breaker."""
         if time.monotonic() < self._store_down_until:
+            if inspect.iscoroutine(work):
+                work.close()  # never started: nothing to wait for
             raise StoreUnavailableError("store marked unavailable; retrying later")
         try:
-            snapshot = await asyncio.wait_for(
-                self.store.load_snapshot(key), timeout=self.settings.action_budget_s
-            )
+            result = await asyncio.wait_for(work, timeout=self.settings.action_budget_s)
         except (asyncio.TimeoutError, SQLAlchemyError, OSError) as error:
             self._mark_store_down(error)
             raise StoreUnavailableError("store unavailable") from error
         if self._store_down:
             self._store_down = False
             logger.info("The store answers again; personalization is back on.")
-        return snapshot
+        return result
 
     def _mark_store_down(self, error: BaseException) -> None:
         self._store_down_until = time.monotonic() + self.settings.store_retry_after_s

@@ -25,7 +25,8 @@ from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 from sanic.worker.loader import AppLoader
 
-from actions.runtime import shutdown_service
+from actions.errors import PersonalizeError
+from actions.runtime import personalization_service, shutdown_service
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,16 @@ def attach_extensions(
     async def close_store(_app: Sanic[Any, Any]) -> None:
         await shutdown_service()
 
+    async def warm_up(_app: Sanic[Any, Any]) -> None:
+        # In the background: a store that is down must not hold up the server's start.
+        try:
+            service = personalization_service()
+        except PersonalizeError as error:
+            logger.error("Personalization is not configured: %s", error)
+            return
+        _app.add_task(service.warm_up())
+
+    app.after_server_start(warm_up)
     app.after_server_stop(close_store)
     return app
 

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="After a store failure, answer defaults without trying for this long.",
     )
     store_pool_size: int = Field(default=10, ge=1, description="Connections per server process.")
+    catalogue_refresh_s: float = Field(
+        default=300.0, gt=0, description="How often a server re-reads products and popularity."
+    )
+    model_check_every_s: float = Field(
+        default=10.0, gt=0, description="How often a server looks for a newly trained model."
+    )
     rules_path: Path = Field(
         default=Path("personalization.yml"),
         description="Decision rules (YAML); missing file means the built-in rules.",

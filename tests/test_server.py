@@ -46,7 +46,13 @@ def test_registry_holds_exactly_our_actions() -> None:
     """rasa-sdk finds exactly these actions in the package, and not the abstract base."""
     executor = ActionExecutor()
     executor.register_package("actions")
-    assert set(executor.actions) == {"action_session_start", "action_refresh_personalization"}
+    assert set(executor.actions) == {
+        "action_session_start",
+        "action_refresh_personalization",
+        "action_recommend_products",
+        "action_similar_products",
+        "action_record_recommendation_feedback",
+    }
 
 
 async def test_session_start_over_http(app: Sanic[Any, Any]) -> None:

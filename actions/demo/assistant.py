@@ -71,6 +71,7 @@ class RunningAssistant:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.setup = setup
+        self.database_url = database_url
         self.log_dir = log_dir
         self.action_port = free_port()
         self.rasa_port = free_port()

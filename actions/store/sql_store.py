@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from actions.store.catalogue import (
+    CustomerItems,
+    read_customer_items,
+    read_popularity_rows,
+    read_products,
+)
 from actions.store.database import (
     StoreTimeouts,
     async_database_url,
@@ -14,8 +24,25 @@ from actions.store.database import (
     session_factory,
     sqlite_pragmas,
 )
-from actions.store.records import CustomerSnapshot, StoreStats
+from actions.store.records import CustomerSnapshot, ProductRecord, StoreStats
 from actions.store.repository import read_customer_snapshot, store_stats
+
+T = TypeVar("T")
+
+
+def _read_customer_context(
+    connection: Connection, customer_key: str, since: datetime
+) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+    snapshot = read_customer_snapshot(connection, customer_key)
+    if snapshot is None:
+        return None, None
+    return snapshot, read_customer_items(connection, snapshot.customer_id, since)
+
+
+def _read_recommendation_inputs(
+    connection: Connection,
+) -> tuple[list[ProductRecord], list[tuple[str, str | None, str, int]]]:
+    return read_products(connection), read_popularity_rows(connection)
 
 
 class SqlStore:
@@ -44,15 +71,30 @@ class SqlStore:
 
     async def load_snapshot(self, customer_key: str) -> CustomerSnapshot | None:
         """The customer's snapshot, or None when the key is unknown."""
-        if self._thread_engine is not None:
-            return await asyncio.to_thread(self._read_in_thread, customer_key)
-        async with self.engine.connect() as connection:
-            return await connection.run_sync(read_customer_snapshot, customer_key)
+        return await self._read(read_customer_snapshot, customer_key)
 
-    def _read_in_thread(self, customer_key: str) -> CustomerSnapshot | None:
+    async def load_customer_context(
+        self, customer_key: str, since: datetime
+    ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+        """Snapshot and items of one customer, in one thread hop or greenlet hop."""
+        return await self._read(_read_customer_context, customer_key, since)
+
+    async def read_recommendation_inputs(
+        self,
+    ) -> tuple[list[ProductRecord], list[tuple[str, str | None, str, int]]]:
+        """The catalogue and popularity counts, for building recommendation resources."""
+        return await self._read(_read_recommendation_inputs)
+
+    async def _read(self, reader: Callable[..., T], *args: Any) -> T:
+        if self._thread_engine is not None:
+            return await asyncio.to_thread(self._read_in_thread_with, reader, *args)
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(reader, *args)
+
+    def _read_in_thread_with(self, reader: Callable[..., T], *args: Any) -> T:
         assert self._thread_engine is not None
         with self._thread_engine.connect() as connection:
-            return read_customer_snapshot(connection, customer_key)
+            return reader(connection, *args)
 
     async def stats(self) -> StoreStats:
         """Row counts of the main tables."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from actions.demo.assistant import RasaSetup, RunningAssistant
 from actions.demo.generator import DemoShopConfig, seed_demo_shop
+from actions.recommend.training import train_from_store
 from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade
 from actions.store.models import utc_now
@@ -28,7 +30,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-secret-key-0123456789"
 
 
-def _seed(url: str) -> None:
+def _seed(url: str, model_dir: Path) -> None:
     async def job() -> None:
         store = SqlStore(url, StoreTimeouts(statement_s=None))
         try:
@@ -40,6 +42,7 @@ def _seed(url: str) -> None:
                     now=utc_now(),
                 )
                 await rebuild_profile_metrics(session)
+            await train_from_store(store, model_dir, precompute=True)
         finally:
             await store.dispose()
 
@@ -58,12 +61,15 @@ def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAssis
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("e2e")
     url = f"sqlite:///{folder / 'shop.db'}"
-    _seed(url)
+    _seed(url, folder / "models")
     running = RunningAssistant(
         setup,
         database_url=url,
         log_dir=folder,
-        extra_env={"PERSONALIZE_SECRET_KEY": SECRET},
+        extra_env={
+            "PERSONALIZE_SECRET_KEY": SECRET,
+            "PERSONALIZE_MODEL_DIR": str(folder / "models"),
+        },
     )
     with running:
         yield running
@@ -120,13 +126,61 @@ def test_unknown_customer_gets_the_generic_greeting(assistant: RunningAssistant)
     assert slots["loyalty_tier"] == "none"
 
 
-def test_offer_then_yes_asks_what_to_suggest(assistant: RunningAssistant) -> None:
-    """Accepting suggestions after an offer leads to the recommendation question."""
+def catalogue(assistant: RunningAssistant) -> dict[str, tuple[str, str, bool]]:
+    """sku -> (title, category, in stock) straight from the e2e store."""
+    path = assistant.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT sku, title, category, in_stock FROM products").fetchall()
+    return {sku: (title, category, bool(in_stock)) for sku, title, category, in_stock in rows}
+
+
+def test_category_question_recommends_in_stock_products_of_that_category(
+    assistant: RunningAssistant,
+) -> None:
+    """'Do you sell running shoes?' names in-stock running products from the catalogue."""
+    sender = conversation()
+    assistant.say(sender, "hi", user_id="demo-bargain")
+    answer = " ".join(assistant.say(sender, "do you sell running shoes?", "demo-bargain"))
+    shown = assistant.slots(sender)["recommended_products"]
+    products = catalogue(assistant)
+    assert shown
+    for item in shown:
+        title, category, in_stock = products[item["sku"]]
+        assert (category, in_stock) == ("running", True)
+        assert title in answer
+    assert "in running" in answer
+
+
+def test_offer_then_yes_gives_personal_recommendations(assistant: RunningAssistant) -> None:
+    """Accepting suggestions after an offer: products from the trained model, with a reason."""
     sender = conversation()
     assistant.say(sender, "hi", user_id="demo-loyal")
     assistant.say(sender, "do you have any offers for me?", user_id="demo-loyal")
     answer = " ".join(assistant.say(sender, "yes please", user_id="demo-loyal"))
-    assert "electronics" in answer  # demo-loyal's favourite category
+    slots = assistant.slots(sender)
+    assert slots["recommendation_source"] == "als"
+    assert "because you bought" in answer
+    for item in slots["recommended_products"]:
+        assert item["title"] in answer
+
+
+def test_liking_recommendations_is_stored_as_feedback(assistant: RunningAssistant) -> None:
+    """A yes to the shown products becomes feedback interactions in the store."""
+    path = assistant.database_url.removeprefix("sqlite:///")
+
+    def feedback_count() -> int:
+        with sqlite3.connect(path) as db:
+            return int(
+                db.execute("SELECT count(*) FROM interactions WHERE kind='feedback'").fetchone()[0]
+            )
+
+    before = feedback_count()
+    sender = conversation()
+    assistant.say(sender, "what do you recommend?", user_id="demo-lapsed")
+    shown = assistant.slots(sender)["recommended_products"]
+    reply = " ".join(assistant.say(sender, "yes", user_id="demo-lapsed"))
+    assert "Great choice" in reply
+    assert feedback_count() == before + len(shown)
 
 
 def test_rasa_still_answers_with_the_action_server_stopped(

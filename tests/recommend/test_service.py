@@ -1,0 +1,181 @@
+"""The fallback chain end to end over a real store: each source is reached, filters hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from actions.engine import PersonalizationRequest, PersonalizationService
+from actions.identity import CustomerIdentity
+from actions.recommend.training import train_from_store
+from actions.rules import RuleBook
+from actions.store.models import Product
+from actions.store.repository import rebuild_profile_metrics
+from actions.store.sql_store import SqlStore
+from tests.conftest import make_settings
+from tests.factories import NOW, add_customer, add_interactions, add_product
+
+
+def ask(external_id: str) -> PersonalizationRequest:
+    return PersonalizationRequest(CustomerIdentity(external_id, "message_metadata"))
+
+
+@pytest.fixture
+async def shop(sqlite_store: SqlStore, tmp_path: Path) -> SqlStore:
+    """Two taste groups (running, kitchen) of buyers, plus loners who only browse."""
+    async with sqlite_store.sessions.begin() as session:
+        running = [
+            await add_product(session, f"SKU-RUN-{n}", "running", price=20.0 + 10 * n)
+            for n in range(6)
+        ]
+        kitchen = [
+            await add_product(session, f"SKU-KIT-{n}", "kitchen", price=15.0 + 10 * n)
+            for n in range(6)
+        ]
+        await add_product(session, "SKU-RUN-GONE", "running", price=25.0, in_stock=False)
+        for group, products in (("runner", running), ("cook", kitchen)):
+            for person in range(8):
+                customer = await add_customer(session, f"{group}-{person}")
+                for product in products[person % 3 : person % 3 + 4]:
+                    await add_interactions(session, customer, product, "purchase", 1)
+        await add_customer(session, "interested", tags=("interested_in_running",))
+        await add_customer(session, "blank")
+        await rebuild_profile_metrics(session, now=NOW)
+    return sqlite_store
+
+
+@pytest.fixture
+async def service(shop: SqlStore, sqlite_url: str, tmp_path: Path) -> PersonalizationService:
+    """A service with a model trained on the shop, precomputed lists included."""
+    settings = make_settings(sqlite_url, model_dir=tmp_path / "models")
+    await train_from_store(shop, settings.model_dir, precompute=True)
+    personalization = PersonalizationService(
+        settings, shop, clock=lambda: NOW, rules=RuleBook(tmp_path / "none.yml")
+    )
+    await personalization.warm_up()
+    return personalization
+
+
+async def test_known_customer_gets_als_items_of_their_taste(
+    service: PersonalizationService,
+) -> None:
+    """A runner in the model: ALS answers, with running items they have not bought."""
+    plan = await service.recommend(ask("runner-0"))
+    skus = [p["sku"] for p in plan["recommended_products"]]
+    assert plan["recommendation_source"] == "als"
+    # runner-0 bought RUN-0..RUN-3: the two unbought in-stock running items lead
+    assert set(skus[:2]) == {"SKU-RUN-4", "SKU-RUN-5"}
+    assert len(skus) == 3
+    assert "SKU-RUN-GONE" not in skus
+    assert plan["recommendation_reason"].startswith("because you bought Product SKU-RUN-")
+
+
+async def test_category_filter_is_applied(service: PersonalizationService) -> None:
+    """Asking about kitchen gives only kitchen items, even to a runner."""
+    plan = await service.recommend(ask("runner-1"), category="kitchen")
+    skus = [p["sku"] for p in plan["recommended_products"]]
+    assert skus
+    assert all(sku.startswith("SKU-KIT-") for sku in skus)
+    assert len(set(skus)) == len(skus)
+
+
+async def test_customer_with_only_tags_gets_content(service: PersonalizationService) -> None:
+    """No history, an interest tag: content-based picks in that interest."""
+    plan = await service.recommend(ask("interested"))
+    skus = [p["sku"] for p in plan["recommended_products"]]
+    assert plan["recommendation_source"] == "content"
+    assert all(sku.startswith("SKU-RUN-") for sku in skus)
+    assert plan["recommendation_reason"] == "because you're interested in running"
+
+
+async def test_unknown_customer_gets_popular_items(service: PersonalizationService) -> None:
+    """Nobody we know, no category: the bestsellers."""
+    plan = await service.recommend(ask("stranger"))
+    assert plan["recommendation_source"] == "popular"
+    assert len(plan["recommended_products"]) == 3
+    assert plan["recommendation_reason"] == "because they are our bestsellers right now"
+
+
+async def test_customer_outside_the_model_with_recent_items_gets_session(
+    service: PersonalizationService, shop: SqlStore
+) -> None:
+    """Interactions after training: the user vector is recalculated from them."""
+    async with shop.sessions.begin() as session:
+        late = await add_customer(session, "late-runner")
+        shoes = (await session.scalars(select(Product).where(Product.sku == "SKU-RUN-1"))).one()
+        await add_interactions(session, late, shoes, "view", 3, days_ago=1)
+    plan = await service.recommend(ask("late-runner"))
+    assert plan["recommendation_source"] == "session"
+    assert plan["recommendation_reason"] == "because you looked at Product SKU-RUN-1"
+
+
+async def test_segment_popular_answers_for_stored_segments(
+    service: PersonalizationService, shop: SqlStore
+) -> None:
+    """A customer with a stored segment and nothing else gets that segment's favourites."""
+    async with shop.sessions.begin() as session:
+        await add_customer(session, "segment-only", segment="loyal")
+    service.recommendations._resources = None  # re-read popularity with the new segment
+    plan = await service.recommend(ask("segment-only"))
+    assert plan["recommendation_source"] in {"segment_popular", "popular"}
+
+
+async def test_price_cap_from_rules_is_respected(
+    shop: SqlStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A rule's max_price keeps every recommended price at or below the cap."""
+    settings = make_settings(sqlite_url, model_dir=tmp_path / "models")
+    await train_from_store(shop, settings.model_dir)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "defaults: {max_price: 40, recommendation_strategy: cheapest_first}\nrules: []\n"
+    )
+    service = PersonalizationService(settings, shop, clock=lambda: NOW, rules=RuleBook(rules))
+    await service.warm_up()
+    plan = await service.recommend(ask("runner-2"), n=5)
+    prices = [p["price"] for p in plan["recommended_products"]]
+    assert prices
+    assert max(prices) <= 40
+    assert prices == sorted(prices)
+
+
+async def test_similar_products_for_a_named_product(service: PersonalizationService) -> None:
+    """'Something like SKU-KIT-2' gives other kitchen products, never the item itself."""
+    plan = await service.similar("Product SKU-KIT-2")
+    skus = [p["sku"] for p in plan["recommended_products"]]
+    assert skus
+    assert "SKU-KIT-2" not in skus
+    assert plan["recommendation_reason"] == "because they are like Product SKU-KIT-2"
+
+
+async def test_no_model_yet_still_recommends(
+    shop: SqlStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Before any training: content from the favourite category, else the bestsellers."""
+    settings = make_settings(sqlite_url, model_dir=tmp_path / "empty-models")
+    service = PersonalizationService(settings, shop, clock=lambda: NOW)
+    await service.warm_up()
+    runner = await service.recommend(ask("runner-0"))
+    stranger = await service.recommend(ask("stranger"))
+    assert runner["recommendation_source"] == "content"
+    # two unbought running items, then the list is topped up from the bestsellers
+    assert [p["sku"] for p in runner["recommended_products"]][:2] == ["SKU-RUN-4", "SKU-RUN-5"]
+    assert stranger["recommendation_source"] == "popular"
+
+
+async def test_feedback_is_stored_once_per_message(
+    service: PersonalizationService, shop: SqlStore
+) -> None:
+    """A yes to shown products stores +1 feedback; the same message twice stores nothing more."""
+    before = (await shop.stats()).interactions
+    first = await service.record_feedback(
+        ask("brand-new-person"), ["SKU-KIT-1", "SKU-KIT-2"], liked=True, event_prefix="chat-abc"
+    )
+    again = await service.record_feedback(
+        ask("brand-new-person"), ["SKU-KIT-1", "SKU-KIT-2"], liked=True, event_prefix="chat-abc"
+    )
+    stats = await shop.stats()
+    assert (first, again) == (2, 0)
+    assert stats.interactions == before + 2
