@@ -223,7 +223,7 @@ class PersonalizationService:
             )
         except (asyncio.TimeoutError, StoreUnavailableError):
             return recommendation_plan(None, category)
-        return recommendation_plan(answer, category)
+        return recommendation_plan(answer, answer.category)
 
     async def similar(self, product_text: str, n: int = 3) -> SlotPlan:
         """Slots for "something like X": products like the one the customer names."""

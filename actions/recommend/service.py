@@ -18,10 +18,11 @@ the asked category, the price cap from the decision rules, at most ``n``, no sku
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -90,6 +91,8 @@ class Recommendation:
     source: str
     reason: str
     model_version: str | None = None
+    # The catalogue category the request was narrowed to, if any.
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ class Resources:
     content: ContentRecommender | None
     popularity: PopularityRecommender | None
     built_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def categories(self) -> frozenset[str]:
+        """The catalogue's categories."""
+        return frozenset(p.category for p in self.products.values())
 
 
 def build_resources(
@@ -202,6 +210,9 @@ class RecommendationService:
     ) -> Recommendation:
         """The fallback chain for one request (see the module docstring)."""
         resources = await self.resources()
+        category = resolve_category(request.category, resources.categories)
+        if category != request.category:
+            request = replace(request, category=category)
         artifact = await self.models.get_async()
         items = items or CustomerItems(purchased=frozenset(), recent=())
         exclude = set(request.shown)
@@ -244,6 +255,7 @@ class RecommendationService:
             "popular",
         )
         return Recommendation(
+            category=category,
             products=tuple(products),
             source=source,
             reason=_reason(source, request, items, resources),
@@ -410,8 +422,27 @@ def _resolve_product(resources: Resources, text: str) -> str:
     return best[0].item_id
 
 
+def resolve_category(asked: str | None, categories: frozenset[str]) -> str | None:
+    """The catalogue category a customer's words mean, or None if none fits.
+
+    "running shoes" means running (a category named in the words), "electronic" means
+    electronics (a close spelling); words that name no category do not narrow the list.
+    """
+    if not asked:
+        return None
+    words = asked.strip().lower()
+    if words in categories:
+        return words
+    for category in sorted(categories):
+        if category in words.split() or category in words:
+            return category
+    close = difflib.get_close_matches(words, sorted(categories), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def describe(recommendation: Recommendation, category: str | None = None) -> str:
     """The ready-to-say sentence for ``recommendation_text``."""
+    category = recommendation.category or category
     if not recommendation.products:
         where = f" in {category}" if category else ""
         return f"I couldn't find anything in stock{where} that fits right now."

@@ -143,7 +143,7 @@ def test_category_question_recommends_in_stock_products_of_that_category(
     answer = " ".join(assistant.say(sender, "do you sell running shoes?", "demo-bargain"))
     shown = assistant.slots(sender)["recommended_products"]
     products = catalogue(assistant)
-    assert shown
+    assert shown, answer
     for item in shown:
         title, category, in_stock = products[item["sku"]]
         assert (category, in_stock) == ("running", True)

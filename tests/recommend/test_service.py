@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from actions.engine import PersonalizationRequest, PersonalizationService
 from actions.identity import CustomerIdentity
+from actions.recommend.service import resolve_category
 from actions.recommend.training import train_from_store
 from actions.rules import RuleBook
 from actions.store.models import Product
@@ -179,3 +180,27 @@ async def test_feedback_is_stored_once_per_message(
     stats = await shop.stats()
     assert (first, again) == (2, 0)
     assert stats.interactions == before + 2
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        ("running", "running"),  # exact
+        ("Running Shoes", "running"),  # a category named among other words
+        ("kitchn", "kitchen"),  # a close spelling
+        ("spaceships", None),  # no category: the list is not narrowed
+        (None, None),  # nothing asked
+    ],
+)
+def test_asked_words_resolve_to_a_catalogue_category(
+    asked: str | None, expected: str | None
+) -> None:
+    """The customer's words are mapped onto the catalogue's categories."""
+    assert resolve_category(asked, frozenset({"running", "kitchen", "books"})) == expected
+
+
+async def test_category_words_narrow_the_recommendations(service: PersonalizationService) -> None:
+    """'running shoes' is the running category, and the text says so."""
+    plan = await service.recommend(ask("cook-1"), category="running shoes")
+    assert all(p["sku"].startswith("SKU-RUN-") for p in plan["recommended_products"])
+    assert "in running:" in plan["recommendation_text"]
