@@ -27,10 +27,14 @@ from actions.testing import action_call
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACKER = ROOT / "tests" / "data" / "tracker_mid_conversation.json"
+ACTIONS = {
+    "session_start": "action_session_start",
+    "recommend": "action_recommend_products",
+}
 
 
-def session_start_calls(count: int, customers: int, seed: int) -> list[bytes]:
-    """Action calls for session starts of seeded customers, a few unknown ones mixed in."""
+def customer_calls(action: str, count: int, customers: int, seed: int) -> list[bytes]:
+    """Calls of ``action`` for seeded customers, a few unknown ones mixed in."""
     rng = random.Random(seed)
     template = json.loads(TRACKER.read_text())
     calls = []
@@ -39,7 +43,11 @@ def session_start_calls(count: int, customers: int, seed: int) -> list[bytes]:
         user_id = f"customer-{n:05d}"
         tracker = {**template, "slots": {**template["slots"]}}
         tracker["slots"]["session_started_metadata"] = {"user_id": user_id, "channel": "web"}
-        calls.append(json.dumps(action_call("action_session_start", tracker)).encode())
+        tracker["latest_message"] = {
+            **template["latest_message"],
+            "metadata": {"user_id": user_id, "channel": "web"},
+        }
+        calls.append(json.dumps(action_call(action, tracker)).encode())
     return calls
 
 
@@ -83,15 +91,18 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(args: argparse.Namespace, webhook: str) -> dict[str, dict[str, float]]:
     await hammer(webhook, noop_calls(200), args.concurrency)  # warm-up: imports, pools
-    await hammer(webhook, session_start_calls(200, args.customers, 0), args.concurrency)
+    for action in ACTIONS.values():
+        await hammer(webhook, customer_calls(action, 200, args.customers, 0), args.concurrency)
     results: dict[str, dict[str, list[float]]] = {
-        "noop": {"rps": [], "lat": []},
-        "session_start": {"rps": [], "lat": []},
+        name: {"rps": [], "lat": []} for name in ("noop", *ACTIONS)
     }
     for round_number in range(args.rounds):
         for name, bodies in (
             ("noop", noop_calls(args.requests)),
-            ("session_start", session_start_calls(args.requests, args.customers, round_number + 1)),
+            *(
+                (name, customer_calls(action, args.requests, args.customers, round_number + 1))
+                for name, action in ACTIONS.items()
+            ),
         ):
             elapsed, latencies = await hammer(webhook, bodies, args.concurrency)
             results[name]["rps"].append(len(bodies) / elapsed)
@@ -127,19 +138,34 @@ def main() -> None:
             figures = asyncio.run(measure(args, f"http://127.0.0.1:{port}/webhook"))
 
     ratio = figures["session_start"]["rps"] / figures["noop"]["rps"]
+    recommend_ratio = figures["recommend"]["rps"] / figures["noop"]["rps"]
     if args.json:
-        print(json.dumps({**figures, "ratio_session_start_to_noop": ratio}))
+        print(
+            json.dumps(
+                {
+                    **figures,
+                    "ratio_session_start_to_noop": ratio,
+                    "ratio_recommend_to_noop": recommend_ratio,
+                }
+            )
+        )
         return
     tracker_kb = len(TRACKER.read_bytes()) / 1024
     print(
         f"webhook benchmark: {args.concurrency} connections, tracker {tracker_kb:.1f} kB, "
         f"{args.rounds} rounds x {args.requests} requests per action"
     )
-    print(f"{'action':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, label in (("noop", "no-op (baseline)"), ("session_start", "action_session_start")):
+    print(f"{'action':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    labels = (
+        ("noop", "no-op (baseline)"),
+        ("session_start", "action_session_start"),
+        ("recommend", "action_recommend_products"),
+    )
+    for name, label in labels:
         f = figures[name]
-        print(f"{label:<24}{f['rps']:>10.0f}{f['p50_ms']:>10.2f}{f['p99_ms']:>10.2f}")
+        print(f"{label:<28}{f['rps']:>10.0f}{f['p50_ms']:>10.2f}{f['p99_ms']:>10.2f}")
     print(f"ratio session_start / no-op (req/s): {ratio:.2f}")
+    print(f"ratio recommend / no-op (req/s): {recommend_ratio:.2f}")
 
 
 if __name__ == "__main__":
