@@ -99,6 +99,9 @@ serve: install
 
 bench: seed
 	$(BIN)/python bench/webhook_throughput.py
+	$(BIN)/python bench/recommend_latency.py
+	$(BIN)/python bench/rules_eval.py
+	$(BIN)/python bench/segment_throughput.py
 
 clean:
 	rm -rf $(VENV) personalize.db models reports .pytest_cache .mypy_cache .ruff_cache

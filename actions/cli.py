@@ -20,6 +20,7 @@ from actions.engine import default_plan, plan_for_snapshot, segment_of
 from actions.errors import PersonalizeError
 from actions.identity import customer_key
 from actions.rules import RuleBook
+from actions.segments.cli import register_commands as register_segment_commands
 from actions.settings import Settings, load_settings
 from actions.store.database import StoreTimeouts, describe_database
 from actions.store.models import utc_now
@@ -36,6 +37,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(profile_app, name="profile")
 rules_app = typer.Typer(help="Decision rules (personalization.yml).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+register_segment_commands(app)
 
 console = Console()
 errors = Console(stderr=True)
@@ -376,7 +378,7 @@ def rules_check(
         raise typer.Exit(1)
     problems = check_file(rules_path)
     for problem in problems:
-        errors.print(str(problem), markup=False, highlight=False)
+        errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if problems:
         errors.print(f"{len(problems)} problem(s) in {rules_path}")
         raise typer.Exit(1)

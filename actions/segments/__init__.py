@@ -1,1 +1,4 @@
-"""Customer segments: archetype rules now; features and clustering build on this package."""
+"""Customer segments: features, clustering, naming clusters after archetypes, tag rules.
+
+The archetype rule (``archetypes.py``) answers until a clustering run stores assignments.
+"""

@@ -105,9 +105,7 @@ def read_customer_items(
     return CustomerItems(
         purchased=frozenset(row.sku for row in purchases),
         recent=tuple((row.sku, row.kind, row.value) for row in recent),
-        precomputed=tuple((str(sku), float(score)) for sku, score in stored[0])
-        if stored
-        else (),
+        precomputed=tuple((str(sku), float(score)) for sku, score in stored[0]) if stored else (),
         precomputed_version=stored.model_version if stored else None,
         last_purchase_title=purchases[0].title if purchases else None,
     )

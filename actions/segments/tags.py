@@ -1,0 +1,323 @@
+"""Apply tag rules: store ``customer_tags`` rows with source ``rule``, remove stale ones.
+
+For each rule, in the caller's transaction:
+
+- **count rules** run as two set-based statements: a ``DELETE`` of the rule's tags whose
+  customers no longer reach the count (a correlated ``NOT EXISTS`` over their
+  interactions), and an ``INSERT ... SELECT ... GROUP BY ... HAVING`` upsert of every
+  customer who does;
+- **feature rules** compute the features once (SQL aggregates, see
+  :mod:`actions.segments.features`), compare in numpy, then upsert and delete in batches.
+
+Rule tags whose name no rule gives any more are removed. Tags from other sources
+(``manual``, ``seed``, imports) are never touched: a rule does not overwrite a tag of the
+same name that came from elsewhere (the upsert only updates rows whose source is
+``rule``). ``updated_at`` of a rule tag is the last time a run confirmed it.
+
+:func:`apply_tag_rules` takes ``customer_ids`` so that ingestion can re-tag just the
+customers with new interactions; ``None`` means everyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import numpy as np
+from sqlalchemy import ColumnElement, Delete, Float, Select, String, delete, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+
+from actions.rules.problems import Problem, did_you_mean
+from actions.segments.features import AFFINITY_PREFIX, ID_CHUNK, compute_features
+from actions.segments.tag_rules import (
+    RULE_SOURCE,
+    CountCondition,
+    FeatureCondition,
+    TagRule,
+    TagRules,
+)
+from actions.store.models import CustomerTag, Interaction, Product, UtcDateTime, utc_now
+
+logger = logging.getLogger(__name__)
+
+# Rows per executemany when feature-rule tags are written.
+WRITE_BATCH: Final = 5_000
+
+
+@dataclass(frozen=True)
+class TagOutcome:
+    """What one rule did.
+
+    Attributes:
+        tag: the rule's tag.
+        qualifying: customers (in scope) who meet the rule.
+        tagged: of those, the ones holding the tag from the rule now; the others hold a
+            tag of the same name from another source, which the rule leaves alone.
+        removed: rule tags removed because the rule no longer holds.
+    """
+
+    tag: str
+    qualifying: int
+    tagged: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class TagRun:
+    """What :func:`apply_tag_rules` did.
+
+    Attributes:
+        outcomes: one per rule, in file order.
+        removed_orphans: rule tags removed because no rule gives that tag any more.
+        warnings: rules that cannot match as written (a category not in the catalogue,
+            an affinity feature of an unknown category), also logged.
+    """
+
+    outcomes: tuple[TagOutcome, ...]
+    removed_orphans: int
+    warnings: tuple[Problem, ...]
+
+    @property
+    def tagged(self) -> int:
+        """Rule tags held after the run, over every rule."""
+        return sum(outcome.tagged for outcome in self.outcomes)
+
+    @property
+    def removed(self) -> int:
+        """Rule tags removed by the run."""
+        return self.removed_orphans + sum(outcome.removed for outcome in self.outcomes)
+
+
+async def apply_tag_rules(
+    session: AsyncSession,
+    rules: TagRules,
+    customer_ids: Collection[int] | None = None,
+    *,
+    now: datetime | None = None,
+) -> TagRun:
+    """Tag customers by ``rules``; drop rule tags that no longer hold.
+
+    Args:
+        session: a session in the caller's transaction; nothing is committed here.
+        rules: validated rules (:func:`~actions.segments.tag_rules.load_tag_rules`).
+        customer_ids: only these customers (e.g. those with new interactions); None: all.
+        now: the end of ``within_days`` windows (default: now), timezone-aware.
+    """
+    now = now or utc_now()
+    scopes: list[list[int] | None]
+    if customer_ids is None:
+        scopes = [None]
+    else:
+        wanted = sorted({int(i) for i in customer_ids})
+        if not wanted:
+            return TagRun((), 0, ())
+        scopes = [wanted[i : i + ID_CHUNK] for i in range(0, len(wanted), ID_CHUNK)]
+    insert = _insert_for((await session.connection()).dialect.name)
+    warnings = await _check_against_store(session, rules)
+    outcomes: list[TagOutcome] = []
+    feature_rules = [r for r in rules.rules if isinstance(r.condition, FeatureCondition)]
+    features = (
+        await compute_features(session, now=now, customer_ids=customer_ids)
+        if feature_rules
+        else None
+    )
+    for rule in rules.rules:
+        if isinstance(rule.condition, CountCondition):
+            qualifying = tagged = removed = 0
+            for scope in scopes:
+                holders = _count_query(rule.condition, now)
+                if scope is not None:
+                    holders = holders.where(Interaction.customer_id.in_(scope))
+                qualifying += int(
+                    await session.scalar(select(func.count()).select_from(holders.subquery())) or 0
+                )
+                removed += await _rowcount(
+                    session, _delete_stale_count(rule, rule.condition, scope, now)
+                )
+                tagged += await _rowcount(session, _upsert_count(insert, rule, holders, now))
+            outcomes.append(TagOutcome(rule.tag, qualifying, tagged, removed))
+        else:
+            assert features is not None  # computed above whenever a feature rule exists
+            condition = rule.condition
+            if condition.feature in features.names:
+                holds = condition.holds(features.column(condition.feature))
+            else:
+                holds = np.zeros(len(features), dtype=np.bool_)
+            outcomes.append(
+                await _write_feature_tags(
+                    session,
+                    insert,
+                    rule,
+                    holders=features.customer_ids[holds].tolist(),
+                    evaluated=features.customer_ids.tolist(),
+                    now=now,
+                )
+            )
+    orphans = 0
+    for scope in scopes:
+        statement = delete(CustomerTag).where(
+            CustomerTag.source == RULE_SOURCE, CustomerTag.tag.not_in(sorted(rules.tags))
+        )
+        if scope is not None:
+            statement = statement.where(CustomerTag.customer_id.in_(scope))
+        orphans += await _rowcount(session, statement)
+    run = TagRun(tuple(outcomes), orphans, warnings)
+    logger.info(
+        "tag rules %s: %d rule tags held, %d removed", rules.source, run.tagged, run.removed
+    )
+    return run
+
+
+def _insert_for(dialect: str) -> Any:
+    # Both dialects spell the upsert ON CONFLICT ... DO UPDATE, with their own constructs.
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+async def _rowcount(session: AsyncSession, statement: Any) -> int:
+    result = await session.execute(statement)
+    return max(0, int(getattr(result, "rowcount", 0) or 0))
+
+
+def _count_query(
+    condition: CountCondition,
+    now: datetime,
+    customer: ColumnElement[Any] | QueryableAttribute[Any] | None = None,
+) -> Select[Any]:
+    """Customers (or, correlated, this customer) who reach the count."""
+    i = Interaction
+    statement = select(i.customer_id).where(i.kind == condition.kind)
+    if condition.category is not None:
+        statement = statement.join(Product, Product.id == i.product_id).where(
+            Product.category == condition.category
+        )
+    if condition.within_days is not None:
+        statement = statement.where(i.occurred_at >= now - timedelta(days=condition.within_days))
+    if customer is not None:
+        statement = statement.where(i.customer_id == customer)
+    return statement.group_by(i.customer_id).having(func.count() >= condition.at_least)
+
+
+def _delete_stale_count(
+    rule: TagRule, condition: CountCondition, scope: Sequence[int] | None, now: datetime
+) -> Delete:
+    still_holds = _count_query(condition, now, CustomerTag.customer_id).exists()
+    statement = delete(CustomerTag).where(
+        CustomerTag.tag == rule.tag, CustomerTag.source == RULE_SOURCE, ~still_holds
+    )
+    if scope is not None:
+        statement = statement.where(CustomerTag.customer_id.in_(scope))
+    return statement
+
+
+def _upsert_count(insert: Any, rule: TagRule, holders: Select[Any], now: datetime) -> Any:
+    rows = holders.with_only_columns(
+        Interaction.customer_id,
+        literal(rule.tag, String()),
+        literal(RULE_SOURCE, String()),
+        literal(rule.weight, Float()),
+        literal(now, UtcDateTime()),
+    )
+    statement = insert(CustomerTag).from_select(
+        ["customer_id", "tag", "source", "weight", "updated_at"], rows
+    )
+    return _on_conflict(statement)
+
+
+def _on_conflict(statement: Any) -> Any:
+    # Only rows that a rule made are refreshed; a same-named tag from elsewhere stays as is.
+    return statement.on_conflict_do_update(
+        index_elements=[CustomerTag.customer_id, CustomerTag.tag],
+        set_={"weight": statement.excluded.weight, "updated_at": statement.excluded.updated_at},
+        where=CustomerTag.source == RULE_SOURCE,
+    )
+
+
+async def _write_feature_tags(
+    session: AsyncSession,
+    insert: Any,
+    rule: TagRule,
+    *,
+    holders: list[int],
+    evaluated: list[int],
+    now: datetime,
+) -> TagOutcome:
+    holding = set(holders)
+    removed = 0
+    for chunk in _chunks(evaluated, ID_CHUNK):
+        existing = await session.scalars(
+            select(CustomerTag.customer_id).where(
+                CustomerTag.tag == rule.tag,
+                CustomerTag.source == RULE_SOURCE,
+                CustomerTag.customer_id.in_(chunk),
+            )
+        )
+        stale = [customer for customer in existing if customer not in holding]
+        if stale:
+            removed += await _rowcount(
+                session,
+                delete(CustomerTag).where(
+                    CustomerTag.tag == rule.tag,
+                    CustomerTag.source == RULE_SOURCE,
+                    CustomerTag.customer_id.in_(stale),
+                ),
+            )
+    tagged = 0
+    statement = _on_conflict(insert(CustomerTag))
+    for chunk in _chunks(holders, WRITE_BATCH):
+        rows = [
+            {
+                "customer_id": customer,
+                "tag": rule.tag,
+                "source": RULE_SOURCE,
+                "weight": rule.weight,
+                "updated_at": now,
+            }
+            for customer in chunk
+        ]
+        tagged += await _rowcount(session, statement.values(rows))
+    return TagOutcome(rule.tag, len(holders), tagged, removed)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def _check_against_store(session: AsyncSession, rules: TagRules) -> tuple[Problem, ...]:
+    """Rules that name a category the catalogue does not have (they could never match)."""
+    named = [(rule, *_category_of(rule)) for rule in rules.rules]
+    named = [(rule, category, field) for rule, category, field in named if category]
+    if not named:
+        return ()
+    known = set((await session.scalars(select(Product.category).distinct())).all())
+    problems = tuple(
+        Problem(
+            rules.source,
+            rule.line,
+            f"no category {category!r} in the catalogue{did_you_mean(category, known)}; "
+            "the rule cannot match",
+            f"tag {rule.tag!r}",
+            rule.tag,
+            field,
+        )
+        for rule, category, field in named
+        if category not in known
+    )
+    for problem in problems:
+        logger.warning("%s", problem)
+    return problems
+
+
+def _category_of(rule: TagRule) -> tuple[str, str]:
+    """The category a rule depends on and the field naming it; ``""`` when none."""
+    condition = rule.condition
+    if isinstance(condition, CountCondition):
+        return condition.category or "", "category"
+    if condition.feature.startswith(AFFINITY_PREFIX):
+        return condition.feature[len(AFFINITY_PREFIX) :], "feature"
+    return "", "feature"
