@@ -35,6 +35,8 @@ seed: install
 	$(BIN)/personalize db upgrade
 	$(BIN)/personalize seed-demo
 	$(BIN)/personalize train --precompute
+	$(BIN)/personalize segment --report reports/segments
+	$(BIN)/personalize tag
 
 # The main job: real Rasa conversations when Python 3.10 is there, else the webhook walk.
 demo: seed
