@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from actions.context import ConversationContext
@@ -137,14 +145,7 @@ def seed_demo(
     async def job() -> dict[str, Any]:
         store = _batch_store(settings)
         try:
-            with _progress() as progress:
-                tasks: dict[str, Any] = {}
-
-                def advance(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = progress.add_task(stage, total=total)
-                    progress.update(tasks[stage], completed=done, total=total)
-
+            with _stage_progress() as advance:
                 async with store.sessions.begin() as session:
                     if reset:
                         await delete_all_rows(session)
@@ -172,8 +173,11 @@ def seed_demo(
     )
 
 
-def _progress() -> Progress:
-    return Progress(
+@contextmanager
+def _stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr, one per stage; yields the ``(stage, done, total)`` callback
+    that long jobs report to."""
+    progress = Progress(
         TextColumn("{task.description:<13}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -181,6 +185,15 @@ def _progress() -> Progress:
         console=errors,
         transient=False,
     )
+    tasks: dict[str, TaskID] = {}
+
+    def advance(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        yield advance
 
 
 @app.command()
@@ -337,14 +350,7 @@ def train(
     async def job() -> Any:
         store = _batch_store(settings)
         try:
-            with _progress() as progress:
-                tasks: dict[str, Any] = {}
-
-                def advance(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = progress.add_task(stage, total=total)
-                    progress.update(tasks[stage], completed=done, total=total)
-
+            with _stage_progress() as advance:
                 return await _guarded(
                     train_from_store(
                         store, settings.model_dir, precompute=precompute, progress=advance

@@ -10,7 +10,6 @@ heavy libraries (scikit-learn, matplotlib) are imported there too, so that
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -22,8 +21,6 @@ from rich.table import Table
 from actions.errors import PersonalizeError
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from actions.segments.assign import SegmentationRun
     from actions.segments.tags import TagRun
 
@@ -75,17 +72,6 @@ def _as_of(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _advance(progress: Progress) -> Callable[[str, int, int], None]:
-    tasks: dict[str, Any] = {}
-
-    def advance(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
-    return advance
-
-
 def segment(
     method: Annotated[Method, typer.Option(help="Clustering method.")] = Method.KMEANS,
     report: Annotated[
@@ -113,7 +99,7 @@ def segment(
         store = cli._batch_store(settings)
         segmenter = CustomerSegmenter(method.value, random_state=seed, n_threads=threads)
         try:
-            with cli._progress() as progress:
+            with cli._stage_progress() as advance:
                 async with store.sessions.begin() as session:
                     return await cli._guarded(
                         segment_customers(
@@ -121,7 +107,7 @@ def segment(
                             segmenter=segmenter,
                             model_dir=settings.model_dir,
                             now=now,
-                            progress=_advance(progress),
+                            progress=advance,
                         )
                     )
         finally:
