@@ -27,6 +27,7 @@ from actions.context import ConversationContext
 from actions.engine import default_plan, plan_for_snapshot, segment_of
 from actions.errors import PersonalizeError
 from actions.identity import customer_key
+from actions.recommend.cli import register_commands as register_recommend_commands
 from actions.rules import RuleBook
 from actions.segments.cli import register_commands as register_segment_commands
 from actions.settings import Settings, load_settings
@@ -46,6 +47,7 @@ app.add_typer(profile_app, name="profile")
 rules_app = typer.Typer(help="Decision rules (personalization.yml).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 register_segment_commands(app)
+register_recommend_commands(app)
 
 console = Console()
 errors = Console(stderr=True)

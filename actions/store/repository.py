@@ -38,6 +38,7 @@ CATEGORY_AFFINITY_WEIGHTS = {
     "cart": 3.0,
     "purchase": 5.0,
     "feedback": 2.0,
+    "rating": 2.0,
 }
 
 # A purchase counts as discounted when paid at least this much below the list price.

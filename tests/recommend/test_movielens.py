@@ -1,14 +1,17 @@
 """MovieLens-100k: the loader, and the issue's targets measured in one run.
 
 Skipped with the reason when the recbole wheel cannot be fetched (no network). The
-evaluation test fits three models on 80,000 ratings; it takes a few seconds.
+evaluation test fits four models on 80,000 ratings; it takes a few seconds. The hybrid's
+building blocks are also tested on tiny data here, which needs no download.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.sparse
 
 from actions.recommend.datasets import (
     MovieLens100k,
@@ -17,12 +20,28 @@ from actions.recommend.datasets import (
     load_movielens_100k,
 )
 from actions.recommend.errors import DatasetUnavailableError
-from actions.recommend.evaluation import EvaluationData, evaluate_models
+from actions.recommend.evaluation import (
+    TUNED_EASE_L2,
+    TUNED_EASE_WEIGHT,
+    UNTUNED_ALS_PARAMS,
+    EvaluationData,
+    EvaluationTask,
+    HybridConfig,
+    RecommenderConfig,
+    Split,
+    ease_item_weights,
+    evaluate_models,
+    hybrid_ranker,
+    random_split,
+    tune_blend_on_validation,
+    tuned_params,
+)
+from tests.recommend.conftest import block_items, block_users
 
-# Reached on the seed-42 split: 1.97x and 1.44x. The guards leave a little room for
+# Reached on the seed-42 split: 2.01x and 1.48x. The guards leave a little room for
 # BLAS rounding on other machines, and catch real regressions.
-REACHED_VS_POPULARITY = 1.9
-REACHED_VS_UNTUNED_ALS = 1.35
+REACHED_VS_POPULARITY = 1.95
+REACHED_VS_UNTUNED_ALS = 1.4
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +53,18 @@ def movielens() -> MovieLens100k:
 
 
 @pytest.fixture(scope="module")
-def report(movielens: MovieLens100k) -> dict:
-    data = EvaluationData.from_ratings(
+def report(movielens_data: EvaluationData) -> dict:
+    data = movielens_data
+    return evaluate_models(
+        data, dataset="movielens-100k", k=10, extra={"als_tuned": tuned_params()}
+    )
+
+
+@pytest.fixture(scope="module")
+def movielens_data(movielens: MovieLens100k) -> EvaluationData:
+    return EvaluationData.from_ratings(
         movielens.ratings, catalogue_size=len(movielens.items.item_ids)
     )
-    return evaluate_models(data, dataset="movielens-100k", k=10)
 
 
 def test_loader_reads_the_whole_dataset(movielens: MovieLens100k) -> None:
@@ -75,16 +101,24 @@ def test_recommender_beats_untuned_als_by_1_3x(report: dict) -> None:
     assert report["ratios"]["precision_vs_als_untuned"] >= 1.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "target 2.0x popularity not reached: 1.97x (0.276 vs 0.141) with the parameters "
-        "tuned on validation; see actions/recommend/evaluation.py"
-    ),
-)
 def test_recommender_beats_popularity_by_2x(report: dict) -> None:
     """Target: precision@10 >= 2.0x popularity, same split, same run."""
     assert report["ratios"]["precision_vs_popularity"] >= 2.0
+
+
+def test_blend_beats_its_als_part(report: dict) -> None:
+    """The EASE blend adds precision over the tuned ALS alone on the test split."""
+    results = report["results"]
+    assert results["recommender"]["precision"] > results["als_tuned"]["precision"]
+
+
+def test_blend_parameters_are_the_validation_choice(movielens_data: EvaluationData) -> None:
+    """TUNED_EASE_L2 and TUNED_EASE_WEIGHT are what the validation grid picks (no test rows)."""
+    results = tune_blend_on_validation(movielens_data, als=tuned_params())
+    best = results[0].config
+    assert (best.ease_l2, best.ease_weight) == (TUNED_EASE_L2, TUNED_EASE_WEIGHT)
+    als_alone = next(r for r in results if r.config.ease_weight == 0)
+    assert results[0].metrics.precision > als_alone.metrics.precision
 
 
 def test_figures_do_not_regress(report: dict) -> None:
@@ -94,3 +128,87 @@ def test_figures_do_not_regress(report: dict) -> None:
     results = report["results"]
     assert results["recommender"]["coverage"] > 5 * results["popularity"]["coverage"]
     assert report["users"] == 923
+
+
+# -- the hybrid's parts on tiny data ----------------------------------------------------
+
+
+def test_ease_weights_have_zero_diagonal_and_link_co_occurring_items() -> None:
+    """Items bought together get positive weights; the diagonal (self-similarity) is 0."""
+    # Users 0-2 have items 0 and 1; users 3-5 items 2 and 3.
+    rows = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    cols = [0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3]
+    pairs = scipy.sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(6, 4))
+    weights = ease_item_weights(pairs, 1.0)
+    assert np.allclose(np.diag(weights), 0.0)
+    assert weights[0, 1] > 0.5
+    assert weights[2, 3] > 0.5
+    assert abs(weights[0, 2]) < 1e-9
+    assert abs(weights[1, 3]) < 1e-9
+
+
+def _block_ratings() -> EvaluationData:
+    """Two blocks of users who rate their own block's items 5 and three others 1."""
+    users, items, ratings = [], [], []
+    for block, other in (("A", "B"), ("B", "A")):
+        for user in block_users(block):
+            for item in block_items(block):
+                users.append(user)
+                items.append(item)
+                ratings.append(5.0)
+            for item in block_items(other)[:3]:
+                users.append(user)
+                items.append(item)
+                ratings.append(1.0)
+    return EvaluationData.from_events(
+        users, items, ["rating"] * len(users), ratings, np.asarray(ratings) >= 4,
+        catalogue_size=20,
+    )  # fmt: skip
+
+
+def test_hybrid_recommends_unseen_block_items_and_falls_back() -> None:
+    """The blend ranks a user's own block first, never a seen item; strangers get the fallback."""
+    data = _block_ratings()
+    task = EvaluationTask.from_split(data, random_split(len(data)))
+    config = HybridConfig(
+        RecommenderConfig(UNTUNED_ALS_PARAMS, tuned_params().confidence),
+        ease_l2=10.0,
+        ease_weight=0.5,
+    )
+    rank = hybrid_ranker(task.train, config, fallback=lambda _user, _k, _seen: ["fallback"])
+    for user in task.users:
+        seen = task.seen[user]
+        ranked = rank(user, 2, seen)
+        assert ranked
+        assert not set(ranked) & seen
+        assert ranked[0].startswith(user[0])
+    assert rank("nobody", 2, frozenset()) == ["fallback"]
+
+
+def test_hybrid_with_weight_0_ranks_like_its_als_part() -> None:
+    """ease_weight 0 keeps ALS's order (z-scores do not reorder one model's scores)."""
+    als = RecommenderConfig(UNTUNED_ALS_PARAMS, tuned_params().confidence)
+    report = evaluate_models(
+        _block_ratings(),
+        dataset="blocks",
+        k=3,
+        recommender=HybridConfig(als, 10.0, 0.0),
+        extra={"als": als},
+    )
+    assert report["results"]["recommender"] == report["results"]["als"]
+    assert report["results"]["als"]["precision"] > 0.3
+
+
+def test_relevant_items_leave_out_items_seen_in_training() -> None:
+    """A test positive on an item the user already has in training is not relevant."""
+    # u1 viewed x and bought it later; the purchase lands in test, the view in training.
+    data = EvaluationData.from_events(
+        ["u1", "u1", "u1"],
+        ["x", "x", "y"],
+        ["view", "purchase", "purchase"],
+        [np.nan, np.nan, np.nan],
+        [False, True, True],
+        catalogue_size=2,
+    )
+    task = EvaluationTask.from_split(data, Split(train=np.array([0]), test=np.array([1, 2])))
+    assert task.relevant == {"u1": frozenset({"y"})}
