@@ -26,6 +26,7 @@ from rich.table import Table
 from actions.context import ConversationContext
 from actions.engine import default_plan, plan_for_snapshot, segment_of
 from actions.errors import PersonalizeError
+from actions.events.cli import register_commands as register_event_commands
 from actions.identity import customer_key
 from actions.recommend.cli import register_commands as register_recommend_commands
 from actions.rules import RuleBook
@@ -48,6 +49,7 @@ rules_app = typer.Typer(help="Decision rules (personalization.yml).", no_args_is
 app.add_typer(rules_app, name="rules")
 register_segment_commands(app)
 register_recommend_commands(app)
+register_event_commands(app)
 
 console = Console()
 errors = Console(stderr=True)

@@ -26,6 +26,7 @@ from sanic.response import json as json_response
 from sanic.worker.loader import AppLoader
 
 from actions.errors import PersonalizeError
+from actions.events.api import attach_event_routes
 from actions.runtime import personalization_service, shutdown_service
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def create_personalize_app(
     for package in action_packages:
         executor.register_package(package)
     app = create_app(executor, cors_origins=cors_origins)
-    return attach_extensions(app, max_body_bytes)
+    return attach_event_routes(attach_extensions(app, max_body_bytes))
 
 
 def serve(

@@ -208,3 +208,27 @@ class PrecomputedRecommendations(Base):
     items: Mapped[list[Any]] = mapped_column(JsonDocument)
     model_version: Mapped[str] = mapped_column(String(64))
     computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+API_KEY_SCOPES: Final = ("ingest", "read", "admin")
+
+
+class ApiKey(Base):
+    """A key for the HTTP API, stored only as the SHA-256 of the key itself.
+
+    Keys are 256 random bits, so a plain hash cannot be brute-forced and needs no salt or
+    slow KDF; the hash is what requests are looked up by.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="ck_api_keys_scope"),
+    )

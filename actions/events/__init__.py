@@ -1,0 +1,1 @@
+"""Interaction events: validation, ingestion into SQL, the HTTP API and API keys."""

@@ -1,0 +1,300 @@
+"""Interaction events into SQL: first-seen customers, idempotent inserts, fresh metrics.
+
+The session and its transaction belong to the caller (one ``sessions.begin()`` per
+batch), so a batch is stored entirely or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from actions.events.validation import Rejection, ValidEvent, validate_batch
+from actions.store.models import Customer, CustomerProfile, Interaction, Product, utc_now
+from actions.store.records import ProfileMetrics
+from actions.store.repository import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
+
+# Values per IN (...) list.
+LOOKUP_CHUNK: Final = 1_000
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What became of each event of a batch (by event id; rejections by position)."""
+
+    accepted: list[str]
+    duplicates: list[str]
+    rejected: list[Rejection]
+    # Store ids of the customers whose metrics were refreshed.
+    refreshed_customers: int = 0
+
+
+def _upsert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def _product_ids(session: AsyncSession, skus: set[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(skus), LOOKUP_CHUNK):
+        rows = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(chunk)))
+        found.update({sku: int(product_id) for sku, product_id in rows.all()})
+    return found
+
+
+async def _customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(keys, LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(chunk))
+        )
+        found.update({key: int(customer_id) for key, customer_id in rows.all()})
+    return found
+
+
+async def _ensure_customers(
+    session: AsyncSession, first_seen: dict[str, datetime]
+) -> dict[str, int]:
+    """customer_key -> id, creating the customers not yet stored (first seen)."""
+    keys = sorted(first_seen)
+    found = await _customer_ids(session, keys)
+    missing = [key for key in keys if key not in found]
+    if missing:
+        # Most customers of a batch are known: look up first, insert only the new ones.
+        # One cached statement run as an executemany (a multi-row VALUES clause would be
+        # compiled anew for every batch size); sorted keys keep concurrent batches from
+        # deadlocking on each other's new rows.
+        await session.execute(
+            _upsert(session)(Customer.__table__).on_conflict_do_nothing(
+                index_elements=["customer_key"]
+            ),
+            [
+                {"customer_key": key, "created_at": first_seen[key], "loyalty_tier": "none"}
+                for key in missing
+            ],
+        )
+        found.update(await _customer_ids(session, missing))
+    return found
+
+
+async def ingest_events(
+    session: AsyncSession,
+    events: Sequence[Any],
+    *,
+    secret_key: str,
+    now: datetime | None = None,
+    refresh: bool = True,
+) -> IngestResult:
+    """Validate and store a batch of raw events (JSON objects).
+
+    Invalid events and events naming an unknown sku are rejected with a reason; the
+    others are stored once each: an event id already stored, or repeated within the
+    batch, is reported as a duplicate. Customers seen for the first time are created.
+
+    Args:
+        session: An open session inside the caller's transaction.
+        events: The raw events, as decoded from JSON.
+        secret_key: The HMAC key that turns external customer ids into customer keys.
+        now: The time that "in the future" is measured from (default: now).
+        refresh: Recompute the behavioural metrics of the customers with new events.
+
+    Returns:
+        Accepted and duplicate event ids, and the rejections, each in batch order.
+    """
+    batch = validate_batch(events, secret_key=secret_key, now=now)
+    rejected = list(batch.rejected)
+    product_ids = await _product_ids(session, {e.sku for _, e in batch.valid if e.sku})
+
+    storable: list[ValidEvent] = []
+    duplicates: list[str] = []
+    seen_ids: set[str] = set()
+    first_seen: dict[str, datetime] = {}
+    for index, event in batch.valid:
+        if event.sku is not None and event.sku not in product_ids:
+            rejected.append(
+                Rejection(index, event.event_id, "product", f"unknown sku {event.sku!r}")
+            )
+            continue
+        if event.event_id in seen_ids:
+            duplicates.append(event.event_id)
+            continue
+        seen_ids.add(event.event_id)
+        storable.append(event)
+        earliest = first_seen.get(event.customer_key)
+        if earliest is None or event.occurred_at < earliest:
+            first_seen[event.customer_key] = event.occurred_at
+    rejected.sort(key=lambda rejection: rejection.index)
+    if not storable:
+        return IngestResult([], duplicates, rejected)
+
+    customer_ids = await _ensure_customers(session, first_seen)
+    rows = [
+        {
+            "event_id": event.event_id,
+            "customer_id": customer_ids[event.customer_key],
+            "product_id": product_ids[event.sku] if event.sku is not None else None,
+            "kind": event.kind,
+            "value": event.value,
+            "quantity": event.quantity,
+            "price": event.price,
+            "channel": event.channel,
+            "device": event.device,
+            "occurred_at": event.occurred_at,
+        }
+        for event in storable
+    ]
+    # RETURNING lists only the rows really inserted, so an event id stored before, or by
+    # a concurrent batch, is reported as a duplicate (PostgreSQL, SQLite >= 3.35).
+    # SQLAlchemy batches the executemany into multi-row INSERTs ("insertmanyvalues").
+    result = await session.execute(
+        _upsert(session)(Interaction.__table__)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(Interaction.__table__.c.event_id),
+        rows,
+    )
+    inserted = set(result.scalars().all())
+    accepted = [event.event_id for event in storable if event.event_id in inserted]
+    duplicates.extend(event.event_id for event in storable if event.event_id not in inserted)
+    changed = {customer_ids[e.customer_key] for e in storable if e.event_id in inserted}
+    refreshed = await refresh_profiles(session, changed, now=now) if refresh and changed else 0
+    return IngestResult(accepted, duplicates, rejected, refreshed)
+
+
+async def refresh_profiles(
+    session: AsyncSession, customer_ids: Iterable[int], now: datetime | None = None
+) -> int:
+    """Recompute the behavioural metrics of some customers from their interactions.
+
+    The same metrics as ``rebuild_profile_metrics`` (a test holds them equal), for a
+    subset: the aggregates run over these customers' rows only, through the
+    (customer_id, occurred_at) index. Returns the number of profiles written.
+    """
+    now = now or utc_now()
+    wanted = sorted(set(customer_ids))
+    written = 0
+    for chunk in _chunks(wanted, LOOKUP_CHUNK):
+        written += await _refresh_chunk(session, list(chunk), now)
+    return written
+
+
+async def _refresh_chunk(session: AsyncSession, customer_ids: list[int], now: datetime) -> int:
+    # Concurrent batches for the same customer serialise here (PostgreSQL; SQLite has one
+    # writer anyway): the second waits for the first to commit, then its aggregates see
+    # both batches' events, so the last profile written is complete. Locks are taken in
+    # id order, and FOR NO KEY UPDATE does not conflict with the KEY SHARE locks that the
+    # interactions' foreign keys already hold (FOR UPDATE would deadlock on them).
+    await session.execute(
+        select(Customer.id)
+        .where(Customer.id.in_(customer_ids))
+        .order_by(Customer.id)
+        .with_for_update(key_share=True)
+    )
+    is_purchase = Interaction.kind == "purchase"
+    spent = Interaction.price * Interaction.quantity
+    discounted = (Interaction.price < Product.price * DISCOUNT_THRESHOLD) & is_purchase
+    totals = await session.execute(
+        select(
+            Interaction.customer_id,
+            func.count(),
+            func.sum(case((Interaction.kind == "view", 1), else_=0)),
+            func.sum(case((is_purchase, 1), else_=0)),
+            func.sum(case((is_purchase, spent), else_=0)),
+            func.min(Interaction.occurred_at),
+            func.max(Interaction.occurred_at),
+            func.max(case((is_purchase, Interaction.occurred_at), else_=None)),
+            func.sum(case((discounted, 1), else_=0)),
+        )
+        .outerjoin(Product, Product.id == Interaction.product_id)
+        .where(Interaction.customer_id.in_(customer_ids))
+        .group_by(Interaction.customer_id)
+    )
+    weight = case(
+        *((Interaction.kind == kind, w) for kind, w in CATEGORY_AFFINITY_WEIGHTS.items()),
+        else_=0.0,
+    )
+    affinity_rows = await session.execute(
+        select(Interaction.customer_id, Product.category, func.sum(weight))
+        .join(Product, Product.id == Interaction.product_id)
+        .where(Interaction.customer_id.in_(customer_ids))
+        .group_by(Interaction.customer_id, Product.category)
+    )
+    affinities: dict[int, dict[str, float]] = {}
+    for customer_id, category, score in affinity_rows:
+        affinities.setdefault(customer_id, {})[category] = float(score or 0.0)
+
+    # UtcDateTime is not applied to aggregate results, so SQLite hands back strings.
+    def as_time(value: object) -> datetime | None:
+        if value is None:
+            return None
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
+
+    # Looked up as a Table, which is what Core insert() and update() are typed for.
+    profiles = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
+    existing: dict[int, Any] = dict(
+        (
+            await session.execute(
+                select(profiles.c.customer_id, profiles.c.metrics).where(
+                    profiles.c.customer_id.in_(customer_ids)
+                )
+            )
+        ).all()
+    )
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for row in sorted(totals, key=lambda total: int(total[0])):
+        customer_id, n, views, purchases, total, first, last, last_purchase, n_discounted = row
+        raw = affinities.get(customer_id, {})
+        mass = sum(raw.values()) or 1.0
+        affinity = {c: round(s / mass, 4) for c, s in sorted(raw.items(), key=lambda i: -i[1])}
+        metrics = ProfileMetrics(
+            interaction_count=int(n),
+            view_count=int(views or 0),
+            purchase_count=int(purchases or 0),
+            total_spent=float(total or 0.0),
+            first_seen_at=as_time(first),
+            last_seen_at=as_time(last),
+            last_purchase_at=as_time(last_purchase),
+            discounted_purchase_share=(int(n_discounted or 0) / purchases) if purchases else 0.0,
+            favorite_category=next(iter(affinity), None),
+            category_affinity=affinity,
+        ).to_document()
+        if customer_id not in existing:
+            inserts.append(
+                {
+                    "customer_id": customer_id,
+                    "attributes": {},
+                    "metrics": metrics,
+                    "version": 1,
+                    "updated_at": now,
+                }
+            )
+        elif existing[customer_id] != metrics:
+            updates.append({"target": customer_id, "new_metrics": metrics, "now": now})
+    # Core executemany, not ORM objects: one statement per kind of change, not per row.
+    if inserts:
+        await session.execute(insert(profiles), inserts)
+    if updates:
+        await session.execute(
+            update(profiles)
+            .where(profiles.c.customer_id == bindparam("target"))
+            .values(
+                metrics=bindparam("new_metrics"),
+                version=profiles.c.version + 1,
+                updated_at=bindparam("now"),
+            ),
+            updates,
+        )
+    return len(inserts) + len(updates)

@@ -1,0 +1,229 @@
+"""Ingestion into SQL on SQLite and PostgreSQL: first-seen customers, idempotency, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import func, select
+
+from actions.events.ingest import ingest_events, refresh_profiles
+from actions.identity import customer_key
+from actions.store.models import Customer, CustomerProfile, Interaction
+from actions.store.repository import rebuild_profile_metrics
+from actions.store.sql_store import SqlStore
+from tests.conftest import TEST_SECRET
+from tests.factories import NOW, add_customer, add_product
+
+PRIVATE = "jane.doe@example.com"
+
+
+def event(event_id: str, **changes: Any) -> dict[str, Any]:
+    """A valid event of PRIVATE viewing SKU-1 an hour before NOW."""
+    base: dict[str, Any] = {
+        "event_id": event_id,
+        "customer": PRIVATE,
+        "product": "SKU-1",
+        "kind": "view",
+        "timestamp": "2026-06-01T11:00:00Z",
+        "channel": "web",
+    }
+    base.update(changes)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+async def seed(store: SqlStore) -> None:
+    async with store.sessions.begin() as session:
+        await add_product(session, "SKU-1", "shoes", price=100.0)
+        await add_product(session, "SKU-2", "socks", price=10.0)
+
+
+async def ingest(store: SqlStore, events: list[Any]) -> Any:
+    async with store.sessions.begin() as session:
+        return await ingest_events(session, events, secret_key=TEST_SECRET, now=NOW)
+
+
+async def count(store: SqlStore, model: type[object]) -> int:
+    async with store.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_batch_stores_good_events_and_rejects_bad_ones(store: SqlStore) -> None:
+    """Good events are stored; bad ones come back with field and reason, in batch order."""
+    await seed(store)
+    result = await ingest(
+        store,
+        [
+            event("a"),
+            event("b", kind="hover"),
+            event("c", product="NOPE"),
+            event("d", kind="purchase", product="SKU-2", price=9.0, quantity=2),
+            event("e", kind="search", product=None, value=None),
+        ],
+    )
+    assert result.accepted == ["a", "d", "e"]
+    assert result.duplicates == []
+    assert [(r.index, r.event_id, r.field) for r in result.rejected] == [
+        (1, "b", "kind"),
+        (2, "c", "product"),
+    ]
+    assert result.rejected[1].reason == "unknown sku 'NOPE'"
+    assert await count(store, Interaction) == 3
+    async with store.sessions() as session:
+        stored = (
+            await session.scalars(select(Interaction).where(Interaction.event_id == "d"))
+        ).one()
+        assert (stored.kind, stored.quantity, stored.price, stored.channel) == (
+            "purchase",
+            2,
+            9.0,
+            "web",
+        )
+        search = (
+            await session.scalars(select(Interaction).where(Interaction.event_id == "e"))
+        ).one()
+        assert search.product_id is None
+
+
+async def test_same_batch_twice_stores_nothing_new(store: SqlStore) -> None:
+    """A re-sent batch is all duplicates, and no row is added."""
+    await seed(store)
+    batch = [event("a"), event("b", product="SKU-2")]
+    first = await ingest(store, batch)
+    second = await ingest(store, batch)
+    assert first.accepted == ["a", "b"]
+    assert (second.accepted, second.duplicates) == ([], ["a", "b"])
+    assert await count(store, Interaction) == 2
+
+
+async def test_repeated_event_id_within_a_batch_is_a_duplicate(store: SqlStore) -> None:
+    """The first occurrence is stored, the repeat reported as a duplicate."""
+    await seed(store)
+    result = await ingest(store, [event("a"), event("a", product="SKU-2")])
+    assert (result.accepted, result.duplicates) == (["a"], ["a"])
+    assert await count(store, Interaction) == 1
+
+
+async def test_first_seen_customer_is_created_once(store: SqlStore) -> None:
+    """An unknown customer is created under their key, once, dated by the first event."""
+    await seed(store)
+    await ingest(
+        store,
+        [event("a", timestamp="2026-06-01T10:00:00Z"), event("b", timestamp="2026-05-01T10:00Z")],
+    )
+    await ingest(store, [event("c")])
+    async with store.sessions() as session:
+        customers = (await session.scalars(select(Customer))).all()
+    assert [c.customer_key for c in customers] == [customer_key(TEST_SECRET, PRIVATE)]
+    assert customers[0].created_at.isoformat() == "2026-05-01T10:00:00+00:00"
+    assert customers[0].loyalty_tier == "none"
+
+
+async def test_known_customer_keeps_their_row(store: SqlStore) -> None:
+    """Events of a stored customer attach to that customer; no second row appears."""
+    await seed(store)
+    async with store.sessions.begin() as session:
+        known = await add_customer(session, PRIVATE, tier="gold")
+        known_id = known.id
+    result = await ingest(store, [event("a")])
+    assert result.accepted == ["a"]
+    assert await count(store, Customer) == 1
+    async with store.sessions() as session:
+        owner = await session.scalar(select(Interaction.customer_id))
+        tier = await session.scalar(select(Customer.loyalty_tier))
+    assert (owner, tier) == (known_id, "gold")
+
+
+async def test_unknown_sku_only_rejects_that_event(store: SqlStore) -> None:
+    """An unknown sku creates neither an interaction nor a customer."""
+    await seed(store)
+    result = await ingest(store, [event("a", product="GHOST", customer="someone-else")])
+    assert result.accepted == []
+    assert [(r.field, r.reason) for r in result.rejected] == [("product", "unknown sku 'GHOST'")]
+    assert await count(store, Customer) == 0
+
+
+async def test_metrics_of_affected_customers_are_refreshed(store: SqlStore) -> None:
+    """After ingestion the profile metrics are what a full rebuild computes."""
+    await seed(store)
+    await ingest(
+        store,
+        [
+            event("a"),
+            event("b", kind="purchase", product="SKU-1", price=80.0),
+            event("c", kind="cart", product="SKU-2", customer="other"),
+        ],
+    )
+    async with store.sessions() as session:
+        incremental = {
+            p.customer_id: (p.metrics, p.version)
+            for p in (await session.scalars(select(CustomerProfile))).all()
+        }
+    key = customer_key(TEST_SECRET, PRIVATE)
+    snapshot = await store.load_snapshot(key)
+    assert snapshot is not None
+    metrics = snapshot.metrics
+    assert (metrics.interaction_count, metrics.purchase_count, metrics.total_spent) == (2, 1, 80.0)
+    assert metrics.discounted_purchase_share == 1.0
+    assert metrics.favorite_category == "shoes"
+
+    async with store.sessions.begin() as session:
+        await rebuild_profile_metrics(session, now=NOW)
+    async with store.sessions() as session:
+        rebuilt = {
+            p.customer_id: (p.metrics, p.version)
+            for p in (await session.scalars(select(CustomerProfile))).all()
+        }
+    # Equal metrics and unchanged versions: the rebuild found nothing to correct.
+    assert rebuilt == incremental
+    assert len(rebuilt) == 2
+
+
+async def test_refresh_profiles_touches_only_the_given_customers(store: SqlStore) -> None:
+    """Customers outside the subset keep their profiles as they were."""
+    await seed(store)
+    await ingest(store, [event("a"), event("b", customer="other")])
+    async with store.sessions() as session:
+        rows = await session.execute(select(Customer.customer_key, Customer.id))
+        ids = dict(rows.all())
+    mine, other = ids[customer_key(TEST_SECRET, PRIVATE)], ids[customer_key(TEST_SECRET, "other")]
+    async with store.sessions.begin() as session:
+        await session.execute(
+            Interaction.__table__.update().values(kind="cart")  # both customers change
+        )
+    async with store.sessions.begin() as session:
+        assert await refresh_profiles(session, [mine], now=NOW) == 1
+    async with store.sessions() as session:
+        profiles = {p.customer_id: p for p in (await session.scalars(select(CustomerProfile)))}
+    assert profiles[mine].metrics["view_count"] == 0
+    assert profiles[mine].version == 2
+    assert profiles[other].metrics["view_count"] == 1
+    assert profiles[other].version == 1
+
+
+async def test_concurrent_batches_of_the_same_customers(store: SqlStore) -> None:
+    """Overlapping batches in parallel neither deadlock nor leave stale metrics."""
+    await seed(store)
+    customers = [f"customer-{n}" for n in range(20)]
+
+    async def batch(tag: str) -> Any:
+        events = [
+            event(f"{tag}-{n}-{customer}", customer=customer, product=("SKU-1", "SKU-2")[n % 2])
+            for n, customer in enumerate(customers * 3)
+        ]
+        return await ingest(store, events)
+
+    results = await asyncio.gather(*(batch(tag) for tag in "abcd"))
+    assert [len(result.accepted) for result in results] == [60] * 4
+    async with store.sessions() as session:
+        after_ingest = {
+            p.customer_id: p.metrics for p in (await session.scalars(select(CustomerProfile)))
+        }
+    assert {metrics["interaction_count"] for metrics in after_ingest.values()} == {12}
+    async with store.sessions.begin() as session:
+        await rebuild_profile_metrics(session, now=NOW)
+    async with store.sessions() as session:
+        rebuilt = {
+            p.customer_id: p.metrics for p in (await session.scalars(select(CustomerProfile)))
+        }
+    assert rebuilt == after_ingest
