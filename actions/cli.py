@@ -347,21 +347,29 @@ def train(
     database_url: DatabaseOption = None,
 ) -> None:
     """Train the ALS recommender on the store's interactions; servers pick it up live."""
+    from actions.cache.precomputed import PrecomputedCache
     from actions.recommend.training import train_from_store
 
     settings = _settings(database_url)
 
     async def job() -> Any:
         store = _batch_store(settings)
+        cache = PrecomputedCache(settings.redis_url, timeout_s=5.0) if settings.redis_url else None
         try:
             with _stage_progress() as advance:
                 return await _guarded(
                     train_from_store(
-                        store, settings.model_dir, precompute=precompute, progress=advance
+                        store,
+                        settings.model_dir,
+                        precompute=precompute,
+                        progress=advance,
+                        cache=cache,
                     )
                 )
         finally:
             await store.dispose()
+            if cache is not None:
+                await cache.close()
 
     report = _run(job)
     console.print(

@@ -10,12 +10,13 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from actions.cache.precomputed import PrecomputedCache
 from actions.context import ConversationContext, time_of_day
 from actions.errors import NotFoundError, StoreUnavailableError
 from actions.identity import CustomerIdentity, customer_key
@@ -29,7 +30,7 @@ from actions.rules import Decision, RuleBook, RuleSet, evaluate, facts_from
 from actions.segments.archetypes import archetype_for
 from actions.settings import Settings
 from actions.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
-from actions.store.catalogue import record_interactions
+from actions.store.catalogue import CustomerItems, record_interactions
 from actions.store.database import StoreTimeouts
 from actions.store.models import utc_now
 from actions.store.records import CustomerSnapshot
@@ -164,6 +165,11 @@ class PersonalizationService:
         self._clock = clock
         self._store_down_until = 0.0
         self._store_down = False
+        self.precomputed_cache = (
+            PrecomputedCache(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            if settings.redis_url
+            else None
+        )
         self.recommendations = RecommendationService(
             self.store,
             settings.model_dir,
@@ -199,12 +205,7 @@ class PersonalizationService:
         """
         now = self._clock()
         key = self.key_for(request.identity)
-        try:
-            snapshot, items = await self._guarded(
-                self.store.load_customer_context(key, now - RECENT_WINDOW)
-            )
-        except StoreUnavailableError:
-            snapshot, items = None, None
+        snapshot, items = await self._customer_context(key, now)
         _, decision = decide(snapshot, now, request.context, self.rules.current())
         ask = RecommendationRequest(
             customer_key=key,
@@ -224,6 +225,29 @@ class PersonalizationService:
         except (asyncio.TimeoutError, StoreUnavailableError):
             return recommendation_plan(None, category)
         return recommendation_plan(answer, answer.category)
+
+    async def _customer_context(
+        self, key: str, now: datetime
+    ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+        """Snapshot and items; the precomputed list from Redis when configured, in parallel."""
+        cache = self.precomputed_cache
+
+        async def from_sql() -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+            try:
+                return await self._guarded(
+                    self.store.load_customer_context(
+                        key, now - RECENT_WINDOW, with_precomputed=cache is None
+                    )
+                )
+            except StoreUnavailableError:
+                return None, None
+
+        if cache is None:
+            return await from_sql()
+        (snapshot, items), cached = await asyncio.gather(from_sql(), cache.read(key))
+        if items is not None and cached is not None:
+            items = replace(items, precomputed=cached[0], precomputed_version=cached[1])
+        return snapshot, items
 
     async def similar(self, product_text: str, n: int = 3) -> SlotPlan:
         """Slots for "something like X": products like the one the customer names."""
@@ -310,5 +334,7 @@ class PersonalizationService:
         self._store_down = True
 
     async def close(self) -> None:
-        """Release the store's connections."""
+        """Release the store's (and the cache's) connections."""
+        if self.precomputed_cache is not None:
+            await self.precomputed_cache.close()
         await self.store.dispose()

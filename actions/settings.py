@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         description="SQL store; plain sqlite:/// or postgresql:// URLs (async driver chosen).",
     )
     redis_url: str | None = Field(default=None, description="Optional Redis; unset means none.")
+    redis_timeout_s: float = Field(
+        default=0.2, gt=0, description="Give up on one Redis call after this long (SQL answers)."
+    )
     model_dir: Path = Field(
         default=Path("models/personalize"), description="Where trained artifacts live."
     )

@@ -15,6 +15,7 @@ from typing import Final
 
 import numpy as np
 
+from actions.cache.precomputed import PrecomputedCache
 from actions.errors import InvalidInputError
 from actions.recommend.als import AlsParams, AlsRecommender
 from actions.recommend.artifacts import prune_artifacts, save_artifact
@@ -64,6 +65,7 @@ async def train_from_store(
     params: AlsParams = SHOP_ALS_PARAMS,
     precompute: bool = False,
     progress: Progress | None = None,
+    cache: PrecomputedCache | None = None,
 ) -> TrainingReport:
     """Fit ALS on the store's interactions, write a new artifact, optionally precompute.
 
@@ -95,7 +97,14 @@ async def train_from_store(
     prune_artifacts(als_dir(model_dir), keep=3)
     precomputed = 0
     if precompute:
-        precomputed = await _precompute(store, model, _seen_by_user(data), artifact.version, report)
+        precomputed = await _precompute(
+            store,
+            model,
+            seen=_seen_by_user(data),
+            version=artifact.version,
+            report=report,
+            cache=cache,
+        )
     return TrainingReport(
         version=artifact.version,
         customers=len(model.user_ids_),
@@ -116,13 +125,19 @@ def _seen_by_user(data: InteractionData) -> dict[str, set[str]]:
 async def _precompute(
     store: SqlStore,
     model: AlsRecommender,
+    *,
     seen: dict[str, set[str]],
     version: str,
     report: Progress,
+    cache: PrecomputedCache | None,
 ) -> int:
-    """Top ``PRECOMPUTE_DEPTH`` items per customer in the model, seen items excluded."""
+    """Top ``PRECOMPUTE_DEPTH`` items per customer in the model, seen items excluded.
+
+    Written to SQL, and to Redis too when a cache is given (keyed by customer key).
+    """
     keys = [str(key) for key in model.user_ids_.ids]
     lists: list[tuple[int, list[list[object]]]] = []
+    by_key: list[tuple[str, list[list[object]]]] = []
     async with store.sessions.begin() as session:
         ids = await customer_ids_by_key(session, keys)
         batch = 2_000
@@ -132,9 +147,12 @@ async def _precompute(
                 chunk, PRECOMPUTE_DEPTH, exclude=[seen.get(key, ()) for key in chunk]
             )
             for key, scored in zip(chunk, results, strict=True):
+                items: list[list[object]] = [[s.item_id, round(float(s.score), 6)] for s in scored]
+                by_key.append((key, items))
                 if key in ids:
-                    lists.append(
-                        (ids[key], [[s.item_id, round(float(s.score), 6)] for s in scored])
-                    )
+                    lists.append((ids[key], items))
             report("precomputing", min(start + batch, len(keys)), len(keys))
-        return await replace_precomputed(session, lists, version)
+        written = await replace_precomputed(session, lists, version)
+    if cache is not None:
+        await cache.write(by_key, version)
+    return written

@@ -93,15 +93,27 @@ def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
 
 
 def read_customer_items(
-    connection: Connection, customer_id: int, since: datetime, recent_limit: int = 50
+    connection: Connection,
+    customer_id: int,
+    since: datetime,
+    recent_limit: int = 50,
+    *,
+    with_precomputed: bool = True,
 ) -> CustomerItems:
-    """A customer's purchases, recent interactions and precomputed list (three reads)."""
+    """A customer's purchases, recent interactions and precomputed list (three reads).
+
+    ``with_precomputed=False`` skips the precomputed list (Redis holds it).
+    """
     purchased_statement, recent_statement, stored_statement = _customer_item_statements()
     purchases = connection.execute(purchased_statement, {"customer_id": customer_id}).all()
     recent = connection.execute(
         recent_statement, {"customer_id": customer_id, "since": since, "limit": recent_limit}
     ).all()
-    stored = connection.execute(stored_statement, {"customer_id": customer_id}).one_or_none()
+    stored = (
+        connection.execute(stored_statement, {"customer_id": customer_id}).one_or_none()
+        if with_precomputed
+        else None
+    )
     return CustomerItems(
         purchased=frozenset(row.sku for row in purchases),
         recent=tuple((row.sku, row.kind, row.value) for row in recent),

@@ -31,12 +31,15 @@ T = TypeVar("T")
 
 
 def _read_customer_context(
-    connection: Connection, customer_key: str, since: datetime
+    connection: Connection, customer_key: str, since: datetime, with_precomputed: bool
 ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
     snapshot = read_customer_snapshot(connection, customer_key)
     if snapshot is None:
         return None, None
-    return snapshot, read_customer_items(connection, snapshot.customer_id, since)
+    items = read_customer_items(
+        connection, snapshot.customer_id, since, with_precomputed=with_precomputed
+    )
+    return snapshot, items
 
 
 def _read_recommendation_inputs(
@@ -74,10 +77,10 @@ class SqlStore:
         return await self._read(read_customer_snapshot, customer_key)
 
     async def load_customer_context(
-        self, customer_key: str, since: datetime
+        self, customer_key: str, since: datetime, *, with_precomputed: bool = True
     ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
         """Snapshot and items of one customer, in one thread hop or greenlet hop."""
-        return await self._read(_read_customer_context, customer_key, since)
+        return await self._read(_read_customer_context, customer_key, since, with_precomputed)
 
     async def read_recommendation_inputs(
         self,

@@ -1,0 +1,1 @@
+"""Redis-backed caches. Optional: with ``PERSONALIZE_REDIS_URL`` unset everything reads SQL."""
