@@ -195,7 +195,7 @@ class PersonalizationService:
         request: PersonalizationRequest,
         *,
         category: str | None = None,
-        n: int = 3,
+        n: int | None = None,
         shown: frozenset[str] = frozenset(),
     ) -> SlotPlan:
         """Recommendation slots for this customer, through the fallback chain.
@@ -215,8 +215,9 @@ class PersonalizationService:
             category=category,
             max_price=decision.max_price,
             strategy=decision.recommendation_strategy,
-            n=n,
+            n=n or self.settings.recommend_count,
             shown=shown,
+            exclude_purchased=self.settings.recommend_exclude_purchased,
         )
         try:
             answer = await asyncio.wait_for(

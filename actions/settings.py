@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     model_check_every_s: float = Field(
         default=10.0, gt=0, description="How often a server looks for a newly trained model."
     )
+    recommend_exclude_purchased: bool = Field(
+        default=True, description="Never recommend what the customer already bought."
+    )
+    recommend_count: int = Field(
+        default=3, ge=1, le=20, description="How many products a recommendation shows."
+    )
     rules_path: Path = Field(
         default=Path("personalization.yml"),
         description="Decision rules (YAML); missing file means the built-in rules.",

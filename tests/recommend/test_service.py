@@ -204,3 +204,24 @@ async def test_category_words_narrow_the_recommendations(service: Personalizatio
     plan = await service.recommend(ask("cook-1"), category="running shoes")
     assert all(p["sku"].startswith("SKU-RUN-") for p in plan["recommended_products"])
     assert "in running:" in plan["recommendation_text"]
+
+
+async def test_purchased_items_may_be_allowed_by_settings(
+    shop: SqlStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """With recommend_exclude_purchased off, bought items may come back (consumables)."""
+    settings = make_settings(
+        sqlite_url,
+        model_dir=tmp_path / "models",
+        recommend_exclude_purchased=False,
+        recommend_count=6,
+    )
+    await train_from_store(shop, settings.model_dir)
+    service = PersonalizationService(
+        settings, shop, clock=lambda: NOW, rules=RuleBook(tmp_path / "none.yml")
+    )
+    await service.warm_up()
+    plan = await service.recommend(ask("runner-0"), category="running")
+    skus = {p["sku"] for p in plan["recommended_products"]}
+    assert len(skus) == 6
+    assert skus & {"SKU-RUN-0", "SKU-RUN-1", "SKU-RUN-2", "SKU-RUN-3"}
