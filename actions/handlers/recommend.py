@@ -57,6 +57,10 @@ class ActionRecommendProducts(Action):
         """recommended_products, recommendation_text/_reason/_source."""
         try:
             category = latest_entity(tracker, "category") or tracker.get_slot("category")
+            message: dict[str, Any] = tracker.latest_message or {}
+            if not category and message.get("intent", {}).get("name") == "ask_category":
+                # NLU missed the entity: the engine finds a category named in the words.
+                category = message.get("text")
             plan = await personalization_service().recommend(
                 request_from_tracker(tracker, at_session_start=False),
                 category=category.lower() if isinstance(category, str) else None,
