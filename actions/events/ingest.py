@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.events.validation import Rejection, ValidEvent, validate_batch
-from actions.store.models import Customer, CustomerProfile, Interaction, Product, utc_now
-from actions.store.records import ProfileMetrics
-from actions.store.repository import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
+from actions.store.models import Customer, Interaction, Product, utc_now
+from actions.store.repository import write_profile_metrics
 
 # Values per IN (...) list.
 LOOKUP_CHUNK: Final = 1_000
@@ -201,100 +200,4 @@ async def _refresh_chunk(session: AsyncSession, customer_ids: list[int], now: da
         .order_by(Customer.id)
         .with_for_update(key_share=True)
     )
-    is_purchase = Interaction.kind == "purchase"
-    spent = Interaction.price * Interaction.quantity
-    discounted = (Interaction.price < Product.price * DISCOUNT_THRESHOLD) & is_purchase
-    totals = await session.execute(
-        select(
-            Interaction.customer_id,
-            func.count(),
-            func.sum(case((Interaction.kind == "view", 1), else_=0)),
-            func.sum(case((is_purchase, 1), else_=0)),
-            func.sum(case((is_purchase, spent), else_=0)),
-            func.min(Interaction.occurred_at),
-            func.max(Interaction.occurred_at),
-            func.max(case((is_purchase, Interaction.occurred_at), else_=None)),
-            func.sum(case((discounted, 1), else_=0)),
-        )
-        .outerjoin(Product, Product.id == Interaction.product_id)
-        .where(Interaction.customer_id.in_(customer_ids))
-        .group_by(Interaction.customer_id)
-    )
-    weight = case(
-        *((Interaction.kind == kind, w) for kind, w in CATEGORY_AFFINITY_WEIGHTS.items()),
-        else_=0.0,
-    )
-    affinity_rows = await session.execute(
-        select(Interaction.customer_id, Product.category, func.sum(weight))
-        .join(Product, Product.id == Interaction.product_id)
-        .where(Interaction.customer_id.in_(customer_ids))
-        .group_by(Interaction.customer_id, Product.category)
-    )
-    affinities: dict[int, dict[str, float]] = {}
-    for customer_id, category, score in affinity_rows:
-        affinities.setdefault(customer_id, {})[category] = float(score or 0.0)
-
-    # UtcDateTime is not applied to aggregate results, so SQLite hands back strings.
-    def as_time(value: object) -> datetime | None:
-        if value is None:
-            return None
-        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
-
-    # Looked up as a Table, which is what Core insert() and update() are typed for.
-    profiles = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
-    existing: dict[int, Any] = dict(
-        (
-            await session.execute(
-                select(profiles.c.customer_id, profiles.c.metrics).where(
-                    profiles.c.customer_id.in_(customer_ids)
-                )
-            )
-        ).all()
-    )
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for row in sorted(totals, key=lambda total: int(total[0])):
-        customer_id, n, views, purchases, total, first, last, last_purchase, n_discounted = row
-        raw = affinities.get(customer_id, {})
-        mass = sum(raw.values()) or 1.0
-        affinity = {c: round(s / mass, 4) for c, s in sorted(raw.items(), key=lambda i: -i[1])}
-        metrics = ProfileMetrics(
-            interaction_count=int(n),
-            view_count=int(views or 0),
-            purchase_count=int(purchases or 0),
-            total_spent=float(total or 0.0),
-            first_seen_at=as_time(first),
-            last_seen_at=as_time(last),
-            last_purchase_at=as_time(last_purchase),
-            discounted_purchase_share=(int(n_discounted or 0) / purchases) if purchases else 0.0,
-            favorite_category=next(iter(affinity), None),
-            category_affinity=affinity,
-        ).to_document()
-        if customer_id not in existing:
-            inserts.append(
-                {
-                    "customer_id": customer_id,
-                    "attributes": {},
-                    "metrics": metrics,
-                    "version": 1,
-                    "updated_at": now,
-                }
-            )
-        elif existing[customer_id] != metrics:
-            updates.append({"target": customer_id, "new_metrics": metrics, "now": now})
-    # Core executemany, not ORM objects: one statement per kind of change, not per row.
-    if inserts:
-        await session.execute(insert(profiles), inserts)
-    if updates:
-        await session.execute(
-            update(profiles)
-            .where(profiles.c.customer_id == bindparam("target"))
-            .values(
-                metrics=bindparam("new_metrics"),
-                version=profiles.c.version + 1,
-                updated_at=bindparam("now"),
-            ),
-            updates,
-        )
-    return len(inserts) + len(updates)
+    return await write_profile_metrics(session, now, customer_ids)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, delete, func, select
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -137,10 +137,21 @@ async def store_stats(session: AsyncSession) -> StoreStats:
 async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = None) -> int:
     """Recompute every customer's behavioural metrics from the interactions table.
 
-    Aggregates run in SQL; only one row per customer (and per customer and category)
-    comes back to Python. Returns the number of profiles written.
+    Returns the number of profiles written (new or changed).
     """
-    now = now or utc_now()
+    return await write_profile_metrics(session, now or utc_now(), None)
+
+
+async def write_profile_metrics(
+    session: AsyncSession, now: datetime, customer_ids: Sequence[int] | None
+) -> int:
+    """Recompute and store the metrics of these customers (None: every customer).
+
+    Aggregates run in SQL (over the (customer_id, occurred_at) index for a subset); only
+    one row per customer, and per customer and category, comes back. A profile's version
+    goes up only when its metrics change. Returns the number of profiles written.
+    """
+    only = true() if customer_ids is None else Interaction.customer_id.in_(customer_ids)
     is_purchase = Interaction.kind == "purchase"
     spent = Interaction.price * Interaction.quantity
     discounted = (Interaction.price < Product.price * DISCOUNT_THRESHOLD) & is_purchase
@@ -157,6 +168,7 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
             func.sum(case((discounted, 1), else_=0)),
         )
         .outerjoin(Product, Product.id == Interaction.product_id)
+        .where(only)
         .group_by(Interaction.customer_id)
     )
     weight = case(
@@ -166,11 +178,12 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
     affinity_rows = await session.execute(
         select(Interaction.customer_id, Product.category, func.sum(weight))
         .join(Product, Product.id == Interaction.product_id)
+        .where(only)
         .group_by(Interaction.customer_id, Product.category)
     )
-    affinities: dict[int, dict[str, float]] = defaultdict(dict)
+    affinities: dict[int, dict[str, float]] = {}
     for customer_id, category, score in affinity_rows:
-        affinities[customer_id][category] = float(score or 0.0)
+        affinities.setdefault(customer_id, {})[category] = float(score or 0.0)
 
     # UtcDateTime is not applied to aggregate results, so SQLite hands back strings.
     def as_time(value: object) -> datetime | None:
@@ -179,9 +192,20 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
         parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
 
-    existing = {p.customer_id: p for p in (await session.scalars(select(CustomerProfile))).all()}
-    written = 0
-    for row in totals:
+    # Looked up as a Table, which is what Core insert() and update() are typed for.
+    profiles = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
+    existing: dict[int, Any] = dict(
+        (
+            await session.execute(
+                select(profiles.c.customer_id, profiles.c.metrics).where(
+                    true() if customer_ids is None else profiles.c.customer_id.in_(customer_ids)
+                )
+            )
+        ).all()
+    )
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for row in sorted(totals, key=lambda total: int(total[0])):
         customer_id, n, views, purchases, total, first, last, last_purchase, n_discounted = row
         raw = affinities.get(customer_id, {})
         mass = sum(raw.values()) or 1.0
@@ -198,15 +222,33 @@ async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = 
             favorite_category=next(iter(affinity), None),
             category_affinity=affinity,
         ).to_document()
-        profile = existing.get(customer_id)
-        if profile is None:
-            session.add(CustomerProfile(customer_id=customer_id, attributes={}, metrics=metrics))
-        elif profile.metrics != metrics:
-            profile.metrics = metrics
-            profile.version += 1
-            profile.updated_at = now
-        written += 1
-    return written
+        if customer_id not in existing:
+            inserts.append(
+                {
+                    "customer_id": customer_id,
+                    "attributes": {},
+                    "metrics": metrics,
+                    "version": 1,
+                    "updated_at": now,
+                }
+            )
+        elif existing[customer_id] != metrics:
+            updates.append({"target": customer_id, "new_metrics": metrics, "now": now})
+    # Core executemany, not ORM objects: one statement per kind of change, not per row.
+    if inserts:
+        await session.execute(insert(profiles), inserts)
+    if updates:
+        await session.execute(
+            update(profiles)
+            .where(profiles.c.customer_id == bindparam("target"))
+            .values(
+                metrics=bindparam("new_metrics"),
+                version=profiles.c.version + 1,
+                updated_at=bindparam("now"),
+            ),
+            updates,
+        )
+    return len(inserts) + len(updates)
 
 
 async def delete_all_rows(session: AsyncSession) -> None:
