@@ -8,13 +8,12 @@ is reported at once rather than one per attempt. See :mod:`actions.rules` for th
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from actions.rules.conditions import (
@@ -35,6 +34,7 @@ from actions.rules.ruleset import (
     Rule,
     RuleSet,
 )
+from actions.rules.yaml_source import NO_VALUE, YamlChecker, is_number, node_line, read_text_file
 from actions.slots import OFFER_TYPES
 
 # The C loader is ~10x faster; both keep line numbers on nodes.
@@ -74,7 +74,6 @@ _OPERATOR_SYNONYMS: Final[Mapping[str, Operator]] = {
     "exist": "exists", "known": "exists", "present": "exists",
 }  # fmt: skip
 _YAML_BOOL_HINT: Final = " (YAML reads yes/no/on/off as true/false: put the text in quotes)"
-_NO_RESULT: Final = object()
 
 
 def parse_rules(text: str, source: str = "<string>") -> RuleSet:
@@ -95,7 +94,7 @@ def load_rules(path: Path | str) -> RuleSet:
     Raises:
         RulesError: the file cannot be read or has problems (all of them are listed).
     """
-    text, problem = _read(Path(path))
+    text, problem = read_text_file(Path(path))
     if text is None:
         raise RulesError(str(path), [problem] if problem else [])
     return parse_rules(text, str(path))
@@ -103,7 +102,7 @@ def load_rules(path: Path | str) -> RuleSet:
 
 def check_file(path: Path | str) -> list[Problem]:
     """Every problem in the rule file at ``path``; empty when it is valid."""
-    text, problem = _read(Path(path))
+    text, problem = read_text_file(Path(path))
     if text is None:
         return [problem] if problem else []
     return list(validate(text, str(path))[1])
@@ -136,49 +135,17 @@ def _compose(text: str) -> Node | None:
         return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
-def _read(path: Path) -> tuple[str | None, Problem | None]:
-    try:
-        return path.read_text(encoding="utf-8"), None
-    except FileNotFoundError:
-        return None, Problem(str(path), None, "file not found")
-    except UnicodeDecodeError:
-        return None, Problem(str(path), None, "the file is not UTF-8 text")
-    except OSError as error:
-        return None, Problem(str(path), None, f"cannot read the file: {error.strerror}")
-
-
-def _line(node: Node | None) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class _Checker:
+class _Checker(YamlChecker):
     """Walks the composed YAML, collecting problems and building the rule set."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-        self.scope = ""
-        self.rule_name: str | None = None
-        self._constructor = SafeConstructor()
+    @property
+    def rule_name(self) -> str | None:
+        """The rule being checked (named in problems)."""
+        return self.item
 
-    # -- plumbing ------------------------------------------------------------------------
-
-    def report(self, node: Node | None, message: str, field: str | None = None) -> None:
-        self.problems.append(
-            Problem(self.source, _line(node), message, self.scope, self.rule_name, field)
-        )
-
-    def value(self, node: Node) -> Any:
-        """The Python value of a node, or ``_NO_RESULT`` (reported) if YAML cannot build it."""
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except ConstructorError as error:
-            self.report(node, f"cannot read this value: {error.problem}")
-            return _NO_RESULT
+    @rule_name.setter
+    def rule_name(self, name: str | None) -> None:
+        self.item = name
 
     def entries(self, node: MappingNode) -> list[tuple[str, Node, Node]]:
         """(key, key node, value node) of a mapping; bad and repeated keys are reported."""
@@ -201,7 +168,7 @@ class _Checker:
             if key in seen:
                 self.report(key_node, f"{key!r} is given twice (first on line {seen[key]})")
                 continue
-            seen[key] = _line(key_node)
+            seen[key] = node_line(key_node)
             result.append((key, key_node, value_node))
         return result
 
@@ -256,7 +223,7 @@ class _Checker:
                     f"{first_lines[self.rule_name]})",
                 )
             elif self.rule_name is not None:
-                first_lines[self.rule_name] = _line(name_node)
+                first_lines[self.rule_name] = node_line(name_node)
                 if rule is not None:
                     rules.append(rule)
             self.scope, self.rule_name = "", None
@@ -300,7 +267,7 @@ class _Checker:
         if not isinstance(name, str) or when is None or then is None:
             return None, name_node
         return (
-            Rule(name, when, then, priority, description, enabled, _line(node)),
+            Rule(name, when, then, priority, description, enabled, node_line(node)),
             name_node,
         )
 
@@ -355,7 +322,7 @@ class _Checker:
                 parts.append(self.group(key, key_node, value_node))
             elif key == "not":
                 inner = self.condition(value_node)
-                parts.append(Not(inner, _line(key_node)) if inner is not None else None)
+                parts.append(Not(inner, node_line(key_node)) if inner is not None else None)
             elif key in ("op", "value"):
                 self.report(key_node, f"{key!r} needs a 'field' next to it")
                 parts.append(None)
@@ -364,7 +331,7 @@ class _Checker:
         complete = [part for part in parts if part is not None]
         if len(complete) != len(parts):
             return None
-        return complete[0] if len(complete) == 1 else AllOf(tuple(complete), _line(node))
+        return complete[0] if len(complete) == 1 else AllOf(tuple(complete), node_line(node))
 
     def group(self, key: str, key_node: Node, node: Node) -> Condition | None:
         if not isinstance(node, SequenceNode) or not node.value:
@@ -375,7 +342,9 @@ class _Checker:
         if len(complete) != len(parts):
             return None
         return (
-            AllOf(complete, _line(key_node)) if key == "all" else AnyOf(complete, _line(key_node))
+            AllOf(complete, node_line(key_node))
+            if key == "all"
+            else AnyOf(complete, node_line(key_node))
         )
 
     def explicit(self, entries: list[tuple[str, Node, Node]]) -> Condition | None:
@@ -422,7 +391,7 @@ class _Checker:
             complete = tuple(part for part in parts if part is not None)
             if len(complete) != len(parts):
                 return None
-            return complete[0] if len(complete) == 1 else AllOf(complete, _line(key_node))
+            return complete[0] if len(complete) == 1 else AllOf(complete, node_line(key_node))
         if isinstance(node, SequenceNode):
             if spec.kind == "list":
                 self.report(
@@ -476,14 +445,14 @@ class _Checker:
                 name,
             )
             return None
-        line = _line(anchor)
+        line = node_line(anchor)
         if node is None:
             if op == "exists":
                 return Compare(name, op, True, line)
             self.report(anchor, f"'{op}' on {name!r} needs a 'value'", name)
             return None
         value = self.value(node)
-        if value is _NO_RESULT:
+        if value is NO_VALUE:
             return None
         if op == "exists":
             if not isinstance(value, bool):
@@ -501,7 +470,7 @@ class _Checker:
             return Compare(name, op, tuple(value), line) if all(checks) else None
         if op == "between":
             if not (
-                isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+                isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value)
             ):
                 self.report(
                     node,
@@ -516,7 +485,7 @@ class _Checker:
                 return None
             return Compare(name, op, (value[0], value[1]), line)
         if op in ("gt", "gte", "lt", "lte"):
-            if not _is_number(value):
+            if not is_number(value):
                 self.report(node, f"'{op}' on {name!r} needs a number, got {show(value)}", name)
                 return None
             return Compare(name, op, value, line)
@@ -528,7 +497,7 @@ class _Checker:
         self, spec: FieldSpec, name: str, op: Operator, node: Node, value: Any
     ) -> bool:
         """Whether ``value`` is a single value that field ``name`` can hold (else reported)."""
-        if value is _NO_RESULT:
+        if value is NO_VALUE:
             return False
         if value is None:
             self.report(
@@ -559,7 +528,7 @@ class _Checker:
                 return False
             return True
         if spec.kind == "number":
-            if not _is_number(value):
+            if not is_number(value):
                 self.report(node, f"{name!r} holds a number, got {show(value)}", name)
                 return False
             return True
@@ -568,7 +537,7 @@ class _Checker:
                 self.report(node, f"{name!r} holds true or false, got {show(value)}", name)
                 return False
             return True
-        if not (isinstance(value, str | bool) or _is_number(value)):
+        if not (isinstance(value, str | bool) or is_number(value)):
             self.report(
                 node, f"{name!r} needs text, a number or true/false, got {show(value)}", name
             )
@@ -605,7 +574,7 @@ class _Checker:
                         key,
                     )
             elif key == "discount_pct":
-                if _is_number(value) and 0 <= value <= 100:
+                if is_number(value) and 0 <= value <= 100:
                     outputs[key] = value
                 else:
                     self.report(
@@ -614,7 +583,7 @@ class _Checker:
                         key,
                     )
             elif key == "max_price":
-                if value is None or (_is_number(value) and value > 0):
+                if value is None or (is_number(value) and value > 0):
                     outputs[key] = value
                 else:
                     self.report(

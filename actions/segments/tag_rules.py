@@ -27,7 +27,6 @@ checked against the catalogue when the rules are applied (the file cannot know t
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,11 +36,11 @@ from typing import Any, Final, TypeGuard
 import numpy as np
 import yaml
 from numpy.typing import NDArray
-from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from actions.rules.conditions import show
 from actions.rules.problems import Problem, did_you_mean
+from actions.rules.yaml_source import YamlChecker, is_number, node_line, read_text_file
 from actions.segments.errors import TagRulesError
 from actions.segments.features import AFFINITY_PREFIX, BASE_FEATURES
 from actions.store.models import INTERACTION_KINDS
@@ -65,7 +64,6 @@ _COMPARE: Final = {
     "lt": np.less,
     "lte": np.less_equal,
 }
-_NO_VALUE: Final = object()
 
 
 @dataclass(frozen=True)
@@ -144,17 +142,17 @@ def load_tag_rules(path: Path | str) -> TagRules:
     Raises:
         TagRulesError: the file cannot be read or has problems (all of them are listed).
     """
-    text, problem = _read(Path(path))
+    text, problem = read_text_file(Path(path))
     if text is None:
-        raise TagRulesError(str(path), [problem])
+        raise TagRulesError(str(path), [problem] if problem else [])
     return parse_tag_rules(text, str(path))
 
 
 def check_tag_file(path: Path | str) -> list[Problem]:
     """Every problem in the tag-rule file at ``path``; empty when it is valid."""
-    text, problem = _read(Path(path))
+    text, problem = read_text_file(Path(path))
     if text is None:
-        return [problem]
+        return [problem] if problem else []
     return list(validate_tag_rules(text, str(path))[1])
 
 
@@ -178,25 +176,6 @@ def validate_tag_rules(text: str, source: str) -> tuple[TagRules | None, tuple[P
     return TagRules(tuple(rules), source, digest), ()
 
 
-def _read(path: Path) -> tuple[str | None, Problem]:
-    try:
-        return path.read_text(encoding="utf-8"), Problem(str(path), None, "")
-    except FileNotFoundError:
-        return None, Problem(str(path), None, "file not found")
-    except UnicodeDecodeError:
-        return None, Problem(str(path), None, "the file is not UTF-8 text")
-    except OSError as error:
-        return None, Problem(str(path), None, f"cannot read the file: {error.strerror}")
-
-
-def _line(node: Node | None) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -208,27 +187,17 @@ def known_feature(name: str) -> bool:
     )
 
 
-class _Checker:
+class _Checker(YamlChecker):
     """Walks the composed YAML, collecting problems and building the rules."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-        self.scope = ""
-        self.tag: str | None = None
-        self._constructor = SafeConstructor()
+    @property
+    def tag(self) -> str | None:
+        """The tag being checked (named in problems)."""
+        return self.item
 
-    def report(self, node: Node | None, message: str, field: str | None = None) -> None:
-        self.problems.append(
-            Problem(self.source, _line(node), message, self.scope, self.tag, field)
-        )
-
-    def value(self, node: Node) -> Any:
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except ConstructorError as error:
-            self.report(node, f"cannot read this value: {error.problem}")
-            return _NO_VALUE
+    @tag.setter
+    def tag(self, name: str | None) -> None:
+        self.item = name
 
     def entries(self, node: MappingNode, allowed: tuple[str, ...], what: str) -> dict[str, Node]:
         """Value node by key; unknown, repeated and non-text keys are reported."""
@@ -248,7 +217,7 @@ class _Checker:
                     key,
                 )
             else:
-                found[key], lines[key] = value_node, _line(key_node)
+                found[key], lines[key] = value_node, node_line(key_node)
         return found
 
     def document(self, root: Node | None) -> list[TagRule] | None:
@@ -280,7 +249,7 @@ class _Checker:
                     item, f"tag {self.tag!r} has a rule already (line {first[self.tag]})", "tag"
                 )
             elif self.tag is not None:
-                first[self.tag] = _line(item)
+                first[self.tag] = node_line(item)
                 if rule is not None:
                     rules.append(rule)
             self.scope, self.tag = "", None
@@ -308,7 +277,7 @@ class _Checker:
         weight: Any = 1.0
         if "weight" in found:
             weight = self.value(found["weight"])
-            if not _is_number(weight) or not 0.0 < weight <= 1.0:
+            if not is_number(weight) or not 0.0 < weight <= 1.0:
                 self.report(
                     found["weight"], f"'weight' must be a number in (0, 1], got {show(weight)}",
                     "weight",
@@ -325,7 +294,7 @@ class _Checker:
             self.report(node, "missing 'when' (the condition that earns the tag)", "when")
         if self.tag is None or condition is None or len(self.problems) > before:
             return None
-        return TagRule(self.tag, condition, float(weight), str(description), _line(node))
+        return TagRule(self.tag, condition, float(weight), str(description), node_line(node))
 
     def when(self, node: Node) -> CountCondition | FeatureCondition | None:
         if not isinstance(node, MappingNode):
@@ -424,7 +393,7 @@ class _Checker:
                 ok = False
                 continue
             bound = self.value(value_node)
-            if not _is_number(bound):
+            if not is_number(bound):
                 self.report(value_node, f"'{key}' needs a number, got {show(bound)}", key)
                 ok = False
                 continue
