@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from actions.recommend.als import AlsRecommender
+from actions.recommend.evaluation import EvaluationData
 from actions.recommend.filters import ItemCatalogue
 from actions.recommend.interactions import InteractionData
 
@@ -64,3 +65,26 @@ def checkerboard_catalogue() -> ItemCatalogue:
     prices = [10.0 * (i % BLOCK_SIZE + 1) for i in range(2 * BLOCK_SIZE)] + [5.0]
     in_stock = [i % 2 == 0 for i in range(2 * BLOCK_SIZE)] + [True]
     return ItemCatalogue.build(ids, categories, prices, np.array(in_stock))
+
+
+def block_ratings() -> EvaluationData:
+    """Two blocks of 10 users x 10 items, every pair rated; block items rate 5, others 1."""
+    users, items, ratings = [], [], []
+    for block, other in (("A", "B"), ("B", "A")):
+        for user in block_users(block):
+            for item in block_items(block):
+                users.append(user)
+                items.append(item)
+                ratings.append(5.0)
+            for item in block_items(other)[:3]:
+                users.append(user)
+                items.append(item)
+                ratings.append(1.0)
+    return EvaluationData.from_events(
+        users,
+        items,
+        ["rating"] * len(users),
+        ratings,
+        np.asarray(ratings) >= 4,
+        catalogue_size=20,
+    )

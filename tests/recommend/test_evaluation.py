@@ -23,7 +23,7 @@ from actions.recommend.evaluation import (
     tune_on_validation,
     uniform_confidence,
 )
-from tests.recommend.conftest import block_items, block_users
+from tests.recommend.conftest import block_ratings
 
 # Recommended a, b, c, d, e; relevant {a, c, x} (x is never recommended).
 RANKED = ["a", "b", "c", "d", "e"]
@@ -86,29 +86,6 @@ def test_random_split_is_seeded_and_sized() -> None:
     assert len(first.test) == 200
     assert sorted([*first.train.tolist(), *first.test.tolist()]) == list(range(1000))
     assert random_split(1000, seed=1).test.tolist() != first.test.tolist()
-
-
-def block_ratings() -> EvaluationData:
-    """Two blocks of 10 users x 10 items, every pair rated; block items rate 5, others 1."""
-    users, items, ratings = [], [], []
-    for block, other in (("A", "B"), ("B", "A")):
-        for user in block_users(block):
-            for item in block_items(block):
-                users.append(user)
-                items.append(item)
-                ratings.append(5.0)
-            for item in block_items(other)[:3]:
-                users.append(user)
-                items.append(item)
-                ratings.append(1.0)
-    return EvaluationData.from_events(
-        users,
-        items,
-        ["rating"] * len(users),
-        ratings,
-        np.asarray(ratings) >= 4,
-        catalogue_size=20,
-    )
 
 
 def test_task_excludes_nothing_from_test_and_keeps_train_seen() -> None:

@@ -36,7 +36,7 @@ from actions.recommend.evaluation import (
     tune_blend_on_validation,
     tuned_params,
 )
-from tests.recommend.conftest import block_items, block_users
+from tests.recommend.conftest import block_ratings
 
 # Reached on the seed-42 split: 2.01x and 1.48x. The guards leave a little room for
 # BLAS rounding on other machines, and catch real regressions.
@@ -147,28 +147,9 @@ def test_ease_weights_have_zero_diagonal_and_link_co_occurring_items() -> None:
     assert abs(weights[1, 3]) < 1e-9
 
 
-def _block_ratings() -> EvaluationData:
-    """Two blocks of users who rate their own block's items 5 and three others 1."""
-    users, items, ratings = [], [], []
-    for block, other in (("A", "B"), ("B", "A")):
-        for user in block_users(block):
-            for item in block_items(block):
-                users.append(user)
-                items.append(item)
-                ratings.append(5.0)
-            for item in block_items(other)[:3]:
-                users.append(user)
-                items.append(item)
-                ratings.append(1.0)
-    return EvaluationData.from_events(
-        users, items, ["rating"] * len(users), ratings, np.asarray(ratings) >= 4,
-        catalogue_size=20,
-    )  # fmt: skip
-
-
 def test_hybrid_recommends_unseen_block_items_and_falls_back() -> None:
     """The blend ranks a user's own block first, never a seen item; strangers get the fallback."""
-    data = _block_ratings()
+    data = block_ratings()
     task = EvaluationTask.from_split(data, random_split(len(data)))
     config = HybridConfig(
         RecommenderConfig(UNTUNED_ALS_PARAMS, tuned_params().confidence),
@@ -189,7 +170,7 @@ def test_hybrid_with_weight_0_ranks_like_its_als_part() -> None:
     """ease_weight 0 keeps ALS's order (z-scores do not reorder one model's scores)."""
     als = RecommenderConfig(UNTUNED_ALS_PARAMS, tuned_params().confidence)
     report = evaluate_models(
-        _block_ratings(),
+        block_ratings(),
         dataset="blocks",
         k=3,
         recommender=HybridConfig(als, 10.0, 0.0),
