@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -105,9 +106,9 @@ class Resources:
     popularity: PopularityRecommender | None
     built_at: float = field(default_factory=time.monotonic)
 
-    @property
+    @cached_property
     def categories(self) -> frozenset[str]:
-        """The catalogue's categories."""
+        """The catalogue's categories (computed once per build: read on every request)."""
         return frozenset(p.category for p in self.products.values())
 
 
