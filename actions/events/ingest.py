@@ -150,6 +150,8 @@ async def ingest_events(
             "price": event.price,
             "channel": event.channel,
             "device": event.device,
+            "location": event.location,
+            "category": event.category,
             "occurred_at": event.occurred_at,
         }
         for event in storable

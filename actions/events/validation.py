@@ -28,7 +28,8 @@ MAX_CLOCK_SKEW: Final = timedelta(minutes=10)
 EARLIEST_TIME: Final = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_QUANTITY: Final = 1_000_000
 # Kinds that are about no particular product.
-PRODUCTLESS_KINDS: Final = frozenset({"search"})
+PRODUCTLESS_KINDS: Final = frozenset({"search", "category_asked"})
+MAX_CATEGORY_LENGTH: Final = 64
 # Fields whose values are never quoted back: they identify or locate a person.
 PERSONAL_FIELDS: Final = frozenset({"customer", "location"})
 KNOWN_FIELDS: Final = frozenset(
@@ -41,6 +42,7 @@ KNOWN_FIELDS: Final = frozenset(
         "channel",
         "device",
         "location",
+        "category",
         "value",
         "quantity",
         "price",
@@ -63,6 +65,7 @@ class ValidEvent:
     value: float | None
     quantity: int
     price: float | None
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ def validate_event(raw: Any, *, secret_key: str, now: datetime) -> ValidEvent:
     channel = _text(raw, "channel", MAX_CONTEXT_LENGTH, required=False)
     device = _text(raw, "device", MAX_CONTEXT_LENGTH, required=False)
     location = _text(raw, "location", MAX_LOCATION_LENGTH, required=False)
+    category = _text(raw, "category", MAX_CATEGORY_LENGTH, required=kind == "category_asked")
     value = _value(kind, _number(raw, "value"))
     quantity = raw.get("quantity", 1)
     if quantity is None:
@@ -230,6 +234,7 @@ def validate_event(raw: Any, *, secret_key: str, now: datetime) -> ValidEvent:
         value=value,
         quantity=quantity,
         price=price,
+        category=category.lower() if category is not None else None,
     )
 
 

@@ -69,7 +69,16 @@ class ConfidenceWeights:
         dislike outweighs a view and a cart, so it removes the pair unless it was bought.
         """
         return cls(
-            kinds={"view": 1.0, "search": 0.5, "chat_click": 2.0, "cart": 4.0, "purchase": 8.0},
+            kinds={
+                "view": 1.0,
+                "search": 0.5,
+                "chat_click": 2.0,
+                "cart": 4.0,
+                "purchase": 8.0,
+                # Being shown an item says nothing about liking it; the answer (feedback) does.
+                "shown": 0.0,
+                "category_asked": 0.0,
+            },
             values={"feedback": {1.0: 4.0, -1.0: -8.0}},
         )
 

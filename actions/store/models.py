@@ -26,6 +26,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # "rating" holds explicit star ratings (value 1-5), e.g. imported from MovieLens.
+# "shown" is a product the assistant recommended in a chat (an impression, not a liking);
+# "category_asked" is a category the customer asked about (product-less, in `category`).
 INTERACTION_KINDS: Final = (
     "view",
     "search",
@@ -34,6 +36,8 @@ INTERACTION_KINDS: Final = (
     "chat_click",
     "feedback",
     "rating",
+    "shown",
+    "category_asked",
 )
 KIND_CHECK: Final = "kind IN ({})".format(", ".join(f"'{kind}'" for kind in INTERACTION_KINDS))
 
@@ -164,6 +168,10 @@ class Interaction(Base):
     price: Mapped[float | None] = mapped_column(Numeric(12, 2, asdecimal=False))
     channel: Mapped[str | None] = mapped_column(String(32))
     device: Mapped[str | None] = mapped_column(String(32))
+    # Where the customer was, as the sender put it (a city or region; never coordinates).
+    location: Mapped[str | None] = mapped_column(String(128))
+    # The category a product-less event is about ("category_asked", "search").
+    category: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (
