@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         default=0.2, gt=0, description="Give up on one Redis call after this long (SQL answers)."
     )
+    redis_retry_after_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="After a Redis failure, use SQL without trying Redis for this long.",
+    )
+    profile_cache_ttl_s: float = Field(
+        default=600.0, gt=0, description="How long a cached profile snapshot may live in Redis."
+    )
+    event_stream: str = Field(
+        default="personalize:events",
+        min_length=1,
+        description="The Redis Stream that ingested events go through (with Redis only).",
+    )
     model_dir: Path = Field(
         default=Path("models/personalize"), description="Where trained artifacts live."
     )
