@@ -1,7 +1,10 @@
 """Interaction events into SQL: first-seen customers, idempotent inserts, fresh metrics.
 
-The session and its transaction belong to the caller (one ``sessions.begin()`` per
-batch), so a batch is stored entirely or not at all.
+Two steps, so that the Redis path can check a batch when it arrives and store it later:
+:func:`check_events` validates and looks up skus (the answer to the sender),
+:func:`store_events` writes checked events (directly, or from the stream worker). The
+session and its transaction belong to the caller (one ``sessions.begin()`` per batch), so
+a batch is stored entirely or not at all.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.events.validation import Rejection, ValidEvent, validate_batch
+from actions.segments.tag_rules import TagRules
+from actions.segments.tags import apply_tag_rules
 from actions.store.models import Customer, Interaction, Product, utc_now
 from actions.store.repository import write_profile_metrics
 
@@ -33,6 +38,31 @@ class IngestResult:
     rejected: list[Rejection]
     # Store ids of the customers whose metrics were refreshed.
     refreshed_customers: int = 0
+    # Customer keys with new interactions (their cached profiles are now stale).
+    changed_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A batch after validation and the sku lookup: what may be stored, and what not."""
+
+    storable: tuple[ValidEvent, ...]
+    # Repeated within the batch (the first occurrence is storable).
+    duplicates: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+
+
+@dataclass(frozen=True)
+class StoredEvents:
+    """What :func:`store_events` wrote."""
+
+    inserted: frozenset[str]
+    # Stored before (an earlier batch, a redelivery, a concurrent writer).
+    already_stored: frozenset[str]
+    # Skus that were removed from the catalogue between checking and storing.
+    dropped: frozenset[str]
+    changed_keys: frozenset[str]
+    refreshed_customers: int
 
 
 def _upsert(session: AsyncSession) -> Any:
@@ -88,38 +118,24 @@ async def _ensure_customers(
     return found
 
 
-async def ingest_events(
+async def check_events(
     session: AsyncSession,
     events: Sequence[Any],
     *,
     secret_key: str,
     now: datetime | None = None,
-    refresh: bool = True,
-) -> IngestResult:
-    """Validate and store a batch of raw events (JSON objects).
+) -> CheckedBatch:
+    """Validate raw events (JSON objects) and reject those naming an unknown sku.
 
-    Invalid events and events naming an unknown sku are rejected with a reason; the
-    others are stored once each: an event id already stored, or repeated within the
-    batch, is reported as a duplicate. Customers seen for the first time are created.
-
-    Args:
-        session: An open session inside the caller's transaction.
-        events: The raw events, as decoded from JSON.
-        secret_key: The HMAC key that turns external customer ids into customer keys.
-        now: The time that "in the future" is measured from (default: now).
-        refresh: Recompute the behavioural metrics of the customers with new events.
-
-    Returns:
-        Accepted and duplicate event ids, and the rejections, each in batch order.
+    Events repeating an event id of the same batch are duplicates; whether an id was
+    stored by an earlier batch is found out when storing.
     """
     batch = validate_batch(events, secret_key=secret_key, now=now)
     rejected = list(batch.rejected)
     product_ids = await _product_ids(session, {e.sku for _, e in batch.valid if e.sku})
-
     storable: list[ValidEvent] = []
     duplicates: list[str] = []
     seen_ids: set[str] = set()
-    first_seen: dict[str, datetime] = {}
     for index, event in batch.valid:
         if event.sku is not None and event.sku not in product_ids:
             rejected.append(
@@ -131,13 +147,41 @@ async def ingest_events(
             continue
         seen_ids.add(event.event_id)
         storable.append(event)
+    rejected.sort(key=lambda rejection: rejection.index)
+    return CheckedBatch(tuple(storable), tuple(duplicates), tuple(rejected))
+
+
+async def store_events(
+    session: AsyncSession,
+    events: Sequence[ValidEvent],
+    *,
+    now: datetime | None = None,
+    refresh: bool = True,
+    tag_rules: TagRules | None = None,
+) -> StoredEvents:
+    """Store checked events once each, creating first-seen customers.
+
+    Idempotent by event id: an id stored before is skipped, so a redelivered stream
+    message has no second effect. With ``refresh`` the behavioural metrics of customers
+    with new interactions are recomputed, and with ``tag_rules`` their rule tags too.
+    """
+    unique: dict[str, ValidEvent] = {}
+    for event in events:
+        unique.setdefault(event.event_id, event)
+    product_ids = await _product_ids(session, {e.sku for e in unique.values() if e.sku})
+    dropped = frozenset(
+        event.event_id
+        for event in unique.values()
+        if event.sku is not None and event.sku not in product_ids
+    )
+    storable = [event for event in unique.values() if event.event_id not in dropped]
+    if not storable:
+        return StoredEvents(frozenset(), frozenset(), dropped, frozenset(), 0)
+    first_seen: dict[str, datetime] = {}
+    for event in storable:
         earliest = first_seen.get(event.customer_key)
         if earliest is None or event.occurred_at < earliest:
             first_seen[event.customer_key] = event.occurred_at
-    rejected.sort(key=lambda rejection: rejection.index)
-    if not storable:
-        return IngestResult([], duplicates, rejected)
-
     customer_ids = await _ensure_customers(session, first_seen)
     rows = [
         {
@@ -165,12 +209,63 @@ async def ingest_events(
         .returning(Interaction.__table__.c.event_id),
         rows,
     )
-    inserted = set(result.scalars().all())
-    accepted = [event.event_id for event in storable if event.event_id in inserted]
-    duplicates.extend(event.event_id for event in storable if event.event_id not in inserted)
-    changed = {customer_ids[e.customer_key] for e in storable if e.event_id in inserted}
-    refreshed = await refresh_profiles(session, changed, now=now) if refresh and changed else 0
-    return IngestResult(accepted, duplicates, rejected, refreshed)
+    inserted = frozenset(result.scalars().all())
+    changed_keys = frozenset(e.customer_key for e in storable if e.event_id in inserted)
+    changed = {customer_ids[key] for key in changed_keys}
+    refreshed = 0
+    if changed and refresh:
+        refreshed = await refresh_profiles(session, changed, now=now)
+    if changed and tag_rules is not None:
+        await apply_tag_rules(session, tag_rules, changed, now=now)
+    return StoredEvents(
+        inserted=inserted,
+        already_stored=frozenset(e.event_id for e in storable) - inserted,
+        dropped=dropped,
+        changed_keys=changed_keys,
+        refreshed_customers=refreshed,
+    )
+
+
+async def ingest_events(
+    session: AsyncSession,
+    events: Sequence[Any],
+    *,
+    secret_key: str,
+    now: datetime | None = None,
+    refresh: bool = True,
+    tag_rules: TagRules | None = None,
+) -> IngestResult:
+    """Validate and store a batch of raw events (JSON objects) in one go.
+
+    Invalid events and events naming an unknown sku are rejected with a reason; the
+    others are stored once each: an event id already stored, or repeated within the
+    batch, is reported as a duplicate. Customers seen for the first time are created.
+
+    Args:
+        session: An open session inside the caller's transaction.
+        events: The raw events, as decoded from JSON.
+        secret_key: The HMAC key that turns external customer ids into customer keys.
+        now: The time that "in the future" is measured from (default: now).
+        refresh: Recompute the behavioural metrics of the customers with new events.
+        tag_rules: Re-apply these tag rules to the customers with new events.
+
+    Returns:
+        Accepted and duplicate event ids, and the rejections, each in batch order.
+    """
+    checked = await check_events(session, events, secret_key=secret_key, now=now)
+    stored = await store_events(
+        session, checked.storable, now=now, refresh=refresh, tag_rules=tag_rules
+    )
+    accepted = [e.event_id for e in checked.storable if e.event_id in stored.inserted]
+    duplicates = [*checked.duplicates]
+    duplicates.extend(e.event_id for e in checked.storable if e.event_id in stored.already_stored)
+    return IngestResult(
+        accepted,
+        duplicates,
+        list(checked.rejected),
+        stored.refreshed_customers,
+        stored.changed_keys,
+    )
 
 
 async def refresh_profiles(
