@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actions.errors import ConfigurationError
@@ -89,12 +91,44 @@ class Settings(BaseSettings):
     rules_check_every_s: float = Field(
         default=2.0, gt=0, description="How often a running server looks for rule edits."
     )
+    contact_key: SecretStr | None = Field(
+        default=None,
+        description="AES-256-GCM key for contact details (base64 of 32 bytes); unset: a "
+        "development key derived from the secret key.",
+    )
+    contact_key_id: str = Field(
+        default="k1",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Id stored with every ciphertext, so keys can be rotated later.",
+    )
+    import_default_region: str = Field(
+        default="US",
+        pattern=r"^[A-Z]{2}$",
+        description="Region that imported phone numbers without +country code are read in.",
+    )
+    tag_rules_path: Path = Field(
+        default=Path("tags.yml"),
+        description="Tag rules re-applied to customers with new events; missing file: none.",
+    )
 
     @field_validator("secret_key")
     @classmethod
     def _secret_key_long_enough(cls, value: str) -> str:
         if len(value) < 16:
             raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("contact_key")
+    @classmethod
+    def _contact_key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64 text") from None
+        if len(raw) != 32:
+            raise ValueError(f"must decode to 32 bytes (AES-256), not {len(raw)}")
         return value
 
     @property

@@ -54,6 +54,15 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (a database tests share: keys are made unique per test)."""
+    url = os.environ.get(REDIS_URL_VARIABLE)
+    if not url:
+        pytest.skip(f"{REDIS_URL_VARIABLE} is not set: Redis suites skipped")
+    return url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database URL on each backend: a new SQLite file, or the session's PostgreSQL."""
@@ -108,6 +117,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "store_retry_after_s": 0.0,
         # The built-in rules: tests of the demo rule file load it explicitly.
         "rules_path": Path("no-such-rules-file.yml"),
+        "tag_rules_path": Path("no-such-tags-file.yml"),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

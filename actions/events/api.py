@@ -19,13 +19,23 @@ from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 from sqlalchemy.exc import SQLAlchemyError
 
+from actions.cache.breaker import RedisUnavailableError
 from actions.engine import PersonalizationService
 from actions.errors import PersonalizeError
 from actions.events.apikeys import find_api_key
-from actions.events.ingest import ingest_events
+from actions.events.ingest import (
+    IngestResult,
+    check_events,
+    ingest_events,
+    store_events,
+    stored_event_ids,
+)
 from actions.events.profiles import parse_profile_update, profile_document, write_profile
+from actions.events.stream import EventStream
 from actions.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from actions.runtime import personalization_service
+from actions.segments.tag_rules import TagRules
+from actions.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +147,88 @@ async def _guarded(request: Request, handler: Any) -> HTTPResponse:
     return response
 
 
+class IngestionPath:
+    """Where a checked batch goes: the Redis Stream when configured and up, else SQL.
+
+    One per app, built on first use (on the server's event loop) and closed with it.
+    Tag rules are read once; a broken file is reported and ingestion goes on without.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.stream = (
+            EventStream.from_url(
+                settings.redis_url,
+                settings.event_stream,
+                timeout_s=settings.redis_timeout_s,
+                retry_after_s=settings.redis_retry_after_s,
+            )
+            if settings.redis_url
+            else None
+        )
+        self.tag_rules = _tag_rules_or_none(settings)
+
+    async def ingest(
+        self, service: PersonalizationService, events: list[Any]
+    ) -> tuple[IngestResult, bool]:
+        """Check and store (or queue) a batch; returns the result and whether it was queued."""
+        secret = service.settings.secret_key
+        if self.stream is None:
+            async with service.store.sessions.begin() as session:
+                result = await ingest_events(
+                    session, events, secret_key=secret, tag_rules=self.tag_rules
+                )
+            await _invalidate_profiles(service, result.changed_keys)
+            return result, False
+        async with service.store.sessions() as session:
+            checked = await check_events(session, events, secret_key=secret)
+            known = await stored_event_ids(session, [e.event_id for e in checked.storable])
+        fresh = [e for e in checked.storable if e.event_id not in known]
+        duplicates = [*checked.duplicates, *(e.event_id for e in checked.storable
+                                             if e.event_id in known)]  # fmt: skip
+        try:
+            await self.stream.publish(fresh)
+        except RedisUnavailableError:
+            # Redis is down or slow: the same batch goes to SQL now, nothing is lost.
+            async with service.store.sessions.begin() as session:
+                stored = await store_events(session, fresh, tag_rules=self.tag_rules)
+            await _invalidate_profiles(service, stored.changed_keys)
+            accepted = [e.event_id for e in fresh if e.event_id in stored.inserted]
+            duplicates.extend(e.event_id for e in fresh if e.event_id in stored.already_stored)
+            return IngestResult(accepted, duplicates, list(checked.rejected)), False
+        accepted = [e.event_id for e in fresh]
+        return IngestResult(accepted, duplicates, list(checked.rejected)), True
+
+    async def close(self) -> None:
+        """Close the stream's connections."""
+        if self.stream is not None:
+            await self.stream.close()
+
+
+def _tag_rules_or_none(settings: Settings) -> TagRules | None:
+    from actions.events.cli import load_ingest_tag_rules  # noqa: PLC0415  # no CLI at import
+
+    try:
+        return load_ingest_tag_rules(settings.tag_rules_path)
+    except PersonalizeError as error:
+        logger.error("Tag rules not applied on ingestion: %s", error)
+        return None
+
+
+async def _invalidate_profiles(service: PersonalizationService, keys: frozenset[str]) -> None:
+    """Drop the cached profiles of customers whose data changed (no-op without a cache)."""
+    cache = getattr(service, "profile_cache", None)
+    if cache is not None and keys:
+        await cache.invalidate(keys)
+
+
+def _ingestion_path(app: Sanic[Any, Any], service: PersonalizationService) -> IngestionPath:
+    path: IngestionPath | None = getattr(app.ctx, "personalize_ingestion", None)
+    if path is None:
+        path = IngestionPath(service.settings)
+        app.ctx.personalize_ingestion = path
+    return path
+
+
 def attach_event_routes(
     app: Sanic[Any, Any], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 ) -> Sanic[Any, Any]:
@@ -160,15 +252,15 @@ def attach_event_routes(
                 raise RequestRejectedError(
                     413, f"at most {MAX_EVENTS_PER_BATCH} events per request"
                 )
-            async with service.store.sessions.begin() as session:
-                result = await ingest_events(
-                    session, events, secret_key=service.settings.secret_key
-                )
+            path = _ingestion_path(app, service)
+            result, queued = await path.ingest(service, events)
             return json_response(
                 {
                     "accepted": result.accepted,
                     "duplicates": result.duplicates,
                     "rejected": [asdict(rejection) for rejection in result.rejected],
+                    # Queued events are in the Redis Stream; `personalize worker` stores them.
+                    "queued": queued,
                 }
             )
 
@@ -199,6 +291,7 @@ def attach_event_routes(
                 raise RequestRejectedError(400, f"invalid profile: {error}") from None
             async with service.store.sessions.begin() as session:
                 created = await write_profile(session, key, change)
+            await _invalidate_profiles(service, frozenset({key}))
             snapshot = await service.store.load_snapshot(key)
             if snapshot is None:  # erased between the write and the read
                 return _error(404, "no such customer")
@@ -206,6 +299,13 @@ def attach_event_routes(
 
         return await _guarded(request, handle)
 
+    async def close_ingestion(app: Sanic[Any, Any]) -> None:
+        path = getattr(app.ctx, "personalize_ingestion", None)
+        if path is not None:
+            app.ctx.personalize_ingestion = None
+            await path.close()
+
+    app.register_listener(close_ingestion, "after_server_stop")
     app.add_route(post_events, EVENTS_PATH, methods=["POST"], name="personalize_events")
     app.add_route(
         get_profile,

@@ -6,14 +6,21 @@ batch store, error handling) are imported inside the commands to avoid a circula
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from actions.events.apikeys import ApiKeyRecord
+
+if TYPE_CHECKING:
+    from actions.events.worker import WorkerOptions, WorkerStats
+    from actions.segments.tag_rules import TagRules
+    from actions.settings import Settings
 
 DatabaseOption = Annotated[
     str | None,
@@ -36,8 +43,9 @@ class ScopeChoice(str, Enum):
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``apikey`` to the ``personalize`` app."""
+    """Add ``apikey`` and ``worker`` to the ``personalize`` app."""
     app.add_typer(apikey_app, name="apikey")
+    app.command("worker")(worker)
 
 
 def _describe(record: ApiKeyRecord) -> dict[str, object]:
@@ -133,3 +141,140 @@ def revoke(
         cli.errors.print(f"[red]error:[/red] no active API key with id {key_id}")
         raise typer.Exit(1)
     cli.console.print(f"API key {key_id} revoked.")
+
+
+def load_ingest_tag_rules(path: Path | None) -> TagRules | None:
+    """The tag rules to re-apply on ingestion: None when there is no file.
+
+    Raises:
+        TagRulesError: the file exists but has problems (all listed).
+    """
+    from actions.segments.tag_rules import load_tag_rules  # noqa: PLC0415  # YAML at use
+
+    if path is None or not path.exists():
+        return None
+    return load_tag_rules(path)
+
+
+def worker(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Events stored per SQL transaction.")
+    ] = 500,
+    block_ms: Annotated[
+        int, typer.Option(min=1, max=60_000, help="Wait this long for new events per read.")
+    ] = 1_000,
+    claim_idle_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Take over events another worker left unacknowledged this long."
+        ),
+    ] = 30.0,
+    consumer: Annotated[
+        str | None,
+        typer.Option(help="Consumer name in the group (default: host-pid).", show_default=False),
+    ] = None,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once the stream is drained.")
+    ] = False,
+    tags: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tag rules re-applied to customers with new events "
+            "(default: $PERSONALIZE_TAG_RULES_PATH or tags.yml, when it exists).",
+            show_default=False,
+        ),
+    ] = None,
+    no_tags: Annotated[bool, typer.Option("--no-tags", help="Do not re-apply tag rules.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Store events from the Redis Stream in SQL (needs PERSONALIZE_REDIS_URL).
+
+    Several workers may run at once (one consumer group); a worker that stops leaves its
+    unacknowledged events to be claimed by the others after --claim-idle-s. Stops
+    cleanly on Ctrl-C or SIGTERM after the batch in hand.
+    """
+    from actions import cli  # noqa: PLC0415  # actions.cli imports this module
+    from actions.errors import PersonalizeError  # noqa: PLC0415
+    from actions.events.worker import WorkerOptions  # noqa: PLC0415  # Redis at use
+
+    settings = cli._settings(database_url)
+    if not settings.redis_url:
+        cli.errors.print(
+            "[red]error:[/red] the worker reads the Redis event stream: set "
+            "PERSONALIZE_REDIS_URL. Without Redis, events go straight to SQL and no worker "
+            "is needed."
+        )
+        raise typer.Exit(1)
+    try:
+        rules = None if no_tags else load_ingest_tag_rules(tags or settings.tag_rules_path)
+    except PersonalizeError as error:
+        cli.errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    options = WorkerOptions(
+        batch_size=batch_size,
+        block_ms=block_ms,
+        claim_idle_ms=int(claim_idle_s * 1000),
+        exit_when_idle=until_idle,
+    )
+    if consumer:
+        options = dataclasses.replace(options, consumer=consumer)
+    stats = cli._run(lambda: run_worker(settings, options, rules))
+    cli.console.print(
+        f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
+        f"{stats.already_stored} already stored, {stats.claimed} claimed from stopped "
+        f"workers, {stats.dropped} for removed products, {stats.malformed} malformed."
+    )
+
+
+async def run_worker(
+    settings: Settings, options: WorkerOptions, rules: TagRules | None
+) -> WorkerStats:
+    """Run a worker until SIGINT/SIGTERM (or idle, with ``exit_when_idle``)."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from redis import asyncio as redis_asyncio  # noqa: PLC0415
+
+    from actions import cli  # noqa: PLC0415  # actions.cli imports this module
+    from actions.events.worker import StreamWorker, redis_persists  # noqa: PLC0415
+
+    assert settings.redis_url is not None
+    # Socket reads must outlast a blocking XREADGROUP.
+    client = redis_asyncio.from_url(
+        settings.redis_url,
+        socket_timeout=options.block_ms / 1000 + 5.0,
+        socket_connect_timeout=5.0,
+    )
+    store = cli._batch_store(settings)
+    invalidate = await _profile_invalidator(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        if await redis_persists(client) is False:
+            cli.errors.print(
+                "[yellow]warning:[/yellow] Redis keeps nothing on disk: events still in "
+                "the stream are lost if Redis restarts. Enable appendonly in production."
+            )
+        worker = StreamWorker(
+            client,
+            settings.event_stream,
+            store.sessions,
+            options=options,
+            tag_rules=rules,
+            on_stored=invalidate.invalidate if invalidate is not None else None,
+        )
+        return await worker.run(stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await client.aclose()
+        await store.dispose()
+        if invalidate is not None:
+            await invalidate.close()
+
+
+async def _profile_invalidator(settings: Settings) -> Any:
+    """The profile cache to invalidate after each batch (None without one)."""
+    return None

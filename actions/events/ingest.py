@@ -23,7 +23,7 @@ from actions.events.validation import Rejection, ValidEvent, validate_batch
 from actions.segments.tag_rules import TagRules
 from actions.segments.tags import apply_tag_rules
 from actions.store.models import Customer, Interaction, Product, utc_now
-from actions.store.repository import write_profile_metrics
+from actions.store.repository import aliased_customer_ids, write_profile_metrics
 
 # Values per IN (...) list.
 LOOKUP_CHUNK: Final = 1_000
@@ -90,6 +90,10 @@ async def _customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str,
             select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(chunk))
         )
         found.update({key: int(customer_id) for key, customer_id in rows.all()})
+    # The old key of a customer merged into another (an import's dedupe) reaches the survivor.
+    unknown = [key for key in keys if key not in found]
+    if unknown:
+        found.update(await aliased_customer_ids(session, unknown))
     return found
 
 
@@ -149,6 +153,17 @@ async def check_events(
         storable.append(event)
     rejected.sort(key=lambda rejection: rejection.index)
     return CheckedBatch(tuple(storable), tuple(duplicates), tuple(rejected))
+
+
+async def stored_event_ids(session: AsyncSession, event_ids: Sequence[str]) -> set[str]:
+    """Which of these event ids are stored already."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(event_ids)), LOOKUP_CHUNK):
+        rows = await session.execute(
+            select(Interaction.event_id).where(Interaction.event_id.in_(chunk))
+        )
+        found.update(rows.scalars().all())
+    return found
 
 
 async def store_events(

@@ -1,0 +1,322 @@
+"""``personalize worker``: events from the Redis Stream into SQL, in batches.
+
+Delivery is at least once, the effect exactly once: a batch is acknowledged only after
+its SQL transaction committed, and storing is idempotent by event id, so a worker killed
+between the commit and the XACK costs a redelivery, never a duplicate row.
+
+Each step reads, in this order:
+
+1. its own pending messages (after a failed batch, or when restarted under the same
+   consumer name), so nothing it was handed is forgotten;
+2. messages other consumers were handed but left idle for ``claim_idle_ms`` (a worker
+   that died), taken over with XAUTOCLAIM;
+3. new messages, blocking for at most ``block_ms`` so a stop request is seen quickly.
+
+Redis errors (down, restarted, slow) and store errors back off and retry; the worker
+never exits because a dependency is away, and resumes when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis import asyncio as redis_asyncio
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from actions.events.ingest import store_events
+from actions.events.stream import GROUP, MalformedMessageError, decode_event, ensure_group
+from actions.events.validation import ValidEvent
+from actions.segments.tag_rules import TagRules
+
+logger = logging.getLogger(__name__)
+
+# Consumers that have been idle this long and hold nothing are removed from the group.
+FORGET_CONSUMERS_AFTER_MS: Final = 10 * 60 * 1000
+HOUSEKEEPING_EVERY_S: Final = 60.0
+MAX_BACKOFF_S: Final = 10.0
+
+Message = tuple[str, dict[Any, Any]]
+OnStored = Callable[[frozenset[str]], Awaitable[None]]
+
+
+def default_consumer_name() -> str:
+    """host-pid: unique per process, so a restarted worker claims its predecessor's work."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker reads the stream."""
+
+    batch_size: int = 500
+    block_ms: int = 1_000
+    # A consumer silent this long is taken for dead and its pending messages claimed.
+    claim_idle_ms: int = 30_000
+    consumer: str = field(default_factory=default_consumer_name)
+    # Stop once the stream is drained and nothing is pending (jobs, tests, benchmarks).
+    exit_when_idle: bool = False
+    retry_delay_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.block_ms < 1:
+            raise ValueError("block_ms must be at least 1")
+        if self.claim_idle_ms < 0:
+            raise ValueError("claim_idle_ms must not be negative")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker's run."""
+
+    batches: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    dropped: int = 0
+    malformed: int = 0
+    claimed: int = 0
+    redis_errors: int = 0
+    store_errors: int = 0
+
+
+class StreamWorker:
+    """Reads the event stream with a consumer group and stores batches in SQL.
+
+    Args:
+        client: redis.asyncio client; its socket timeout must exceed ``block_ms``.
+        stream: The stream's key.
+        sessions: Session factory of the SQL store.
+        options: Batch size, blocking, claiming, consumer name.
+        tag_rules: Re-applied to the customers of each batch, when given.
+        on_stored: Called with the customer keys of each committed batch (cache
+            invalidation); its failures are logged, never retried.
+    """
+
+    def __init__(
+        self,
+        client: redis_asyncio.Redis,
+        stream: str,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        options: WorkerOptions | None = None,
+        tag_rules: TagRules | None = None,
+        on_stored: OnStored | None = None,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.sessions = sessions
+        self.options = options or WorkerOptions()
+        self.tag_rules = tag_rules
+        self.on_stored = on_stored
+        self.stats = WorkerStats()
+        self._group_ready = False
+        # Read our own pending list first: after a restart under the same name, or a
+        # batch that failed, those messages are ours to finish.
+        self._own_pending = True
+        self._claim_cursor = "0-0"
+        self._failures = 0
+        self._last_housekeeping = 0.0
+
+    async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
+        """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained)."""
+        stop = stop or asyncio.Event()
+        logger.info("Worker %s reading %s.", self.options.consumer, self.stream)
+        while not stop.is_set():
+            handled = await self.step()
+            if handled is None:
+                await _sleep_or_stop(stop, self._backoff())
+            elif handled == 0 and self.options.exit_when_idle and await self._drained():
+                break
+        return self.stats
+
+    async def step(self) -> int | None:
+        """One batch: the number of messages handled, or None after a failure."""
+        try:
+            if not self._group_ready:
+                await ensure_group(self.client, self.stream)
+                self._group_ready = True
+            await self._housekeeping()
+            messages = await self._next_messages()
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return None
+        if not messages:
+            self._failures = 0
+            return 0
+        events, malformed = _decode(messages)
+        try:
+            async with self.sessions.begin() as session:
+                stored = await store_events(session, events, tag_rules=self.tag_rules)
+        except (SQLAlchemyError, OSError) as error:
+            self.stats.store_errors += 1
+            self._failures += 1
+            self._own_pending = True
+            logger.warning(
+                "Storing a batch of %d events failed (%s); retrying.",
+                len(events),
+                type(error).__name__,
+            )
+            return None
+        if malformed:
+            self.stats.malformed += len(malformed)
+            logger.error("Dropped %d stream messages that are not events.", len(malformed))
+        try:
+            await self._acknowledge([message_id for message_id, _ in messages])
+        except (RedisError, OSError) as error:
+            # Stored but not acknowledged: redelivered later, then found already stored.
+            self._redis_failed(error)
+        self.stats.batches += 1
+        self.stats.stored += len(stored.inserted)
+        self.stats.already_stored += len(stored.already_stored)
+        self.stats.dropped += len(stored.dropped)
+        if stored.dropped:
+            logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
+        if self.on_stored is not None and stored.changed_keys:
+            try:
+                await self.on_stored(stored.changed_keys)
+            except Exception as error:  # a hook must not stop the worker
+                logger.warning("After-store hook failed (%s).", type(error).__name__)
+        self._failures = 0
+        return len(messages)
+
+    async def _next_messages(self) -> list[Message]:
+        options = self.options
+        if self._own_pending:
+            mine = await self._read("0", block=None)
+            if mine:
+                return mine
+            self._own_pending = False
+        claimed = await self._claim()
+        if claimed:
+            return claimed
+        return await self._read(">", block=options.block_ms)
+
+    async def _read(self, start: str, block: int | None) -> list[Message]:
+        try:
+            # RESP2 layout: [[stream, [(id, fields), ...]]] (the client's default protocol).
+            response: Any = await self.client.xreadgroup(
+                GROUP,
+                self.options.consumer,
+                {self.stream: start},
+                count=self.options.batch_size,
+                block=block,
+            )
+        except ResponseError as error:
+            if "NOGROUP" in str(error):
+                # Redis restarted without its data, or the stream was deleted.
+                self._group_ready = False
+            raise
+        messages: list[Message] = []
+        for _stream, entries in response or []:
+            for message_id, fields in entries:
+                # Entries deleted while pending come back with no fields.
+                messages.append((_text(message_id), fields or {}))
+        return messages
+
+    async def _claim(self) -> list[Message]:
+        response = await self.client.xautoclaim(
+            self.stream,
+            GROUP,
+            self.options.consumer,
+            min_idle_time=self.options.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self.options.batch_size,
+        )
+        next_cursor, entries = response[0], response[1]
+        self._claim_cursor = _text(next_cursor)
+        deleted = response[2] if len(response) > 2 else []
+        if deleted:
+            # Pending entries whose data is gone (deleted or trimmed): nothing to store.
+            await self.client.xack(self.stream, GROUP, *deleted)
+        messages = [(_text(message_id), fields or {}) for message_id, fields in entries]
+        if messages:
+            self.stats.claimed += len(messages)
+            logger.info("Claimed %d messages left by a stopped worker.", len(messages))
+        return messages
+
+    async def _acknowledge(self, message_ids: Sequence[str]) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, GROUP, *message_ids)
+            # Stored messages leave the stream, so it holds only work still to do.
+            pipe.xdel(self.stream, *message_ids)
+            await pipe.execute()
+
+    async def _drained(self) -> bool:
+        try:
+            pending = await self.client.xpending(self.stream, GROUP)
+            length = await self.client.xlen(self.stream)
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return False
+        return int(pending["pending"]) == 0 and int(length) == 0
+
+    async def _housekeeping(self) -> None:
+        """Forget consumers that are long gone and hold nothing (each restart adds one)."""
+        now = time.monotonic()
+        if now - self._last_housekeeping < HOUSEKEEPING_EVERY_S:
+            return
+        self._last_housekeeping = now
+        for consumer in await self.client.xinfo_consumers(self.stream, GROUP):
+            name = _text(consumer["name"])
+            if (
+                name != self.options.consumer
+                and int(consumer["pending"]) == 0
+                and int(consumer["idle"]) > FORGET_CONSUMERS_AFTER_MS
+            ):
+                await self.client.xgroup_delconsumer(self.stream, GROUP, name)
+
+    def _redis_failed(self, error: BaseException) -> None:
+        self.stats.redis_errors += 1
+        self._own_pending = True
+        self._group_ready = False
+        if self._failures == 0:
+            logger.warning(
+                "Redis unavailable (%s); the worker retries until it returns.",
+                type(error).__name__,
+            )
+        self._failures += 1
+
+    def _backoff(self) -> float:
+        return float(min(MAX_BACKOFF_S, self.options.retry_delay_s * 2 ** min(self._failures, 5)))
+
+
+def _decode(messages: Sequence[Message]) -> tuple[list[ValidEvent], list[str]]:
+    events: list[ValidEvent] = []
+    malformed: list[str] = []
+    for message_id, fields in messages:
+        try:
+            events.append(decode_event(fields))
+        except MalformedMessageError:
+            malformed.append(message_id)
+    return events, malformed
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def redis_persists(client: redis_asyncio.Redis) -> bool | None:
+    """Whether Redis keeps its data across a restart (None: it will not say)."""
+    try:
+        config = await client.config_get("appendonly")
+        snapshots = await client.config_get("save")
+    except (RedisError, OSError):
+        return None  # managed services often disable CONFIG
+    appendonly = _text(config.get("appendonly", "no")).lower() == "yes"
+    return appendonly or bool(_text(snapshots.get("save", "")).strip())

@@ -1,0 +1,226 @@
+"""The stream worker against a real Redis and both SQL backends."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from redis import asyncio as redis_asyncio
+from sqlalchemy import func, select
+
+from actions.cache.breaker import RedisBreaker, RedisUnavailableError
+from actions.events.stream import FIELD, GROUP, EventStream, ensure_group
+from actions.events.validation import ValidEvent, validate_event
+from actions.events.worker import StreamWorker, WorkerOptions
+from actions.store.models import Customer, CustomerProfile, Interaction
+from actions.store.sql_store import SqlStore
+from tests.conftest import TEST_SECRET, migrated_store
+from tests.factories import NOW, add_product
+
+pytestmark = pytest.mark.redis
+
+
+def make_event(number: int, customer: str = "jane", sku: str = "SKU-1") -> ValidEvent:
+    return validate_event(
+        {
+            "event_id": f"e{number}",
+            "customer": customer,
+            "product": sku,
+            "kind": "view",
+            "timestamp": (NOW - timedelta(minutes=number)).isoformat(),
+            "location": "Lisbon",
+        },
+        secret_key=TEST_SECRET,
+        now=NOW,
+    )
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    sql = await migrated_store(database_url)
+    async with sql.sessions.begin() as session:
+        await add_product(session, "SKU-1", "shoes", price=50.0)
+        await add_product(session, "SKU-2", "socks", price=5.0)
+    yield sql
+    await sql.dispose()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[tuple[redis_asyncio.Redis, str]]:
+    """A client and a stream name of this test's own, deleted afterwards."""
+    client = redis_asyncio.from_url(redis_url, socket_timeout=5.0)
+    stream = f"test:events:{uuid.uuid4().hex}"
+    yield client, stream
+    await client.delete(stream)
+    await client.aclose()
+
+
+def worker_for(
+    client: redis_asyncio.Redis, stream: str, store: SqlStore, **options: Any
+) -> StreamWorker:
+    settings = {"block_ms": 50, "claim_idle_ms": 60_000, "exit_when_idle": True} | options
+    return StreamWorker(client, stream, store.sessions, options=WorkerOptions(**settings))
+
+
+async def publish(client: redis_asyncio.Redis, stream: str, events: list[ValidEvent]) -> None:
+    breaker = RedisBreaker("test", timeout_s=5.0)
+    await EventStream(client, stream, breaker=breaker).publish(events)
+
+
+async def stored_ids(store: SqlStore) -> list[str]:
+    async with store.sessions() as session:
+        return sorted((await session.execute(select(Interaction.event_id))).scalars().all())
+
+
+async def pending(client: redis_asyncio.Redis, stream: str) -> int:
+    return int((await client.xpending(stream, GROUP))["pending"])
+
+
+async def test_worker_stores_every_event_once_and_empties_the_stream(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    client, stream = redis
+    events = [make_event(n, customer=f"c{n % 7}") for n in range(250)]
+    await publish(client, stream, events)
+    await publish(client, stream, events[:10])  # a sender that retried
+
+    stats = await worker_for(client, stream, store, batch_size=100).run()
+
+    assert stats.stored == 250
+    assert stats.already_stored == 10
+    assert await stored_ids(store) == sorted(f"e{n}" for n in range(250))
+    assert await client.xlen(stream) == 0
+    assert await pending(client, stream) == 0
+    async with store.sessions() as session:
+        # First-seen customers were created and their metrics computed.
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 7
+        assert await session.scalar(select(func.count()).select_from(CustomerProfile)) == 7
+        locations = set((await session.execute(select(Interaction.location))).scalars())
+    assert locations == {"Lisbon"}
+
+
+async def test_messages_of_a_dead_consumer_are_claimed(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """A worker took messages and died before acknowledging: another one finishes them."""
+    client, stream = redis
+    await publish(client, stream, [make_event(n) for n in range(20)])
+    await ensure_group(client, stream)
+    taken = await client.xreadgroup(GROUP, "dead-worker", {stream: ">"}, count=20)
+    assert len(taken[0][1]) == 20
+    assert await pending(client, stream) == 20
+
+    stats = await worker_for(client, stream, store, claim_idle_ms=0).run()
+
+    assert stats.claimed == 20
+    assert stats.stored == 20
+    assert await pending(client, stream) == 0
+    assert len(await stored_ids(store)) == 20
+
+
+async def test_a_batch_stored_but_not_acknowledged_has_no_second_effect(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """Killed between commit and XACK: the redelivery finds every event already stored."""
+    client, stream = redis
+    events = [make_event(n) for n in range(5)]
+    await publish(client, stream, events)
+    first = worker_for(client, stream, store)
+    assert await first.step() == 5
+    # Simulate the crash: put the same events back as unacknowledged messages.
+    await publish(client, stream, events)
+    await client.xreadgroup(GROUP, "crashed", {stream: ">"}, count=5)
+
+    stats = await worker_for(client, stream, store, claim_idle_ms=0).run()
+
+    assert stats.claimed == 5
+    assert stats.already_stored == 5
+    assert stats.stored == 0
+    assert await stored_ids(store) == sorted(f"e{n}" for n in range(5))
+
+
+async def test_a_failed_store_keeps_the_batch_pending_until_it_succeeds(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str], tmp_path: Any
+) -> None:
+    client, stream = redis
+    await publish(client, stream, [make_event(n) for n in range(3)])
+    worker = worker_for(client, stream, store)
+    broken = SqlStore(f"sqlite:///{tmp_path / 'missing' / 'store.db'}")
+    worker.sessions = broken.sessions
+
+    assert await worker.step() is None
+    assert worker.stats.store_errors == 1
+    assert await pending(client, stream) == 3
+
+    worker.sessions = store.sessions
+    assert await worker.step() == 3
+    assert await pending(client, stream) == 0
+    assert len(await stored_ids(store)) == 3
+    await broken.dispose()
+
+
+async def test_malformed_messages_are_dropped_and_counted(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    client, stream = redis
+    await client.xadd(stream, {FIELD: "not json"})
+    await client.xadd(stream, {"other": "field"})
+    await publish(client, stream, [make_event(1)])
+
+    stats = await worker_for(client, stream, store).run()
+
+    assert stats.malformed == 2
+    assert stats.stored == 1
+    assert await client.xlen(stream) == 0
+
+
+async def test_events_for_removed_products_are_dropped(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    client, stream = redis
+    await publish(client, stream, [make_event(1, sku="SKU-GONE"), make_event(2)])
+
+    stats = await worker_for(client, stream, store).run()
+
+    assert (stats.stored, stats.dropped) == (1, 1)
+    assert await stored_ids(store) == ["e2"]
+
+
+async def test_a_deleted_stream_is_recreated(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """Redis restarted without its data: the group is recreated and work goes on."""
+    client, stream = redis
+    await publish(client, stream, [make_event(1)])
+    worker = worker_for(client, stream, store)
+    assert await worker.step() == 1
+    await client.delete(stream)
+
+    assert await worker.step() is None  # NOGROUP
+    await publish(client, stream, [make_event(2)])
+    assert await worker.step() == 1
+    assert await stored_ids(store) == ["e1", "e2"]
+
+
+async def test_an_unreachable_redis_is_retried_not_fatal(store: SqlStore) -> None:
+    client = redis_asyncio.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    worker = worker_for(client, "test:events:nowhere", store)
+    assert await worker.step() is None
+    assert await worker.step() is None
+    assert worker.stats.redis_errors == 2
+    await client.aclose()
+
+
+async def test_publishing_to_an_unreachable_redis_raises_the_fallback_error() -> None:
+    client = redis_asyncio.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    stream = EventStream(client, "x", breaker=RedisBreaker("test", timeout_s=0.5))
+    with pytest.raises(RedisUnavailableError):
+        await stream.publish([make_event(1)])
+    # The breaker is open now: the next call fails at once, without a connection attempt.
+    assert stream.breaker.is_open
+    with pytest.raises(RedisUnavailableError):
+        await stream.publish([make_event(2)])
+    await client.aclose()
