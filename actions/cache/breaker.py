@@ -82,7 +82,7 @@ class RedisBreaker:
         self._open_until = self._clock() + self.retry_after_s
         if not self._failing:
             logger.warning(
-                "Redis (%s) is unavailable (%s); using SQL for %.0f s before retrying.",
+                "Redis (%s) is unavailable (%s); using SQL for %g s before retrying.",
                 self.name,
                 type(error).__name__,
                 self.retry_after_s,

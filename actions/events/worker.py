@@ -173,9 +173,11 @@ class StreamWorker:
             logger.error("Dropped %d stream messages that are not events.", len(malformed))
         try:
             await self._acknowledge([message_id for message_id, _ in messages])
+            acknowledged = True
         except (RedisError, OSError) as error:
             # Stored but not acknowledged: redelivered later, then found already stored.
             self._redis_failed(error)
+            acknowledged = False
         self.stats.batches += 1
         self.stats.stored += len(stored.inserted)
         self.stats.already_stored += len(stored.already_stored)
@@ -187,6 +189,8 @@ class StreamWorker:
                 await self.on_stored(stored.changed_keys)
             except Exception as error:  # a hook must not stop the worker
                 logger.warning("After-store hook failed (%s).", type(error).__name__)
+        if not acknowledged:
+            return None
         self._failures = 0
         return len(messages)
 
