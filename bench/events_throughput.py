@@ -8,8 +8,14 @@ and p99 for both, and the ratio. Never asserts.
 
 PostgreSQL: pass a scratch database (the bench refuses a store that holds products).
 
+With ``--redis-url`` the server queues events in a Redis Stream (a stream of the bench's
+own) and the bench also measures ``personalize worker`` (a real process) storing them:
+"worker" is the rate at which it drains a filled stream into SQL, "end to end" the rate
+from the first POST to the last event stored while both run at once.
+
     python bench/events_throughput.py [--events 20000] [--rounds 3] [--concurrency 1]
                                       [--database-url postgresql://...]
+                                      [--redis-url redis://127.0.0.1:6379/15]
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import asyncio
 import json
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,7 @@ from typing import Any
 import aiohttp
 from rasa_sdk.endpoint import create_app
 from rasa_sdk.executor import ActionExecutor
+from redis import asyncio as redis_asyncio
 from sqlalchemy import insert, select, text
 
 from actions.events.api import attach_event_routes
@@ -105,10 +115,12 @@ async def baseline_batch(
     store: SqlStore, events: list[dict[str, Any]], ids: dict[str, dict[str, int]]
 ) -> None:
     """The floor: the same rows, ids already resolved, one executemany, one transaction."""
+    # Customers not created yet (queued events are stored later) borrow a stored one.
+    anyone = next(iter(ids["customers"].values()))
     rows = [
         {
             "event_id": e["event_id"],
-            "customer_id": ids["customers"][e["customer"]],
+            "customer_id": ids["customers"].get(e["customer"], anyone),
             "product_id": ids["products"].get(e.get("product", "")),
             "kind": e["kind"],
             "value": None,
@@ -184,11 +196,76 @@ def chunked(events: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]
     return [events[i : i + size] for i in range(0, len(events), size)]
 
 
+async def stored_count(store: SqlStore, prefix: str) -> int:
+    async with store.engine.connect() as connection:
+        found = await connection.execute(
+            text("SELECT count(*) FROM interactions WHERE event_id LIKE :p"), {"p": f"{prefix}-%"}
+        )
+        return int(found.scalar() or 0)
+
+
+def start_worker(env: dict[str, str], args: argparse.Namespace, *extra: str) -> Any:
+    """`personalize worker` as a real process (its own group, so it can be stopped)."""
+    personalize = Path(sys.executable).parent / "personalize"
+    command = [str(personalize), "worker", "--batch-size", str(args.worker_batch),
+               "--block-ms", "50", *extra]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+async def wait_stored(store: SqlStore, prefix: str, expected: int, timeout_s: float) -> float:
+    """Poll until ``expected`` rows with the prefix are stored; returns when (perf_counter)."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if await stored_count(store, prefix) >= expected:
+            return time.perf_counter()
+        await asyncio.sleep(0.02)
+    raise SystemExit(f"only {await stored_count(store, prefix)} of {expected} events stored")
+
+
+async def measure_worker(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    store: SqlStore,
+    url: str,
+    key: str,
+    round_number: int,
+) -> tuple[float, float]:
+    """(worker drain events/s, end-to-end events/s) for one round."""
+    per_round = args.events // args.rounds
+    # Drain: fill the stream first, then time the worker alone (process start excluded by
+    # timing from its first stored event to its last).
+    events = make_events(per_round, args.customers, args.products, f"w{round_number}", 99)
+    await post_batches(url, key, chunked(events, args.batch), args.concurrency)
+    worker = start_worker(env, args, "--until-idle")
+    first = await wait_stored(store, f"w{round_number}", 1, 60)
+    done = await wait_stored(store, f"w{round_number}", per_round, 600)
+    worker.wait(timeout=60)
+    drain = (per_round - 1) / (done - first)
+    # End to end: a running worker, then post; from the first POST to the last row stored.
+    worker = start_worker(env, args)
+    await asyncio.sleep(3.0)  # let it start and block on the stream
+    events = make_events(per_round, args.customers, args.products, f"e{round_number}", 98)
+    started = time.perf_counter()
+    await post_batches(url, key, chunked(events, args.batch), args.concurrency)
+    done = await wait_stored(store, f"e{round_number}", per_round, 600)
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=60)
+    return drain, per_round / (done - started)
+
+
 async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     store = await open_store(database_url)
     key = await seed(store, args.customers, args.products)
     port = free_port()
     env = {**os.environ, "PERSONALIZE_DATABASE_URL": database_url, "PERSONALIZE_SECRET_KEY": SECRET}
+    stream = f"bench:events:{uuid.uuid4().hex}"
+    if args.redis_url:
+        env |= {"PERSONALIZE_REDIS_URL": args.redis_url, "PERSONALIZE_EVENT_STREAM": stream}
+    else:
+        env.pop("PERSONALIZE_REDIS_URL", None)
     root = SCRIPT.parent.parent
     server = ServerProcess(
         [sys.executable, str(SCRIPT), "--serve", str(port)],
@@ -201,6 +278,7 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     results: dict[str, dict[str, list[float]]] = {
         n: {"eps": [], "lat": []} for n in ("http", "baseline")
     }
+    worker_rates: dict[str, list[float]] = {"worker": [], "end_to_end": []}
     accepted_total = 0
     with server:
         warm = make_events(500, args.customers, args.products, "warm", 0)
@@ -229,6 +307,14 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - t0) * 1000)
             results["baseline"]["eps"].append(per_round / (time.perf_counter() - started))
             results["baseline"]["lat"].extend(latencies)
+            if args.redis_url:
+                drain, end_to_end = await measure_worker(args, env, store, url, key, round_number)
+                worker_rates["worker"].append(drain)
+                worker_rates["end_to_end"].append(end_to_end)
+    if args.redis_url:
+        # The HTTP rounds' events were only queued: let a worker store them to count them.
+        worker = start_worker(env, args, "--until-idle")
+        worker.wait(timeout=600)
     async with store.engine.connect() as connection:
         stored = (
             await connection.execute(
@@ -236,6 +322,10 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             )
         ).scalar()
     await store.dispose()
+    if args.redis_url:
+        client = redis_asyncio.from_url(args.redis_url)
+        await client.delete(stream)
+        await client.aclose()
     summary = {
         name: {
             "events_per_s": round(statistics.median(r["eps"])),
@@ -250,6 +340,13 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     summary["http_events_sent"] = per_round * args.rounds
     summary["http_events_accepted"] = accepted_total
     summary["http_rows_stored"] = stored
+    summary["path"] = "redis stream + worker" if args.redis_url else "sql"
+    for name, rates in worker_rates.items():
+        if rates:
+            summary[f"{name}_events_per_s"] = round(statistics.median(rates))
+            summary[f"ratio_{name}_to_baseline"] = round(
+                statistics.median(rates) / summary["baseline"]["events_per_s"], 3
+            )
     return summary
 
 
@@ -262,6 +359,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--products", type=int, default=500)
     parser.add_argument("--database-url", help="default: a new SQLite file")
+    parser.add_argument("--redis-url", help="queue through a Redis Stream and time the worker")
+    parser.add_argument("--worker-batch", type=int, default=500, help="worker batch size")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server-log", help="append the server's output to this file")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -276,8 +375,8 @@ def main() -> None:
         print(json.dumps(summary))
         return
     backend = url.split(":", 1)[0]
-    print(f"events through HTTP vs executemany ({backend}, batches of {args.batch}, "
-          f"concurrency {args.concurrency}, {args.rounds} rounds)")  # fmt: skip
+    print(f"events through HTTP vs executemany ({backend}, {summary['path']}, batches of "
+          f"{args.batch}, concurrency {args.concurrency}, {args.rounds} rounds)")  # fmt: skip
     for name in ("http", "baseline"):
         s = summary[name]
         print(
@@ -285,6 +384,10 @@ def main() -> None:
             f"batch p50 {s['batch_p50_ms']:7.2f} ms   p99 {s['batch_p99_ms']:7.2f} ms"
         )
     print(f"  ratio http/baseline: {summary['ratio_http_to_baseline']:.3f}")
+    for name in ("worker", "end_to_end"):
+        if f"{name}_events_per_s" in summary:
+            print(f"  {name:10s} {summary[f'{name}_events_per_s']:>8,} events/s   "
+                  f"ratio to baseline {summary[f'ratio_{name}_to_baseline']:.3f}")  # fmt: skip
     print(f"  sent {summary['http_events_sent']:,}, accepted {summary['http_events_accepted']:,}, "
           f"stored {summary['http_rows_stored']:,}")  # fmt: skip
 

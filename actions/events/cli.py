@@ -185,6 +185,12 @@ def worker(
         ),
     ] = None,
     no_tags: Annotated[bool, typer.Option("--no-tags", help="Do not re-apply tag rules.")] = False,
+    refresh_every_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Recompute metrics and tags of customers with new events this often."
+        ),
+    ] = 1.0,
     database_url: DatabaseOption = None,
 ) -> None:
     """Store events from the Redis Stream in SQL (needs PERSONALIZE_REDIS_URL).
@@ -215,6 +221,7 @@ def worker(
         block_ms=block_ms,
         claim_idle_ms=int(claim_idle_s * 1000),
         exit_when_idle=until_idle,
+        refresh_every_s=refresh_every_s,
     )
     if consumer:
         options = dataclasses.replace(options, consumer=consumer)
@@ -222,7 +229,8 @@ def worker(
     cli.console.print(
         f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
         f"{stats.already_stored} already stored, {stats.claimed} claimed from stopped "
-        f"workers, {stats.dropped} for removed products, {stats.malformed} malformed."
+        f"workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
+        f"{stats.refreshed_customers} profiles refreshed in {stats.refreshes} refreshes."
     )
 
 

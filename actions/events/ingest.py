@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from actions.events.validation import Rejection, ValidEvent, validate_batch
 from actions.segments.tag_rules import TagRules
 from actions.segments.tags import apply_tag_rules
+from actions.store.database import member_of
 from actions.store.models import Customer, Interaction, Product, utc_now
 from actions.store.repository import aliased_customer_ids, write_profile_metrics
 
@@ -63,11 +64,17 @@ class StoredEvents:
     dropped: frozenset[str]
     changed_keys: frozenset[str]
     refreshed_customers: int
+    # Store ids of every customer of the stored and already-stored events: a redelivered
+    # batch changes no rows, but its customers' metrics may still be waiting for refresh.
+    customer_ids: frozenset[int] = frozenset()
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 def _upsert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return postgresql_insert if _dialect(session) == "postgresql" else sqlite_insert
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -78,7 +85,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 async def _product_ids(session: AsyncSession, skus: set[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for chunk in _chunks(sorted(skus), LOOKUP_CHUNK):
-        rows = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(chunk)))
+        rows = await session.execute(
+            select(Product.sku, Product.id).where(member_of(Product.sku, chunk, _dialect(session)))
+        )
         found.update({sku: int(product_id) for sku, product_id in rows.all()})
     return found
 
@@ -87,7 +96,9 @@ async def _customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str,
     found: dict[str, int] = {}
     for chunk in _chunks(keys, LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(chunk))
+            select(Customer.customer_key, Customer.id).where(
+                member_of(Customer.customer_key, chunk, _dialect(session))
+            )
         )
         found.update({key: int(customer_id) for key, customer_id in rows.all()})
     # The old key of a customer merged into another (an import's dedupe) reaches the survivor.
@@ -160,10 +171,60 @@ async def stored_event_ids(session: AsyncSession, event_ids: Sequence[str]) -> s
     found: set[str] = set()
     for chunk in _chunks(sorted(set(event_ids)), LOOKUP_CHUNK):
         rows = await session.execute(
-            select(Interaction.event_id).where(Interaction.event_id.in_(chunk))
+            select(Interaction.event_id).where(
+                member_of(Interaction.event_id, chunk, _dialect(session))
+            )
         )
         found.update(rows.scalars().all())
     return found
+
+
+# As a Table, which is what Core insert() is typed for.
+INTERACTIONS: Final = Interaction.metadata.tables[Interaction.__tablename__]
+# Column order of the PostgreSQL bulk insert, with each column's array type.
+_UNNEST_COLUMNS: Final = (
+    ("event_id", "VARCHAR[]"),
+    ("customer_id", "BIGINT[]"),
+    ("product_id", "BIGINT[]"),
+    ("kind", "VARCHAR[]"),
+    ("value", "FLOAT8[]"),
+    ("quantity", "INTEGER[]"),
+    ("price", "FLOAT8[]"),
+    ("channel", "VARCHAR[]"),
+    ("device", "VARCHAR[]"),
+    ("location", "VARCHAR[]"),
+    ("category", "VARCHAR[]"),
+    ("occurred_at", "TIMESTAMPTZ[]"),
+)
+_UNNEST_INSERT: Final = text(
+    # Built from the constant column list above: no outside text reaches the statement.
+    "INSERT INTO interactions ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id".format(
+        columns=", ".join(name for name, _ in _UNNEST_COLUMNS),
+        arrays=", ".join(f"CAST(:{name} AS {kind})" for name, kind in _UNNEST_COLUMNS),
+    )
+)
+
+
+async def _insert_interactions(session: AsyncSession, rows: list[dict[str, Any]]) -> frozenset[str]:
+    """Insert rows, skipping event ids already stored; returns the ids really inserted.
+
+    RETURNING lists only the rows inserted, so an event id stored before, or by a
+    concurrent batch, is left out (PostgreSQL, SQLite >= 3.35). On PostgreSQL the batch
+    goes as one array per column through unnest(): one small prepared statement, where
+    a multi-row VALUES list would be a new 12,000-placeholder text for every batch size.
+    """
+    if _dialect(session) == "postgresql":
+        arrays = {name: [row[name] for row in rows] for name, _ in _UNNEST_COLUMNS}
+        result = await session.execute(_UNNEST_INSERT, arrays)
+    else:
+        result = await session.execute(
+            sqlite_insert(INTERACTIONS)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(INTERACTIONS.c.event_id),
+            rows,
+        )
+    return frozenset(result.scalars().all())
 
 
 async def store_events(
@@ -215,29 +276,21 @@ async def store_events(
         }
         for event in storable
     ]
-    # RETURNING lists only the rows really inserted, so an event id stored before, or by
-    # a concurrent batch, is reported as a duplicate (PostgreSQL, SQLite >= 3.35).
-    # SQLAlchemy batches the executemany into multi-row INSERTs ("insertmanyvalues").
-    result = await session.execute(
-        _upsert(session)(Interaction.__table__)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(Interaction.__table__.c.event_id),
-        rows,
-    )
-    inserted = frozenset(result.scalars().all())
+    inserted = await _insert_interactions(session, rows)
     changed_keys = frozenset(e.customer_key for e in storable if e.event_id in inserted)
     changed = {customer_ids[key] for key in changed_keys}
     refreshed = 0
     if changed and refresh:
         refreshed = await refresh_profiles(session, changed, now=now)
     if changed and tag_rules is not None:
-        await apply_tag_rules(session, tag_rules, changed, now=now)
+        await apply_tag_rules(session, tag_rules, changed, now=now, check_catalogue=False)
     return StoredEvents(
         inserted=inserted,
         already_stored=frozenset(e.event_id for e in storable) - inserted,
         dropped=dropped,
         changed_keys=changed_keys,
         refreshed_customers=refreshed,
+        customer_ids=frozenset(customer_ids.values()),
     )
 
 
@@ -308,7 +361,7 @@ async def _refresh_chunk(session: AsyncSession, customer_ids: list[int], now: da
     # interactions' foreign keys already hold (FOR UPDATE would deadlock on them).
     await session.execute(
         select(Customer.id)
-        .where(Customer.id.in_(customer_ids))
+        .where(member_of(Customer.id, customer_ids, _dialect(session)))
         .order_by(Customer.id)
         .with_for_update(key_share=True)
     )

@@ -12,6 +12,15 @@ Each step reads, in this order:
    that died), taken over with XAUTOCLAIM;
 3. new messages, blocking for at most ``block_ms`` so a stop request is seen quickly.
 
+Behavioural metrics and rule tags are refreshed per customer, not per event: a stored
+batch marks its customers "dirty" in a Redis sorted set (in the same MULTI as its XACK),
+and every ``refresh_every_s`` one transaction recomputes the metrics and tags of all
+dirty customers, then invalidates their cached profiles. A customer with 50 events in a
+second costs one refresh, not 50. The set lives in Redis, so a worker killed before its
+refresh leaves the marks to the next one; a mark is removed only if no newer batch set it
+again meanwhile (each mark carries a version), so a refresh that read the store before a
+newer batch committed never clears that batch's mark.
+
 Redis errors (down, restarted, slow) and store errors back off and retry; the worker
 never exits because a dependency is away, and resumes when it returns.
 """
@@ -24,19 +33,22 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from redis import asyncio as redis_asyncio
 from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actions.events.ingest import store_events
+from actions.events.ingest import refresh_profiles, store_events
 from actions.events.stream import GROUP, MalformedMessageError, decode_event, ensure_group
 from actions.events.validation import ValidEvent
 from actions.segments.tag_rules import TagRules
+from actions.segments.tags import apply_tag_rules
+from actions.store.models import Customer
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +56,28 @@ logger = logging.getLogger(__name__)
 FORGET_CONSUMERS_AFTER_MS: Final = 10 * 60 * 1000
 HOUSEKEEPING_EVERY_S: Final = 60.0
 MAX_BACKOFF_S: Final = 10.0
+# Customers refreshed per transaction.
+REFRESH_CHUNK: Final = 5_000
+
+# KEYS: dirty set, version counter. ARGV: customer ids. One version per batch.
+_MARK_DIRTY: Final = """
+local version = redis.call('INCR', KEYS[2])
+for _, id in ipairs(ARGV) do redis.call('ZADD', KEYS[1], version, id) end
+return version
+"""
+# KEYS: dirty set. ARGV: id, version, id, version, ... Removes a mark only if no newer
+# batch has marked the customer again since it was read.
+_CLEAR_DIRTY: Final = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local version = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if version and tonumber(version) <= tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
 
 Message = tuple[str, dict[Any, Any]]
 OnStored = Callable[[frozenset[str]], Awaitable[None]]
@@ -66,6 +100,8 @@ class WorkerOptions:
     # Stop once the stream is drained and nothing is pending (jobs, tests, benchmarks).
     exit_when_idle: bool = False
     retry_delay_s: float = 0.5
+    # How often metrics and tags of customers with new events are recomputed.
+    refresh_every_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -74,6 +110,8 @@ class WorkerOptions:
             raise ValueError("block_ms must be at least 1")
         if self.claim_idle_ms < 0:
             raise ValueError("claim_idle_ms must not be negative")
+        if self.refresh_every_s < 0:
+            raise ValueError("refresh_every_s must not be negative")
 
 
 @dataclass
@@ -86,6 +124,8 @@ class WorkerStats:
     dropped: int = 0
     malformed: int = 0
     claimed: int = 0
+    refreshes: int = 0
+    refreshed_customers: int = 0
     redis_errors: int = 0
     store_errors: int = 0
 
@@ -98,9 +138,9 @@ class StreamWorker:
         stream: The stream's key.
         sessions: Session factory of the SQL store.
         options: Batch size, blocking, claiming, consumer name.
-        tag_rules: Re-applied to the customers of each batch, when given.
-        on_stored: Called with the customer keys of each committed batch (cache
-            invalidation); its failures are logged, never retried.
+        tag_rules: Re-applied to the customers with new events at each refresh.
+        on_stored: Called with the customer keys whose metrics and tags were refreshed
+            (cache invalidation); its failures are logged, never retried.
     """
 
     def __init__(
@@ -127,6 +167,12 @@ class StreamWorker:
         self._claim_cursor = "0-0"
         self._failures = 0
         self._last_housekeeping = 0.0
+        self._last_refresh = 0.0
+        self.dirty_key = f"{stream}:dirty"
+        self._dirty_version_key = f"{stream}:dirty-version"
+        self._mark_dirty = client.register_script(_MARK_DIRTY)
+        self._clear_dirty = client.register_script(_CLEAR_DIRTY)
+        self._rules_checked = False
 
     async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
         """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained)."""
@@ -136,8 +182,14 @@ class StreamWorker:
             handled = await self.step()
             if handled is None:
                 await _sleep_or_stop(stop, self._backoff())
+                continue
+            due = time.monotonic() - self._last_refresh >= self.options.refresh_every_s
+            if (handled == 0 or due) and not await self.refresh_dirty():
+                await _sleep_or_stop(stop, self._backoff())
             elif handled == 0 and self.options.exit_when_idle and await self._drained():
                 break
+        # Stopping: refresh what this worker marked, rather than leave it to the next one.
+        await self.refresh_dirty()
         return self.stats
 
     async def step(self) -> int | None:
@@ -157,7 +209,8 @@ class StreamWorker:
         events, malformed = _decode(messages)
         try:
             async with self.sessions.begin() as session:
-                stored = await store_events(session, events, tag_rules=self.tag_rules)
+                # Metrics and tags are refreshed per customer by refresh_dirty().
+                stored = await store_events(session, events, refresh=False)
         except (SQLAlchemyError, OSError) as error:
             self.stats.store_errors += 1
             self._failures += 1
@@ -172,7 +225,7 @@ class StreamWorker:
             self.stats.malformed += len(malformed)
             logger.error("Dropped %d stream messages that are not events.", len(malformed))
         try:
-            await self._acknowledge([message_id for message_id, _ in messages])
+            await self._acknowledge([message_id for message_id, _ in messages], stored.customer_ids)
             acknowledged = True
         except (RedisError, OSError) as error:
             # Stored but not acknowledged: redelivered later, then found already stored.
@@ -184,11 +237,6 @@ class StreamWorker:
         self.stats.dropped += len(stored.dropped)
         if stored.dropped:
             logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
-        if self.on_stored is not None and stored.changed_keys:
-            try:
-                await self.on_stored(stored.changed_keys)
-            except Exception as error:  # a hook must not stop the worker
-                logger.warning("After-store hook failed (%s).", type(error).__name__)
         if not acknowledged:
             return None
         self._failures = 0
@@ -249,21 +297,79 @@ class StreamWorker:
             logger.info("Claimed %d messages left by a stopped worker.", len(messages))
         return messages
 
-    async def _acknowledge(self, message_ids: Sequence[str]) -> None:
+    async def _acknowledge(self, message_ids: Sequence[str], customer_ids: Collection[int]) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.xack(self.stream, GROUP, *message_ids)
             # Stored messages leave the stream, so it holds only work still to do.
             pipe.xdel(self.stream, *message_ids)
+            if customer_ids:
+                await self._mark_dirty(
+                    keys=[self.dirty_key, self._dirty_version_key],
+                    args=sorted(customer_ids),
+                    client=pipe,
+                )
             await pipe.execute()
+
+    async def refresh_dirty(self) -> bool:
+        """Recompute metrics and tags of the customers marked dirty; False on failure."""
+        self._last_refresh = time.monotonic()
+        try:
+            marked: Any = await self.client.zrange(
+                self.dirty_key, 0, REFRESH_CHUNK - 1, withscores=True
+            )
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return False
+        if not marked:
+            return True
+        versions = {int(_text(member)): float(score) for member, score in marked}
+        try:
+            async with self.sessions.begin() as session:
+                refreshed = await refresh_profiles(session, versions)
+                if self.tag_rules is not None:
+                    await apply_tag_rules(
+                        session,
+                        self.tag_rules,
+                        versions,
+                        check_catalogue=not self._rules_checked,
+                    )
+                    self._rules_checked = True
+                rows = await session.execute(
+                    select(Customer.customer_key).where(Customer.id.in_(list(versions)))
+                )
+                keys = frozenset(rows.scalars().all())
+        except (SQLAlchemyError, OSError) as error:
+            self.stats.store_errors += 1
+            self._failures += 1
+            logger.warning(
+                "Refreshing customer metrics failed (%s); retrying.", type(error).__name__
+            )
+            return False
+        try:
+            pairs = [str(value) for id_, version in versions.items() for value in (id_, version)]
+            await self._clear_dirty(keys=[self.dirty_key], args=pairs)
+        except (RedisError, OSError) as error:
+            # The marks stay: the next refresh does the same work again, harmlessly.
+            self._redis_failed(error)
+            return False
+        self.stats.refreshes += 1
+        self.stats.refreshed_customers += refreshed
+        if self.on_stored is not None and keys:
+            try:
+                await self.on_stored(keys)
+            except Exception as error:  # a hook must not stop the worker
+                logger.warning("After-refresh hook failed (%s).", type(error).__name__)
+        return True
 
     async def _drained(self) -> bool:
         try:
             pending = await self.client.xpending(self.stream, GROUP)
             length = await self.client.xlen(self.stream)
+            dirty = await self.client.zcard(self.dirty_key)
         except (RedisError, OSError) as error:
             self._redis_failed(error)
             return False
-        return int(pending["pending"]) == 0 and int(length) == 0
+        return int(pending["pending"]) == 0 and int(length) == 0 and int(dirty) == 0
 
     async def _housekeeping(self) -> None:
         """Forget consumers that are long gone and hold nothing (each restart adds one)."""

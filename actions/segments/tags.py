@@ -99,6 +99,7 @@ async def apply_tag_rules(
     customer_ids: Collection[int] | None = None,
     *,
     now: datetime | None = None,
+    check_catalogue: bool = True,
 ) -> TagRun:
     """Tag customers by ``rules``; drop rule tags that no longer hold.
 
@@ -107,6 +108,8 @@ async def apply_tag_rules(
         rules: validated rules (:func:`~actions.segments.tag_rules.load_tag_rules`).
         customer_ids: only these customers (e.g. those with new interactions); None: all.
         now: the end of ``within_days`` windows (default: now), timezone-aware.
+        check_catalogue: warn about rules naming categories the catalogue lacks (jobs
+            that re-apply the same rules every few seconds check once, at start).
     """
     now = now or utc_now()
     scopes: list[list[int] | None]
@@ -118,7 +121,7 @@ async def apply_tag_rules(
             return TagRun((), 0, ())
         scopes = [wanted[i : i + ID_CHUNK] for i in range(0, len(wanted), ID_CHUNK)]
     insert = _insert_for((await session.connection()).dialect.name)
-    warnings = await _check_against_store(session, rules)
+    warnings = await _check_against_store(session, rules) if check_catalogue else ()
     outcomes: list[TagOutcome] = []
     feature_rules = [r for r in rules.rules if isinstance(r.condition, FeatureCondition)]
     features = (

@@ -15,7 +15,8 @@ from actions.cache.breaker import RedisBreaker, RedisUnavailableError
 from actions.events.stream import FIELD, GROUP, EventStream, ensure_group
 from actions.events.validation import ValidEvent, validate_event
 from actions.events.worker import StreamWorker, WorkerOptions
-from actions.store.models import Customer, CustomerProfile, Interaction
+from actions.segments.tag_rules import parse_tag_rules
+from actions.store.models import Customer, CustomerProfile, CustomerTag, Interaction
 from actions.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, migrated_store
 from tests.factories import NOW, add_product
@@ -54,7 +55,7 @@ async def redis(redis_url: str) -> AsyncIterator[tuple[redis_asyncio.Redis, str]
     client = redis_asyncio.from_url(redis_url, socket_timeout=5.0)
     stream = f"test:events:{uuid.uuid4().hex}"
     yield client, stream
-    await client.delete(stream)
+    await client.delete(stream, f"{stream}:dirty", f"{stream}:dirty-version")
     await client.aclose()
 
 
@@ -224,3 +225,70 @@ async def test_publishing_to_an_unreachable_redis_raises_the_fallback_error() ->
     with pytest.raises(RedisUnavailableError):
         await stream.publish([make_event(2)])
     await client.aclose()
+
+
+async def test_metrics_are_refreshed_once_per_customer_not_per_batch(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    client, stream = redis
+    worker = worker_for(client, stream, store, batch_size=10, refresh_every_s=3600)
+    await publish(client, stream, [make_event(n) for n in range(30)])
+    for _ in range(3):
+        assert await worker.step() == 10
+    # Three batches, one customer: one mark, no profile yet.
+    assert await client.zcard(worker.dirty_key) == 1
+    async with store.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(CustomerProfile)) == 0
+
+    assert await worker.refresh_dirty()
+
+    assert await client.zcard(worker.dirty_key) == 0
+    assert (worker.stats.refreshes, worker.stats.refreshed_customers) == (1, 1)
+    async with store.sessions() as session:
+        metrics = await session.scalar(select(CustomerProfile.metrics))
+    assert metrics is not None
+    assert metrics["interaction_count"] == 30
+
+
+async def test_a_refresh_never_clears_a_newer_mark(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """A batch marks a customer again while a refresh is running: the mark survives."""
+    client, stream = redis
+    worker = worker_for(client, stream, store, refresh_every_s=3600)
+    await publish(client, stream, [make_event(1)])
+    assert await worker.step() == 1
+    [(member, version)] = await client.zrange(worker.dirty_key, 0, -1, withscores=True)
+
+    # The refresh read `version`; a newer batch marks the customer before the clear.
+    await worker._mark_dirty(keys=[worker.dirty_key, f"{stream}:dirty-version"], args=[member])
+    cleared = await worker._clear_dirty(keys=[worker.dirty_key], args=[member, str(version)])
+
+    assert cleared == 0
+    assert await client.zcard(worker.dirty_key) == 1
+    assert await worker.refresh_dirty()
+    assert await client.zcard(worker.dirty_key) == 0
+
+
+async def test_tag_rules_are_reapplied_for_customers_with_new_events(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    client, stream = redis
+    rules = parse_tag_rules(
+        "version: 1\ntags:\n  - tag: shoe_fan\n    when:\n"
+        "      count: {kind: view, category: shoes, within_days: 3650, at_least: 3}\n",
+        "tags.yml",
+    )
+    worker = StreamWorker(
+        client,
+        stream,
+        store.sessions,
+        options=WorkerOptions(block_ms=50, exit_when_idle=True),
+        tag_rules=rules,
+    )
+    await publish(client, stream, [make_event(n) for n in range(3)])
+    await publish(client, stream, [make_event(10, customer="bob")])
+    await worker.run()
+    async with store.sessions() as session:
+        tagged = (await session.execute(select(CustomerTag.customer_id, CustomerTag.tag))).all()
+    assert [tag for _, tag in tagged] == ["shoe_fan"]  # jane (3 views), not bob (1)
