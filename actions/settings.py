@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         pattern=r"^[A-Z]{2}$",
         description="Region that imported phone numbers without +country code are read in.",
     )
-    tag_rules_path: Path = Field(
+    tags_path: Path = Field(
         default=Path("tags.yml"),
         description="Tag rules re-applied to customers with new events; missing file: none.",
     )

@@ -117,7 +117,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "store_retry_after_s": 0.0,
         # The built-in rules: tests of the demo rule file load it explicitly.
         "rules_path": Path("no-such-rules-file.yml"),
-        "tag_rules_path": Path("no-such-tags-file.yml"),
+        "tags_path": Path("no-such-tags-file.yml"),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

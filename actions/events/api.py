@@ -208,7 +208,7 @@ def _tag_rules_or_none(settings: Settings) -> TagRules | None:
     from actions.events.cli import load_ingest_tag_rules  # noqa: PLC0415  # no CLI at import
 
     try:
-        return load_ingest_tag_rules(settings.tag_rules_path)
+        return load_ingest_tag_rules(settings.tags_path)
     except PersonalizeError as error:
         logger.error("Tag rules not applied on ingestion: %s", error)
         return None

@@ -180,7 +180,7 @@ def worker(
         Path | None,
         typer.Option(
             help="Tag rules re-applied to customers with new events "
-            "(default: $PERSONALIZE_TAG_RULES_PATH or tags.yml, when it exists).",
+            "(default: $PERSONALIZE_TAGS_PATH or tags.yml, when it exists).",
             show_default=False,
         ),
     ] = None,
@@ -212,7 +212,7 @@ def worker(
         )
         raise typer.Exit(1)
     try:
-        rules = None if no_tags else load_ingest_tag_rules(tags or settings.tag_rules_path)
+        rules = None if no_tags else load_ingest_tag_rules(tags or settings.tags_path)
     except PersonalizeError as error:
         cli.errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
