@@ -369,6 +369,14 @@ class CustomerSegmenter:
         prior: NDArray[np.float64] | None,
         scale: NDArray[np.float64],
     ) -> tuple[_Draft, dict[str, Any]]:
+        if len(scaled) < 2:
+            # A mixture needs two points to fit: one customer is one unit-variance cluster.
+            one = _Draft(
+                centroids=scaled[:1].copy(),
+                covariances=np.eye(scaled.shape[1])[np.newaxis],
+                weights=np.ones(1),
+            )
+            return one, {"k": 1, "criterion": "bic", "k_candidates": {}, "converged": True}
         candidates = self._k_candidates(sample)
         fitted: dict[int, GaussianMixture] = {}
         bics: dict[int, float] = {}

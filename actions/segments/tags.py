@@ -41,6 +41,7 @@ from actions.segments.tag_rules import (
     TagRule,
     TagRules,
 )
+from actions.store.database import member_of
 from actions.store.models import CustomerTag, Interaction, Product, UtcDateTime, utc_now
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ async def apply_tag_rules(
         if not wanted:
             return TagRun((), 0, ())
         scopes = [wanted[i : i + ID_CHUNK] for i in range(0, len(wanted), ID_CHUNK)]
-    insert = _insert_for((await session.connection()).dialect.name)
+    dialect = (await session.connection()).dialect.name
+    insert = _insert_for(dialect)
     warnings = await _check_against_store(session, rules) if check_catalogue else ()
     outcomes: list[TagOutcome] = []
     feature_rules = [r for r in rules.rules if isinstance(r.condition, FeatureCondition)]
@@ -135,12 +137,12 @@ async def apply_tag_rules(
             for scope in scopes:
                 holders = _count_query(rule.condition, now)
                 if scope is not None:
-                    holders = holders.where(Interaction.customer_id.in_(scope))
+                    holders = holders.where(member_of(Interaction.customer_id, scope, dialect))
                 qualifying += int(
                     await session.scalar(select(func.count()).select_from(holders.subquery())) or 0
                 )
                 removed += await _rowcount(
-                    session, _delete_stale_count(rule, rule.condition, scope, now)
+                    session, _delete_stale_count(rule, rule.condition, scope, now, dialect)
                 )
                 tagged += await _rowcount(session, _upsert_count(insert, rule, holders, now))
             outcomes.append(TagOutcome(rule.tag, qualifying, tagged, removed))
@@ -159,6 +161,7 @@ async def apply_tag_rules(
                     holders=features.customer_ids[holds].tolist(),
                     evaluated=features.customer_ids.tolist(),
                     now=now,
+                    dialect=dialect,
                 )
             )
     orphans = 0
@@ -167,7 +170,7 @@ async def apply_tag_rules(
             CustomerTag.source == RULE_SOURCE, CustomerTag.tag.not_in(sorted(rules.tags))
         )
         if scope is not None:
-            statement = statement.where(CustomerTag.customer_id.in_(scope))
+            statement = statement.where(member_of(CustomerTag.customer_id, scope, dialect))
         orphans += await _rowcount(session, statement)
     run = TagRun(tuple(outcomes), orphans, warnings)
     logger.info(
@@ -206,14 +209,18 @@ def _count_query(
 
 
 def _delete_stale_count(
-    rule: TagRule, condition: CountCondition, scope: Sequence[int] | None, now: datetime
+    rule: TagRule,
+    condition: CountCondition,
+    scope: Sequence[int] | None,
+    now: datetime,
+    dialect: str,
 ) -> Delete:
     still_holds = _count_query(condition, now, CustomerTag.customer_id).exists()
     statement = delete(CustomerTag).where(
         CustomerTag.tag == rule.tag, CustomerTag.source == RULE_SOURCE, ~still_holds
     )
     if scope is not None:
-        statement = statement.where(CustomerTag.customer_id.in_(scope))
+        statement = statement.where(member_of(CustomerTag.customer_id, scope, dialect))
     return statement
 
 
@@ -248,30 +255,38 @@ async def _write_feature_tags(
     holders: list[int],
     evaluated: list[int],
     now: datetime,
+    dialect: str,
 ) -> TagOutcome:
     holding = set(holders)
     removed = 0
+    # Holders whose rule tag is already stored as is: not rewritten, so re-applying the
+    # rules every second (the event worker) writes only what changed. `updated_at` is
+    # therefore when a tag last changed, not when a rule last confirmed it.
+    unchanged: set[int] = set()
     for chunk in _chunks(evaluated, ID_CHUNK):
-        existing = await session.scalars(
-            select(CustomerTag.customer_id).where(
-                CustomerTag.tag == rule.tag,
-                CustomerTag.source == RULE_SOURCE,
-                CustomerTag.customer_id.in_(chunk),
+        existing = (
+            await session.execute(
+                select(CustomerTag.customer_id, CustomerTag.weight).where(
+                    CustomerTag.tag == rule.tag,
+                    CustomerTag.source == RULE_SOURCE,
+                    member_of(CustomerTag.customer_id, chunk, dialect),
+                )
             )
-        )
-        stale = [customer for customer in existing if customer not in holding]
+        ).all()
+        unchanged.update(c for c, weight in existing if c in holding and weight == rule.weight)
+        stale = [customer for customer, _ in existing if customer not in holding]
         if stale:
             removed += await _rowcount(
                 session,
                 delete(CustomerTag).where(
                     CustomerTag.tag == rule.tag,
                     CustomerTag.source == RULE_SOURCE,
-                    CustomerTag.customer_id.in_(stale),
+                    member_of(CustomerTag.customer_id, stale, dialect),
                 ),
             )
-    tagged = 0
+    tagged = len(unchanged)
     statement = _on_conflict(insert(CustomerTag))
-    for chunk in _chunks(holders, WRITE_BATCH):
+    for chunk in _chunks([c for c in holders if c not in unchanged], WRITE_BATCH):
         rows = [
             {
                 "customer_id": customer,

@@ -250,3 +250,12 @@ def test_any_small_shop_is_segmented_into_contract_segments(data: np.ndarray, me
     assert set(segmenter.model_.archetypes) <= set(CUSTOMER_SEGMENTS)
     scores = segmenter.segmentation_.scores
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_a_shop_of_one_customer_is_segmented_by_every_method() -> None:
+    """Found by the property test above: a Gaussian mixture cannot fit one point."""
+    one = np.zeros((1, len(CLUSTER_FEATURES)))
+    for method in ("kmeans", "gmm", "dbscan"):
+        test_any_small_shop_is_segmented_into_contract_segments.hypothesis.inner_test(  # type: ignore[attr-defined]
+            one, method
+        )
