@@ -10,7 +10,7 @@ import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -158,8 +158,13 @@ def load_ingest_tag_rules(path: Path | None) -> TagRules | None:
 
 def worker(
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Events stored per SQL transaction.")
-    ] = 500,
+        int,
+        typer.Option(
+            min=1,
+            max=20_000,
+            help="Events per SQL transaction (read as whole stream messages of up to 100).",
+        ),
+    ] = 1_000,
     block_ms: Annotated[
         int, typer.Option(min=1, max=60_000, help="Wait this long for new events per read.")
     ] = 1_000,
@@ -228,8 +233,8 @@ def worker(
     stats = cli._run(lambda: run_worker(settings, options, rules))
     cli.console.print(
         f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
-        f"{stats.already_stored} already stored, {stats.claimed} claimed from stopped "
-        f"workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
+        f"{stats.already_stored} already stored, {stats.claimed} messages claimed from "
+        f"stopped workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
         f"{stats.refreshed_customers} profiles refreshed in {stats.refreshes} refreshes."
     )
 
@@ -244,6 +249,7 @@ async def run_worker(
     from redis import asyncio as redis_asyncio  # noqa: PLC0415
 
     from actions import cli  # noqa: PLC0415  # actions.cli imports this module
+    from actions.cache.profiles import profile_cache_for  # noqa: PLC0415
     from actions.events.worker import StreamWorker, redis_persists  # noqa: PLC0415
 
     assert settings.redis_url is not None
@@ -254,7 +260,8 @@ async def run_worker(
         socket_connect_timeout=5.0,
     )
     store = cli._batch_store(settings)
-    invalidate = await _profile_invalidator(settings)
+    # Refreshed customers' cached profiles are dropped (a batch job: a longer timeout).
+    invalidate = profile_cache_for(settings, timeout_s=2.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -281,8 +288,3 @@ async def run_worker(
         await store.dispose()
         if invalidate is not None:
             await invalidate.close()
-
-
-async def _profile_invalidator(settings: Settings) -> Any:
-    """The profile cache to invalidate after each batch (None without one)."""
-    return None

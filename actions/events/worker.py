@@ -44,7 +44,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actions.events.ingest import refresh_profiles, store_events
-from actions.events.stream import GROUP, MalformedMessageError, decode_event, ensure_group
+from actions.events.stream import (
+    EVENTS_PER_MESSAGE,
+    GROUP,
+    MalformedMessageError,
+    decode_events,
+    ensure_group,
+)
 from actions.events.validation import ValidEvent
 from actions.segments.tag_rules import TagRules
 from actions.segments.tags import apply_tag_rules
@@ -92,7 +98,8 @@ def default_consumer_name() -> str:
 class WorkerOptions:
     """How a worker reads the stream."""
 
-    batch_size: int = 500
+    # Events per SQL transaction, in whole stream messages (each holds up to 100 events).
+    batch_size: int = 1_000
     block_ms: int = 1_000
     # A consumer silent this long is taken for dead and its pending messages claimed.
     claim_idle_ms: int = 30_000
@@ -173,6 +180,7 @@ class StreamWorker:
         self._mark_dirty = client.register_script(_MARK_DIRTY)
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
         self._rules_checked = False
+        self._messages_per_read = max(1, self.options.batch_size // EVENTS_PER_MESSAGE)
 
     async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
         """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained)."""
@@ -193,7 +201,7 @@ class StreamWorker:
         return self.stats
 
     async def step(self) -> int | None:
-        """One batch: the number of messages handled, or None after a failure."""
+        """One batch: the events (and malformed messages) handled, None after a failure."""
         try:
             if not self._group_ready:
                 await ensure_group(self.client, self.stream)
@@ -223,7 +231,7 @@ class StreamWorker:
             return None
         if malformed:
             self.stats.malformed += len(malformed)
-            logger.error("Dropped %d stream messages that are not events.", len(malformed))
+            logger.error("Dropped %d stream messages that hold no events.", len(malformed))
         try:
             await self._acknowledge([message_id for message_id, _ in messages], stored.customer_ids)
             acknowledged = True
@@ -240,7 +248,8 @@ class StreamWorker:
         if not acknowledged:
             return None
         self._failures = 0
-        return len(messages)
+        # Never 0 for a batch of messages, even when none held events: 0 means idle.
+        return len(events) + len(malformed)
 
     async def _next_messages(self) -> list[Message]:
         options = self.options
@@ -261,7 +270,7 @@ class StreamWorker:
                 GROUP,
                 self.options.consumer,
                 {self.stream: start},
-                count=self.options.batch_size,
+                count=self._messages_per_read,
                 block=block,
             )
         except ResponseError as error:
@@ -283,7 +292,7 @@ class StreamWorker:
             self.options.consumer,
             min_idle_time=self.options.claim_idle_ms,
             start_id=self._claim_cursor,
-            count=self.options.batch_size,
+            count=self._messages_per_read,
         )
         next_cursor, entries = response[0], response[1]
         self._claim_cursor = _text(next_cursor)
@@ -406,7 +415,7 @@ def _decode(messages: Sequence[Message]) -> tuple[list[ValidEvent], list[str]]:
     malformed: list[str] = []
     for message_id, fields in messages:
         try:
-            events.append(decode_event(fields))
+            events.extend(decode_events(fields))
         except MalformedMessageError:
             malformed.append(message_id)
     return events, malformed
