@@ -102,8 +102,10 @@ serve: install
 bench: seed
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/recommend_latency.py
+	$(BIN)/python bench/incremental_update.py
 	$(BIN)/python bench/rules_eval.py
 	$(BIN)/python bench/segment_throughput.py
+	$(BIN)/python bench/import_throughput.py
 
 clean:
 	rm -rf $(VENV) personalize.db models reports .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from actions.engine import default_plan, plan_for_snapshot, segment_of
 from actions.errors import PersonalizeError
 from actions.events.cli import register_commands as register_event_commands
 from actions.identity import customer_key
+from actions.imports.cli import register_commands as register_import_commands
 from actions.recommend.cli import register_commands as register_recommend_commands
 from actions.rules import RuleBook
 from actions.segments.cli import register_commands as register_segment_commands
@@ -49,6 +50,7 @@ rules_app = typer.Typer(help="Decision rules (personalization.yml).", no_args_is
 app.add_typer(rules_app, name="rules")
 register_segment_commands(app)
 register_recommend_commands(app)
+register_import_commands(app)
 register_event_commands(app)
 
 console = Console()
@@ -81,6 +83,26 @@ def _settings(database_url: str | None) -> Settings:
 def _batch_store(settings: Settings) -> SqlStore:
     # Offline jobs may run long statements; only the hot path needs a statement limit.
     return SqlStore(settings.database_url, StoreTimeouts(connect_s=10.0, statement_s=None))
+
+
+async def _invalidate_profile_cache(settings: Settings) -> None:
+    """Outdate every cached profile snapshot after a batch job changed profiles, tags or
+    segments (committed first). A no-op without Redis; a warning if Redis is unreachable,
+    as this process exits before it could replay the invalidation."""
+    from actions.cache.profiles import profile_cache_for
+
+    cache = profile_cache_for(settings, timeout_s=5.0)
+    if cache is None:
+        return
+    try:
+        if not await cache.invalidate_all():
+            errors.print(
+                "[yellow]warning:[/yellow] Redis did not answer, so the profile cache was "
+                "not invalidated: servers may answer from the old profiles for up to "
+                f"{settings.profile_cache_ttl_s:.0f} s (PERSONALIZE_PROFILE_CACHE_TTL_S)."
+            )
+    finally:
+        await cache.close()
 
 
 def _run(job: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -163,6 +185,7 @@ def seed_demo(
                     advance("profiles", 0, report.customers)
                     written = await rebuild_profile_metrics(session)
                     advance("profiles", written, report.customers)
+            await _invalidate_profile_cache(settings)
             return asdict(report)
         finally:
             await store.dispose()
@@ -329,7 +352,9 @@ def profile_rebuild(database_url: DatabaseOption = None) -> None:
         store = _batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                return await _guarded(rebuild_profile_metrics(session))
+                written = await _guarded(rebuild_profile_metrics(session))
+            await _invalidate_profile_cache(settings)
+            return written
         finally:
             await store.dispose()
 

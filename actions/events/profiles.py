@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -13,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.errors import InvalidInputError
-from actions.store.models import Customer, CustomerProfile, utc_now
+from actions.store.models import Customer, CustomerAlias, CustomerProfile, utc_now
 from actions.store.records import CustomerSnapshot
 
 # The attributes document is read on the hot path: keep it small.
@@ -80,6 +81,12 @@ async def write_profile(session: AsyncSession, key: str, change: ProfileUpdate) 
     dialect = session.get_bind().dialect.name
     upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     now = utc_now()
+    # The old key of a customer merged into another (an import's dedupe) reaches the survivor.
+    aliased = await session.scalar(
+        select(CustomerAlias.customer_id).where(CustomerAlias.alias_key == key)
+    )
+    if aliased is not None:
+        return await _apply_profile_change(session, int(aliased), change, now, created=False)
     created = await session.execute(
         upsert(Customer)
         .values(customer_key=key, created_at=now, loyalty_tier="none")
@@ -88,6 +95,13 @@ async def write_profile(session: AsyncSession, key: str, change: ProfileUpdate) 
     )
     was_created = created.scalar_one_or_none() is not None
     customer_id = await session.scalar(select(Customer.id).where(Customer.customer_key == key))
+    assert customer_id is not None  # inserted above, or there already
+    return await _apply_profile_change(session, customer_id, change, now, created=was_created)
+
+
+async def _apply_profile_change(
+    session: AsyncSession, customer_id: int, change: ProfileUpdate, now: datetime, *, created: bool
+) -> bool:
     fields: dict[str, Any] = {}
     if change.loyalty_tier is not None:
         fields["loyalty_tier"] = change.loyalty_tier
@@ -114,7 +128,7 @@ async def write_profile(session: AsyncSession, key: str, change: ProfileUpdate) 
         profile.version += 1
         profile.updated_at = now
     await session.flush()
-    return was_created
+    return created
 
 
 def profile_document(snapshot: CustomerSnapshot) -> dict[str, Any]:

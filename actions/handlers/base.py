@@ -10,7 +10,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 
 from actions.context import context_from_metadata
-from actions.engine import PersonalizationRequest, default_plan
+from actions.engine import ConversationRef, PersonalizationRequest, default_plan
 from actions.identity import resolve_customer
 from actions.runtime import personalization_service
 from actions.slots import SlotPlan
@@ -32,7 +32,13 @@ def request_from_tracker(tracker: Tracker, *, at_session_start: bool) -> Persona
     )
     context_metadata = session_metadata if at_session_start else message_metadata
     channel = tracker.get_latest_input_channel()
-    return PersonalizationRequest(identity, context_from_metadata(context_metadata, channel))
+    message_id = message.get("message_id")
+    conversation = ConversationRef(
+        tracker.sender_id, message_id if isinstance(message_id, str) else None
+    )
+    return PersonalizationRequest(
+        identity, context_from_metadata(context_metadata, channel), conversation
+    )
 
 
 def slot_events(plan: SlotPlan) -> list[EventType]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -11,6 +10,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions.engine import ConversationRef
 from actions.handlers.base import request_from_tracker, slot_events
 from actions.runtime import personalization_service
 from actions.slots import SlotPlan
@@ -56,14 +56,19 @@ class ActionRecommendProducts(Action):
     ) -> list[EventType]:
         """recommended_products, recommendation_text/_reason/_source."""
         try:
-            category = latest_entity(tracker, "category") or tracker.get_slot("category")
+            entity = latest_entity(tracker, "category")
+            category = entity or tracker.get_slot("category")
             message: dict[str, Any] = tracker.latest_message or {}
-            if not category and message.get("intent", {}).get("name") == "ask_category":
+            asked_for_category = message.get("intent", {}).get("name") == "ask_category"
+            if not category and asked_for_category:
                 # NLU missed the entity: the engine finds a category named in the words.
                 category = message.get("text")
             plan = await personalization_service().recommend(
                 request_from_tracker(tracker, at_session_start=False),
                 category=category.lower() if isinstance(category, str) else None,
+                # Only this message counts as asking: a category slot from an earlier
+                # turn narrows the answer but was asked (and recorded) back then.
+                category_asked=bool(entity) or asked_for_category,
             )
         except Exception:
             # A bug must not cost the conversation; the traceback carries no tracker data.
@@ -100,7 +105,9 @@ class ActionSimilarProducts(Action):
                 )
             )
         try:
-            plan = await personalization_service().similar(product)
+            plan = await personalization_service().similar(
+                product, request=request_from_tracker(tracker, at_session_start=False)
+            )
         except Exception:
             logger.exception("%s failed; answering without recommendations", self.name())
             plan = NO_RECOMMENDATIONS
@@ -122,16 +129,13 @@ class ActionRecordRecommendationFeedback(Action):
         skus = shown_skus(tracker)
         if intent not in {"affirm", "deny"} or not skus:
             return []
-        # Stable per message, so a retried call stores nothing twice; hashed because the
-        # sender id may be personal.
-        message = (tracker.latest_message or {}).get("message_id") or ""
-        digest = hashlib.sha256(f"{tracker.sender_id}|{message}".encode()).hexdigest()[:24]
         try:
+            request = request_from_tracker(tracker, at_session_start=False)
+            # Stable per message (a retried call stores nothing twice), hashed.
+            conversation = request.conversation or ConversationRef(tracker.sender_id)
+            prefix = conversation.event_prefix()
             await personalization_service().record_feedback(
-                request_from_tracker(tracker, at_session_start=False),
-                skus,
-                liked=intent == "affirm",
-                event_prefix=f"chat-{digest}",
+                request, skus, liked=intent == "affirm", event_prefix=prefix
             )
         except Exception:
             logger.exception("%s failed; feedback not stored", self.name())

@@ -449,18 +449,57 @@ class AlsRecommender:
         summed = np.bincount(inverse.ravel(), weights=[weight for _, weight in known]).astype(
             np.float64
         )
+        return self._solve_user(unique_rows, summed)
+
+    def user_vector_from_rows(
+        self, item_rows: ArrayLike, weights: ArrayLike
+    ) -> NDArray[np.float32]:
+        """``user_vector_from_items`` for callers that already summed weights per item.
+
+        The hot path's recalculation (``actions.recommend.incremental``) aggregates a
+        customer's history itself; this skips the id conversion and summing.
+
+        Args:
+            item_rows: distinct rows of ``item_ids_``.
+            weights: the summed confidence per row, > 0 (pairs at or below 0 are dropped
+                before, as training drops them).
+
+        Raises:
+            InvalidInputError: empty, lengths differ, a row repeats or is out of range, or
+                a weight is not finite and > 0.
+        """
+        self._check_fitted()
+        rows = np.asarray(item_rows, dtype=np.intp)
+        summed = np.asarray(weights, dtype=np.float64)
+        if rows.ndim != 1 or rows.shape != summed.shape or len(rows) == 0:
+            raise InvalidInputError(
+                f"item_rows and weights must be non-empty 1-D arrays of one length, got "
+                f"shapes {rows.shape} and {summed.shape}"
+            )
+        if rows.min() < 0 or rows.max() >= len(self.item_ids_):
+            raise InvalidInputError(f"item_rows must be in [0, {len(self.item_ids_)})")
+        if len(np.unique(rows)) != len(rows):
+            raise InvalidInputError("item_rows must be distinct: sum each item's weights first")
+        if not (np.isfinite(summed).all() and (summed > 0).all()):
+            raise InvalidInputError("weights must be finite and > 0")
+        return self._solve_user(rows, summed)
+
+    def _solve_user(
+        self, item_rows: NDArray[np.intp], summed: NDArray[np.float64]
+    ) -> NDArray[np.float32]:
+        """One user's least-squares step against the fixed item factors (see above)."""
         params = self.params
         confidence = (
             _weigh(
                 summed,
                 params,
-                item_idf=self.item_idf_[unique_rows],
+                item_idf=self.item_idf_[item_rows],
                 user_weight=np.full(len(summed), summed.sum()),
                 mean_user_weight=self.mean_user_weight_,
             )
             * params.alpha
         )
-        factors = self.item_factors_[unique_rows].astype(np.float64)
+        factors = self.item_factors_[item_rows].astype(np.float64)
         lhs = self._item_gram() + params.regularization * np.eye(params.factors)
         lhs += (factors.T * (confidence - 1.0)) @ factors
         rhs = factors.T @ confidence
@@ -580,7 +619,14 @@ def _fit_implicit(
             random_state=params.random_state,
         )
         model.fit(matrix, show_progress=show_progress, callback=on_iteration)
+        # One exact (Cholesky) solve of every user against the final item factors: fit
+        # leaves users solved by a few conjugate-gradient steps against the previous
+        # iteration's items, while a customer's vector recalculated on the hot path
+        # (``user_vector_from_items``) is the exact solve against the final items. With
+        # this step both are the same function of the data, so recalculating a customer
+        # who did nothing new gives back their trained vector.
+        user_factors = model.recalculate_user(np.arange(matrix.shape[0]), matrix)
     return (
-        np.ascontiguousarray(model.user_factors, dtype=np.float32),
+        np.ascontiguousarray(user_factors, dtype=np.float32),
         np.ascontiguousarray(model.item_factors, dtype=np.float32),
     )

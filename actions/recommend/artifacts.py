@@ -6,7 +6,7 @@ Layout of a model directory::
         CURRENT                                  the version readers should load
         20260101T120000123456Z-1a2b3c4d/         one artifact per version
             factors.npz                          factors, id maps, BM25 state (no pickle)
-            metadata.json                        version, trained_at, params, counts, metrics
+            metadata.json                        version, trained_at, data_cutoff, params, ...
 
 Writing (``save_artifact``): everything goes into a hidden temporary sibling directory,
 is flushed to disk, and the directory is renamed to its version (a rename is atomic on
@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -69,6 +70,9 @@ class ArtifactMetadata:
         metrics: evaluation figures, if the trainer computed any.
         factors_sha256: checksum of ``factors.npz``.
         format: the layout version of the artifact.
+        data_cutoff: ISO 8601 UTC time of the newest interaction trained on; interactions
+            after it are what a customer did since (empty in artifacts written before
+            it was recorded: see ``trained_until``).
     """
 
     version: str
@@ -78,6 +82,19 @@ class ArtifactMetadata:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     factors_sha256: str = ""
     format: int = ARTIFACT_FORMAT
+    data_cutoff: str = ""
+
+    @cached_property
+    def trained_until(self) -> datetime:
+        """The training data cutoff; ``trained_at`` for artifacts that did not record one.
+
+        Training reads every interaction stored when it starts, so an interaction after
+        this time is new to the model. One stored later with an older time (a late
+        import) is only seen by the next training.
+        """
+        when = datetime.fromisoformat(self.data_cutoff or self.trained_at)
+        # Written by this module in UTC; a naive stamp (edited by hand) is read as UTC too.
+        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
     def to_json(self) -> str:
         """The metadata as pretty JSON."""
@@ -100,7 +117,10 @@ class ArtifactMetadata:
                 metrics=dict(document.get("metrics", {})),
                 factors_sha256=str(document.get("factors_sha256", "")),
                 format=int(document["format"]),
+                data_cutoff=str(document.get("data_cutoff") or ""),
             )
+            # Parsed once here, so a bad time fails the load rather than a later request.
+            metadata.trained_until  # noqa: B018  # evaluated for its ValueError
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ArtifactError(f"invalid {METADATA_FILE}: {error!r}") from error
         if metadata.format != ARTIFACT_FORMAT:
@@ -132,6 +152,7 @@ def save_artifact(
     metrics: Mapping[str, Any] | None = None,
     counts: Mapping[str, int] | None = None,
     trained_at: datetime | None = None,
+    data_cutoff: datetime | None = None,
     make_current: bool = True,
 ) -> AlsArtifact:
     """Write a fitted model as a new version and (by default) point ``CURRENT`` at it.
@@ -142,6 +163,8 @@ def save_artifact(
         metrics: evaluation figures to keep with the model.
         counts: data counts; users and items are always recorded.
         trained_at: aware datetime of training (default: now, UTC).
+        data_cutoff: aware datetime of the newest interaction trained on (default:
+            ``trained_at``).
         make_current: replace ``CURRENT`` (off: stage a version without serving it).
 
     Raises:
@@ -177,6 +200,7 @@ def save_artifact(
             counts={"users": len(model.user_ids_), "items": len(model.item_ids_), **(counts or {})},
             metrics=dict(metrics or {}),
             factors_sha256=digest,
+            data_cutoff=(data_cutoff or when).astimezone(timezone.utc).isoformat(),
         )
         _write_durably(scratch / METADATA_FILE, metadata.to_json())
         _fsync_directory(scratch)

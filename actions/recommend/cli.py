@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from actions.errors import PersonalizeError
+from actions.imports.cli import import_group
 from actions.recommend.datasets import MovieLens100k, load_movielens_100k
 from actions.recommend.demo_data import load_store_events, tune_for_store
 from actions.recommend.errors import DatasetUnavailableError
@@ -70,11 +71,9 @@ class DatasetName(str, Enum):
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``evaluate`` and the ``import`` group (``import movielens``) to ``app``."""
+    """Add ``evaluate``, and ``movielens`` to the ``import`` group, to ``app``."""
     app.command("evaluate")(evaluate)
-    import_app = typer.Typer(help="Load public datasets into the store.", no_args_is_help=True)
-    import_app.command("movielens")(import_movielens)
-    app.add_typer(import_app, name="import")
+    import_group(app).command("movielens")(import_movielens)
 
 
 def _fail(message: PersonalizeError | str) -> NoReturn:

@@ -3,9 +3,11 @@
 Per request, the first strategy that can answer does, and later ones top the list up:
 
 1. ``als``: the customer is in the trained model (the precomputed list when it is from
-   the serving model version, else scored live).
-2. ``session``: not in the model, but with recent interactions: a user vector is
-   recalculated from them against the item factors.
+   the serving model version, else scored live). When they did something after the
+   model's training data cutoff, their vector is recalculated from their whole history
+   first (``actions.recommend.incremental``) and precomputed lists are not used.
+2. ``session``: not in the model, but with a history: a user vector is recalculated
+   from it against the item factors.
 3. ``content``: only interests (tags such as ``interested_in_running``) or a category
    (asked now, or the favourite): TF-IDF similarity.
 4. ``segment_popular``: most popular with customers of the same stored segment.
@@ -47,9 +49,18 @@ from actions.recommend.filters import (
     Scored,
     merge_unique,
 )
+from actions.recommend.incremental import (
+    INLINE_HISTORY_ROWS,
+    FreshVector,
+    counted_kinds,
+    fresh_vector,
+    has_news,
+    history_query,
+)
 from actions.recommend.popularity import PopularityRecommender
 from actions.recommend.training import als_dir, store_confidence
 from actions.store.catalogue import CustomerItems
+from actions.store.history import CustomerHistory, HistoryEntry, HistoryQuery
 from actions.store.records import ProductRecord
 from actions.store.sql_store import SqlStore
 
@@ -165,6 +176,8 @@ class RecommendationService:
         self.refresh_every_s = refresh_every_s
         self._resources: Resources | None = None
         self._build: asyncio.Future[None] | None = None
+        self._confidence = store_confidence()
+        self._counted_kinds = counted_kinds(self._confidence)
 
     async def resources(self) -> Resources:
         """The in-memory resources: built once, then refreshed in the background.
@@ -193,6 +206,14 @@ class RecommendationService:
             logger.warning(
                 "Recommendations not warmed up (%s); will retry on use.", type(error).__name__
             )
+
+    def history_query(self, customer_key: str) -> HistoryQuery | None:
+        """The history to read with this customer's items for the serving model (no I/O).
+
+        None before a model is loaded. Passed to the store's customer read, so that the
+        history comes in the same hop, and only when it is new to the model.
+        """
+        return history_query(self.models.artifact, customer_key, self._counted_kinds)
 
     async def _rebuild(self) -> None:
         try:
@@ -227,6 +248,7 @@ class RecommendationService:
         )
         candidates = filters.candidates(resources.catalogue)
         depth = request.n * 3 if request.strategy != "default" else request.n
+        fresh = await self._fresh_vector(request.customer_key, items, artifact)
         strategies = self._strategies(
             request=request,
             items=items,
@@ -234,6 +256,7 @@ class RecommendationService:
             artifact=artifact,
             candidates=candidates,
             exclude=exclude,
+            recalculated=fresh,
         )
         ranked: list[tuple[str, list[Scored]]] = []
         merged: list[Scored] = []
@@ -259,9 +282,39 @@ class RecommendationService:
             category=category,
             products=tuple(products),
             source=source,
-            reason=_reason(source, request, items, resources),
+            reason=_reason(source, request, items, resources, fresh),
             model_version=artifact.version if artifact is not None else None,
         )
+
+    async def _fresh_vector(
+        self, customer_key: str, items: CustomerItems, artifact: AlsArtifact | None
+    ) -> FreshVector | None:
+        """The customer's recalculated vector when their history is new to the model.
+
+        The history normally came with the items (``history_query``); when it did not,
+        or was read for another model, it is read here (one bounded query).
+        """
+        query = history_query(artifact, customer_key, self._counted_kinds)
+        if artifact is None or query is None:
+            return None
+        history = items.history
+        if history is None or not history.query.covers(query):
+            if items.customer_id is None:
+                return None
+            history = await self._read_history(items.customer_id, query)
+        if history is None or not has_news(history, query):
+            return None
+        if len(history.entries) > INLINE_HISTORY_ROWS:
+            return await asyncio.to_thread(fresh_vector, artifact, history, self._confidence)
+        return fresh_vector(artifact, history, self._confidence)
+
+    async def _read_history(self, customer_id: int, query: HistoryQuery) -> CustomerHistory | None:
+        try:
+            return await self.store.load_customer_history(customer_id, query)
+        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+            # The trained vector still answers; only the newest interactions are missed.
+            logger.warning("Reading a customer's history failed (%s).", type(error).__name__)
+            return None
 
     def _strategies(
         self,
@@ -272,11 +325,25 @@ class RecommendationService:
         artifact: AlsArtifact | None,
         candidates: CandidateSet,
         exclude: set[str],
+        recalculated: FreshVector | None,
     ) -> list[tuple[str, Callable[[int], list[Scored]]]]:
         """The chain for this request, in order, as (source, depth -> scored) pairs."""
         chain: list[tuple[str, Callable[[int], list[Scored]]]] = []
         model = artifact.model if artifact is not None else None
-        if model is not None and model.has_user(request.customer_key):
+        known = model is not None and model.has_user(request.customer_key)
+        if model is not None and recalculated is not None:
+            # New interactions since training: the recalculated vector, never the stale
+            # precomputed list or trained vector.
+            vector = recalculated.vector
+            chain.append(
+                (
+                    "als" if known else "session",
+                    lambda depth: model.recommend_for_vector(
+                        vector, depth, exclude=exclude, candidates=candidates
+                    ),
+                )
+            )
+        elif model is not None and known:
             fresh = artifact is not None and items.precomputed_version == artifact.version
 
             def collaborative(depth: int) -> list[Scored]:
@@ -293,7 +360,8 @@ class RecommendationService:
                 )
 
             chain.append(("als", collaborative))
-        elif model is not None and items.recent:
+        elif model is not None and items.history is None and items.recent:
+            # No history was read (a caller without one): the recent interactions only.
             chain.append(
                 ("session", lambda depth: _session_list(model, items, depth, exclude, candidates))
             )
@@ -381,9 +449,35 @@ def _order(products: list[ProductRecord], strategy: str) -> list[ProductRecord]:
     return products
 
 
+# The reason for a recalculated vector names the newest thing the customer did; views,
+# clicks and searches all read as "looked at".
+_INTEREST_REASONS: Final = {
+    "purchase": "because you bought {}",
+    "cart": "because you put {} in your cart",
+    "feedback": "because you liked {}",
+    "rating": "because you rated {}",
+}
+
+
+def _interest_reason(entry: HistoryEntry, resources: Resources) -> str | None:
+    product = resources.products.get(entry.sku)
+    if product is None:
+        return None
+    return _INTEREST_REASONS.get(entry.kind, "because you looked at {}").format(product.title)
+
+
 def _reason(  # noqa: PLR0911  # one sentence per strategy and situation
-    source: str, request: RecommendationRequest, items: CustomerItems, resources: Resources
+    source: str,
+    request: RecommendationRequest,
+    items: CustomerItems,
+    resources: Resources,
+    fresh: FreshVector | None = None,
 ) -> str:
+    if source in {"als", "session"} and fresh is not None:
+        # The vector was recalculated because of this: say so.
+        reason = _interest_reason(fresh.newest, resources)
+        if reason is not None:
+            return reason
     if source == "als":
         if items.last_purchase_title:
             return f"because you bought {items.last_purchase_title}"

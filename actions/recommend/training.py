@@ -93,6 +93,8 @@ async def train_from_store(
         model,
         als_dir(model_dir),
         counts={"interactions": len(rows.skus), "pairs": len(data)},
+        # What a customer does after this is new to the model (see recommend/incremental).
+        data_cutoff=rows.newest_at,
     )
     prune_artifacts(als_dir(model_dir), keep=3)
     precomputed = 0

@@ -4,6 +4,8 @@ The field names here are the vocabulary of the rule file: ``segment``, ``tags``,
 ``days_since_last_purchase``, ``device``... :data:`FIELDS` registers each one with its kind
 so the loader can check a rule against it, and two prefixed families reach into mappings:
 ``category_affinity.<category>`` and ``attributes.<name>`` (the profile's free attributes).
+The ``session_*`` facts count what happened in the current conversation (recommendations
+shown, accepted, rejected; categories asked), from :mod:`actions.cache.counters`.
 
 A missing value is ``None`` ("unknown"): a rule that needs it simply does not match.
 """
@@ -17,12 +19,16 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from actions.context import ConversationContext, time_of_day
 from actions.errors import InvalidInputError
 from actions.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, TIMES_OF_DAY
 from actions.store.records import CustomerSnapshot
+
+if TYPE_CHECKING:
+    # Only the type: the rules (and `personalize rules check`) need no Redis client.
+    from actions.cache.counters import SessionCounts
 
 WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKEND: Final = frozenset({"saturday", "sunday"})
@@ -76,6 +82,11 @@ class Facts:
     channel: str | None = None
     device: str | None = None
     location: str | None = None
+    # What happened in this conversation so far (zeros for a new one or outside a chat).
+    session_recommendations_shown: int = 0
+    session_recommendations_accepted: int = 0
+    session_recommendations_rejected: int = 0
+    session_categories_asked: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,26 @@ FIELDS: Final[Mapping[str, FieldSpec]] = {
         FieldSpec("channel", "text", "chat channel from message metadata, e.g. web, app"),
         FieldSpec("device", "text", "device from message metadata, e.g. mobile, desktop"),
         FieldSpec("location", "text", "location from message metadata"),
+        FieldSpec(
+            "session_recommendations_shown",
+            "number",
+            "products recommended in this conversation so far",
+        ),
+        FieldSpec(
+            "session_recommendations_accepted",
+            "number",
+            "times the customer said yes to recommendations in this conversation",
+        ),
+        FieldSpec(
+            "session_recommendations_rejected",
+            "number",
+            "times the customer said no to recommendations in this conversation",
+        ),
+        FieldSpec(
+            "session_categories_asked",
+            "number",
+            "messages in which the customer asked for a category in this conversation",
+        ),
     )
 }
 
@@ -176,6 +207,8 @@ def facts_from(
     context: ConversationContext,
     now: datetime,
     location: str | None = None,
+    *,
+    session: SessionCounts | None = None,
 ) -> Facts:
     """The facts about one customer now.
 
@@ -186,6 +219,7 @@ def facts_from(
         context: channel, device and time zone from message metadata.
         now: the current time, timezone-aware.
         location: the location from message metadata, when the channel sends one.
+        session: the conversation's counters (``None``: none yet, all zero).
     """
     local = context.local_time(now)
     weekday = WEEKDAYS[local.weekday()]
@@ -199,6 +233,14 @@ def facts_from(
         device=context.device,
         location=_location(location),
     )
+    if session is not None:
+        situation = replace(
+            situation,
+            session_recommendations_shown=session.recommendations_shown,
+            session_recommendations_accepted=session.recommendations_accepted,
+            session_recommendations_rejected=session.recommendations_rejected,
+            session_categories_asked=session.categories_asked,
+        )
     if snapshot is None:
         return situation
     metrics = snapshot.metrics

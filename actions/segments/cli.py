@@ -101,7 +101,7 @@ def segment(
         try:
             with cli._stage_progress() as advance:
                 async with store.sessions.begin() as session:
-                    return await cli._guarded(
+                    run = await cli._guarded(
                         segment_customers(
                             session,
                             segmenter=segmenter,
@@ -110,6 +110,9 @@ def segment(
                             progress=advance,
                         )
                     )
+            # After the commit: cached snapshots hold the old segments.
+            await cli._invalidate_profile_cache(settings)
+            return run
         finally:
             await store.dispose()
 
@@ -234,7 +237,10 @@ def tag(
         store = cli._batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                return await cli._guarded(apply_tag_rules(session, rules, now=now))
+                run = await cli._guarded(apply_tag_rules(session, rules, now=now))
+            # After the commit: cached snapshots hold the old tags.
+            await cli._invalidate_profile_cache(settings)
+            return run
         finally:
             await store.dispose()
 

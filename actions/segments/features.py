@@ -68,7 +68,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from actions.segments.errors import FeatureMismatchError
-from actions.store.models import Customer, Interaction, Product, utc_now
+from actions.store.database import member_of
+from actions.store.models import ASSISTANT_KINDS, Customer, Interaction, Product, utc_now
 from actions.store.repository import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -259,11 +260,12 @@ async def compute_features(
     # Core statements on the session's connection: the ORM's row processing would cost
     # more than the aggregates themselves.
     connection = await session.connection()
+    dialect = connection.dialect.name
     customer_parts: list[NDArray[np.float64]] = []
     done = 0
     notify("features", 0, total)
     for chunk in chunks:
-        result = await connection.stream(_customer_statement(chunk))
+        result = await connection.stream(_customer_statement(chunk, dialect))
         async for partition in result.partitions(STREAM_BATCH):
             # Plain tuples: numpy probes a Row for array protocols, key by key.
             rows = [tuple(row) for row in partition]
@@ -277,7 +279,7 @@ async def compute_features(
     done = 0
     notify("categories", 0, total)
     for chunk in chunks:
-        result = await connection.stream(_category_statement(chunk))
+        result = await connection.stream(_category_statement(chunk, dialect))
         async for partition in result.partitions(STREAM_BATCH):
             sums.add(partition)
             done = min(total, done + len(partition))
@@ -387,22 +389,28 @@ async def _catalogue_summary(
     return medians, sorted(ranked[:MAX_AFFINITY_CATEGORIES]), len(ranked) > MAX_AFFINITY_CATEGORIES
 
 
-def _customer_statement(chunk: Iterable[int] | None) -> Select[Any]:
+def _customer_statement(chunk: Iterable[int] | None, dialect: str) -> Select[Any]:
     """Per customer: id, purchases, spent, last purchase (epoch s, -1 none), sessions,
     views, chat clicks, age (-1 unknown), gender code (0 unknown), loyalty ordinal."""
     i = Interaction
     is_purchase = i.kind == "purchase"
-    totals = select(
-        i.customer_id.label("customer_id"),
-        func.count(case((is_purchase, 1))).label("purchases"),
-        cast(func.sum(case((is_purchase, i.price * i.quantity), else_=0)), Float).label("spent"),
-        EpochSeconds(func.max(case((is_purchase, i.occurred_at)))).label("last_purchase"),
-        func.count(UtcDay(i.occurred_at).distinct()).label("sessions"),
-        func.count(case((i.kind == "view", 1))).label("views"),
-        func.count(case((i.kind == "chat_click", 1))).label("clicks"),
-    ).group_by(i.customer_id)
+    totals = (
+        select(
+            i.customer_id.label("customer_id"),
+            func.count(case((is_purchase, 1))).label("purchases"),
+            cast(func.sum(case((is_purchase, i.price * i.quantity), else_=0)), Float).label(
+                "spent"
+            ),
+            EpochSeconds(func.max(case((is_purchase, i.occurred_at)))).label("last_purchase"),
+            func.count(UtcDay(i.occurred_at).distinct()).label("sessions"),
+            func.count(case((i.kind == "view", 1))).label("views"),
+            func.count(case((i.kind == "chat_click", 1))).label("clicks"),
+        )
+        .where(i.kind.not_in(ASSISTANT_KINDS))
+        .group_by(i.customer_id)
+    )
     if chunk is not None:
-        totals = totals.where(i.customer_id.in_(list(chunk)))
+        totals = totals.where(member_of(i.customer_id, list(chunk), dialect))
     sub = totals.subquery()
     gender = func.lower(Customer.gender)
     statement = (
@@ -427,11 +435,11 @@ def _customer_statement(chunk: Iterable[int] | None) -> Select[Any]:
         .order_by(Customer.id)
     )
     if chunk is not None:
-        statement = statement.where(Customer.id.in_(list(chunk)))
+        statement = statement.where(member_of(Customer.id, list(chunk), dialect))
     return statement
 
 
-def _category_statement(chunk: Iterable[int] | None) -> Select[Any]:
+def _category_statement(chunk: Iterable[int] | None, dialect: str) -> Select[Any]:
     """Per customer and category: affinity weight, priced purchases, price paid, discounted."""
     i = Interaction
     is_purchase = i.kind == "purchase"
@@ -453,5 +461,5 @@ def _category_statement(chunk: Iterable[int] | None) -> Select[Any]:
         .group_by(i.customer_id, Product.category)
     )
     if chunk is not None:
-        statement = statement.where(i.customer_id.in_(list(chunk)))
+        statement = statement.where(member_of(i.customer_id, list(chunk), dialect))
     return statement

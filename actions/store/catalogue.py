@@ -5,7 +5,7 @@ precomputed lists and chat-side interactions. Sessions and connections come from
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -16,8 +16,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions.store.history import CustomerHistory, HistoryQuery, read_customer_history
 from actions.store.models import (
     Customer,
+    CustomerAlias,
     Interaction,
     PrecomputedRecommendations,
     Product,
@@ -39,6 +41,9 @@ class CustomerItems:
     precomputed_version: str | None = None
     # The title of the customer's latest purchase, for "because you bought ..." reasons.
     last_purchase_title: str | None = None
+    customer_id: int | None = None
+    # Aggregated history for recalculating the customer's vector; None when not asked for.
+    history: CustomerHistory | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class TrainingRows:
     skus: list[str]
     kinds: list[str]
     values: list[float | None]
+    # When the newest of these interactions happened: the model's training data cutoff.
+    newest_at: datetime | None = None
 
 
 def read_products(connection: Connection) -> list[ProductRecord]:
@@ -79,7 +86,9 @@ def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
         .order_by(interactions.c.occurred_at.desc())
     )
     recent = (
-        select(products.c.sku, interactions.c.kind, interactions.c.value)
+        select(
+            products.c.sku, interactions.c.kind, interactions.c.value, interactions.c.occurred_at
+        )
         .join(products, products.c.id == interactions.c.product_id)
         .where(interactions.c.customer_id == bindparam("customer_id"))
         .where(interactions.c.occurred_at >= bindparam("since"))
@@ -99,10 +108,13 @@ def read_customer_items(
     recent_limit: int = 50,
     *,
     with_precomputed: bool = True,
+    history: HistoryQuery | None = None,
 ) -> CustomerItems:
     """A customer's purchases, recent interactions and precomputed list (three reads).
 
-    ``with_precomputed=False`` skips the precomputed list (Redis holds it).
+    ``with_precomputed=False`` skips the precomputed list (Redis holds it). ``history``
+    adds the aggregated history when it asks for one (see ``actions.store.history``):
+    usually no statement when nothing is new, one bounded statement when something is.
     """
     purchased_statement, recent_statement, stored_statement = _customer_item_statements()
     purchases = connection.execute(purchased_statement, {"customer_id": customer_id}).all()
@@ -120,6 +132,17 @@ def read_customer_items(
         precomputed=tuple((str(sku), float(score)) for sku, score in stored[0]) if stored else (),
         precomputed_version=stored.model_version if stored else None,
         last_purchase_title=purchases[0].title if purchases else None,
+        customer_id=customer_id,
+        history=None
+        if history is None
+        else read_customer_history(
+            connection,
+            customer_id,
+            history,
+            [(row.kind, row.occurred_at) for row in recent],
+            recent_since=since,
+            recent_complete=len(recent) < recent_limit,
+        ),
     )
 
 
@@ -140,21 +163,30 @@ def read_popularity_rows(connection: Connection) -> list[tuple[str, str | None, 
 
 
 async def read_training_rows(session: AsyncSession) -> TrainingRows:
-    """Every interaction that names a product, streamed in batches."""
+    """Every interaction that names a product, streamed in batches, and the newest time."""
     rows = TrainingRows([], [], [], [])
+    newest_at: datetime | None = None
     result = await session.stream(
-        select(Customer.customer_key, Product.sku, Interaction.kind, Interaction.value)
+        select(
+            Customer.customer_key,
+            Product.sku,
+            Interaction.kind,
+            Interaction.value,
+            Interaction.occurred_at,
+        )
         .join(Customer, Customer.id == Interaction.customer_id)
         .join(Product, Product.id == Interaction.product_id)
         .execution_options(yield_per=20_000)
     )
     async for partition in result.partitions():
-        for key, sku, kind, value in partition:
+        for key, sku, kind, value, occurred_at in partition:
             rows.customer_keys.append(key)
             rows.skus.append(sku)
             rows.kinds.append(kind)
             rows.values.append(value)
-    return rows
+            if newest_at is None or occurred_at > newest_at:
+                newest_at = occurred_at
+    return replace(rows, newest_at=newest_at)
 
 
 async def customer_ids_by_key(session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
@@ -187,51 +219,131 @@ async def replace_precomputed(
     return len(rows)
 
 
-async def record_interactions(
+@dataclass(frozen=True)
+class ChatInteraction:
+    """One thing that happened in a chat, to store as an interaction.
+
+    ``sku`` names the product (``shown``, ``feedback``); product-less kinds
+    (``category_asked``) carry a ``category`` instead.
+    """
+
+    event_id: str
+    kind: str
+    sku: str | None = None
+    value: float | None = None
+    category: str | None = None
+
+
+# Column widths of interactions.category and .location: longer text is cut, not refused.
+_MAX_CATEGORY = 64
+_MAX_LOCATION = 128
+
+
+def _storable(event: ChatInteraction, product_ids: dict[str, int]) -> bool:
+    if event.sku is not None:
+        return event.sku in product_ids
+    return bool(event.category)
+
+
+async def insert_chat_interactions(
     session: AsyncSession,
     customer_key: str,
-    events: Sequence[tuple[str, str, str, float | None]],
+    events: Sequence[ChatInteraction],
     *,
     channel: str | None,
     occurred_at: datetime,
-) -> int:
-    """Store chat-side interactions (event_id, sku, kind, value) for a customer.
+    device: str | None = None,
+    location: str | None = None,
+) -> set[str]:
+    """Store chat-side interactions for a customer; returns the event ids that were new.
 
-    A customer not yet in the store is created (first seen). Unknown skus are skipped;
-    an event id already stored is skipped too, so a retried action call stores nothing
-    twice. Returns the number of new interactions.
+    A customer not yet in the store is created (first seen). Events naming an unknown sku
+    are skipped, as are product-less events without a category; an event id already
+    stored is skipped too, so a retried action call stores nothing twice.
     """
     dialect = session.get_bind().dialect.name
     upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(
-        upsert(Customer)
-        .values(customer_key=customer_key, created_at=occurred_at, loyalty_tier="none")
-        .on_conflict_do_nothing(index_elements=["customer_key"])
-    )
     customer_id = await session.scalar(
         select(Customer.id).where(Customer.customer_key == customer_key)
     )
-    skus = {sku for _, sku, _, _ in events}
-    product_ids = dict(
-        (await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus)))).all()
-    )
+    if customer_id is None:
+        # The old key of a customer merged into another (an import's dedupe) must reach
+        # the survivor, not create a new customer that splits the history again.
+        customer_id = await session.scalar(
+            select(CustomerAlias.customer_id).where(CustomerAlias.alias_key == customer_key)
+        )
+    if customer_id is None:
+        await session.execute(
+            upsert(Customer)
+            .values(customer_key=customer_key, created_at=occurred_at, loyalty_tier="none")
+            .on_conflict_do_nothing(index_elements=["customer_key"])
+        )
+        customer_id = await session.scalar(
+            select(Customer.id).where(Customer.customer_key == customer_key)
+        )
+    skus = {event.sku for event in events if event.sku is not None}
+    product_ids: dict[str, int] = {}
+    if skus:
+        found = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus)))
+        product_ids = {sku: int(product_id) for sku, product_id in found.all()}
     rows = [
         {
-            "event_id": event_id,
+            "event_id": event.event_id,
             "customer_id": customer_id,
-            "product_id": product_ids[sku],
-            "kind": kind,
-            "value": value,
+            "product_id": product_ids[event.sku] if event.sku is not None else None,
+            "kind": event.kind,
+            "value": event.value,
             "quantity": 1,
             "channel": channel,
+            "device": device,
+            "location": location[:_MAX_LOCATION] if location else None,
+            "category": event.category[:_MAX_CATEGORY] if event.category else None,
             "occurred_at": occurred_at,
         }
-        for event_id, sku, kind, value in events
-        if sku in product_ids
+        for event in events
+        if _storable(event, product_ids)
     ]
     if not rows:
-        return 0
+        return set()
+    # RETURNING lists only the rows really inserted (PostgreSQL, SQLite >= 3.35). Looked
+    # up as a Table, which is what Core insert() is typed for.
+    interactions = Interaction.metadata.tables[Interaction.__tablename__]
     result = await session.execute(
-        upsert(Interaction).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
+        upsert(interactions)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(interactions.c.event_id),
+        rows,
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return set(result.scalars().all())
+
+
+async def record_interactions(
+    session: AsyncSession,
+    customer_key: str,
+    events: Sequence[tuple[str, str, str, float | None] | ChatInteraction],
+    *,
+    channel: str | None,
+    occurred_at: datetime,
+    device: str | None = None,
+    location: str | None = None,
+) -> int:
+    """Store chat-side interactions, as (event_id, sku, kind, value) or
+    :class:`ChatInteraction` (product-less kinds with a category); see
+    :func:`insert_chat_interactions`. Returns the number of new interactions.
+    """
+    chat_events = [
+        event
+        if isinstance(event, ChatInteraction)
+        else ChatInteraction(event[0], event[2], sku=event[1], value=event[3])
+        for event in events
+    ]
+    new = await insert_chat_interactions(
+        session,
+        customer_key,
+        chat_events,
+        channel=channel,
+        occurred_at=occurred_at,
+        device=device,
+        location=location,
+    )
+    return len(new)

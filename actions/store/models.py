@@ -39,6 +39,8 @@ INTERACTION_KINDS: Final = (
     "shown",
     "category_asked",
 )
+# What the assistant did rather than the customer: never counted as customer activity.
+ASSISTANT_KINDS: Final = ("shown",)
 KIND_CHECK: Final = "kind IN ({})".format(", ".join(f"'{kind}'" for kind in INTERACTION_KINDS))
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
@@ -92,12 +94,46 @@ class Customer(Base):
     # Set only by the synthetic demo generator: the behaviour group a customer was drawn
     # from, so segmentation can be scored against the truth.
     synthetic_group: Mapped[str | None] = mapped_column(String(32))
+    # Contact details, each encrypted on its own (AES-256-GCM) as "<key id>:<base64 of
+    # nonce + ciphertext>" (actions/imports/contacts.py); never keys, never logged.
+    name_encrypted: Mapped[str | None] = mapped_column(String(512))
+    email_encrypted: Mapped[str | None] = mapped_column(String(512))
+    phone_encrypted: Mapped[str | None] = mapped_column(String(512))
+    # Blind indexes: keyed hashes of the normalised e-mail and phone, so that an import
+    # finds an exact duplicate by an indexed lookup instead of decrypting every row.
+    email_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
 
     __table_args__ = (
         CheckConstraint(
             "loyalty_tier IN ('none', 'silver', 'gold', 'platinum')", name="ck_customers_tier"
         ),
         CheckConstraint("age IS NULL OR (age >= 0 AND age < 150)", name="ck_customers_age"),
+    )
+
+
+ALIAS_MATCHES: Final = ("exact", "fuzzy")
+
+
+class CustomerAlias(Base):
+    """The key of a customer merged into another, so their old id still reaches them.
+
+    Events, chats and profile reads under the alias key resolve to ``customer_id``.
+    """
+
+    __tablename__ = "customer_aliases"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alias_key: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    # How the duplicate was found: equal e-mail or phone, or a fuzzy match.
+    match: Mapped[str] = mapped_column(String(16))
+    merged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        CheckConstraint("match IN ('exact', 'fuzzy')", name="ck_customer_aliases_match"),
     )
 
 

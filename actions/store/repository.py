@@ -11,8 +11,11 @@ from sqlalchemy import Select, bindparam, case, delete, func, insert, select, tr
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions.store.database import member_of
 from actions.store.models import (
+    ASSISTANT_KINDS,
     Customer,
+    CustomerAlias,
     CustomerProfile,
     CustomerTag,
     Interaction,
@@ -46,25 +49,30 @@ DISCOUNT_THRESHOLD = 0.95
 
 
 @lru_cache(maxsize=1)
-def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
-    """The hot path's three statements, built once: building them costs more than running."""
+def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
+    """The hot path's statements, built once: building them costs more than running."""
     customers, profiles = Customer.__table__, CustomerProfile.__table__
     tags, segments = CustomerTag.__table__, SegmentAssignment.__table__
-    customer = (
-        select(
-            customers.c.id,
-            customers.c.created_at,
-            customers.c.loyalty_tier,
-            customers.c.age,
-            customers.c.gender,
-            customers.c.country,
-            customers.c.city,
-            profiles.c.attributes,
-            profiles.c.metrics,
-            profiles.c.version,
-        )
-        .select_from(customers.outerjoin(profiles, profiles.c.customer_id == customers.c.id))
-        .where(customers.c.customer_key == bindparam("key"))
+    aliases = CustomerAlias.__table__
+    customer_columns = select(
+        customers.c.id,
+        customers.c.created_at,
+        customers.c.loyalty_tier,
+        customers.c.age,
+        customers.c.gender,
+        customers.c.country,
+        customers.c.city,
+        profiles.c.attributes,
+        profiles.c.metrics,
+        profiles.c.version,
+    ).select_from(customers.outerjoin(profiles, profiles.c.customer_id == customers.c.id))
+    customer = customer_columns.where(customers.c.customer_key == bindparam("key"))
+    # The key of a customer merged into another (see actions/imports) reaches the survivor.
+    aliased_customer = customer_columns.where(
+        customers.c.id
+        == select(aliases.c.customer_id)
+        .where(aliases.c.alias_key == bindparam("key"))
+        .scalar_subquery()
     )
     customer_tags = (
         select(tags.c.tag, tags.c.source, tags.c.weight, tags.c.updated_at)
@@ -83,19 +91,24 @@ def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
         .order_by(segments.c.assigned_at.desc(), segments.c.id.desc())
         .limit(1)
     )
-    return customer, customer_tags, latest_segment
+    return customer, aliased_customer, customer_tags, latest_segment
 
 
 def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot | None:
     """Everything the hot path needs about the customer with ``key``, or None if unknown.
 
     Synchronous on purpose: it runs in one worker thread (SQLite) or one greenlet hop
-    (PostgreSQL) instead of a thread hop per cursor call. Three indexed point reads.
+    (PostgreSQL) instead of a thread hop per cursor call. Three indexed point reads; the
+    alias of a merged customer costs a fourth, and only when the key is not a customer's.
     """
-    customer_statement, tags_statement, segment_statement = _snapshot_statements()
+    customer_statement, aliased_statement, tags_statement, segment_statement = (
+        _snapshot_statements()
+    )
     row = connection.execute(customer_statement, {"key": key}).one_or_none()
     if row is None:
-        return None
+        row = connection.execute(aliased_statement, {"key": key}).one_or_none()
+        if row is None:
+            return None
     tags = connection.execute(tags_statement, {"customer_id": row.id}).all()
     segment = connection.execute(segment_statement, {"customer_id": row.id}).one_or_none()
     return CustomerSnapshot(
@@ -117,6 +130,19 @@ async def load_customer_snapshot(session: AsyncSession, key: str) -> CustomerSna
     """:func:`read_customer_snapshot` inside an open async session (sees its pending rows)."""
     connection = await session.connection()
     return await connection.run_sync(read_customer_snapshot, key)
+
+
+async def aliased_customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
+    """alias key -> id of the customer it was merged into, for the keys that are aliases."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 1_000):
+        rows = await session.execute(
+            select(CustomerAlias.alias_key, CustomerAlias.customer_id).where(
+                CustomerAlias.alias_key.in_(keys[start : start + 1_000])
+            )
+        )
+        found.update({key: int(customer_id) for key, customer_id in rows.all()})
+    return found
 
 
 async def store_stats(session: AsyncSession) -> StoreStats:
@@ -151,7 +177,12 @@ async def write_profile_metrics(
     one row per customer, and per customer and category, comes back. A profile's version
     goes up only when its metrics change. Returns the number of profiles written.
     """
-    only = true() if customer_ids is None else Interaction.customer_id.in_(customer_ids)
+    dialect = session.get_bind().dialect.name
+    only = (
+        true()
+        if customer_ids is None
+        else member_of(Interaction.customer_id, customer_ids, dialect)
+    )
     is_purchase = Interaction.kind == "purchase"
     spent = Interaction.price * Interaction.quantity
     discounted = (Interaction.price < Product.price * DISCOUNT_THRESHOLD) & is_purchase
@@ -168,7 +199,7 @@ async def write_profile_metrics(
             func.sum(case((discounted, 1), else_=0)),
         )
         .outerjoin(Product, Product.id == Interaction.product_id)
-        .where(only)
+        .where(only, Interaction.kind.not_in(ASSISTANT_KINDS))
         .group_by(Interaction.customer_id)
     )
     weight = case(
@@ -198,7 +229,9 @@ async def write_profile_metrics(
         (
             await session.execute(
                 select(profiles.c.customer_id, profiles.c.metrics).where(
-                    true() if customer_ids is None else profiles.c.customer_id.in_(customer_ids)
+                    true()
+                    if customer_ids is None
+                    else member_of(profiles.c.customer_id, customer_ids, dialect)
                 )
             )
         ).all()
@@ -260,6 +293,7 @@ async def delete_all_rows(session: AsyncSession) -> None:
         Interaction,
         CustomerProfile,
         Product,
+        CustomerAlias,
         Customer,
     ):
         await session.execute(delete(model))

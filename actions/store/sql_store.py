@@ -24,6 +24,7 @@ from actions.store.database import (
     session_factory,
     sqlite_pragmas,
 )
+from actions.store.history import CustomerHistory, HistoryQuery, read_customer_history
 from actions.store.records import CustomerSnapshot, ProductRecord, StoreStats
 from actions.store.repository import read_customer_snapshot, store_stats
 
@@ -31,15 +32,31 @@ T = TypeVar("T")
 
 
 def _read_customer_context(
-    connection: Connection, customer_key: str, since: datetime, with_precomputed: bool
+    connection: Connection,
+    customer_key: str,
+    since: datetime,
+    with_precomputed: bool,
+    history: HistoryQuery | None = None,
 ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
     snapshot = read_customer_snapshot(connection, customer_key)
     if snapshot is None:
         return None, None
     items = read_customer_items(
-        connection, snapshot.customer_id, since, with_precomputed=with_precomputed
+        connection, snapshot.customer_id, since, with_precomputed=with_precomputed, history=history
     )
     return snapshot, items
+
+
+def _read_customer_items(
+    connection: Connection,
+    customer_id: int,
+    since: datetime,
+    with_precomputed: bool,
+    history: HistoryQuery | None = None,
+) -> CustomerItems:
+    return read_customer_items(
+        connection, customer_id, since, with_precomputed=with_precomputed, history=history
+    )
 
 
 def _read_recommendation_inputs(
@@ -77,10 +94,36 @@ class SqlStore:
         return await self._read(read_customer_snapshot, customer_key)
 
     async def load_customer_context(
-        self, customer_key: str, since: datetime, *, with_precomputed: bool = True
+        self,
+        customer_key: str,
+        since: datetime,
+        *,
+        with_precomputed: bool = True,
+        history: HistoryQuery | None = None,
     ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
-        """Snapshot and items of one customer, in one thread hop or greenlet hop."""
-        return await self._read(_read_customer_context, customer_key, since, with_precomputed)
+        """Snapshot and items of one customer, in one thread hop or greenlet hop.
+
+        ``history``: also the aggregated history when it has something new (see
+        ``actions.store.history``), in the same hop.
+        """
+        return await self._read(
+            _read_customer_context, customer_key, since, with_precomputed, history
+        )
+
+    async def load_customer_items(
+        self,
+        customer_id: int,
+        since: datetime,
+        *,
+        with_precomputed: bool = True,
+        history: HistoryQuery | None = None,
+    ) -> CustomerItems:
+        """A known customer's items alone (the snapshot came from the profile cache)."""
+        return await self._read(_read_customer_items, customer_id, since, with_precomputed, history)
+
+    async def load_customer_history(self, customer_id: int, query: HistoryQuery) -> CustomerHistory:
+        """One customer's aggregated history on its own (when the items came without it)."""
+        return await self._read(read_customer_history, customer_id, query)
 
     async def read_recommendation_inputs(
         self,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
+from actions.engine import ConversationRef
 from actions.handlers.recommend import (
     ActionRecommendProducts,
     ActionRecordRecommendationFeedback,
@@ -23,16 +25,26 @@ class RecordingService:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    async def recommend(self, request: Any, *, category: str | None = None) -> SlotPlan:
+        self.requests: list[Any] = []
+        self.category_asked: list[bool] = []
+        self.event_prefixes: list[str] = []
+
+    async def recommend(
+        self, request: Any, *, category: str | None = None, category_asked: bool = False
+    ) -> SlotPlan:
         self.calls.append(("recommend", category))
+        self.requests.append(request)
+        self.category_asked.append(category_asked)
         return SlotPlan({"recommended_products": [], "recommendation_source": "popular"})
 
-    async def similar(self, product: str) -> SlotPlan:
+    async def similar(self, product: str, *, request: Any = None) -> SlotPlan:
         self.calls.append(("similar", product))
+        self.requests.append(request)
         return SlotPlan({"recommended_products": []})
 
     async def record_feedback(self, request: Any, skus: list[str], **kwargs: Any) -> int:
         self.calls.append(("feedback", (skus, kwargs["liked"])))
+        self.event_prefixes.append(kwargs["event_prefix"])
         return len(skus)
 
     async def close(self) -> None:
@@ -55,28 +67,45 @@ def tracker_with(text: str, intent: str, entities: list[dict[str, Any]], **slots
 
 
 @pytest.mark.parametrize(
-    ("text", "entities", "slot", "expected"),
+    ("text", "intent", "entities", "slot", "expected", "asked"),
     [
-        # the entity wins
-        ("show me Books", [{"entity": "category", "value": "Books"}], None, "books"),
-        # no entity: the category slot from an earlier turn
-        ("what else?", [], "kitchen", "kitchen"),
+        # the entity wins, and asking for it counts as asking
+        ("show me Books", "recommend", [{"entity": "category", "value": "Books"}], None,
+         "books", True),
+        # no entity: the category slot from an earlier turn (asked back then, not now)
+        ("what else?", "recommend", [], "kitchen", "kitchen", False),
         # ask_category without an entity: the words go to the engine to resolve
-        ("do you sell running shoes?", [], None, "do you sell running shoes?"),
+        ("do you sell running shoes?", "ask_category", [], None,
+         "do you sell running shoes?", True),
     ],
-)
+)  # fmt: skip
 async def test_recommend_passes_the_category(
     engine: RecordingService,
     text: str,
+    intent: str,
     entities: list[dict[str, Any]],
     slot: str | None,
     expected: str,
+    asked: bool,
 ) -> None:
-    """The asked category reaches the engine from entity, slot or words."""
-    tracker = tracker_with(text, "ask_category", entities, category=slot)
+    """The asked category reaches the engine from entity, slot or words; only this
+    message's own category counts as asked."""
+    tracker = tracker_with(text, intent, entities, category=slot)
     events = await run_action(ActionRecommendProducts(), tracker)
     assert engine.calls == [("recommend", expected)]
+    assert engine.category_asked == [asked]
     assert slots_from_events(events)["recommendation_source"] == "popular"
+
+
+async def test_requests_name_the_conversation_and_message(engine: RecordingService) -> None:
+    """The engine gets the sender id and message id it keys counters and event ids by."""
+    tracker = make_tracker(
+        sender_id="conversation-7",
+        events=[user_message("books", "recommend", metadata={"user_id": "u"})],
+    )
+    await run_action(ActionRecommendProducts(), tracker)
+    assert engine.requests[0].conversation == ConversationRef("conversation-7", "m-1")
+    assert engine.requests[0].identity.external_id == "u"
 
 
 async def test_similar_uses_the_product_entity(engine: RecordingService) -> None:
@@ -88,6 +117,8 @@ async def test_similar_uses_the_product_entity(engine: RecordingService) -> None
     )
     await run_action(ActionSimilarProducts(), tracker)
     assert engine.calls == [("similar", "trail shoes")]
+    # the request goes along, so that the products shown are recorded
+    assert engine.requests[0].conversation.message_id == "m-1"
 
 
 async def test_feedback_records_the_shown_skus(engine: RecordingService) -> None:
@@ -100,6 +131,9 @@ async def test_feedback_records_the_shown_skus(engine: RecordingService) -> None
     events = await run_action(ActionRecordRecommendationFeedback(), tracker)
     assert events == []
     assert engine.calls == [("feedback", (["SKU-1", "SKU-2"], False))]
+    # the same event ids as before chat-side events existed: stored rows stay deduplicated
+    digest = hashlib.sha256(b"default|m-1").hexdigest()[:24]
+    assert engine.event_prefixes == [f"chat-{digest}"]
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,49 @@ def test_new_customer_from_session_items(checkerboard_model: AlsRecommender) -> 
     assert {block_of(s.item_id) for s in result} == {"B"}
 
 
+def test_vector_from_rows_equals_vector_from_items(checkerboard_model: AlsRecommender) -> None:
+    """Summing per item first and passing rows gives the same vector as passing events."""
+    model = checkerboard_model
+    from_items = model.user_vector_from_items(
+        ["B-sku-01", "B-sku-05", "B-sku-01", "new-sku"], [1.0, 2.0, 3.0, 5.0]
+    )
+    rows = [model.item_ids_.row("B-sku-01"), model.item_ids_.row("B-sku-05")]
+    from_rows = model.user_vector_from_rows(rows, [4.0, 2.0])
+    np.testing.assert_allclose(from_rows, from_items, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("rows", "weights", "message"),
+    [
+        ([1, 1], [1.0, 2.0], "must be distinct"),  # not summed per item
+        ([1, 99], [1.0, 2.0], "must be in"),  # no such item
+        ([1, 2], [1.0, 0.0], "finite and > 0"),  # a pair training would have dropped
+        ([], [], "non-empty"),  # nothing to solve from
+    ],
+)
+def test_vector_from_rows_checks_its_input(
+    checkerboard_model: AlsRecommender, rows: list[int], weights: list[float], message: str
+) -> None:
+    """Rows that repeat, do not exist or carry no weight are refused, naming the problem."""
+    with pytest.raises(InvalidInputError, match=message):
+        checkerboard_model.user_vector_from_rows(rows, weights)
+
+
+def test_trained_vectors_are_the_exact_solve_of_their_items(
+    checkerboard_model: AlsRecommender, checkerboard_data: InteractionData
+) -> None:
+    """Training ends with an exact user solve: recalculating a user returns their vector."""
+    model = checkerboard_model
+    for user in model.user_ids_:
+        rows = checkerboard_data.user_ids == user
+        vector = model.user_vector_from_items(
+            checkerboard_data.item_ids[rows].tolist(), checkerboard_data.weights[rows]
+        )
+        np.testing.assert_allclose(
+            vector, model.user_factors_[model.user_ids_.row(user)], rtol=1e-3, atol=1e-5
+        )
+
+
 def test_vector_from_unknown_items_only_is_not_found(checkerboard_model: AlsRecommender) -> None:
     """With no known item there is no vector; the caller falls back."""
     with pytest.raises(UnknownIdError, match="none of the 2 items"):

@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from actions.cache.counters import SessionCounts
 from actions.context import ConversationContext
 from actions.errors import InvalidInputError
+from actions.rules import evaluate, parse_rules
 from actions.rules.facts import (
     FIELDS,
     Facts,
@@ -257,3 +259,40 @@ def test_with_overrides_rejects_bad_input(overrides: dict[str, str], message: st
     with pytest.raises(InvalidInputError) as caught:
         with_overrides(Facts(), overrides)
     assert str(caught.value).startswith(message)
+
+
+def test_session_counts_become_session_facts() -> None:
+    """The conversation's counters are facts; without any they are zero."""
+    counts = SessionCounts(
+        recommendations_shown=6,
+        recommendations_accepted=1,
+        recommendations_rejected=2,
+        categories_asked=3,
+    )
+    facts = facts_from(snapshot(), "loyal", ConversationContext(), NOW, session=counts)
+    assert (
+        facts.session_recommendations_shown,
+        facts.session_recommendations_accepted,
+        facts.session_recommendations_rejected,
+        facts.session_categories_asked,
+    ) == (6, 1, 2, 3)
+    unknown = facts_from(None, "new_visitor", ConversationContext(), NOW, session=counts)
+    assert unknown.session_recommendations_rejected == 2  # no profile, still a conversation
+    assert facts_from(None, "new_visitor", ConversationContext(), NOW).session_categories_asked == 0
+
+
+def test_rules_can_test_session_facts() -> None:
+    """The rule file's vocabulary has them, with typo hints and what-if overrides."""
+    rules = parse_rules(
+        "version: 1\n"
+        "rules:\n"
+        "  - name: second chance\n"
+        "    when: {session_recommendations_rejected: {gte: 2}}\n"
+        "    then: {offer_type: free_shipping}\n"
+    )
+    assert evaluate(rules, Facts(session_recommendations_rejected=2)).offer_type == "free_shipping"
+    assert evaluate(rules, Facts(session_recommendations_rejected=1)).offer_type == "none"
+    assert field_spec("session_categories_asked") is not None
+    assert closest_field("session_recomendations_rejected") == "session_recommendations_rejected"
+    overridden = with_overrides(Facts(), {"session_recommendations_shown": "4"})
+    assert overridden.session_recommendations_shown == 4

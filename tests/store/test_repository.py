@@ -184,3 +184,18 @@ async def test_rating_interactions_are_accepted(store: SqlStore) -> None:
             )
         )
     assert (await store.stats()).interactions == 1
+
+
+async def test_products_the_assistant_showed_are_not_customer_activity(store: SqlStore) -> None:
+    """Being shown recommendations does not make a visitor active, nor move last_seen."""
+    async with store.sessions.begin() as session:
+        shoes = await add_product(session, "SKU-RUN-1", "running")
+        cy = await add_customer(session, "cy")
+        await add_interactions(session, cy, shoes, "view", 1, days_ago=3)
+        await add_interactions(session, cy, shoes, "shown", 5, days_ago=0.5)
+        await rebuild_profile_metrics(session, now=NOW)
+    snapshot = await store.load_snapshot(customer_key(TEST_SECRET, "cy"))
+
+    assert snapshot is not None
+    assert snapshot.metrics.interaction_count == 1
+    assert snapshot.metrics.last_seen_at == NOW - timedelta(days=3)
