@@ -106,6 +106,7 @@ bench: seed
 	$(BIN)/python bench/rules_eval.py
 	$(BIN)/python bench/segment_throughput.py
 	$(BIN)/python bench/import_throughput.py
+	$(BIN)/python bench/events_throughput.py
 
 clean:
 	rm -rf $(VENV) personalize.db models reports .pytest_cache .mypy_cache .ruff_cache

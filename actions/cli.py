@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from actions.cli_options import DatabaseOption
 from actions.context import ConversationContext
 from actions.engine import default_plan, plan_for_snapshot, segment_of
 from actions.errors import PersonalizeError
@@ -56,15 +57,6 @@ register_event_commands(app)
 console = Console()
 errors = Console(stderr=True)
 T = TypeVar("T")
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
-        show_default=False,
-    ),
-]
 
 
 def _settings(database_url: str | None) -> Settings:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from actions.cli_options import DatabaseOption
 from actions.events.apikeys import ApiKeyRecord
 
 if TYPE_CHECKING:
@@ -22,14 +23,6 @@ if TYPE_CHECKING:
     from actions.segments.tag_rules import TagRules
     from actions.settings import Settings
 
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
-        show_default=False,
-    ),
-]
 
 apikey_app = typer.Typer(help="API keys of the events and profiles HTTP API.", no_args_is_help=True)
 

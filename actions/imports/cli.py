@@ -20,17 +20,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from actions.cli_options import DatabaseOption
 from actions.errors import PersonalizeError
 from actions.imports.report import ImportReport, counts_of, describe_merge
 
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
-        show_default=False,
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Do everything, report, then roll back: store nothing.")

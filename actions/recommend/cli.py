@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from actions.cli_options import DatabaseOption
 from actions.errors import PersonalizeError
 from actions.imports.cli import import_group
 from actions.recommend.datasets import MovieLens100k, load_movielens_100k
@@ -52,15 +53,6 @@ TARGET_VS_POPULARITY: Final = 2.0
 TARGET_VS_ALS_UNTUNED: Final = 1.3
 # Progress stages of evaluate; every model fit reports under "evaluating".
 _STAGES: Final = frozenset({"tuning", "blending"})
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
-        show_default=False,
-    ),
-]
 
 
 class DatasetName(str, Enum):

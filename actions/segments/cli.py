@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from actions.cli_options import DatabaseOption
 from actions.errors import PersonalizeError
 
 if TYPE_CHECKING:
@@ -32,14 +33,6 @@ AsOfOption = Annotated[
         "--as-of",
         help="Measure recency and rule windows from this ISO time (default: now; UTC if "
         "no zone), e.g. to replay a past day.",
-        show_default=False,
-    ),
-]
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
         show_default=False,
     ),
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,18 +15,10 @@ from actions.recommend.training import train_from_store
 from actions.rules import RuleBook
 from actions.store.repository import rebuild_profile_metrics
 from actions.store.sql_store import SqlStore
-from tests.conftest import REDIS_URL_VARIABLE, TEST_SECRET, make_settings
+from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get(REDIS_URL_VARIABLE)
-    if not url:
-        pytest.skip(f"{REDIS_URL_VARIABLE} is not set: Redis suites skipped")
-    return url
 
 
 @pytest.fixture

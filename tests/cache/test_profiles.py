@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -49,7 +48,7 @@ from actions.store.records import (
 )
 from actions.store.repository import rebuild_profile_metrics
 from actions.store.sql_store import SqlStore
-from tests.conftest import REDIS_URL_VARIABLE, TEST_SECRET, make_settings
+from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
 BERLIN = timezone(timedelta(hours=1))
@@ -386,14 +385,6 @@ async def test_a_slow_redis_costs_one_timeout_then_nothing(
 
 
 # -- real Redis ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get(REDIS_URL_VARIABLE)
-    if not url:
-        pytest.skip(f"{REDIS_URL_VARIABLE} is not set: Redis suites skipped")
-    return url
 
 
 def isolated_cache(url: str, *, timeout_s: float = 1.0) -> ProfileCache:
