@@ -174,7 +174,6 @@ class StreamWorker:
         self._claim_cursor = "0-0"
         self._failures = 0
         self._last_housekeeping = 0.0
-        self._last_refresh = 0.0
         self.dirty_key = f"{stream}:dirty"
         self._dirty_version_key = f"{stream}:dirty-version"
         self._mark_dirty = client.register_script(_MARK_DIRTY)
@@ -183,22 +182,42 @@ class StreamWorker:
         self._messages_per_read = max(1, self.options.batch_size // EVENTS_PER_MESSAGE)
 
     async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
-        """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained)."""
+        """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained).
+
+        Storing and refreshing run side by side (two transactions at a time): the store
+        is busy with one while Python prepares the other. They do not block each other:
+        the refresh locks customer rows FOR NO KEY UPDATE, which new interactions'
+        foreign keys (KEY SHARE) do not wait for.
+        """
         stop = stop or asyncio.Event()
         logger.info("Worker %s reading %s.", self.options.consumer, self.stream)
-        while not stop.is_set():
-            handled = await self.step()
-            if handled is None:
-                await _sleep_or_stop(stop, self._backoff())
-                continue
-            due = time.monotonic() - self._last_refresh >= self.options.refresh_every_s
-            if (handled == 0 or due) and not await self.refresh_dirty():
-                await _sleep_or_stop(stop, self._backoff())
-            elif handled == 0 and self.options.exit_when_idle and await self._drained():
-                break
-        # Stopping: refresh what this worker marked, rather than leave it to the next one.
-        await self.refresh_dirty()
+        storing_done = asyncio.Event()
+        refresher = asyncio.create_task(self._refresh_until(storing_done))
+        try:
+            while not stop.is_set() and not refresher.done():
+                handled = await self.step()
+                if handled is None:
+                    await _sleep_or_stop(stop, self._backoff())
+                elif handled == 0 and self.options.exit_when_idle and await self._drained():
+                    break
+        finally:
+            storing_done.set()
+            # Stopping: refresh what this worker marked, rather than leave it to the next.
+            await refresher
         return self.stats
+
+    async def _refresh_until(self, storing_done: asyncio.Event) -> None:
+        """Refresh dirty customers every ``refresh_every_s`` until storing stops, then once
+        more; a full chunk is followed at once by the next."""
+        while True:
+            finished = storing_done.is_set()
+            marked = await self.refresh_dirty()
+            if finished:
+                return
+            if marked is None:
+                await _sleep_or_stop(storing_done, self._backoff())
+            elif marked < REFRESH_CHUNK:
+                await _sleep_or_stop(storing_done, self.options.refresh_every_s)
 
     async def step(self) -> int | None:
         """One batch: the events (and malformed messages) handled, None after a failure."""
@@ -319,18 +338,20 @@ class StreamWorker:
                 )
             await pipe.execute()
 
-    async def refresh_dirty(self) -> bool:
-        """Recompute metrics and tags of the customers marked dirty; False on failure."""
-        self._last_refresh = time.monotonic()
+    async def refresh_dirty(self) -> int | None:
+        """Recompute metrics and tags of (up to a chunk of) the customers marked dirty.
+
+        Returns how many were marked, or None on failure (the marks stay).
+        """
         try:
             marked: Any = await self.client.zrange(
                 self.dirty_key, 0, REFRESH_CHUNK - 1, withscores=True
             )
         except (RedisError, OSError) as error:
             self._redis_failed(error)
-            return False
+            return None
         if not marked:
-            return True
+            return 0
         versions = {int(_text(member)): float(score) for member, score in marked}
         try:
             async with self.sessions.begin() as session:
@@ -353,14 +374,14 @@ class StreamWorker:
             logger.warning(
                 "Refreshing customer metrics failed (%s); retrying.", type(error).__name__
             )
-            return False
+            return None
         try:
             pairs = [str(value) for id_, version in versions.items() for value in (id_, version)]
             await self._clear_dirty(keys=[self.dirty_key], args=pairs)
         except (RedisError, OSError) as error:
             # The marks stay: the next refresh does the same work again, harmlessly.
             self._redis_failed(error)
-            return False
+            return None
         self.stats.refreshes += 1
         self.stats.refreshed_customers += refreshed
         if self.on_stored is not None and keys:
@@ -368,7 +389,7 @@ class StreamWorker:
                 await self.on_stored(keys)
             except Exception as error:  # a hook must not stop the worker
                 logger.warning("After-refresh hook failed (%s).", type(error).__name__)
-        return True
+        return len(versions)
 
     async def _drained(self) -> bool:
         try:

@@ -261,20 +261,26 @@ async def _write_feature_tags(
     removed = 0
     # Holders whose rule tag is already stored as is: not rewritten, so re-applying the
     # rules every second (the event worker) writes only what changed. `updated_at` is
-    # therefore when a tag last changed, not when a rule last confirmed it.
-    unchanged: set[int] = set()
+    # therefore when a tag last changed, not when a rule last confirmed it. Holders with
+    # a same-named tag from another source keep it untouched (the rule never owns it).
+    settled: set[int] = set()
+    unchanged = 0
     for chunk in _chunks(evaluated, ID_CHUNK):
         existing = (
             await session.execute(
-                select(CustomerTag.customer_id, CustomerTag.weight).where(
+                select(CustomerTag.customer_id, CustomerTag.source, CustomerTag.weight).where(
                     CustomerTag.tag == rule.tag,
-                    CustomerTag.source == RULE_SOURCE,
                     member_of(CustomerTag.customer_id, chunk, dialect),
                 )
             )
         ).all()
-        unchanged.update(c for c, weight in existing if c in holding and weight == rule.weight)
-        stale = [customer for customer, _ in existing if customer not in holding]
+        for customer, source, weight in existing:
+            if customer in holding and source != RULE_SOURCE:
+                settled.add(customer)
+            elif customer in holding and weight == rule.weight:
+                settled.add(customer)
+                unchanged += 1
+        stale = [c for c, source, _ in existing if source == RULE_SOURCE and c not in holding]
         if stale:
             removed += await _rowcount(
                 session,
@@ -284,21 +290,23 @@ async def _write_feature_tags(
                     member_of(CustomerTag.customer_id, stale, dialect),
                 ),
             )
-    tagged = len(unchanged)
+    rows = [
+        {
+            "customer_id": customer,
+            "tag": rule.tag,
+            "source": RULE_SOURCE,
+            "weight": rule.weight,
+            "updated_at": now,
+        }
+        for customer in holders
+        if customer not in settled
+    ]
+    # One prepared statement run as an executemany: a multi-row VALUES list would be
+    # compiled anew, thousands of placeholders long, on every call.
     statement = _on_conflict(insert(CustomerTag))
-    for chunk in _chunks([c for c in holders if c not in unchanged], WRITE_BATCH):
-        rows = [
-            {
-                "customer_id": customer,
-                "tag": rule.tag,
-                "source": RULE_SOURCE,
-                "weight": rule.weight,
-                "updated_at": now,
-            }
-            for customer in chunk
-        ]
-        tagged += await _rowcount(session, statement.values(rows))
-    return TagOutcome(rule.tag, len(holders), tagged, removed)
+    for start in range(0, len(rows), WRITE_BATCH):
+        await session.execute(statement, rows[start : start + WRITE_BATCH])
+    return TagOutcome(rule.tag, len(holders), unchanged + len(rows), removed)
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
