@@ -330,6 +330,10 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             accepted_total += accepted
             results["http"]["eps"].append(per_round / elapsed)
             results["http"]["lat"].extend(latencies)
+            if args.redis_url:
+                # These events were only queued: store them (untimed) before the next
+                # measurement, so that it starts from an empty stream.
+                start_worker(env, args, "--until-idle").wait(timeout=600)
 
             ids = await resolve_ids(store, args.customers)
             base = make_events(
@@ -347,10 +351,6 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                 rates = await measure_worker(args, env, store, (url, key, stream), round_number)
                 for name, rate in rates.items():
                     worker_rates.setdefault(name, []).append(rate)
-    if args.redis_url:
-        # The HTTP rounds' events were only queued: let a worker store them to count them.
-        worker = start_worker(env, args, "--until-idle")
-        worker.wait(timeout=600)
     async with store.engine.connect() as connection:
         stored = (
             await connection.execute(

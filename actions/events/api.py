@@ -14,6 +14,7 @@ import zlib
 from dataclasses import asdict
 from typing import Any, Final
 
+from cachetools import TTLCache
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic.response import json as json_response
@@ -22,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from actions.cache.breaker import RedisUnavailableError
 from actions.engine import PersonalizationService
 from actions.errors import PersonalizeError
-from actions.events.apikeys import find_api_key
+from actions.events.apikeys import ApiKeyRecord, find_api_key, hash_key
 from actions.events.ingest import (
     IngestResult,
     check_events,
@@ -44,6 +45,9 @@ PROFILES_PATH: Final = "/personalize/profiles"
 # 1,000 events of a few hundred bytes each fit comfortably.
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_EVENTS_PER_BATCH: Final = 1_000
+# How long an API key lookup (or a sku found in the catalogue) is trusted.
+API_KEY_CACHE_S: Final = 5.0
+KNOWN_SKU_CACHE_S: Final = 60.0
 # wbits for zlib: 16 + MAX_WBITS reads gzip; 32 + MAX_WBITS reads zlib or gzip headers,
 # which covers the senders that label gzip data "deflate".
 _WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
@@ -107,8 +111,16 @@ async def _authorize(service: PersonalizationService, request: Request, needed: 
     key = _bearer_key(request)
     if key is None:
         raise RequestRejectedError(401, "missing API key: send Authorization: Bearer <key>")
-    async with service.store.sessions() as session:
-        record = await find_api_key(session, key)
+    # Keys are looked up once per API_KEY_CACHE_S, not on every batch; a revoked key
+    # stops working within that time. Cached by hash: the table holds hashes only too.
+    known: TTLCache[str, ApiKeyRecord | None] = request.app.ctx.personalize_api_keys
+    digest = hash_key(key)
+    if digest in known:
+        record = known[digest]
+    else:
+        async with service.store.sessions() as session:
+            record = await find_api_key(session, key)
+        known[digest] = record
     if record is None:
         raise RequestRejectedError(401, "unknown or revoked API key")
     if not record.allows(needed):
@@ -166,6 +178,8 @@ class IngestionPath:
             else None
         )
         self.tag_rules = _tag_rules_or_none(settings)
+        # Skus found in the catalogue lately: most batches name the same few hundred.
+        self.known_skus: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=KNOWN_SKU_CACHE_S)
 
     async def ingest(
         self, service: PersonalizationService, events: list[Any]
@@ -180,8 +194,11 @@ class IngestionPath:
             await _invalidate_profiles(service, result.changed_keys)
             return result, False
         async with service.store.sessions() as session:
-            checked = await check_events(session, events, secret_key=secret)
+            checked = await check_events(
+                session, events, secret_key=secret, known_skus=self.known_skus.keys()
+            )
             known = await stored_event_ids(session, [e.event_id for e in checked.storable])
+        self.known_skus.update(dict.fromkeys(checked.found_skus, True))
         fresh = [e for e in checked.storable if e.event_id not in known]
         duplicates = [*checked.duplicates, *(e.event_id for e in checked.storable
                                              if e.event_id in known)]  # fmt: skip
@@ -306,6 +323,7 @@ def attach_event_routes(
             await path.close()
 
     app.register_listener(close_ingestion, "after_server_stop")
+    app.ctx.personalize_api_keys = TTLCache(maxsize=1_024, ttl=API_KEY_CACHE_S)
     app.add_route(post_events, EVENTS_PATH, methods=["POST"], name="personalize_events")
     app.add_route(
         get_profile,

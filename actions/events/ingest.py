@@ -9,7 +9,7 @@ a batch is stored entirely or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -51,6 +51,8 @@ class CheckedBatch:
     # Repeated within the batch (the first occurrence is storable).
     duplicates: tuple[str, ...]
     rejected: tuple[Rejection, ...]
+    # Skus looked up in the catalogue and found there (for the caller's cache).
+    found_skus: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -139,15 +141,21 @@ async def check_events(
     *,
     secret_key: str,
     now: datetime | None = None,
+    known_skus: Collection[str] = frozenset(),
 ) -> CheckedBatch:
     """Validate raw events (JSON objects) and reject those naming an unknown sku.
 
     Events repeating an event id of the same batch are duplicates; whether an id was
-    stored by an earlier batch is found out when storing.
+    stored by an earlier batch is found out when storing. Skus in ``known_skus`` (seen
+    in the catalogue a moment ago) are not looked up again: a product removed since is
+    caught when storing (:attr:`StoredEvents.dropped`).
     """
     batch = validate_batch(events, secret_key=secret_key, now=now)
     rejected = list(batch.rejected)
-    product_ids = await _product_ids(session, {e.sku for _, e in batch.valid if e.sku})
+    named = {e.sku for _, e in batch.valid if e.sku}
+    wanted = {sku for sku in named if sku not in known_skus}
+    found = set(await _product_ids(session, wanted)) if wanted else set()
+    product_ids = found | (named - wanted)
     storable: list[ValidEvent] = []
     duplicates: list[str] = []
     seen_ids: set[str] = set()
@@ -163,7 +171,7 @@ async def check_events(
         seen_ids.add(event.event_id)
         storable.append(event)
     rejected.sort(key=lambda rejection: rejection.index)
-    return CheckedBatch(tuple(storable), tuple(duplicates), tuple(rejected))
+    return CheckedBatch(tuple(storable), tuple(duplicates), tuple(rejected), frozenset(found))
 
 
 async def stored_event_ids(session: AsyncSession, event_ids: Sequence[str]) -> set[str]:

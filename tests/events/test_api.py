@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from sanic import Sanic
 from sqlalchemy import func, select
 
 from actions.engine import PersonalizationService
-from actions.events.api import MAX_EVENTS_PER_BATCH, attach_event_routes
+from actions.events.api import API_KEY_CACHE_S, MAX_EVENTS_PER_BATCH, attach_event_routes
 from actions.events.apikeys import create_api_key, revoke_api_key
 from actions.runtime import install_service, shutdown_service
 from actions.store.models import Interaction
@@ -281,3 +282,21 @@ async def test_profile_put_validation(api: Any, body: Any, field: str) -> None:
     assert PRIVATE not in response.text
     _, read = await app.asgi_client.get(profile_path(), headers=auth(keys["admin"]))
     assert read.status == 404  # nothing was created
+
+
+async def test_a_revoked_key_stops_working_once_its_cached_lookup_expires(api: Any) -> None:
+    """Keys are looked up once per API_KEY_CACHE_S; after that a revocation holds."""
+    app, store, keys = api
+    async with store.sessions.begin() as session:
+        record, key = await create_api_key(session, "read", label="soon revoked")
+    _, first = await app.asgi_client.get(profile_path(), headers=auth(key))
+    assert first.status == 404  # authorized: the customer just does not exist
+    async with store.sessions.begin() as session:
+        await revoke_api_key(session, record.id)
+
+    _, cached = await app.asgi_client.get(profile_path(), headers=auth(key))
+    app.ctx.personalize_api_keys.expire(time.monotonic() + API_KEY_CACHE_S + 1)
+    _, expired = await app.asgi_client.get(profile_path(), headers=auth(key))
+
+    assert cached.status == 404
+    assert expired.status == 401
