@@ -286,7 +286,7 @@ async def test_profile_put_validation(api: Any, body: Any, field: str) -> None:
 
 async def test_a_revoked_key_stops_working_once_its_cached_lookup_expires(api: Any) -> None:
     """Keys are looked up once per API_KEY_CACHE_S; after that a revocation holds."""
-    app, store, keys = api
+    app, store, _ = api
     async with store.sessions.begin() as session:
         record, key = await create_api_key(session, "read", label="soon revoked")
     _, first = await app.asgi_client.get(profile_path(), headers=auth(key))
