@@ -291,7 +291,9 @@ async def store_events(
     if changed and refresh:
         refreshed = await refresh_profiles(session, changed, now=now)
     if changed and tag_rules is not None:
-        await apply_tag_rules(session, tag_rules, changed, now=now, check_catalogue=False)
+        await apply_tag_rules(
+            session, tag_rules, changed, now=now, check_catalogue=False, count_qualifying=False
+        )
     return StoredEvents(
         inserted=inserted,
         already_stored=frozenset(e.event_id for e in storable) - inserted,

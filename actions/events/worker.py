@@ -362,6 +362,7 @@ class StreamWorker:
                         self.tag_rules,
                         versions,
                         check_catalogue=not self._rules_checked,
+                        count_qualifying=False,
                     )
                     self._rules_checked = True
                 rows = await session.execute(

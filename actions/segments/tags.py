@@ -101,6 +101,7 @@ async def apply_tag_rules(
     *,
     now: datetime | None = None,
     check_catalogue: bool = True,
+    count_qualifying: bool = True,
 ) -> TagRun:
     """Tag customers by ``rules``; drop rule tags that no longer hold.
 
@@ -111,6 +112,9 @@ async def apply_tag_rules(
         now: the end of ``within_days`` windows (default: now), timezone-aware.
         check_catalogue: warn about rules naming categories the catalogue lacks (jobs
             that re-apply the same rules every few seconds check once, at start).
+        count_qualifying: count each count rule's qualifying customers for the report
+            (one statement per rule; ingestion, which reports nothing, skips it and
+            leaves ``qualifying`` at 0 for those rules).
     """
     now = now or utc_now()
     scopes: list[list[int] | None]
@@ -133,19 +137,12 @@ async def apply_tag_rules(
     )
     for rule in rules.rules:
         if isinstance(rule.condition, CountCondition):
-            qualifying = tagged = removed = 0
-            for scope in scopes:
-                holders = _count_query(rule.condition, now)
-                if scope is not None:
-                    holders = holders.where(member_of(Interaction.customer_id, scope, dialect))
-                qualifying += int(
-                    await session.scalar(select(func.count()).select_from(holders.subquery())) or 0
+            outcomes.append(
+                await _apply_count_rule(
+                    session, rule, rule.condition, scopes, now=now, dialect=dialect,
+                    count_qualifying=count_qualifying,
                 )
-                removed += await _rowcount(
-                    session, _delete_stale_count(rule, rule.condition, scope, now, dialect)
-                )
-                tagged += await _rowcount(session, _upsert_count(insert, rule, holders, now))
-            outcomes.append(TagOutcome(rule.tag, qualifying, tagged, removed))
+            )  # fmt: skip
         else:
             assert features is not None  # computed above whenever a feature rule exists
             condition = rule.condition
@@ -177,6 +174,33 @@ async def apply_tag_rules(
         "tag rules %s: %d rule tags held, %d removed", rules.source, run.tagged, run.removed
     )
     return run
+
+
+async def _apply_count_rule(
+    session: AsyncSession,
+    rule: TagRule,
+    condition: CountCondition,
+    scopes: list[list[int] | None],
+    *,
+    now: datetime,
+    dialect: str,
+    count_qualifying: bool,
+) -> TagOutcome:
+    insert = _insert_for(dialect)
+    qualifying = tagged = removed = 0
+    for scope in scopes:
+        holders = _count_query(condition, now)
+        if scope is not None:
+            holders = holders.where(member_of(Interaction.customer_id, scope, dialect))
+        if count_qualifying:
+            qualifying += int(
+                await session.scalar(select(func.count()).select_from(holders.subquery())) or 0
+            )
+        removed += await _rowcount(
+            session, _delete_stale_count(rule, condition, scope, now, dialect)
+        )
+        tagged += await _rowcount(session, _upsert_count(insert, rule, holders, now))
+    return TagOutcome(rule.tag, qualifying, tagged, removed)
 
 
 def _insert_for(dialect: str) -> Any:
