@@ -42,12 +42,17 @@ app = typer.Typer(
     help="rasa-personalize: personalize a Rasa e-commerce assistant from customer data.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold customer data
+    rich_markup_mode="markdown",  # docstring line breaks are wrapping, not breaks
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-profile_app = typer.Typer(help="Customer profiles.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode="markdown")
+profile_app = typer.Typer(
+    help="Customer profiles.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 app.add_typer(db_app, name="db")
 app.add_typer(profile_app, name="profile")
-rules_app = typer.Typer(help="Decision rules (personalization.yml).", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Decision rules (personalization.yml).", no_args_is_help=True, rich_markup_mode="markdown"
+)
 app.add_typer(rules_app, name="rules")
 register_segment_commands(app)
 register_recommend_commands(app)

@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from actions.settings import Settings
 
 
-apikey_app = typer.Typer(help="API keys of the events and profiles HTTP API.", no_args_is_help=True)
+apikey_app = typer.Typer(
+    help="API keys of the events and profiles HTTP API.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 
 class ScopeChoice(str, Enum):

@@ -55,6 +55,7 @@ def import_group(app: typer.Typer) -> typer.Typer:
     group = typer.Typer(
         help="Load data into the store: customers and interactions files, public datasets.",
         no_args_is_help=True,
+        rich_markup_mode="markdown",
     )
     app.add_typer(group, name=GROUP_NAME)
     return group
