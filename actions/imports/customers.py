@@ -451,6 +451,9 @@ class CustomerImporter:
         aliases: list[tuple[str, int | str, str]] = []
         notes: list[Merge] = []
         counts = {"inserted": 0, "updated": 0, "unchanged": 0, "exact": 0, "fuzzy": 0}
+        # Rows of the file that reach a customer through an id merged by an earlier run
+        # share that customer's node: counted apart, so that every row is counted once.
+        already_merged = sum(len(node.file) - 1 for group, _ in groups for node in group)
         for group, used in groups:
             stored = [node for node in group if node.stored is not None]
             if stored:
@@ -508,6 +511,7 @@ class CustomerImporter:
             unchanged=counts["unchanged"],
             merged_exact=counts["exact"],
             merged_fuzzy=counts["fuzzy"],
+            already_merged=already_merged,
             merges=tuple(notes),
         )
 

@@ -35,9 +35,11 @@ class ImportReport:
     """The counts of one import run.
 
     For customers, ``inserted``/``updated``/``unchanged``/``merged_*`` count customers
-    (one per distinct customer id, after deduplication) and ``duplicate_rows`` counts
-    rows repeating an id seen earlier in the file. For interactions, ``inserted`` counts
-    new events and ``duplicates`` events already stored or repeated in the file.
+    (one per distinct customer id, after deduplication), ``duplicates`` counts rows
+    repeating an id seen earlier in the file and ``already_merged`` rows whose id an
+    earlier run merged into another customer (so every row read is counted once). For
+    interactions, ``inserted`` counts new events and ``duplicates`` events already
+    stored or repeated in the file.
     """
 
     kind: ImportKind
@@ -49,6 +51,8 @@ class ImportReport:
     merged_exact: int = 0
     merged_fuzzy: int = 0
     duplicates: int = 0
+    # Customers only: rows whose id was merged into another customer by an earlier run.
+    already_merged: int = 0
     rejected: int = 0
     dry_run: bool = False
     seconds: float = 0.0
@@ -72,6 +76,7 @@ def counts_of(report: ImportReport) -> list[tuple[str, int]]:
             ("merged (exact e-mail/phone)", report.merged_exact),
             ("merged (fuzzy)", report.merged_fuzzy),
             ("duplicate rows (same id)", report.duplicates),
+            ("rows of customers merged before", report.already_merged),
         ]
     else:
         rows += [

@@ -88,13 +88,18 @@ async def test_messy_file_is_normalised_deduplicated_and_reported(
 async def test_rerun_changes_nothing(store: SqlStore, tmp_path: Path) -> None:
     """The same file again: nothing inserted or merged, and every table as it was."""
     path = write(tmp_path, "c.csv", MESSY_CUSTOMERS)
-    await import_file(store, path)
+    first = await import_file(store, path)
     before = await table_contents(store)
 
     again = await import_file(store, path)
 
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
     assert (again.merged_exact, again.merged_fuzzy, again.merges) == (0, 0, ())
+    # Every row read is counted once: the rows merged by the first run are "merged before".
+    assert again.read == (
+        again.unchanged + again.already_merged + again.duplicates + again.rejected
+    )
+    assert again.already_merged == first.merged_exact + first.merged_fuzzy
     assert await table_contents(store) == before
 
 
