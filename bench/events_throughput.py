@@ -6,7 +6,8 @@ run inserts equally many rows with one plain ``executemany`` per batch (no valid
 no HTTP, no customer creation, no metrics refresh). Prints events/s, per-batch median
 and p99 for both, and the ratio. Never asserts.
 
-PostgreSQL: pass a scratch database (the bench refuses a store that holds products).
+PostgreSQL: ``--database-url`` names a server; the bench creates a scratch database on
+it and drops it at the end.
 
 With ``--redis-url`` the server queues events in a Redis Stream (a stream of the bench's
 own) and the bench also measures ``personalize worker`` (a real process) storing them:
@@ -50,6 +51,7 @@ from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.sql_store import SqlStore
+from harness import percentile, run_on_scratch
 
 SECRET = "bench-secret-key-0123456789abcdef"
 KINDS = ("view", "view", "view", "search", "cart", "purchase", "chat_click")
@@ -188,10 +190,6 @@ async def post_batches(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - started, latencies, accepted
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def chunked(events: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
@@ -394,7 +392,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--products", type=int, default=500)
-    parser.add_argument("--database-url", help="default: a new SQLite file")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
+        "default: a temporary SQLite file",
+    )
     parser.add_argument("--redis-url", help="queue through a Redis Stream and time the worker")
     parser.add_argument("--worker-batch", type=int, default=1_000, help="worker batch size")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -406,7 +408,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         url = args.database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
-        summary = asyncio.run(run(args, url))
+        summary = run_on_scratch(url, lambda database_url: run(args, database_url))
     if args.json:
         print(json.dumps(summary))
         return

@@ -17,13 +17,13 @@ ratio to the baseline. Never asserts.
     python bench/import_throughput.py [--customers 20000] [--interactions 100000]
                                       [--rounds 1] [--database-url postgresql://...]
 
-PostgreSQL: pass a scratch database (the bench refuses a store that holds products).
+PostgreSQL: ``--database-url`` names a server; the bench creates a scratch database on
+it and drops it at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import statistics
 import tempfile
@@ -42,6 +42,7 @@ from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.sql_store import SqlStore
+from harness import percentile, run_on_scratch
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CIPHER = ContactCipher({"bench": bytes(range(32))}, "bench")
@@ -236,12 +237,6 @@ async def baseline_interactions(store: SqlStore, lines: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def percentile(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
 async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> None:
     store = await open_store(database_url)
     rows = customer_rows(args.customers, seed=7)
@@ -312,11 +307,15 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=100_000)
     parser.add_argument("--products", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
+        "default: a temporary SQLite file",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         url = args.database_url or f"sqlite:///{Path(workdir) / 'bench.db'}"
-        asyncio.run(run(args, url, Path(workdir)))
+        run_on_scratch(url, lambda database_url: run(args, database_url, Path(workdir)))
 
 
 if __name__ == "__main__":

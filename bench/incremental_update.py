@@ -17,8 +17,8 @@ read in the same hop, vector recalculated); and the time from storing a new even
 reflects it, with how often that recommendation differs from the one before.
 
 BLAS is limited to one thread, as in an action server running one worker per core.
-Prints figures; asserts nothing. PostgreSQL: pass a scratch database (the bench refuses a
-store that already holds products).
+Prints figures; asserts nothing. PostgreSQL: ``--database-url`` names a server; the bench
+creates a scratch database on it and drops it at the end.
 
     python bench/incremental_update.py [--items 10000] [--requests 2000] [--trials 50]
                                        [--database-url postgresql://...]
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -63,18 +62,11 @@ from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.repository import rebuild_profile_metrics
 from actions.store.sql_store import SqlStore
+from harness import run_on_scratch, summary
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CUSTOMER = "customer-00042"
 HISTORY_SIZES = (10, 100, 500)
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": statistics.median(values), "p99_ms": percentile(values, 99)}
 
 
 # -- part 1: in process ----------------------------------------------------------------------
@@ -330,7 +322,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=50, help="customers per store group")
-    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
+        "default: a temporary SQLite file",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
@@ -338,7 +334,9 @@ def main() -> None:
         in_process = measure_in_process(args)
         with tempfile.TemporaryDirectory() as scratch:
             url = args.database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
-            end_to_end = asyncio.run(measure_end_to_end(args, url))
+            end_to_end = run_on_scratch(
+                url, lambda database_url: measure_end_to_end(args, database_url)
+            )
     backend = url.split(":", 1)[0]
     baseline = in_process["stored vector"]
     ratios = {

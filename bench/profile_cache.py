@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from redis import asyncio as redis_asyncio
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
@@ -52,6 +50,7 @@ from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, CustomerProfile, CustomerTag, SegmentAssignment
 from actions.store.sql_store import SqlStore
+from harness import scratch_database, summary
 
 SECRET = "bench-secret-key-0123456789abcdef"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -73,25 +72,6 @@ def request_for(key: str, index: dict[str, int]) -> PersonalizationRequest:
     return PersonalizationRequest(
         CustomerIdentity(f"customer-{index[key]:05d}", "message_metadata")
     )
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-async def admin(base_url: str, statement: str) -> None:
-    parsed = make_url(base_url)
-    connection = await asyncpg.connect(
-        host=parsed.host or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=parsed.username or "postgres",
-        password=parsed.password,
-        database=parsed.database or "postgres",
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 async def seed(store: SqlStore, customers: int, seed_value: int) -> list[str]:
@@ -243,10 +223,7 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]
             started = time.perf_counter()
             await cache.store(lookup, snapshot)
             latencies["write_back"].append((time.perf_counter() - started) * 1000)
-        return {
-            name: {"p50_ms": statistics.median(values), "p99_ms": percentile(values, 99)}
-            for name, values in latencies.items()
-        }
+        return {name: summary(values) for name, values in latencies.items()}
     finally:
         for service in services:
             await service.close()  # also disposes the shared store; again below is harmless
@@ -260,13 +237,8 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     if make_url(args.database_url).get_backend_name() != "postgresql":
         raise SystemExit("the bench measures PostgreSQL: pass a postgresql:// --database-url")
-    name = f"personalize_bench_{uuid.uuid4().hex[:10]}"
-    await admin(args.database_url, f'CREATE DATABASE "{name}"')
-    try:
-        scratch = make_url(args.database_url).set(database=name)
-        return await measure(args, scratch.render_as_string(hide_password=False))
-    finally:
-        await admin(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(args.database_url) as url:
+        return await measure(args, url)
 
 
 def main() -> None:

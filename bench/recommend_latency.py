@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 
@@ -32,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from actions.recommend.als import AlsParams, AlsRecommender
 from actions.recommend.filters import ItemCatalogue, RecommendationFilters
 from actions.recommend.ids import IdMap
+from harness import summary
 
 CUSTOMER = "customer-00042"
 
@@ -54,10 +54,6 @@ def build(items: int, factors: int, users: int, seed: int) -> tuple[AlsRecommend
         rng.random(items) < 0.9,
     )
     return model, catalogue
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def main() -> None:
@@ -160,10 +156,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 started = time.perf_counter()
                 call()
                 latencies[name].append((time.perf_counter() - started) * 1000)
-    return {
-        name: {"p50_ms": statistics.median(values), "p99_ms": percentile(values, 99)}
-        for name, values in latencies.items()
-    }
+    return {name: summary(values) for name, values in latencies.items()}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""Helpers shared by the benchmark scripts (run as ``python bench/<script>.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+T = TypeVar("T")
+
+
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile, interpolated between samples (q in 1..99)."""
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median and p99 of latencies already in milliseconds."""
+    return {"p50_ms": statistics.median(values), "p99_ms": percentile(values, 99)}
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    parsed = make_url(server_url)
+    connection = await asyncpg.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 5432,
+        user=parsed.username or "postgres",
+        password=parsed.password,
+        database=parsed.database or "postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def scratch_database(url: str) -> AsyncIterator[str]:
+    """A new empty database on ``url``'s PostgreSQL server, dropped afterwards.
+
+    Benchmarks write hundreds of thousands of rows, so they never touch the database the URL
+    names; any other URL (SQLite) is yielded unchanged.
+    """
+    if make_url(url).get_backend_name() != "postgresql":
+        yield url
+        return
+    name = f"personalize_bench_{uuid.uuid4().hex[:10]}"
+    await _admin(url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_on_scratch(url: str, job: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(job(database_url))`` on a scratch database of ``url``'s server."""
+
+    async def scoped() -> T:
+        async with scratch_database(url) as database_url:
+            return await job(database_url)
+
+    return asyncio.run(scoped())
