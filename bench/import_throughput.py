@@ -11,11 +11,15 @@ CSV for them, then times on a fresh store:
   refresh) and its rerun, against a baseline that inserts the same rows, ids resolved,
   with one ``executemany`` per chunk of 1,000.
 
+Both imports re-apply the tag rules of ``--tags`` (the demo's ``tags.yml`` by default), as
+the CLI does with ``PERSONALIZE_TAGS_PATH``.
+
 Prints seconds, rows/s, the median and p99 time per chunk of 1,000 interactions, and the
 ratio to the baseline. Never asserts.
 
     python bench/import_throughput.py [--customers 20000] [--interactions 100000]
                                       [--rounds 1] [--database-url postgresql://...]
+                                      [--tags tags.yml]
 
 PostgreSQL: ``--database-url`` names a server; the bench creates a scratch database on
 it and drops it at the end.
@@ -38,6 +42,7 @@ from actions.identity import customer_key
 from actions.imports.contacts import ContactCipher
 from actions.imports.customers import CustomerImportOptions, import_customers
 from actions.imports.interactions import InteractionImportOptions, import_interactions
+from actions.segments.tag_rules import TagRules, load_tag_rules
 from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
@@ -170,8 +175,8 @@ async def open_store(database_url: str) -> SqlStore:
 
 async def empty(store: SqlStore) -> None:
     async with store.engine.begin() as connection:
-        for table in ("customer_profiles", "interactions", "customer_aliases", "customers",
-                      "products"):  # fmt: skip
+        for table in ("customer_tags", "customer_profiles", "interactions", "customer_aliases",
+                      "customers", "products"):  # fmt: skip
             await connection.execute(text(f"DELETE FROM {table}"))  # fixed table names
 
 
@@ -185,22 +190,24 @@ async def seed_products(store: SqlStore, products: int) -> None:
         )  # fmt: skip
 
 
-async def timed_customers(store: SqlStore, path: Path) -> tuple[float, Any]:
+async def timed_customers(store: SqlStore, path: Path, rules: TagRules | None) -> tuple[float, Any]:
     started = time.perf_counter()
     async with store.sessions.begin() as session:
         report = await import_customers(
             session, path, secret_key=SECRET, cipher=CIPHER,
-            options=CustomerImportOptions(fuzzy_threshold=90), now=NOW,
+            options=CustomerImportOptions(fuzzy_threshold=90), now=NOW, tag_rules=rules,
         )  # fmt: skip
     return time.perf_counter() - started, report
 
 
-async def timed_interactions(store: SqlStore, path: Path) -> tuple[float, Any, list[float]]:
+async def timed_interactions(
+    store: SqlStore, path: Path, rules: TagRules | None
+) -> tuple[float, Any, list[float]]:
     marks: list[float] = []
     started = time.perf_counter()
     report = await import_interactions(
         store.sessions, path, secret_key=SECRET, options=InteractionImportOptions(), now=NOW,
-        progress=lambda stage, done, total: marks.append(time.perf_counter()),
+        progress=lambda stage, done, total: marks.append(time.perf_counter()), tag_rules=rules,
     )  # fmt: skip
     chunks = [(b - a) * 1000 for a, b in zip([started, *marks], marks, strict=False)]
     return time.perf_counter() - started, report, chunks[:-1] or chunks
@@ -238,6 +245,7 @@ async def baseline_interactions(store: SqlStore, lines: list[str]) -> float:
 
 
 async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> None:
+    rules = load_tag_rules(args.tags) if args.tags else None
     store = await open_store(database_url)
     rows = customer_rows(args.customers, seed=7)
     customers_csv = workdir / "customers.csv"
@@ -255,14 +263,16 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> Non
         for _ in range(args.rounds):
             await empty(store)
             await seed_products(store, args.products)
-            seconds, report_c = await timed_customers(store, customers_csv)
+            seconds, report_c = await timed_customers(store, customers_csv, rules)
             figures["customers"].append(seconds)
-            figures["customers_rerun"].append((await timed_customers(store, customers_csv))[0])
-            seconds, report_i, chunks = await timed_interactions(store, interactions_csv)
+            figures["customers_rerun"].append(
+                (await timed_customers(store, customers_csv, rules))[0]
+            )
+            seconds, report_i, chunks = await timed_interactions(store, interactions_csv, rules)
             figures["interactions"].append(seconds)
             chunk_ms += chunks
             figures["interactions_rerun"].append(
-                (await timed_interactions(store, interactions_csv))[0]
+                (await timed_interactions(store, interactions_csv, rules))[0]
             )
             # Baselines on the same store: fresh customer rows, then the same events.
             await empty(store)
@@ -274,7 +284,10 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> Non
     assert report_c is not None
     assert report_i is not None
     median = {name: statistics.median(values) for name, values in figures.items()}
-    print(f"store: {database_url.split('://', 1)[0]}, rounds: {args.rounds} (medians)")
+    print(
+        f"store: {database_url.split('://', 1)[0]}, rounds: {args.rounds} (medians), "
+        f"tag rules: {args.tags or 'none'}"
+    )
     print(
         f"customers: {args.customers:,} rows -> {report_c.inserted:,} inserted, "
         f"{report_c.merged_exact:,} exact + {report_c.merged_fuzzy:,} fuzzy merges, "
@@ -311,6 +324,12 @@ def main() -> None:
         "--database-url",
         help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
         "default: a temporary SQLite file",
+    )
+    parser.add_argument(
+        "--tags",
+        default=str(Path(__file__).resolve().parents[1] / "tags.yml"),
+        help="tag rules both imports re-apply, as the CLI does (default: the demo's tags.yml; "
+        "'' for none)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:

@@ -101,9 +101,11 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
 
     Columns (any case, spaces or hyphens): customer, name, email, phone, age, gender,
     country, city, loyalty_tier, created_at. Names, e-mails and phones are stored
-    encrypted. Rerunning the same file changes nothing.
+    encrypted. The rule tags ($PERSONALIZE_TAGS_PATH) of the customers inserted, changed
+    or merged into are re-applied. Rerunning the same file changes nothing.
     """
     from actions import cli  # noqa: PLC0415  # actions.cli imports this module
+    from actions.events.cli import load_ingest_tag_rules  # noqa: PLC0415
     from actions.imports.contacts import contact_cipher  # noqa: PLC0415  # cryptography at use
     from actions.imports.customers import (  # noqa: PLC0415  # SQLAlchemy at use
         CustomerImportOptions,
@@ -121,6 +123,12 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
     except FieldError as error:
         cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    try:
+        # Feature rules may test what the import changes (age, loyalty tier).
+        rules = load_ingest_tag_rules(settings.tags_path)
+    except PersonalizeError as error:
+        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
     async def job() -> ImportReport:
         store = cli._batch_store(settings)
@@ -137,6 +145,7 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
                                 cipher=cipher,
                                 options=options,
                                 progress=advance,
+                                tag_rules=rules,
                             )
                         )
                     except BaseException:

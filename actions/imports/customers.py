@@ -17,6 +17,9 @@ against itself and the store, then written in the caller's one transaction:
    duplicates' values fill what is still empty; the earliest signup date and, unless
    its own row says otherwise, the highest loyalty tier of the group.
 
+6. With tag rules, the rule tags of every customer inserted, updated or merged into are
+   re-applied in the same transaction (feature rules may test age or loyalty tier).
+
 Rerunning the same file finds every id stored (or aliased) with equal values, and
 changes nothing.
 """
@@ -60,6 +63,8 @@ from actions.imports.normalise import (
 )
 from actions.imports.report import ImportReport, Merge, Rejection
 from actions.imports.source import CsvSource, SourceRow
+from actions.segments.tag_rules import TagRules
+from actions.segments.tags import apply_tag_rules
 from actions.store.customers import (
     CustomerColumns,
     CustomerMerge,
@@ -267,11 +272,13 @@ class CustomerImporter:
         options: CustomerImportOptions,
         now: datetime | None = None,
         progress: Progress | None = None,
+        tag_rules: TagRules | None = None,
     ) -> None:
         self.session = session
         self.secret_key = secret_key
         self.cipher = cipher
         self.options = options
+        self.tag_rules = tag_rules
         self.now = now or utc_now()
         self.progress = progress or (lambda stage, done, total: None)
         self.blind_index = BlindIndex(secret_key)
@@ -502,6 +509,13 @@ class CustomerImporter:
             self.now,
         )
         self.progress("writing", total_steps, total_steps)
+        await self._retag(
+            {
+                *(customer_id for customer_id, _ in updates),
+                *new_ids.values(),
+                *(merge.survivor_id for merge in merges),
+            }
+        )
         notes.sort(key=lambda note: (note.line is None, note.line or 0))
         return ImportReport(
             kind="customers",
@@ -514,6 +528,17 @@ class CustomerImporter:
             already_merged=already_merged,
             merges=tuple(notes),
         )
+
+    async def _retag(self, customer_ids: set[int]) -> None:
+        """Re-apply the rule tags of the customers this import wrote (no rules: nothing)."""
+        if self.tag_rules is None or not customer_ids:
+            return
+        self.progress("tagging", 0, 1)
+        await apply_tag_rules(
+            self.session, self.tag_rules, customer_ids, now=self.now,
+            check_catalogue=False, count_qualifying=False,
+        )  # fmt: skip
+        self.progress("tagging", 1, 1)
 
 
 def _age_order(node: _Node) -> tuple[datetime, int]:
@@ -530,14 +555,18 @@ async def import_customers(
     options: CustomerImportOptions | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    tag_rules: TagRules | None = None,
 ) -> ImportReport:
     """Import a customers CSV inside the caller's transaction (see the module doc).
+
+    ``tag_rules``: re-apply them to the customers the import inserted, changed or merged
+    into (the CLI passes ``PERSONALIZE_TAGS_PATH``'s rules, as event ingestion does).
 
     Raises:
         ImportFileError: the file or its header is unusable; nothing was written.
     """
     importer = CustomerImporter(
         session, secret_key=secret_key, cipher=cipher, options=options or CustomerImportOptions(),
-        now=now, progress=progress,
+        now=now, progress=progress, tag_rules=tag_rules,
     )  # fmt: skip
     return await importer.run(path)

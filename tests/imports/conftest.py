@@ -10,6 +10,7 @@ from sqlalchemy import select
 from actions.imports.contacts import ContactCipher
 from actions.imports.customers import CustomerImportOptions, import_customers
 from actions.imports.report import ImportReport
+from actions.segments.tag_rules import TagRules
 from actions.store.models import (
     Customer,
     CustomerAlias,
@@ -47,7 +48,9 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-async def import_file(store: SqlStore, path: Path, **options: Any) -> ImportReport:
+async def import_file(
+    store: SqlStore, path: Path, *, tag_rules: TagRules | None = None, **options: Any
+) -> ImportReport:
     """One customers import in its own committed transaction."""
     async with store.sessions.begin() as session:
         return await import_customers(
@@ -57,6 +60,7 @@ async def import_file(store: SqlStore, path: Path, **options: Any) -> ImportRepo
             cipher=CIPHER,
             options=CustomerImportOptions(**options),
             now=NOW,
+            tag_rules=tag_rules,
         )
 
 

@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from actions.cli import app
+from actions.store.models import CustomerTag
 from tests.conftest import migrated_store
 from tests.imports.conftest import MESSY_CUSTOMERS, write
 
@@ -118,3 +120,39 @@ def test_interactions_jsonl_and_rerun(url: str, tmp_path: Path) -> None:
     assert (first["read"], first["inserted"], first["customers_created"]) == (3, 3, 3)
     again = import_json("interactions", path)
     assert (again["inserted"], again["duplicates"]) == (0, 3)
+
+
+def test_customers_import_applies_the_tag_rules_file(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PERSONALIZE_TAGS_PATH's rules tag imported customers; a broken file stops the import."""
+    rules = write(
+        tmp_path, "tags.yml", "tags:\n  - tag: vip\n    when: {feature: loyalty_tier, gte: 2}\n"
+    )
+    monkeypatch.setenv("PERSONALIZE_TAGS_PATH", str(rules))
+    import_json("customers", str(write(tmp_path, "c.csv", MESSY_CUSTOMERS)))
+
+    async def vip_count() -> int:
+        store = await migrated_store(url)
+        try:
+            async with store.sessions() as session:
+                return int(
+                    await session.scalar(
+                        select(func.count())
+                        .select_from(CustomerTag)
+                        .where(CustomerTag.tag == "vip")
+                    )
+                    or 0
+                )
+        finally:
+            await store.dispose()
+
+    assert asyncio.run(vip_count()) == 2  # c-001 gold, c-007 platinum
+
+    rules.write_text("tags:\n  - tag: vip\n    when: {feature: shoe_size, gte: 2}\n")
+    broken = runner.invoke(
+        app, ["import", "customers", str(write(tmp_path, "d.csv", "customer\nc-9\n"))]
+    )
+    assert broken.exit_code == 1
+    assert "tags.yml" in broken.stderr
+    assert "shoe_size" in broken.stderr

@@ -15,6 +15,7 @@ from actions.identity import customer_key
 from actions.imports.contacts import BlindIndex
 from actions.imports.report import Merge, Rejection
 from actions.imports.source import ImportFileError
+from actions.segments.tag_rules import RULE_SOURCE, parse_tag_rules
 from actions.store.catalogue import record_interactions
 from actions.store.models import (
     Customer,
@@ -324,3 +325,66 @@ async def test_old_key_reaches_the_survivor_everywhere(store: SqlStore, tmp_path
     assert snapshot is not None
     assert snapshot.loyalty_tier == "gold"
     assert snapshot.metrics.interaction_count == 4  # e1-e4; chat clicks are not refreshed here
+
+
+FIELD_RULES = parse_tag_rules(
+    """
+tags:
+  - tag: vip
+    when: {feature: loyalty_tier, gte: 2}
+  - tag: over_forty
+    when: {feature: age, gte: 40}
+""",
+    "tags.yml",
+)
+
+
+async def rule_tags(store: SqlStore) -> dict[str, set[str]]:
+    """Rule tags by customer key."""
+    async with store.sessions() as session:
+        rows = await session.execute(
+            select(Customer.customer_key, CustomerTag.tag)
+            .join(CustomerTag, CustomerTag.customer_id == Customer.id)
+            .where(CustomerTag.source == RULE_SOURCE)
+        )
+        found: dict[str, set[str]] = {}
+        for customer, tag in rows:
+            found.setdefault(customer, set()).add(tag)
+        return found
+
+
+async def test_rule_tags_follow_the_imported_fields(store: SqlStore, tmp_path: Path) -> None:
+    """Tier and age from the file tag customers; a later downgrade drops only that tag."""
+    await import_file(store, write(tmp_path, "c.csv", MESSY_CUSTOMERS), tag_rules=FIELD_RULES)
+    assert await rule_tags(store) == {
+        key("c-001"): {"vip"},  # gold
+        key("c-002"): {"over_forty"},  # 41
+        key("c-007"): {"vip"},  # platinum
+    }
+
+    downgrade = write(tmp_path, "d.csv", "customer,tier\nc-001,silver\n")
+    report = await import_file(store, downgrade, tag_rules=FIELD_RULES)
+
+    assert report.updated == 1
+    assert await rule_tags(store) == {key("c-002"): {"over_forty"}, key("c-007"): {"vip"}}
+    before = await table_contents(store)
+    assert (await import_file(store, downgrade, tag_rules=FIELD_RULES)).unchanged == 1
+    assert await table_contents(store) == before
+
+
+async def test_merge_survivor_is_tagged_by_the_history_it_received(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """crm-9 gets `buyer` from the purchase of shop-77, which was merged into it."""
+    await seed_history(store)
+    rules = parse_tag_rules(
+        "tags:\n  - tag: buyer\n    when: {count: {kind: purchase, at_least: 1}}\n", "tags.yml"
+    )
+    first = "customer,name,email,created_at\ncrm-9,Anna Müller,anna@example.com,2020-01-01\n"
+    await import_file(store, write(tmp_path, "a.csv", first), tag_rules=rules)
+    assert await rule_tags(store) == {}  # crm-9 only viewed
+
+    second = "customer,name,email\nshop-77,ANNA MUELLER,Anna@Example.com\n"
+    await import_file(store, write(tmp_path, "b.csv", second), tag_rules=rules)
+
+    assert await rule_tags(store) == {key("crm-9"): {"buyer"}}
