@@ -14,6 +14,7 @@ from actions.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
 DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"  # noqa: S105  # public on purpose; warned about on use
 
@@ -116,6 +117,17 @@ class Settings(BaseSettings):
     def _secret_key_long_enough(cls, value: str) -> str:
         if len(value) < 16:
             raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_a_redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # PERSONALIZE_REDIS_URL= (empty) also means no Redis
+        value = value.strip()
+        if not value.lower().startswith(REDIS_SCHEMES):
+            # The value itself may hold a password: name the rule, not the value.
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (or be empty: no Redis)")
         return value
 
     @field_validator("contact_key")

@@ -53,6 +53,29 @@ def test_invalid_values_name_the_variable(
         load_settings()
 
 
+def test_redis_url_needs_a_redis_scheme_and_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mistyped Redis URL is refused by name without its (possibly secret) value."""
+    monkeypatch.setenv("PERSONALIZE_REDIS_URL", "http://:hunter2@cache:6379/0")
+    with pytest.raises(ConfigurationError, match="PERSONALIZE_REDIS_URL: Value error") as raised:
+        load_settings()
+    assert "hunter2" not in str(raised.value)
+    assert "redis://, rediss://, unix://" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", None), ("  ", None), (" redis://cache:6379/1 ", "redis://cache:6379/1"),
+     ("REDISS://cache/0", "REDISS://cache/0"), ("unix:///run/redis.sock", "unix:///run/redis.sock")],
+)  # fmt: skip
+def test_redis_url_empty_means_none_and_is_trimmed(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("PERSONALIZE_REDIS_URL", value)
+    assert load_settings().redis_url == expected
+
+
 @pytest.mark.parametrize(
     ("url", "driver"),
     [
