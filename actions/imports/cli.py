@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from rich.markup import escape
@@ -23,6 +23,9 @@ from rich.table import Table
 from actions.cli_options import DatabaseOption
 from actions.errors import PersonalizeError
 from actions.imports.report import ImportReport, counts_of, describe_merge
+
+if TYPE_CHECKING:
+    from actions.segments.tag_rules import TagRules
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")]
 DryRunOption = Annotated[
@@ -105,7 +108,6 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
     or merged into are re-applied. Rerunning the same file changes nothing.
     """
     from actions import cli  # noqa: PLC0415  # actions.cli imports this module
-    from actions.events.cli import load_ingest_tag_rules  # noqa: PLC0415
     from actions.imports.contacts import contact_cipher  # noqa: PLC0415  # cryptography at use
     from actions.imports.customers import (  # noqa: PLC0415  # SQLAlchemy at use
         CustomerImportOptions,
@@ -123,12 +125,8 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
     except FieldError as error:
         cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    try:
-        # Feature rules may test what the import changes (age, loyalty tier).
-        rules = load_ingest_tag_rules(settings.tags_path)
-    except PersonalizeError as error:
-        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    # Feature rules may test what the import changes (age, loyalty tier).
+    rules = _tag_rules(settings.tags_path)
 
     async def job() -> ImportReport:
         store = cli._batch_store(settings)
@@ -190,19 +188,14 @@ def import_interactions_command(  # noqa: PLR0917  # typer declares options as p
     hash of its content, so rerunning the same file stores nothing twice.
     """
     from actions import cli  # noqa: PLC0415  # actions.cli imports this module
-    from actions.events.cli import load_ingest_tag_rules  # noqa: PLC0415
     from actions.imports.interactions import (  # noqa: PLC0415  # SQLAlchemy at use
         InteractionImportOptions,
         import_interactions,
     )
 
     settings = cli._settings(database_url)
-    try:
-        # Rule tags follow new interactions here as they do for ingested events.
-        rules = load_ingest_tag_rules(settings.tags_path)
-    except PersonalizeError as error:
-        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    # Rule tags follow new interactions here as they do for ingested events.
+    rules = _tag_rules(settings.tags_path)
     options = InteractionImportOptions(
         dayfirst=dayfirst,
         chunk_size=chunk_size,
@@ -231,6 +224,18 @@ def import_interactions_command(  # noqa: PLR0917  # typer declares options as p
             await store.dispose()
 
     _print(_run(job), as_json=as_json)
+
+
+def _tag_rules(path: Path | None) -> TagRules | None:
+    """The rules both imports re-apply (None without a file); a broken file exits 1."""
+    from actions import cli  # noqa: PLC0415  # actions.cli imports this module
+    from actions.events.cli import load_ingest_tag_rules  # noqa: PLC0415  # YAML at use
+
+    try:
+        return load_ingest_tag_rules(path)
+    except PersonalizeError as error:
+        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _run(job: Callable[[], Coroutine[Any, Any, ImportReport]]) -> ImportReport:
