@@ -1,9 +1,10 @@
-"""10,000 events through the API and the worker while workers die and Redis restarts.
+"""Events, profiles and actions while workers die and Redis restarts or hangs.
 
-The worker runs as a real `personalize worker` process and is killed with SIGKILL three
-times (no chance to finish its batch); Redis, our own instance with an append-only file,
-is restarted once while events arrive. At the end every event is stored exactly once and
-nothing is left in the stream.
+10,000 events go through the API while the worker, a real `personalize worker` process,
+is killed with SIGKILL three times (no chance to finish its batch) and Redis, our own
+instance with an append-only file, is restarted once. At the end every event is stored
+exactly once and nothing is left in the stream. Then Redis is frozen mid-run: the API and
+the actions answer from SQL meanwhile, and nothing is lost or stale afterwards.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ from redis.exceptions import RedisError
 from sanic import Sanic
 from sqlalchemy import func, select
 
+from actions.cache.profiles import entry_key, version_key
 from actions.engine import PersonalizationService
 from actions.events.api import attach_event_routes
 from actions.events.apikeys import create_api_key
 from actions.events.stream import GROUP
+from actions.identity import customer_key
 from actions.processes import free_port
 from actions.runtime import install_service, shutdown_service
 from actions.store.models import Interaction
 from actions.store.sql_store import SqlStore
+from actions.testing import action_call, slots_from_events, tracker_state
 from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.factories import NOW, add_product
 
@@ -245,3 +249,136 @@ async def test_ten_thousand_events_survive_killed_workers_and_a_redis_restart(
     # Both paths were used: the stream, and SQL while Redis was restarting.
     assert queued > 0
     assert direct >= 2
+
+
+async def test_a_hung_redis_mid_run_answers_from_sql_and_loses_nothing(
+    postgres_url: str,
+    store: SqlStore,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis frozen (SIGSTOP: connections open, no answers) while events, profile writes
+    and actions keep coming: every answer comes from SQL while Redis cannot answer at
+    all, nothing is lost, and the profile written meanwhile is what the action shows
+    after Redis is back (no stale cached snapshot wins)."""
+    monkeypatch.setenv("PERSONALIZE_SECRET_KEY", TEST_SECRET)
+    async with store.sessions.begin() as session:
+        _, ingest = await create_api_key(session, "ingest")
+        _, admin = await create_api_key(session, "admin")
+    settings = make_settings(
+        postgres_url, redis_url=redis_server.url, event_stream=STREAM, redis_retry_after_s=0.5
+    )
+    install_service(PersonalizationService(settings, store))
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    # Not create_personalize_app(): the test client starts and stops the app around each
+    # request, and that app closes the service when it stops.
+    app: Sanic[Any, Any] = attach_event_routes(create_app(executor))
+    env = os.environ | {
+        "PERSONALIZE_DATABASE_URL": postgres_url,
+        "PERSONALIZE_REDIS_URL": redis_server.url,
+        "PERSONALIZE_SECRET_KEY": TEST_SECRET,
+        "PERSONALIZE_EVENT_STREAM": STREAM,
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    customer = "customer-1"
+
+    async def post_events(numbers: range) -> Any:
+        _, response = await app.asgi_client.post(
+            "/personalize/events",
+            json={"events": [event(n) for n in numbers]},
+            headers={"Authorization": f"Bearer {ingest}"},
+        )
+        assert response.status == 200, response.text
+        assert len(response.json["accepted"]) == len(numbers)
+        return response.json
+
+    async def refreshed_slots() -> dict[str, Any]:
+        call = action_call(
+            "action_refresh_personalization", tracker_state(sender_id="s-1", user_id=customer)
+        )
+        _, response = await app.asgi_client.post("/webhook", json=call)
+        assert response.status == 200, response.text
+        return slots_from_events(response.json["events"])
+
+    async def stored_count() -> int:
+        async with store.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(Interaction)) or 0)
+
+    worker.start()
+    try:
+        assert (await post_events(range(0, BATCH)))["queued"] is True
+        for _ in range(300):
+            if await stored_count() == BATCH:
+                break
+            await asyncio.sleep(0.1)
+        assert await stored_count() == BATCH
+        # The worker refreshes metrics after storing, then invalidates the customer's
+        # cache entry (its version key appears): only then is a cached entry left alone.
+        client = Redis.from_url(redis_server.url)
+        key = customer_key(TEST_SECRET, customer)
+        for _ in range(300):
+            if client.exists(version_key(key)):
+                break
+            await asyncio.sleep(0.1)
+        assert client.exists(version_key(key))
+        assert (await refreshed_slots())["loyalty_tier"] == "none"
+        # The action cached the customer's snapshot (written back in the background).
+        for _ in range(100):
+            if client.exists(entry_key(key)):
+                break
+            await asyncio.sleep(0.05)
+        assert client.exists(entry_key(key))
+        client.close()
+
+        assert redis_server.process is not None
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        try:
+            # Each answer is bounded by the Redis timeout; Redis cannot answer at all here.
+            during = await asyncio.wait_for(post_events(range(BATCH, 2 * BATCH)), 20)
+            assert during["queued"] is False  # stored in the request instead
+            _, put = await asyncio.wait_for(
+                app.asgi_client.put(
+                    f"/personalize/profiles/{customer}",
+                    json={"loyalty_tier": "gold"},
+                    headers={"Authorization": f"Bearer {admin}"},
+                ),
+                20,
+            )
+            assert put.status == 200, put.text
+            assert (await asyncio.wait_for(refreshed_slots(), 20))["loyalty_tier"] == "gold"
+            assert await stored_count() == 2 * BATCH
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+
+        queued_again = False
+        for attempt in range(50):
+            numbers = range((2 + attempt) * BATCH, (3 + attempt) * BATCH)
+            if (await post_events(numbers))["queued"]:
+                queued_again = True
+                sent = 3 + attempt
+                break
+            await asyncio.sleep(0.1)
+        assert queued_again, "events never went back to the stream after Redis returned"
+        # Once the breaker lets the engine use Redis again, the snapshot cached before the
+        # freeze ("none") is still there: the PUT's invalidation, replayed, must beat it.
+        await asyncio.sleep(2 * settings.redis_retry_after_s)
+        assert (await refreshed_slots())["loyalty_tier"] == "gold"
+
+        os.killpg(worker.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        assert worker.wait(60) == 0
+        worker.start("--until-idle")
+        assert worker.wait(120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        assert (await refreshed_slots())["loyalty_tier"] == "gold"
+    finally:
+        worker.stop()
+        await shutdown_service()
+
+    async with store.sessions() as session:
+        stored = (await session.execute(select(Interaction.event_id))).scalars().all()
+    assert sorted(stored) == sorted(f"chaos-{n}" for n in range(sent * BATCH))
+    client = Redis.from_url(redis_server.url)
+    assert int(client.xpending(STREAM, GROUP)["pending"]) == 0
+    assert client.xlen(STREAM) == 0
+    client.close()
