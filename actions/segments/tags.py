@@ -2,10 +2,16 @@
 
 For each rule, in the caller's transaction:
 
-- **count rules** run as two set-based statements: a ``DELETE`` of the rule's tags whose
-  customers no longer reach the count (a correlated ``NOT EXISTS`` over their
-  interactions), and an ``INSERT ... SELECT ... GROUP BY ... HAVING`` upsert of every
-  customer who does;
+- **count rules** over every customer run as two set-based statements: a ``DELETE`` of
+  the rule's tags whose customers no longer reach the count (a correlated ``NOT EXISTS``
+  over their interactions), and an ``INSERT ... SELECT ... GROUP BY ... HAVING`` upsert
+  of every customer who does. For some customers (ingestion re-tags the ones with new
+  events every second) all count rules share one aggregate pass over those customers'
+  interactions instead, and the tags are written as for feature rules: per rule, those
+  statements would be planned from row estimates that a rule's own filters (kind,
+  category, time window) make tiny, and PostgreSQL then picks nested loops that compare
+  every matching interaction with every customer in scope (seen: 1.4 s per rule for
+  5,000 customers, against 0.1 s for the shared pass);
 - **feature rules** compute the features once (SQL aggregates, see
   :mod:`actions.segments.features`), compare in numpy, then upsert and delete in batches.
 
@@ -27,7 +33,18 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
-from sqlalchemy import ColumnElement, Delete, Float, Select, String, delete, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Float,
+    Select,
+    String,
+    case,
+    delete,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
@@ -112,9 +129,10 @@ async def apply_tag_rules(
         now: the end of ``within_days`` windows (default: now), timezone-aware.
         check_catalogue: warn about rules naming categories the catalogue lacks (jobs
             that re-apply the same rules every few seconds check once, at start).
-        count_qualifying: count each count rule's qualifying customers for the report
-            (one statement per rule; ingestion, which reports nothing, skips it and
-            leaves ``qualifying`` at 0 for those rules).
+        count_qualifying: over everyone, count each count rule's qualifying customers
+            for the report (one more statement per rule; a caller that reports nothing
+            skips it and gets ``qualifying`` 0 for those rules). Runs for some customers
+            count them anyway, at no cost.
     """
     now = now or utc_now()
     scopes: list[list[int] | None]
@@ -135,8 +153,24 @@ async def apply_tag_rules(
         if feature_rules
         else None
     )
+    count_rules = [(r, r.condition) for r in rules.rules if isinstance(r.condition, CountCondition)]
+    in_scope = [customer for scope in scopes if scope is not None for customer in scope]
+    counted = (
+        await _count_holders(
+            session, count_rules, [s for s in scopes if s is not None], now=now, dialect=dialect
+        )
+        if customer_ids is not None and count_rules
+        else None
+    )
     for rule in rules.rules:
-        if isinstance(rule.condition, CountCondition):
+        if isinstance(rule.condition, CountCondition) and counted is not None:
+            outcomes.append(
+                await _write_tags(
+                    session, insert, rule, holders=counted[rule.tag], evaluated=in_scope,
+                    now=now, dialect=dialect,
+                )
+            )  # fmt: skip
+        elif isinstance(rule.condition, CountCondition):
             outcomes.append(
                 await _apply_count_rule(
                     session, rule, rule.condition, scopes, now=now, dialect=dialect,
@@ -151,7 +185,7 @@ async def apply_tag_rules(
             else:
                 holds = np.zeros(len(features), dtype=np.bool_)
             outcomes.append(
-                await _write_feature_tags(
+                await _write_tags(
                     session,
                     insert,
                     rule,
@@ -201,6 +235,44 @@ async def _apply_count_rule(
         )
         tagged += await _rowcount(session, _upsert_count(insert, rule, holders, now))
     return TagOutcome(rule.tag, qualifying, tagged, removed)
+
+
+async def _count_holders(
+    session: AsyncSession,
+    rules: list[tuple[TagRule, CountCondition]],
+    scopes: list[list[int]],
+    *,
+    now: datetime,
+    dialect: str,
+) -> dict[str, list[int]]:
+    """The customers in scope who reach each count rule, in one aggregate pass per scope.
+
+    One sum per rule over the scope's interactions of the kinds the rules count, grouped
+    by customer: the same counts as :func:`_count_query`, without its per-rule plans.
+    """
+    i = Interaction
+    sums = []
+    for _, condition in rules:
+        counted = i.kind == condition.kind
+        if condition.category is not None:
+            counted = counted & (Product.category == condition.category)
+        if condition.within_days is not None:
+            counted = counted & (i.occurred_at >= now - timedelta(days=condition.within_days))
+        sums.append(func.sum(case((counted, 1), else_=0)))
+    kinds = sorted({condition.kind for _, condition in rules})
+    holders: dict[str, list[int]] = {rule.tag: [] for rule, _ in rules}
+    for scope in scopes:
+        statement = (
+            select(i.customer_id, *sums)
+            .outerjoin(Product, Product.id == i.product_id)
+            .where(member_of(i.customer_id, scope, dialect), i.kind.in_(kinds))
+            .group_by(i.customer_id)
+        )
+        for customer, *counts in await session.execute(statement):
+            for (rule, condition), count in zip(rules, counts, strict=True):
+                if int(count or 0) >= condition.at_least:
+                    holders[rule.tag].append(int(customer))
+    return holders
 
 
 def _insert_for(dialect: str) -> Any:
@@ -271,7 +343,7 @@ def _on_conflict(statement: Any) -> Any:
     )
 
 
-async def _write_feature_tags(
+async def _write_tags(
     session: AsyncSession,
     insert: Any,
     rule: TagRule,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.segments.tag_rules import load_tag_rules, parse_tag_rules
 from actions.segments.tags import apply_tag_rules
 from actions.store.models import CustomerTag
 from actions.store.sql_store import SqlStore
+from tests.factories import add_customer, add_interactions, add_product
 from tests.segments.conftest import DAY, NOW, TinyShop, build_tiny_shop
 
 DEMO_RULES = Path(__file__).resolve().parents[2] / "tags.yml"
@@ -179,3 +181,91 @@ async def test_the_demo_tag_rules_run_on_the_demo_shop(demo_store: SqlStore) -> 
     assert outcomes["interested_in_running"].tagged == 0
     assert again.removed == 0
     assert [o.tagged for o in again.outcomes] == [o.tagged for o in run.outcomes]
+
+
+MIXED_RULES = parse_tag_rules(
+    """
+tags:
+  - tag: runner
+    when: {count: {kind: view, category: running, within_days: 30, at_least: 2}}
+  - tag: hiker
+    when: {count: {kind: view, category: outdoor, at_least: 3}}
+  - tag: buyer
+    weight: 0.5
+    when: {count: {kind: purchase, at_least: 1}}
+  - tag: recent_carts
+    when: {count: {kind: cart, within_days: 10, at_least: 2}}
+  - tag: clicker
+    when: {count: {kind: chat_click, at_least: 1}}
+  - tag: premium
+    when: {feature: monetary, gte: 150}
+""",
+    "rules.yml",
+)
+
+
+async def rule_rows(session: AsyncSession) -> set[tuple[int, str, str, float]]:
+    rows = await session.execute(
+        select(CustomerTag.customer_id, CustomerTag.tag, CustomerTag.source, CustomerTag.weight)
+    )
+    return {tuple(row) for row in rows}  # type: ignore[misc]
+
+
+async def test_runs_for_some_customers_tag_exactly_as_runs_for_everyone(store: SqlStore) -> None:
+    """Ingestion's scoped runs (one aggregate pass for all count rules) give the same tags,
+    weights and removals as the set-based run over everyone, and leave other sources be."""
+    rng = random.Random(7)
+    async with store.sessions.begin() as session:
+        products = [
+            await add_product(session, f"P-{n}", category, price=20.0 + 10 * n)
+            for n, category in enumerate(("running", "outdoor", "kitchen", "running"))
+        ]
+        customers = [await add_customer(session, f"mixed-{n}") for n in range(40)]
+        for customer in customers:
+            for _ in range(rng.randint(0, 6)):
+                await add_interactions(
+                    session, customer, rng.choice(products),
+                    rng.choice(("view", "view", "cart", "purchase", "chat_click", "shown")),
+                    rng.randint(1, 3), days_ago=rng.uniform(0.5, 60),
+                )  # fmt: skip
+        # Tags from elsewhere, some with a rule's name, and a stale rule tag.
+        session.add_all(
+            [
+                CustomerTag(customer_id=customers[0].id, tag="runner", source="crm", weight=2.0),
+                CustomerTag(customer_id=customers[1].id, tag="vip", source="manual", weight=1.0),
+                CustomerTag(customer_id=customers[2].id, tag="buyer", source="rule", weight=0.1),
+            ]
+        )  # fmt: skip
+        await session.flush()
+        ids = [customer.id for customer in customers]
+        before = await rule_rows(session)
+
+        everyone = await apply_tag_rules(session, MIXED_RULES, now=NOW)
+        expected = await rule_rows(session)
+        later = await apply_tag_rules(session, MIXED_RULES, now=NOW + 20 * DAY)
+        expected_later = await rule_rows(session)
+
+        await session.execute(delete(CustomerTag))
+        session.add_all(
+            [CustomerTag(customer_id=c, tag=t, source=s, weight=w) for c, t, s, w in before]
+        )
+        await session.flush()
+        halves = [await apply_tag_rules(session, MIXED_RULES, part, now=NOW)
+                  for part in (ids[:15], ids[15:])]  # fmt: skip
+        scoped = await rule_rows(session)
+        scoped_later = await apply_tag_rules(session, MIXED_RULES, ids, now=NOW + 20 * DAY)
+        scoped_rows_later = await rule_rows(session)
+
+    assert scoped == expected
+    assert scoped_rows_later == expected_later
+    assert expected != expected_later  # the windows moved: something was removed
+    assert (customers[0].id, "runner", "crm", 2.0) in scoped  # never taken over
+    assert (customers[2].id, "buyer", "rule", 0.1) not in scoped  # stale weight rewritten
+    by_tag = {o.tag: o for o in everyone.outcomes}
+    scoped_by_tag = {o.tag: o for o in halves[0].outcomes}
+    for tag, outcome in {o.tag: o for o in halves[1].outcomes}.items():
+        first = scoped_by_tag[tag]
+        assert first.qualifying + outcome.qualifying == by_tag[tag].qualifying, tag
+    assert {o.tag: o.removed for o in scoped_later.outcomes} == {
+        o.tag: o.removed for o in later.outcomes
+    }
