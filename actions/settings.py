@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     store_statement_timeout_s: float = Field(
         default=1.0, gt=0, description="Give up on one store statement after this long."
     )
+    ingest_statement_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Give up on one statement of an events batch stored in SQL after this "
+        "long; concurrent batches of the same customers wait for each other's locks.",
+    )
     action_budget_s: float = Field(
         default=1.5,
         gt=0,

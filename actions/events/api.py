@@ -37,6 +37,7 @@ from actions.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from actions.runtime import personalization_service
 from actions.segments.tag_rules import TagRules
 from actions.settings import Settings
+from actions.store.database import StoreTimeouts, create_store_engine, session_factory
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ MAX_EVENTS_PER_BATCH: Final = 1_000
 # How long an API key lookup (or a sku found in the catalogue) is trusted.
 API_KEY_CACHE_S: Final = 5.0
 KNOWN_SKU_CACHE_S: Final = 60.0
+# Connections for batches stored in SQL: more concurrent batches only wait on each other.
+WRITER_POOL_SIZE: Final = 4
 # wbits for zlib: 16 + MAX_WBITS reads gzip; 32 + MAX_WBITS reads zlib or gzip headers,
 # which covers the senders that label gzip data "deflate".
 _WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
@@ -167,6 +170,15 @@ class IngestionPath:
     """
 
     def __init__(self, settings: Settings) -> None:
+        # Batches stored in SQL get their own connections and statement limit: the
+        # actions' limit (a second) is for reads, and a batch may wait that long for the
+        # customer locks of another batch of the same customers.
+        self.writer = create_store_engine(
+            settings.database_url,
+            StoreTimeouts(settings.store_connect_timeout_s, settings.ingest_statement_timeout_s),
+            pool_size=WRITER_POOL_SIZE,
+        )
+        self.writes = session_factory(self.writer)
         self.stream = (
             EventStream.from_url(
                 settings.redis_url,
@@ -187,7 +199,7 @@ class IngestionPath:
         """Check and store (or queue) a batch; returns the result and whether it was queued."""
         secret = service.settings.secret_key
         if self.stream is None:
-            async with service.store.sessions.begin() as session:
+            async with self.writes.begin() as session:
                 result = await ingest_events(
                     session, events, secret_key=secret, tag_rules=self.tag_rules
                 )
@@ -206,7 +218,7 @@ class IngestionPath:
             await self.stream.publish(fresh)
         except RedisUnavailableError:
             # Redis is down or slow: the same batch goes to SQL now, nothing is lost.
-            async with service.store.sessions.begin() as session:
+            async with self.writes.begin() as session:
                 stored = await store_events(session, fresh, tag_rules=self.tag_rules)
             await _invalidate_profiles(service, stored.changed_keys)
             accepted = [e.event_id for e in fresh if e.event_id in stored.inserted]
@@ -216,9 +228,10 @@ class IngestionPath:
         return IngestResult(accepted, duplicates, list(checked.rejected)), True
 
     async def close(self) -> None:
-        """Close the stream's connections."""
+        """Close the stream's and the writer's connections."""
         if self.stream is not None:
             await self.stream.close()
+        await self.writer.dispose()
 
 
 def _tag_rules_or_none(settings: Settings) -> TagRules | None:

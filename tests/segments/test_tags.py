@@ -234,6 +234,7 @@ async def test_runs_for_some_customers_tag_exactly_as_runs_for_everyone(store: S
                 CustomerTag(customer_id=customers[0].id, tag="runner", source="crm", weight=2.0),
                 CustomerTag(customer_id=customers[1].id, tag="vip", source="manual", weight=1.0),
                 CustomerTag(customer_id=customers[2].id, tag="buyer", source="rule", weight=0.1),
+                CustomerTag(customer_id=customers[3].id, tag="retired", source="rule", weight=1.0),
             ]
         )  # fmt: skip
         await session.flush()
@@ -261,6 +262,8 @@ async def test_runs_for_some_customers_tag_exactly_as_runs_for_everyone(store: S
     assert expected != expected_later  # the windows moved: something was removed
     assert (customers[0].id, "runner", "crm", 2.0) in scoped  # never taken over
     assert (customers[2].id, "buyer", "rule", 0.1) not in scoped  # stale weight rewritten
+    assert not any(tag == "retired" for _, tag, _, _ in scoped)  # no rule gives it any more
+    assert everyone.removed_orphans == sum(h.removed_orphans for h in halves) == 1
     by_tag = {o.tag: o for o in everyone.outcomes}
     scoped_by_tag = {o.tag: o for o in halves[0].outcomes}
     for tag, outcome in {o.tag: o for o in halves[1].outcomes}.items():
