@@ -190,7 +190,9 @@ def worker(
     refresh_every_s: Annotated[
         float,
         typer.Option(
-            min=0.0, help="Recompute metrics and tags of customers with new events this often."
+            min=0.0,
+            help="Recompute metrics and tags of customers with new events this often while "
+            "events pour in; a worker that has caught up with the stream does it at once.",
         ),
     ] = 1.0,
     database_url: DatabaseOption = None,

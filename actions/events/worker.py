@@ -64,6 +64,8 @@ HOUSEKEEPING_EVERY_S: Final = 60.0
 MAX_BACKOFF_S: Final = 10.0
 # Customers refreshed per transaction.
 REFRESH_CHUNK: Final = 5_000
+# Refreshes triggered by a drained stream come at most this often.
+MIN_REFRESH_GAP_S: Final = 0.05
 
 # KEYS: dirty set, version counter. ARGV: customer ids. One version per batch.
 _MARK_DIRTY: Final = """
@@ -180,6 +182,8 @@ class StreamWorker:
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
         self._rules_checked = False
         self._messages_per_read = max(1, self.options.batch_size // EVENTS_PER_MESSAGE)
+        # Set when a stored batch emptied the stream: the refresh need not wait its turn.
+        self._caught_up = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
         """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained).
@@ -207,17 +211,28 @@ class StreamWorker:
         return self.stats
 
     async def _refresh_until(self, storing_done: asyncio.Event) -> None:
-        """Refresh dirty customers every ``refresh_every_s`` until storing stops, then once
-        more; a full chunk is followed at once by the next."""
+        """Refresh dirty customers until storing stops, then once more.
+
+        A refresh follows at once after a full chunk; otherwise after ``refresh_every_s``,
+        or as soon as a stored batch has emptied the stream: while events pour in,
+        refreshes gather many batches' customers, and when the worker has caught up,
+        metrics and tags follow the last events without waiting out the interval.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             finished = storing_done.is_set()
+            started = loop.time()
+            self._caught_up.clear()
             marked = await self.refresh_dirty()
             if finished:
                 return
             if marked is None:
                 await _sleep_or_stop(storing_done, self._backoff())
             elif marked < REFRESH_CHUNK:
-                await _sleep_or_stop(storing_done, self.options.refresh_every_s)
+                await _wait_for_any((storing_done, self._caught_up), self.options.refresh_every_s)
+                gap = MIN_REFRESH_GAP_S - (loop.time() - started)
+                if gap > 0 and not storing_done.is_set():
+                    await _sleep_or_stop(storing_done, gap)
 
     async def step(self) -> int | None:
         """One batch: the events (and malformed messages) handled, None after a failure."""
@@ -267,6 +282,8 @@ class StreamWorker:
         if not acknowledged:
             return None
         self._failures = 0
+        if len(messages) < self._messages_per_read:
+            self._caught_up.set()  # a short read: the stream held no more than this
         # Never 0 for a batch of messages, even when none held events: 0 means idle.
         return len(events) + len(malformed)
 
@@ -450,6 +467,16 @@ def _text(value: Any) -> str:
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_for_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+    """Until one of ``events`` is set, or ``seconds`` have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def redis_persists(client: redis_asyncio.Redis) -> bool | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -249,6 +250,33 @@ async def test_metrics_are_refreshed_once_per_customer_not_per_batch(
         metrics = await session.scalar(select(CustomerProfile.metrics))
     assert metrics is not None
     assert metrics["interaction_count"] == 30
+
+
+async def test_a_caught_up_worker_refreshes_without_waiting_out_the_interval(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """With an hour between scheduled refreshes, a batch that empties the stream still
+    gets its customers' metrics refreshed right after it is stored."""
+    client, stream = redis
+    worker = worker_for(client, stream, store, exit_when_idle=False, refresh_every_s=3600)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.2)  # the first scheduled refresh has run: the next is in 1 h
+        await publish(client, stream, [make_event(n) for n in range(5)])
+        metrics = None
+        for _ in range(200):
+            async with store.sessions() as session:
+                metrics = await session.scalar(select(CustomerProfile.metrics))
+            if metrics is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert metrics is not None, "not refreshed: the worker waited for its schedule"
+        assert metrics["interaction_count"] == 5
+        assert await client.zcard(worker.dirty_key) == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
 
 
 async def test_a_refresh_never_clears_a_newer_mark(
