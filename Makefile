@@ -107,6 +107,7 @@ bench: seed
 	$(BIN)/python bench/segment_throughput.py
 	$(BIN)/python bench/import_throughput.py
 	$(BIN)/python bench/events_throughput.py
+	$(BIN)/python bench/tag_refresh.py
 
 clean:
 	rm -rf $(VENV) personalize.db models reports .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -51,7 +50,7 @@ from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.sql_store import SqlStore
-from harness import percentile, run_on_scratch
+from harness import add_database_url_option, percentile, run_on_scratch
 
 SECRET = "bench-secret-key-0123456789abcdef"
 KINDS = ("view", "view", "view", "search", "cart", "purchase", "chat_click")
@@ -392,11 +391,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--products", type=int, default=500)
-    parser.add_argument(
-        "--database-url",
-        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
-        "default: a temporary SQLite file",
-    )
+    add_database_url_option(parser)
     parser.add_argument("--redis-url", help="queue through a Redis Stream and time the worker")
     parser.add_argument("--worker-batch", type=int, default=1_000, help="worker batch size")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -406,13 +401,11 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
-    with tempfile.TemporaryDirectory() as scratch:
-        url = args.database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
-        summary = run_on_scratch(url, lambda database_url: run(args, database_url))
+    summary = run_on_scratch(args.database_url, lambda database_url: run(args, database_url))
     if args.json:
         print(json.dumps(summary))
         return
-    backend = url.split(":", 1)[0]
+    backend = (args.database_url or "sqlite").split(":", 1)[0]
     print(f"events through HTTP vs executemany ({backend}, {summary['path']}, batches of "
           f"{args.batch}, concurrency {args.concurrency}, {args.rounds} rounds)")  # fmt: skip
     for name in ("http", "baseline"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -60,11 +63,24 @@ async def scratch_database(url: str) -> AsyncIterator[str]:
         await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_on_scratch(url: str, job: Callable[[str], Coroutine[Any, Any, T]]) -> T:
-    """``asyncio.run(job(database_url))`` on a scratch database of ``url``'s server."""
+def run_on_scratch(url: str | None, job: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(job(database_url))`` on a scratch database of ``url``'s server, or on a
+    temporary SQLite file when ``url`` is None."""
 
-    async def scoped() -> T:
-        async with scratch_database(url) as database_url:
+    async def scoped(server_url: str) -> T:
+        async with scratch_database(server_url) as database_url:
             return await job(database_url)
 
-    return asyncio.run(scoped())
+    if url is not None:
+        return asyncio.run(scoped(url))
+    with tempfile.TemporaryDirectory() as directory:
+        return asyncio.run(scoped(f"sqlite:///{Path(directory) / 'bench.db'}"))
+
+
+def add_database_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``: a PostgreSQL server for :func:`run_on_scratch`, or SQLite."""
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
+        "default: a temporary SQLite file",
+    )

@@ -47,7 +47,7 @@ from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.sql_store import SqlStore
-from harness import percentile, run_on_scratch
+from harness import add_database_url_option, percentile, run_on_scratch
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CIPHER = ContactCipher({"bench": bytes(range(32))}, "bench")
@@ -320,11 +320,7 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=100_000)
     parser.add_argument("--products", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument(
-        "--database-url",
-        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
-        "default: a temporary SQLite file",
-    )
+    add_database_url_option(parser)
     parser.add_argument(
         "--tags",
         default=str(Path(__file__).resolve().parents[1] / "tags.yml"),
@@ -332,9 +328,10 @@ def main() -> None:
         "'' for none)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir:
-        url = args.database_url or f"sqlite:///{Path(workdir) / 'bench.db'}"
-        run_on_scratch(url, lambda database_url: run(args, database_url, Path(workdir)))
+    with tempfile.TemporaryDirectory() as workdir:  # the CSV files
+        run_on_scratch(
+            args.database_url, lambda database_url: run(args, database_url, Path(workdir))
+        )
 
 
 if __name__ == "__main__":

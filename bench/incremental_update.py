@@ -62,7 +62,7 @@ from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.repository import rebuild_profile_metrics
 from actions.store.sql_store import SqlStore
-from harness import run_on_scratch, summary
+from harness import add_database_url_option, run_on_scratch, summary
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CUSTOMER = "customer-00042"
@@ -322,22 +322,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=50, help="customers per store group")
-    parser.add_argument(
-        "--database-url",
-        help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
-        "default: a temporary SQLite file",
-    )
+    add_database_url_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
     with threadpool_limits(limits=1, user_api="blas"):
         in_process = measure_in_process(args)
-        with tempfile.TemporaryDirectory() as scratch:
-            url = args.database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
-            end_to_end = run_on_scratch(
-                url, lambda database_url: measure_end_to_end(args, database_url)
-            )
-    backend = url.split(":", 1)[0]
+        end_to_end = run_on_scratch(
+            args.database_url, lambda database_url: measure_end_to_end(args, database_url)
+        )
+    backend = (args.database_url or "sqlite").split(":", 1)[0]
     baseline = in_process["stored vector"]
     ratios = {
         name: figures["p50_ms"] / baseline["p50_ms"]
