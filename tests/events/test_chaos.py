@@ -127,6 +127,14 @@ class WorkerProcess:
         self.process = None
         return code
 
+    def stop_then_drain(self, timeout_s: float) -> None:
+        """Stop the running worker cleanly, then run one until the stream is drained."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        assert self.wait(60) == 0
+        self.start("--until-idle")
+        assert self.wait(timeout_s) == 0, self.log.read_text()[-3000:]
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -151,6 +159,26 @@ async def store(postgres_url: str) -> AsyncIterator[SqlStore]:
             await add_product(session, f"SKU-{n}", "shoes", price=10.0 + n)
     yield sql
     await sql.dispose()
+
+
+def worker_env(postgres_url: str, redis_server: RedisServer) -> dict[str, str]:
+    """The environment of `personalize worker` processes for these stores."""
+    return os.environ | {
+        "PERSONALIZE_DATABASE_URL": postgres_url,
+        "PERSONALIZE_REDIS_URL": redis_server.url,
+        "PERSONALIZE_SECRET_KEY": TEST_SECRET,
+        "PERSONALIZE_EVENT_STREAM": STREAM,
+    }
+
+
+def assert_stream_drained(redis_server: RedisServer) -> None:
+    """Nothing pending in the group, nothing left in the stream."""
+    client = Redis.from_url(redis_server.url)
+    try:
+        assert int(client.xpending(STREAM, GROUP)["pending"]) == 0
+        assert client.xlen(STREAM) == 0
+    finally:
+        client.close()
 
 
 def event(number: int) -> dict[str, Any]:
@@ -179,13 +207,7 @@ async def test_ten_thousand_events_survive_killed_workers_and_a_redis_restart(
     )
     install_service(PersonalizationService(settings, store))
     app: Sanic[Any, Any] = attach_event_routes(create_app(ActionExecutor()))
-    env = os.environ | {
-        "PERSONALIZE_DATABASE_URL": postgres_url,
-        "PERSONALIZE_REDIS_URL": redis_server.url,
-        "PERSONALIZE_SECRET_KEY": TEST_SECRET,
-        "PERSONALIZE_EVENT_STREAM": STREAM,
-    }
-    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker = WorkerProcess(worker_env(postgres_url, redis_server), tmp_path / "worker.log")
     worker.start()
     queued = direct = 0
     try:
@@ -227,10 +249,7 @@ async def test_ten_thousand_events_survive_killed_workers_and_a_redis_restart(
                 redis_server.start()
             await asyncio.sleep(0.01)
         # Let the last worker stop cleanly, then drain whatever is left.
-        os.killpg(worker.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        assert worker.wait(60) == 0
-        worker.start("--until-idle")
-        assert worker.wait(240) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        worker.stop_then_drain(240)
     finally:
         worker.stop()
         await shutdown_service()
@@ -242,10 +261,7 @@ async def test_ten_thousand_events_survive_killed_workers_and_a_redis_restart(
     assert total == EVENTS
     assert len(set(stored)) == EVENTS  # no duplicates
     assert set(stored) == {f"chaos-{n}" for n in range(EVENTS)}
-    client = Redis.from_url(redis_server.url)
-    assert int(client.xpending(STREAM, GROUP)["pending"]) == 0
-    assert client.xlen(STREAM) == 0
-    client.close()
+    assert_stream_drained(redis_server)
     # Both paths were used: the stream, and SQL while Redis was restarting.
     assert queued > 0
     assert direct >= 2
@@ -275,13 +291,7 @@ async def test_a_hung_redis_mid_run_answers_from_sql_and_loses_nothing(
     # Not create_personalize_app(): the test client starts and stops the app around each
     # request, and that app closes the service when it stops.
     app: Sanic[Any, Any] = attach_event_routes(create_app(executor))
-    env = os.environ | {
-        "PERSONALIZE_DATABASE_URL": postgres_url,
-        "PERSONALIZE_REDIS_URL": redis_server.url,
-        "PERSONALIZE_SECRET_KEY": TEST_SECRET,
-        "PERSONALIZE_EVENT_STREAM": STREAM,
-    }
-    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker = WorkerProcess(worker_env(postgres_url, redis_server), tmp_path / "worker.log")
     customer = "customer-1"
 
     async def post_events(numbers: range) -> Any:
@@ -366,10 +376,7 @@ async def test_a_hung_redis_mid_run_answers_from_sql_and_loses_nothing(
         await asyncio.sleep(2 * settings.redis_retry_after_s)
         assert (await refreshed_slots())["loyalty_tier"] == "gold"
 
-        os.killpg(worker.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        assert worker.wait(60) == 0
-        worker.start("--until-idle")
-        assert worker.wait(120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        worker.stop_then_drain(120)
         assert (await refreshed_slots())["loyalty_tier"] == "gold"
     finally:
         worker.stop()
@@ -378,7 +385,4 @@ async def test_a_hung_redis_mid_run_answers_from_sql_and_loses_nothing(
     async with store.sessions() as session:
         stored = (await session.execute(select(Interaction.event_id))).scalars().all()
     assert sorted(stored) == sorted(f"chaos-{n}" for n in range(sent * BATCH))
-    client = Redis.from_url(redis_server.url)
-    assert int(client.xpending(STREAM, GROUP)["pending"]) == 0
-    assert client.xlen(STREAM) == 0
-    client.close()
+    assert_stream_drained(redis_server)
