@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from actions.segments.errors import TagRulesError
+from actions.segments.tag_rules import TagRules, load_tag_rules
+
 T = TypeVar("T")
 
 
@@ -84,3 +87,11 @@ def add_database_url_option(parser: argparse.ArgumentParser) -> None:
         help="a PostgreSQL server to measure on (a scratch database is created and dropped); "
         "default: a temporary SQLite file",
     )
+
+
+def tag_rules_or_exit(path: str) -> TagRules:
+    """The tag rules at ``path``; a missing or broken file ends the bench with its problems."""
+    try:
+        return load_tag_rules(path)
+    except TagRulesError as error:
+        raise SystemExit(f"error: {error}") from None

@@ -42,12 +42,12 @@ from actions.identity import customer_key
 from actions.imports.contacts import ContactCipher
 from actions.imports.customers import CustomerImportOptions, import_customers
 from actions.imports.interactions import InteractionImportOptions, import_interactions
-from actions.segments.tag_rules import TagRules, load_tag_rules
+from actions.segments.tag_rules import TagRules
 from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.sql_store import SqlStore
-from harness import add_database_url_option, percentile, run_on_scratch
+from harness import add_database_url_option, percentile, run_on_scratch, tag_rules_or_exit
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CIPHER = ContactCipher({"bench": bytes(range(32))}, "bench")
@@ -244,8 +244,9 @@ async def baseline_interactions(store: SqlStore, lines: list[str]) -> float:
     return time.perf_counter() - started
 
 
-async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> None:
-    rules = load_tag_rules(args.tags) if args.tags else None
+async def run(
+    args: argparse.Namespace, database_url: str, workdir: Path, rules: TagRules | None
+) -> None:
     store = await open_store(database_url)
     rows = customer_rows(args.customers, seed=7)
     customers_csv = workdir / "customers.csv"
@@ -328,9 +329,10 @@ def main() -> None:
         "'' for none)",
     )
     args = parser.parse_args()
+    rules = tag_rules_or_exit(args.tags) if args.tags else None
     with tempfile.TemporaryDirectory() as workdir:  # the CSV files
         run_on_scratch(
-            args.database_url, lambda database_url: run(args, database_url, Path(workdir))
+            args.database_url, lambda database_url: run(args, database_url, Path(workdir), rules)
         )
 
 

@@ -35,13 +35,13 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.events.ingest import refresh_profiles
-from actions.segments.tag_rules import TagRules, load_tag_rules
+from actions.segments.tag_rules import TagRules
 from actions.segments.tags import apply_tag_rules
 from actions.store.database import StoreTimeouts
 from actions.store.migrate import upgrade_connection
 from actions.store.models import Customer, Interaction, Product
 from actions.store.sql_store import SqlStore
-from harness import add_database_url_option, run_on_scratch, summary
+from harness import add_database_url_option, run_on_scratch, summary, tag_rules_or_exit
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 CATEGORIES = ("running", "outdoor", "electronics", "kitchen", "fashion")
@@ -92,8 +92,7 @@ async def timed(store: SqlStore, work: Callable[[AsyncSession], Awaitable[Any]])
     return elapsed
 
 
-async def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
-    rules: TagRules = load_tag_rules(args.tags)
+async def measure(args: argparse.Namespace, database_url: str, rules: TagRules) -> dict[str, Any]:
     store = SqlStore(database_url, StoreTimeouts(connect_s=10.0, statement_s=None))
     try:
         async with store.engine.begin() as connection:
@@ -134,7 +133,10 @@ def main() -> None:
     parser.add_argument("--tags", default=str(Path(__file__).resolve().parents[1] / "tags.yml"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    figures = run_on_scratch(args.database_url, lambda database_url: measure(args, database_url))
+    rules = tag_rules_or_exit(args.tags)
+    figures = run_on_scratch(
+        args.database_url, lambda database_url: measure(args, database_url, rules)
+    )
     if args.json:
         print(json.dumps(figures))
         return
