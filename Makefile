@@ -76,8 +76,8 @@ rasa-test: rasa-validate rasa-stories install
 	$(BIN)/pytest -m e2e
 
 lint: install
-	$(BIN)/ruff check actions tests bench
-	$(BIN)/ruff format --check actions tests bench
+	$(BIN)/ruff check rasa_personalize rasa_sdk_plugins actions tests bench
+	$(BIN)/ruff format --check rasa_personalize rasa_sdk_plugins actions tests bench
 	$(BIN)/mypy
 
 pytest: install

@@ -1,8 +1,7 @@
-"""rasa-personalize: a Rasa action-server plugin that personalizes an e-commerce assistant.
+"""The demo shop's own actions, as any Rasa assistant keeps them in its ``actions`` package.
 
-Importing this package does nothing but define names: rasa-sdk imports every module
-under ``actions`` to find Action subclasses, so engines, connections and settings are
-created lazily, on first use.
+The personalization actions (``action_session_start``, ``action_recommend_products``...)
+come from the rasa-personalize plugin: the action server registers them by itself, from
+``personalize serve`` or ``rasa run actions``. This package holds what is the shop's own,
+written on the plugin's public API (:func:`rasa_personalize.runtime.personalization_service`).
 """
-
-__version__ = "0.1.0"

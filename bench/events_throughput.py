@@ -42,15 +42,15 @@ from rasa_sdk.executor import ActionExecutor
 from redis import asyncio as redis_asyncio
 from sqlalchemy import insert, select, text
 
-from actions.events.api import attach_event_routes
-from actions.events.apikeys import create_api_key
-from actions.identity import customer_key
-from actions.processes import ServerProcess, free_port
-from actions.store.database import StoreTimeouts
-from actions.store.migrate import upgrade_connection
-from actions.store.models import Customer, Interaction, Product
-from actions.store.sql_store import SqlStore
 from harness import add_database_url_option, percentile, run_on_scratch
+from rasa_personalize.events.api import attach_event_routes
+from rasa_personalize.events.apikeys import create_api_key
+from rasa_personalize.identity import customer_key
+from rasa_personalize.processes import ServerProcess, free_port
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.migrate import upgrade_connection
+from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.sql_store import SqlStore
 
 SECRET = "bench-secret-key-0123456789abcdef"
 KINDS = ("view", "view", "view", "search", "cart", "purchase", "chat_click")

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from actions.segments.errors import TagRulesError
-from actions.segments.tag_rules import TagRules, load_tag_rules
+from rasa_personalize.segments.errors import TagRulesError
+from rasa_personalize.segments.tag_rules import TagRules, load_tag_rules
 
 T = TypeVar("T")
 

@@ -38,16 +38,16 @@ from typing import Any
 
 from sqlalchemy import insert, select, text
 
-from actions.identity import customer_key
-from actions.imports.contacts import ContactCipher
-from actions.imports.customers import CustomerImportOptions, import_customers
-from actions.imports.interactions import InteractionImportOptions, import_interactions
-from actions.segments.tag_rules import TagRules
-from actions.store.database import StoreTimeouts
-from actions.store.migrate import upgrade_connection
-from actions.store.models import Customer, Interaction, Product
-from actions.store.sql_store import SqlStore
 from harness import add_database_url_option, percentile, run_on_scratch, tag_rules_or_exit
+from rasa_personalize.identity import customer_key
+from rasa_personalize.imports.contacts import ContactCipher
+from rasa_personalize.imports.customers import CustomerImportOptions, import_customers
+from rasa_personalize.imports.interactions import InteractionImportOptions, import_interactions
+from rasa_personalize.segments.tag_rules import TagRules
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.migrate import upgrade_connection
+from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.sql_store import SqlStore
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CIPHER = ContactCipher({"bench": bytes(range(32))}, "bench")

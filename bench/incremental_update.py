@@ -44,25 +44,25 @@ from implicit.cpu.als import AlternatingLeastSquares  # noqa: F401
 from sqlalchemy import select
 from threadpoolctl import threadpool_limits
 
-from actions.demo.generator import DemoShopConfig, seed_demo_shop
-from actions.engine import PersonalizationRequest, PersonalizationService
-from actions.events.ingest import ingest_events
-from actions.identity import CustomerIdentity, customer_key
-from actions.recommend.als import AlsParams, AlsRecommender
-from actions.recommend.artifacts import AlsArtifact, ArtifactMetadata
-from actions.recommend.filters import ItemCatalogue, RecommendationFilters
-from actions.recommend.ids import IdMap
-from actions.recommend.incremental import counted_kinds, fresh_vector
-from actions.recommend.training import store_confidence, train_from_store
-from actions.rules import RuleBook
-from actions.settings import Settings
-from actions.store.database import StoreTimeouts
-from actions.store.history import CustomerHistory, HistoryEntry, HistoryQuery
-from actions.store.migrate import upgrade_connection
-from actions.store.models import Customer, Interaction, Product
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
 from harness import add_database_url_option, run_on_scratch, summary
+from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.events.ingest import ingest_events
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.artifacts import AlsArtifact, ArtifactMetadata
+from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
+from rasa_personalize.recommend.ids import IdMap
+from rasa_personalize.recommend.incremental import counted_kinds, fresh_vector
+from rasa_personalize.recommend.training import store_confidence, train_from_store
+from rasa_personalize.rules import RuleBook
+from rasa_personalize.settings import Settings
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.history import CustomerHistory, HistoryEntry, HistoryQuery
+from rasa_personalize.store.migrate import upgrade_connection
+from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 
 SECRET = "bench-secret-key-0123456789abcdef"
 CUSTOMER = "customer-00042"

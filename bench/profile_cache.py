@@ -41,16 +41,16 @@ from redis import asyncio as redis_asyncio
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
-from actions.cache.breaker import RedisBreaker
-from actions.cache.profiles import CachedProfile, ProfileCache, ProfileTicket
-from actions.engine import PersonalizationRequest, PersonalizationService
-from actions.identity import CustomerIdentity, customer_key
-from actions.settings import Settings
-from actions.store.database import StoreTimeouts
-from actions.store.migrate import upgrade_connection
-from actions.store.models import Customer, CustomerProfile, CustomerTag, SegmentAssignment
-from actions.store.sql_store import SqlStore
 from harness import scratch_database, summary
+from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, ProfileTicket
+from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.settings import Settings
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.migrate import upgrade_connection
+from rasa_personalize.store.models import Customer, CustomerProfile, CustomerTag, SegmentAssignment
+from rasa_personalize.store.sql_store import SqlStore
 
 SECRET = "bench-secret-key-0123456789abcdef"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

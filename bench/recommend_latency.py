@@ -28,10 +28,10 @@ import scipy.sparse
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from actions.recommend.als import AlsParams, AlsRecommender
-from actions.recommend.filters import ItemCatalogue, RecommendationFilters
-from actions.recommend.ids import IdMap
 from harness import summary
+from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
+from rasa_personalize.recommend.ids import IdMap
 
 CUSTOMER = "customer-00042"
 

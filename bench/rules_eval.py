@@ -30,8 +30,8 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from actions.rules import Facts, RuleSet, builtin_rules, evaluate, parse_rules
-from actions.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, TIMES_OF_DAY
+from rasa_personalize.rules import Facts, RuleSet, builtin_rules, evaluate, parse_rules
+from rasa_personalize.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, TIMES_OF_DAY
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CATEGORIES = ("running", "outdoor", "electronics", "books", "home", "kitchen", "fashion")

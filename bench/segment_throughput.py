@@ -45,17 +45,17 @@ from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import create_engine
 from threadpoolctl import threadpool_limits
 
-from actions.segments.assign import store_assignments
-from actions.segments.clustering import (
+from rasa_personalize.segments.assign import store_assignments
+from rasa_personalize.segments.clustering import (
     CLUSTER_FEATURES,
     LOG_FEATURES,
     CustomerSegmenter,
     Segmentation,
 )
-from actions.segments.features import BASE_FEATURES, CustomerFeatures, compute_features
-from actions.segments.model import FeatureScaler
-from actions.store.models import Base
-from actions.store.sql_store import SqlStore
+from rasa_personalize.segments.features import BASE_FEATURES, CustomerFeatures, compute_features
+from rasa_personalize.segments.model import FeatureScaler
+from rasa_personalize.store.models import Base
+from rasa_personalize.store.sql_store import SqlStore
 
 T = TypeVar("T")
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)

@@ -34,14 +34,14 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.events.ingest import refresh_profiles
-from actions.segments.tag_rules import TagRules
-from actions.segments.tags import apply_tag_rules
-from actions.store.database import StoreTimeouts
-from actions.store.migrate import upgrade_connection
-from actions.store.models import Customer, Interaction, Product
-from actions.store.sql_store import SqlStore
 from harness import add_database_url_option, run_on_scratch, summary, tag_rules_or_exit
+from rasa_personalize.events.ingest import refresh_profiles
+from rasa_personalize.segments.tag_rules import TagRules
+from rasa_personalize.segments.tags import apply_tag_rules
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.migrate import upgrade_connection
+from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.sql_store import SqlStore
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 CATEGORIES = ("running", "outdoor", "electronics", "kitchen", "fashion")

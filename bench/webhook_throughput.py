@@ -22,8 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
-from actions.processes import ServerProcess, free_port
-from actions.testing import action_call
+from rasa_personalize.processes import ServerProcess, free_port
+from rasa_personalize.testing import action_call
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACKER = ROOT / "tests" / "data" / "tracker_mid_conversation.json"
@@ -132,7 +132,7 @@ def main() -> None:
     else:
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "actions.cli", "serve", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "rasa_personalize.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(port), "--actions", "bench.noop_action"]
         with ServerProcess(command, f"http://127.0.0.1:{port}/health", env=env, cwd=ROOT):
             figures = asyncio.run(measure(args, f"http://127.0.0.1:{port}/webhook"))

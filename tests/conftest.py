@@ -14,10 +14,10 @@ from sanic import Sanic
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from actions.settings import Settings
-from actions.store.database import StoreTimeouts
-from actions.store.migrate import upgrade_connection
-from actions.store.sql_store import SqlStore
+from rasa_personalize.settings import Settings
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.migrate import upgrade_connection
+from rasa_personalize.store.sql_store import SqlStore
 
 # Several tests build rasa-sdk's app, which always names itself "rasa_sdk".
 Sanic.test_mode = True

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.identity import customer_key
-from actions.store.models import (
+from rasa_personalize.identity import customer_key
+from rasa_personalize.store.models import (
     Customer,
     CustomerTag,
     Interaction,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from actions.cli import app
+from rasa_personalize.cli import app
 
 runner = CliRunner()
 

@@ -11,15 +11,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from actions.context import ConversationContext
-from actions.engine import PersonalizationRequest, PersonalizationService, plan_for_snapshot
-from actions.identity import CustomerIdentity
-from actions.rules import RuleBook, builtin_rules
-from actions.slots import SLOT_CONTRACT, SlotPlan
-from actions.store.migrate import upgrade
-from actions.store.records import CustomerSnapshot, Demographics, ProfileMetrics, SegmentRecord
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.context import ConversationContext
+from rasa_personalize.engine import (
+    PersonalizationRequest,
+    PersonalizationService,
+    plan_for_snapshot,
+)
+from rasa_personalize.identity import CustomerIdentity
+from rasa_personalize.rules import RuleBook, builtin_rules
+from rasa_personalize.slots import SLOT_CONTRACT, SlotPlan
+from rasa_personalize.store.migrate import upgrade
+from rasa_personalize.store.records import (
+    CustomerSnapshot,
+    Demographics,
+    ProfileMetrics,
+    SegmentRecord,
+)
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import make_settings, migrated_store
 from tests.factories import NOW, add_customer, add_interactions, add_product
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actions.identity import MAX_EXTERNAL_ID_LENGTH, customer_key, resolve_customer
+from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key, resolve_customer
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from actions.identity import customer_key
-from actions.processes import ServerProcess, free_port
-from actions.store.migrate import upgrade
-from actions.testing import action_call, slots_from_events, tracker_state
+from rasa_personalize.identity import customer_key
+from rasa_personalize.processes import ServerProcess, free_port
+from rasa_personalize.store.migrate import upgrade
+from rasa_personalize.testing import action_call, slots_from_events, tracker_state
 
 pytestmark = pytest.mark.server
 
@@ -50,7 +50,7 @@ def server(store_folder: Path) -> Iterator[str]:
         "PERSONALIZE_STORE_RETRY_AFTER_S": "0",
     }
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "actions.cli", "serve", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "rasa_personalize.cli", "serve", "--host", "127.0.0.1"]
     with ServerProcess([*command, "--port", str(port)], f"{base}/health", env=env, log_path=log):
         yield base
     # Nothing from the conversation may reach the log, even while the store is down.

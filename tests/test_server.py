@@ -13,10 +13,11 @@ from rasa_sdk.endpoint import create_app
 from rasa_sdk.executor import ActionExecutor
 from sanic import Sanic
 
-from actions.engine import PersonalizationService
-from actions.runtime import install_service, shutdown_service
-from actions.server import attach_extensions, create_personalize_app
-from actions.testing import action_call, slots_from_events, tracker_state
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.server import create_personalize_app
+from rasa_personalize.testing import action_call, slots_from_events, tracker_state
+from rasa_personalize.webhook import attach_extensions
 from tests.conftest import make_settings
 
 PRIVATE = "jane.doe@example.com"  # stands for any personal data inside a tracker
@@ -31,7 +32,7 @@ def call(action: str = "action_session_start", **tracker: Any) -> dict[str, Any]
 async def app(sqlite_store: Any, sqlite_url: str) -> AsyncIterator[Sanic[Any, Any]]:
     """Our app over an empty migrated SQLite store, plus one action that always fails."""
     executor = ActionExecutor()
-    executor.register_package("actions")
+    executor.register_package("rasa_personalize.handlers")
 
     async def explode(dispatcher: Any, tracker: Any, domain: Any) -> list[Any]:
         raise RuntimeError(f"failed for {tracker.sender_id}")
@@ -45,7 +46,7 @@ async def app(sqlite_store: Any, sqlite_url: str) -> AsyncIterator[Sanic[Any, An
 def test_registry_holds_exactly_our_actions() -> None:
     """rasa-sdk finds exactly these actions in the package, and not the abstract base."""
     executor = ActionExecutor()
-    executor.register_package("actions")
+    executor.register_package("rasa_personalize.handlers")
     assert set(executor.actions) == {
         "action_session_start",
         "action_refresh_personalization",

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from actions.errors import ConfigurationError
-from actions.settings import load_settings
-from actions.store.database import async_database_url, describe_database
+from rasa_personalize.errors import ConfigurationError
+from rasa_personalize.settings import load_settings
+from rasa_personalize.store.database import async_database_url, describe_database
 
 
 def test_defaults_use_embedded_sqlite_and_warn_about_the_secret(

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from actions.cache.breaker import RedisBreaker, RedisUnavailableError
+from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
 
 
 class Clock:

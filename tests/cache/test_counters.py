@@ -10,14 +10,14 @@ import fakeredis
 import pytest
 from redis import asyncio as redis_asyncio
 
-from actions.cache.breaker import RedisBreaker
-from actions.cache.counters import (
+from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.cache.counters import (
     DEFAULT_TTL_S,
     SessionCounters,
     SessionCounts,
     conversation_key,
 )
-from actions.identity import customer_key
+from rasa_personalize.identity import customer_key
 from tests.conftest import REDIS_URL_VARIABLE, TEST_SECRET
 
 

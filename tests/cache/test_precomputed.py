@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from actions.cache.precomputed import PrecomputedCache, cache_key
-from actions.engine import PersonalizationRequest, PersonalizationService
-from actions.identity import CustomerIdentity, customer_key
-from actions.recommend.training import train_from_store
-from actions.rules import RuleBook
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.cache.precomputed import PrecomputedCache, cache_key
+from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.recommend.training import train_from_store
+from rasa_personalize.rules import RuleBook
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 

@@ -20,8 +20,8 @@ from redis import asyncio as redis_asyncio
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from actions.cache.breaker import RedisBreaker
-from actions.cache.profiles import (
+from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.cache.profiles import (
     NEGATIVE_TTL_S,
     CachedProfile,
     ProfileCache,
@@ -34,20 +34,20 @@ from actions.cache.profiles import (
     snapshot_to_document,
     version_key,
 )
-from actions.cli import app
-from actions.engine import PersonalizationRequest, PersonalizationService
-from actions.identity import CustomerIdentity, customer_key
-from actions.rules import RuleBook
-from actions.store.models import Customer
-from actions.store.records import (
+from rasa_personalize.cli import app
+from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.rules import RuleBook
+from rasa_personalize.store.models import Customer
+from rasa_personalize.store.records import (
     CustomerSnapshot,
     Demographics,
     ProfileMetrics,
     SegmentRecord,
     TagRecord,
 )
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
@@ -598,7 +598,7 @@ async def test_the_breaker_closes_again_after_redis_recovers(
     namespace = service.profile_cache.namespace
     key = customer_key(TEST_SECRET, "racer")
     direct = redis_asyncio.from_url(redis_url)
-    caplog.set_level(logging.INFO, logger="actions.cache.breaker")
+    caplog.set_level(logging.INFO, logger="rasa_personalize.cache.breaker")
     try:
         await service.personalize(RACER)
         await service.drain()  # the write-back runs after the answer

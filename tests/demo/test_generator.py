@@ -14,20 +14,26 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.demo.generator import (
+from rasa_personalize.demo.generator import (
     DEMO_CUSTOMERS,
     GROUP_SHARES,
     DemoShopConfig,
     SeedReport,
     seed_demo_shop,
 )
-from actions.errors import InvalidInputError
-from actions.identity import customer_key
-from actions.segments.archetypes import archetype_for
-from actions.store.models import Customer, CustomerProfile, CustomerTag, Interaction, Product
-from actions.store.records import ProfileMetrics
-from actions.store.repository import load_customer_snapshot, rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.identity import customer_key
+from rasa_personalize.segments.archetypes import archetype_for
+from rasa_personalize.store.models import (
+    Customer,
+    CustomerProfile,
+    CustomerTag,
+    Interaction,
+    Product,
+)
+from rasa_personalize.store.records import ProfileMetrics
+from rasa_personalize.store.repository import load_customer_snapshot, rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)

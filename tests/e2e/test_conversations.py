@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from actions.demo.assistant import RasaSetup, RunningAssistant
-from actions.demo.generator import DemoShopConfig, seed_demo_shop
-from actions.recommend.training import train_from_store
-from actions.store.database import StoreTimeouts
-from actions.store.migrate import upgrade
-from actions.store.models import utc_now
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.demo.assistant import RasaSetup, RunningAssistant
+from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.recommend.training import train_from_store
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.migrate import upgrade
+from rasa_personalize.store.models import utc_now
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 
 pytestmark = pytest.mark.e2e
 

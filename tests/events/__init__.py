@@ -1,1 +1,1 @@
-"""Tests of actions.events."""
+"""Tests of rasa_personalize.events."""

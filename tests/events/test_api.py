@@ -16,12 +16,12 @@ from rasa_sdk.executor import ActionExecutor
 from sanic import Sanic
 from sqlalchemy import func, select
 
-from actions.engine import PersonalizationService
-from actions.events.api import API_KEY_CACHE_S, MAX_EVENTS_PER_BATCH, attach_event_routes
-from actions.events.apikeys import create_api_key, revoke_api_key
-from actions.runtime import install_service, shutdown_service
-from actions.store.models import Interaction
-from actions.store.sql_store import SqlStore
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.events.api import API_KEY_CACHE_S, MAX_EVENTS_PER_BATCH, attach_event_routes
+from rasa_personalize.events.apikeys import create_api_key, revoke_api_key
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.store.models import Interaction
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.factories import add_product
 

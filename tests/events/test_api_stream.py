@@ -14,13 +14,13 @@ from redis import asyncio as redis_asyncio
 from sanic import Sanic
 from sqlalchemy import select
 
-from actions.engine import PersonalizationService
-from actions.events.api import attach_event_routes
-from actions.events.apikeys import create_api_key
-from actions.events.worker import StreamWorker, WorkerOptions
-from actions.runtime import install_service, shutdown_service
-from actions.store.models import Interaction
-from actions.store.sql_store import SqlStore
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.events.api import attach_event_routes
+from rasa_personalize.events.apikeys import create_api_key
+from rasa_personalize.events.worker import StreamWorker, WorkerOptions
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.store.models import Interaction
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.events.test_api import auth, event
 from tests.factories import add_product

@@ -29,17 +29,17 @@ from redis.exceptions import RedisError
 from sanic import Sanic
 from sqlalchemy import func, select
 
-from actions.cache.profiles import entry_key, version_key
-from actions.engine import PersonalizationService
-from actions.events.api import attach_event_routes
-from actions.events.apikeys import create_api_key
-from actions.events.stream import GROUP
-from actions.identity import customer_key
-from actions.processes import free_port
-from actions.runtime import install_service, shutdown_service
-from actions.store.models import Interaction
-from actions.store.sql_store import SqlStore
-from actions.testing import action_call, slots_from_events, tracker_state
+from rasa_personalize.cache.profiles import entry_key, version_key
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.events.api import attach_event_routes
+from rasa_personalize.events.apikeys import create_api_key
+from rasa_personalize.events.stream import GROUP
+from rasa_personalize.identity import customer_key
+from rasa_personalize.processes import free_port
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.store.models import Interaction
+from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.testing import action_call, slots_from_events, tracker_state
 from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.factories import NOW, add_product
 
@@ -287,7 +287,7 @@ async def test_a_hung_redis_mid_run_answers_from_sql_and_loses_nothing(
     )
     install_service(PersonalizationService(settings, store))
     executor = ActionExecutor()
-    executor.register_package("actions")
+    executor.register_package("rasa_personalize.handlers")
     # Not create_personalize_app(): the test client starts and stops the app around each
     # request, and that app closes the service when it stops.
     app: Sanic[Any, Any] = attach_event_routes(create_app(executor))

@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from actions.events.ingest import ingest_events, refresh_profiles
-from actions.identity import customer_key
-from actions.store.models import Customer, CustomerProfile, Interaction
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.events.ingest import ingest_events, refresh_profiles
+from rasa_personalize.identity import customer_key
+from rasa_personalize.store.models import Customer, CustomerProfile, Interaction
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_customer, add_product
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import fakeredis
 import pytest
 
-from actions.cache.breaker import RedisBreaker
-from actions.events.stream import (
+from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.events.stream import (
     EVENTS_PER_MESSAGE,
     FIELD,
     EventStream,
@@ -16,7 +16,7 @@ from actions.events.stream import (
     decode_events,
     encode_events,
 )
-from actions.events.validation import validate_event
+from rasa_personalize.events.validation import validate_event
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW
 

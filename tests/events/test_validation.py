@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from actions.events.validation import (
+from rasa_personalize.events.validation import (
     EventRejectedError,
     ValidEvent,
     validate_batch,
     validate_event,
 )
-from actions.identity import customer_key
+from rasa_personalize.identity import customer_key
 from tests.conftest import TEST_SECRET
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)

@@ -12,13 +12,13 @@ import pytest
 from redis import asyncio as redis_asyncio
 from sqlalchemy import func, select
 
-from actions.cache.breaker import RedisBreaker, RedisUnavailableError
-from actions.events.stream import FIELD, GROUP, EventStream, ensure_group
-from actions.events.validation import ValidEvent, validate_event
-from actions.events.worker import StreamWorker, WorkerOptions
-from actions.segments.tag_rules import parse_tag_rules
-from actions.store.models import Customer, CustomerProfile, CustomerTag, Interaction
-from actions.store.sql_store import SqlStore
+from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
+from rasa_personalize.events.stream import FIELD, GROUP, EventStream, ensure_group
+from rasa_personalize.events.validation import ValidEvent, validate_event
+from rasa_personalize.events.worker import StreamWorker, WorkerOptions
+from rasa_personalize.segments.tag_rules import parse_tag_rules
+from rasa_personalize.store.models import Customer, CustomerProfile, CustomerTag, Interaction
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, migrated_store
 from tests.factories import NOW, add_product
 

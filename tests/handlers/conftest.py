@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actions.engine import PersonalizationService
-from actions.runtime import install_service, shutdown_service
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 

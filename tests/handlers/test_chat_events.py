@@ -13,21 +13,21 @@ from typing import Any
 import fakeredis
 from sqlalchemy import select
 
-from actions.cache.breaker import RedisBreaker
-from actions.cache.counters import SessionCounts
-from actions.cache.profiles import ProfileCache, ProfileTicket, entry_key, version_key
-from actions.engine import ConversationRef, PersonalizationRequest, PersonalizationService
-from actions.handlers.recommend import (
+from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.cache.counters import SessionCounts
+from rasa_personalize.cache.profiles import ProfileCache, ProfileTicket, entry_key, version_key
+from rasa_personalize.engine import ConversationRef, PersonalizationRequest, PersonalizationService
+from rasa_personalize.handlers.recommend import (
     ActionRecommendProducts,
     ActionRecordRecommendationFeedback,
     ActionSimilarProducts,
 )
-from actions.identity import CustomerIdentity, customer_key
-from actions.rules import RuleBook
-from actions.runtime import install_service, shutdown_service
-from actions.store.models import Interaction, Product
-from actions.store.sql_store import SqlStore
-from actions.testing import make_tracker, run_action, user_message
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.rules import RuleBook
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.store.models import Interaction, Product
+from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.testing import make_tracker, run_action, user_message
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_product
 

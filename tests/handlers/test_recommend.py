@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from actions.engine import ConversationRef
-from actions.handlers.recommend import (
+from rasa_personalize.engine import ConversationRef
+from rasa_personalize.handlers.recommend import (
     ActionRecommendProducts,
     ActionRecordRecommendationFeedback,
     ActionSimilarProducts,
     shown_skus,
 )
-from actions.runtime import install_service, shutdown_service
-from actions.slots import SlotPlan
-from actions.testing import make_tracker, run_action, slots_from_events, user_message
+from rasa_personalize.runtime import install_service, shutdown_service
+from rasa_personalize.slots import SlotPlan
+from rasa_personalize.testing import make_tracker, run_action, slots_from_events, user_message
 
 
 class RecordingService:

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet
 
-from actions.engine import PersonalizationService
-from actions.handlers.session import ActionRefreshPersonalization, ActionSessionStart
-from actions.runtime import install_service
-from actions.slots import PROFILE_SLOTS
-from actions.testing import load_tracker, make_tracker, run_action, slots_from_events
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.handlers.session import ActionRefreshPersonalization, ActionSessionStart
+from rasa_personalize.runtime import install_service
+from rasa_personalize.slots import PROFILE_SLOTS
+from rasa_personalize.testing import load_tracker, make_tracker, run_action, slots_from_events
 from tests.conftest import make_settings
 
 DATA = Path(__file__).parent.parent / "data"

@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from actions.imports.contacts import ContactCipher
-from actions.imports.customers import CustomerImportOptions, import_customers
-from actions.imports.report import ImportReport
-from actions.segments.tag_rules import TagRules
-from actions.store.models import (
+from rasa_personalize.imports.contacts import ContactCipher
+from rasa_personalize.imports.customers import CustomerImportOptions, import_customers
+from rasa_personalize.imports.report import ImportReport
+from rasa_personalize.segments.tag_rules import TagRules
+from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
     CustomerProfile,
@@ -20,7 +20,7 @@ from actions.store.models import (
     PrecomputedRecommendations,
     SegmentAssignment,
 )
-from actions.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW
 

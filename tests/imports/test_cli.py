@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from actions.cli import app
-from actions.store.models import CustomerTag
+from rasa_personalize.cli import app
+from rasa_personalize.store.models import CustomerTag
 from tests.conftest import migrated_store
 from tests.imports.conftest import MESSY_CUSTOMERS, write
 

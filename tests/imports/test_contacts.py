@@ -7,15 +7,15 @@ import logging
 
 import pytest
 
-from actions.errors import ConfigurationError
-from actions.imports.contacts import (
+from rasa_personalize.errors import ConfigurationError
+from rasa_personalize.imports.contacts import (
     DEVELOPMENT_KEY_ID,
     BlindIndex,
     ContactCipher,
     ContactDecryptionError,
     contact_cipher,
 )
-from actions.settings import load_settings
+from rasa_personalize.settings import load_settings
 from tests.conftest import TEST_SECRET
 
 KEY_A = bytes(range(32))
@@ -99,7 +99,7 @@ def test_invalid_settings_key_names_the_variable_not_the_value(
 def test_development_key_warns_and_is_stable(caplog: pytest.LogCaptureFixture) -> None:
     """Without a key, one derived from the secret (stable for a secret) is used, with a warning."""
     settings = load_settings(secret_key=TEST_SECRET)
-    with caplog.at_level(logging.WARNING, logger="actions.imports.contacts"):
+    with caplog.at_level(logging.WARNING, logger="rasa_personalize.imports.contacts"):
         first = contact_cipher(settings)
     assert "PERSONALIZE_CONTACT_KEY is not set" in caplog.text
     sealed = first.encrypt("email", "eve@example.net")

@@ -9,22 +9,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from actions.events.ingest import ingest_events
-from actions.events.profiles import parse_profile_update, write_profile
-from actions.identity import customer_key
-from actions.imports.contacts import BlindIndex
-from actions.imports.report import Merge, Rejection
-from actions.imports.source import ImportFileError
-from actions.segments.tag_rules import RULE_SOURCE, parse_tag_rules
-from actions.store.catalogue import record_interactions
-from actions.store.models import (
+from rasa_personalize.events.ingest import ingest_events
+from rasa_personalize.events.profiles import parse_profile_update, write_profile
+from rasa_personalize.identity import customer_key
+from rasa_personalize.imports.contacts import BlindIndex
+from rasa_personalize.imports.report import Merge, Rejection
+from rasa_personalize.imports.source import ImportFileError
+from rasa_personalize.segments.tag_rules import RULE_SOURCE, parse_tag_rules
+from rasa_personalize.store.catalogue import record_interactions
+from rasa_personalize.store.models import (
     Customer,
     CustomerTag,
     Interaction,
     PrecomputedRecommendations,
     SegmentAssignment,
 )
-from actions.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_product
 from tests.imports.conftest import (

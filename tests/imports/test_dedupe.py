@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actions.imports.dedupe import (
+from rasa_personalize.imports.dedupe import (
     DisjointSet,
     MatchProfile,
     block_keys,

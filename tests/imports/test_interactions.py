@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from actions.events.validation import KNOWN_FIELDS
-from actions.identity import customer_key
-from actions.imports.interactions import (
+from rasa_personalize.events.validation import KNOWN_FIELDS
+from rasa_personalize.identity import customer_key
+from rasa_personalize.imports.interactions import (
     EVENT_HEADER_ALIASES,
     InteractionImportOptions,
     file_format_of,
@@ -18,11 +18,11 @@ from actions.imports.interactions import (
     import_interactions,
     normalise_event,
 )
-from actions.imports.normalise import FieldError
-from actions.imports.report import ImportReport, Rejection
-from actions.imports.source import CsvSource, ImportFileError
-from actions.store.models import Customer, Interaction
-from actions.store.sql_store import SqlStore
+from rasa_personalize.imports.normalise import FieldError
+from rasa_personalize.imports.report import ImportReport, Rejection
+from rasa_personalize.imports.source import CsvSource, ImportFileError
+from rasa_personalize.store.models import Customer, Interaction
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_product
 from tests.imports.conftest import table_contents, write

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from actions.imports.normalise import (
+from rasa_personalize.imports.normalise import (
     FieldError,
     check_region,
     clean_text,

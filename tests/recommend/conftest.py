@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actions.recommend.als import AlsRecommender
-from actions.recommend.evaluation import EvaluationData
-from actions.recommend.filters import ItemCatalogue
-from actions.recommend.interactions import InteractionData
+from rasa_personalize.recommend.als import AlsRecommender
+from rasa_personalize.recommend.evaluation import EvaluationData
+from rasa_personalize.recommend.filters import ItemCatalogue
+from rasa_personalize.recommend.interactions import InteractionData
 
 BLOCK_SIZE = 10
 # Each user leaves out these positions of their block, so there is something to recommend.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actions.errors import InvalidInputError
-from actions.recommend.als import AlsParams, AlsRecommender
-from actions.recommend.errors import NotFittedError, UnknownIdError
-from actions.recommend.filters import ItemCatalogue, RecommendationFilters
-from actions.recommend.ids import IdMap
-from actions.recommend.interactions import InteractionData
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.errors import NotFittedError, UnknownIdError
+from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
+from rasa_personalize.recommend.ids import IdMap
+from rasa_personalize.recommend.interactions import InteractionData
 from tests.recommend.conftest import HELD_OUT, block_items, block_users, seen_items
 
 

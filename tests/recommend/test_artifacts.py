@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actions.recommend.als import AlsRecommender
-from actions.recommend.artifacts import (
+from rasa_personalize.recommend.als import AlsRecommender
+from rasa_personalize.recommend.artifacts import (
     CURRENT_FILE,
     FACTORS_FILE,
     METADATA_FILE,
@@ -26,8 +26,8 @@ from actions.recommend.artifacts import (
     save_artifact,
     set_current,
 )
-from actions.recommend.errors import ArtifactError, NotFittedError
-from actions.recommend.interactions import InteractionData
+from rasa_personalize.recommend.errors import ArtifactError, NotFittedError
+from rasa_personalize.recommend.interactions import InteractionData
 from tests.recommend.conftest import block_users, seen_items
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -172,7 +172,7 @@ def test_holder_keeps_old_model_when_new_one_is_broken(
     assert holder.get().version == first.version  # type: ignore[union-attr]
     broken = save_artifact(checkerboard_model, tmp_path, trained_at=T0.replace(year=2027))
     (broken.path / METADATA_FILE).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="actions.recommend.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="rasa_personalize.recommend.artifacts"):
         for step in range(1, 4):
             clock.now = float(step)
             assert holder.get().version == first.version  # type: ignore[union-attr]

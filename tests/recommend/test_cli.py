@@ -1,7 +1,7 @@
 """`personalize evaluate` and `personalize import movielens` on small stores (no download).
 
 The commands run on a Typer app of their own (``register_commands``), exactly as
-``actions.cli`` registers them. MovieLens is replaced by the small look-alike of
+``rasa_personalize.cli`` registers them. MovieLens is replaced by the small look-alike of
 ``test_movielens_import`` wherever the loader is called, so nothing is fetched.
 """
 
@@ -18,17 +18,17 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from actions.demo.generator import DemoShopConfig, seed_demo_shop
-from actions.recommend import cli as recommend_cli
-from actions.recommend.demo_data import (
+from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.recommend import cli as recommend_cli
+from rasa_personalize.recommend.demo_data import (
     EmptyStoreError,
     load_store_events,
     shop_positives,
     tune_for_store,
 )
-from actions.recommend.errors import DatasetUnavailableError
-from actions.recommend.evaluation import EvaluationData, random_split
-from actions.store.repository import rebuild_profile_metrics
+from rasa_personalize.recommend.errors import DatasetUnavailableError
+from rasa_personalize.recommend.evaluation import EvaluationData, random_split
+from rasa_personalize.store.repository import rebuild_profile_metrics
 from tests.conftest import TEST_SECRET, migrated_store
 from tests.recommend.test_movielens_import import fake_movielens
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actions.errors import InvalidInputError
-from actions.recommend.content import ContentRecommender, ProductText, interest_words
-from actions.recommend.errors import NotFittedError, UnknownIdError
-from actions.recommend.filters import ItemCatalogue, RecommendationFilters
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.content import ContentRecommender, ProductText, interest_words
+from rasa_personalize.recommend.errors import NotFittedError, UnknownIdError
+from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
 
 PRODUCTS = [
     ProductText("run-1", "Trail running shoe", "Grippy sole for muddy trails", "Running", "Stride"),

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from actions.errors import InvalidInputError
-from actions.recommend.evaluation import (
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.evaluation import (
     UNTUNED_ALS_PARAMS,
     EvaluationData,
     EvaluationTask,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from actions.errors import InvalidInputError
-from actions.recommend.als import AlsParams, AlsRecommender
-from actions.recommend.filters import (
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.filters import (
     ItemCatalogue,
     RecommendationFilters,
     Scored,
@@ -19,8 +19,8 @@ from actions.recommend.filters import (
     select,
     top_n,
 )
-from actions.recommend.ids import IdMap
-from actions.recommend.popularity import PopularityRecommender
+from rasa_personalize.recommend.ids import IdMap
+from rasa_personalize.recommend.popularity import PopularityRecommender
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CATEGORIES = ("shoes", "shirts", "bags")

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actions.errors import InvalidInputError
-from actions.recommend.errors import UnknownIdError
-from actions.recommend.ids import IdMap
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.errors import UnknownIdError
+from rasa_personalize.recommend.ids import IdMap
 
 # NUL is refused by design (numpy strings would drop it), so it is not generated.
 id_text = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=6)

@@ -14,27 +14,27 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from actions.demo.generator import DemoShopConfig, seed_demo_shop
-from actions.engine import PersonalizationRequest, PersonalizationService
-from actions.events.ingest import ingest_events
-from actions.identity import CustomerIdentity, customer_key
-from actions.recommend.artifacts import (
+from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.events.ingest import ingest_events
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.recommend.artifacts import (
     AlsArtifact,
     ArtifactMetadata,
     list_versions,
     load_latest,
     save_artifact,
 )
-from actions.recommend.incremental import counted_kinds, fresh_vector, weighted_products
-from actions.recommend.interactions import ConfidenceWeights
-from actions.recommend.service import RecommendationRequest
-from actions.recommend.training import als_dir, store_confidence, train_from_store
-from actions.rules import RuleBook
-from actions.store.catalogue import CustomerItems
-from actions.store.history import CustomerHistory, HistoryEntry, HistoryQuery
-from actions.store.models import Customer, Interaction, Product
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.recommend.incremental import counted_kinds, fresh_vector, weighted_products
+from rasa_personalize.recommend.interactions import ConfidenceWeights
+from rasa_personalize.recommend.service import RecommendationRequest
+from rasa_personalize.recommend.training import als_dir, store_confidence, train_from_store
+from rasa_personalize.rules import RuleBook
+from rasa_personalize.store.catalogue import CustomerItems
+from rasa_personalize.store.history import CustomerHistory, HistoryEntry, HistoryQuery
+from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings
 
 SHOP = DemoShopConfig(customers=150, products=40, interactions=5_000, days=150, seed=3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actions.errors import InvalidInputError
-from actions.recommend.interactions import ConfidenceWeights, InteractionData
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.interactions import ConfidenceWeights, InteractionData
 
 
 def test_weight_by_kind_and_by_value() -> None:

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from actions.recommend.datasets import (
+from rasa_personalize.recommend.datasets import (
     MovieLens100k,
     data_dir,
     fetch_recbole_wheel,
     load_movielens_100k,
 )
-from actions.recommend.errors import DatasetUnavailableError
-from actions.recommend.evaluation import (
+from rasa_personalize.recommend.errors import DatasetUnavailableError
+from rasa_personalize.recommend.evaluation import (
     TUNED_EASE_L2,
     TUNED_EASE_WEIGHT,
     UNTUNED_ALS_PARAMS,

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.errors import InvalidInputError
-from actions.identity import customer_key
-from actions.recommend.datasets import Items, MovieLens100k, Ratings, Users
-from actions.recommend.demo_data import load_store_events
-from actions.recommend.movielens_import import event_id, external_id, import_movielens, sku
-from actions.store.models import Customer, CustomerProfile, Interaction, Product
-from actions.store.sql_store import SqlStore
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.identity import customer_key
+from rasa_personalize.recommend.datasets import Items, MovieLens100k, Ratings, Users
+from rasa_personalize.recommend.demo_data import load_store_events
+from rasa_personalize.recommend.movielens_import import event_id, external_id, import_movielens, sku
+from rasa_personalize.store.models import Customer, CustomerProfile, Interaction, Product
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 
 FIRST_TIMESTAMP = 880_000_000

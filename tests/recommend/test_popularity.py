@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actions.errors import InvalidInputError
-from actions.recommend.errors import NotFittedError, UnknownIdError
-from actions.recommend.filters import merge_unique
-from actions.recommend.popularity import PopularityRecommender
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.errors import NotFittedError, UnknownIdError
+from rasa_personalize.recommend.filters import merge_unique
+from rasa_personalize.recommend.popularity import PopularityRecommender
 
 # x: 3 rows, y: 2 (weight 5 in total), z: 1, w: 1; the loyal segment likes z.
 ITEMS = ["x", "x", "x", "y", "y", "z", "w"]

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from actions.engine import PersonalizationRequest, PersonalizationService
-from actions.identity import CustomerIdentity
-from actions.recommend.service import resolve_category
-from actions.recommend.training import train_from_store
-from actions.rules import RuleBook
-from actions.store.models import Product
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.identity import CustomerIdentity
+from rasa_personalize.recommend.service import resolve_category
+from rasa_personalize.recommend.training import train_from_store
+from rasa_personalize.rules import RuleBook
+from rasa_personalize.store.models import Product
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 

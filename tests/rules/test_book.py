@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from actions.rules.book import RuleBook
-from actions.rules.builtin import BUILTIN_SOURCE
-from actions.rules.facts import Facts
-from actions.rules.problems import RulesError
+from rasa_personalize.rules.book import RuleBook
+from rasa_personalize.rules.builtin import BUILTIN_SOURCE
+from rasa_personalize.rules.facts import Facts
+from rasa_personalize.rules.problems import RulesError
 
 LOYAL = Facts(segment="loyal")
 
@@ -94,7 +94,7 @@ def test_invalid_edit_keeps_the_last_good_rules_and_warns_once(
 ) -> None:
     """A bad version is rejected with one warning that says why; a fix is picked up."""
     book = RuleBook(path, check_every_s=1.0, clock=clock)
-    caplog.set_level(logging.INFO, logger="actions.rules.book")
+    caplog.set_level(logging.INFO, logger="rasa_personalize.rules.book")
     write(path, BROKEN)
     clock.advance(1.0)
     assert book.decide(LOYAL).offer_type == "bundle"
@@ -132,7 +132,7 @@ def test_missing_file_at_start_serves_builtin_rules_until_it_appears(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No file: today's offers per segment, with a log line; the file is picked up later."""
-    caplog.set_level(logging.INFO, logger="actions.rules.book")
+    caplog.set_level(logging.INFO, logger="rasa_personalize.rules.book")
     path = tmp_path / "personalization.yml"
     book = RuleBook(path, check_every_s=1.0, clock=clock)
     assert book.rules.source == BUILTIN_SOURCE
@@ -150,7 +150,7 @@ def test_deleted_file_keeps_the_rules_and_warns_once(
 ) -> None:
     """A file that disappears (a deploy in progress?) leaves the rules in service."""
     book = RuleBook(path, check_every_s=1.0, clock=clock)
-    caplog.set_level(logging.WARNING, logger="actions.rules.book")
+    caplog.set_level(logging.WARNING, logger="rasa_personalize.rules.book")
     path.unlink()
     for _ in range(3):
         clock.advance(1.0)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actions.rules.conditions import (
+from rasa_personalize.rules.conditions import (
     AllOf,
     AnyOf,
     Compare,
@@ -17,7 +17,7 @@ from actions.rules.conditions import (
     describe,
     why_not,
 )
-from actions.rules.facts import Facts
+from rasa_personalize.rules.facts import Facts
 
 
 def holds(condition: Condition, facts: Facts) -> bool:

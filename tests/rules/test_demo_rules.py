@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from actions.context import ConversationContext
-from actions.demo.generator import DemoShopConfig, seed_demo_shop
-from actions.identity import customer_key
-from actions.rules.facts import Facts, facts_from
-from actions.rules.loader import check_file, load_rules
-from actions.rules.ruleset import Decision, RuleSet, evaluate
-from actions.segments.archetypes import archetype_for
-from actions.slots import CUSTOMER_SEGMENTS
-from actions.store.records import CustomerSnapshot
-from actions.store.repository import load_customer_snapshot, rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.context import ConversationContext
+from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.identity import customer_key
+from rasa_personalize.rules.facts import Facts, facts_from
+from rasa_personalize.rules.loader import check_file, load_rules
+from rasa_personalize.rules.ruleset import Decision, RuleSet, evaluate
+from rasa_personalize.segments.archetypes import archetype_for
+from rasa_personalize.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.store.records import CustomerSnapshot
+from rasa_personalize.store.repository import load_customer_snapshot, rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.rules.expected import SEGMENT_OFFERS
 

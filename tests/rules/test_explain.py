@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from textwrap import dedent
 
-from actions.rules.explain import RuleOutcome, explain
-from actions.rules.facts import Facts
-from actions.rules.loader import parse_rules
-from actions.rules.ruleset import Decision
+from rasa_personalize.rules.explain import RuleOutcome, explain
+from rasa_personalize.rules.facts import Facts
+from rasa_personalize.rules.loader import parse_rules
+from rasa_personalize.rules.ruleset import Decision
 
 RULES = parse_rules(
     dedent(

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from actions.cache.counters import SessionCounts
-from actions.context import ConversationContext
-from actions.errors import InvalidInputError
-from actions.rules import evaluate, parse_rules
-from actions.rules.facts import (
+from rasa_personalize.cache.counters import SessionCounts
+from rasa_personalize.context import ConversationContext
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.rules import evaluate, parse_rules
+from rasa_personalize.rules.facts import (
     FIELDS,
     Facts,
     closest_field,
@@ -21,7 +21,7 @@ from actions.rules.facts import (
     getter,
     with_overrides,
 )
-from actions.store.records import (
+from rasa_personalize.store.records import (
     CustomerSnapshot,
     Demographics,
     ProfileMetrics,

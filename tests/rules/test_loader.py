@@ -7,10 +7,10 @@ from textwrap import dedent
 
 import pytest
 
-from actions.errors import ConfigurationError
-from actions.rules.conditions import AllOf, AnyOf, Compare, Not
-from actions.rules.loader import check_file, load_rules, parse_rules, validate
-from actions.rules.problems import Problem, RulesError
+from rasa_personalize.errors import ConfigurationError
+from rasa_personalize.rules.conditions import AllOf, AnyOf, Compare, Not
+from rasa_personalize.rules.loader import check_file, load_rules, parse_rules, validate
+from rasa_personalize.rules.problems import Problem, RulesError
 
 
 def rules_text(body: str) -> str:

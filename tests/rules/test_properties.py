@@ -9,14 +9,14 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from actions.context import ConversationContext
-from actions.rules.conditions import OPERATORS, Compare, compile_condition
-from actions.rules.explain import explain
-from actions.rules.facts import FIELDS, Facts, facts_from, field_names
-from actions.rules.loader import OPERATORS_BY_KIND, validate
-from actions.rules.ruleset import RECOMMENDATION_STRATEGIES, RuleSet, evaluate
-from actions.slots import LOYALTY_TIERS, OFFER_TYPES
-from actions.store.records import (
+from rasa_personalize.context import ConversationContext
+from rasa_personalize.rules.conditions import OPERATORS, Compare, compile_condition
+from rasa_personalize.rules.explain import explain
+from rasa_personalize.rules.facts import FIELDS, Facts, facts_from, field_names
+from rasa_personalize.rules.loader import OPERATORS_BY_KIND, validate
+from rasa_personalize.rules.ruleset import RECOMMENDATION_STRATEGIES, RuleSet, evaluate
+from rasa_personalize.slots import LOYALTY_TIERS, OFFER_TYPES
+from rasa_personalize.store.records import (
     CustomerSnapshot,
     Demographics,
     ProfileMetrics,

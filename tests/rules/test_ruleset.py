@@ -6,12 +6,12 @@ from textwrap import dedent
 
 import pytest
 
-from actions.rules.builtin import builtin_rules
-from actions.rules.conditions import AllOf, AnyOf, Compare, Not
-from actions.rules.facts import Facts
-from actions.rules.loader import parse_rules
-from actions.rules.ruleset import Decision, Rule, RuleSet, evaluate, segment_gate
-from actions.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.rules.builtin import builtin_rules
+from rasa_personalize.rules.conditions import AllOf, AnyOf, Compare, Not
+from rasa_personalize.rules.facts import Facts
+from rasa_personalize.rules.loader import parse_rules
+from rasa_personalize.rules.ruleset import Decision, Rule, RuleSet, evaluate, segment_gate
+from rasa_personalize.slots import CUSTOMER_SEGMENTS
 from tests.rules.expected import SEGMENT_OFFERS
 
 RULES = parse_rules(

@@ -14,12 +14,12 @@ import pytest
 from numpy.typing import NDArray
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.demo.generator import DemoShopConfig, seed_demo_shop
-from actions.segments.assign import true_groups
-from actions.segments.features import BASE_FEATURES, CustomerFeatures, compute_features
-from actions.store.models import Customer, Interaction, Product
-from actions.store.repository import rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.segments.assign import true_groups
+from rasa_personalize.segments.features import BASE_FEATURES, CustomerFeatures, compute_features
+from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, migrated_store
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)

@@ -9,17 +9,21 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from actions.engine import segment_of
-from actions.identity import customer_key
-from actions.segments.assign import score_against_truth, segment_customers, store_assignments
-from actions.segments.clustering import CustomerSegmenter, Segmentation
-from actions.segments.errors import SegmentModelError
-from actions.segments.features import CustomerFeatures
-from actions.segments.model import load_model, load_previous, model_path, save_model
-from actions.slots import CUSTOMER_SEGMENTS
-from actions.store.models import SegmentAssignment
-from actions.store.repository import load_customer_snapshot
-from actions.store.sql_store import SqlStore
+from rasa_personalize.engine import segment_of
+from rasa_personalize.identity import customer_key
+from rasa_personalize.segments.assign import (
+    score_against_truth,
+    segment_customers,
+    store_assignments,
+)
+from rasa_personalize.segments.clustering import CustomerSegmenter, Segmentation
+from rasa_personalize.segments.errors import SegmentModelError
+from rasa_personalize.segments.features import CustomerFeatures
+from rasa_personalize.segments.model import load_model, load_previous, model_path, save_model
+from rasa_personalize.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.store.models import SegmentAssignment
+from rasa_personalize.store.repository import load_customer_snapshot
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.segments.conftest import NOW, build_tiny_shop, features_from
 

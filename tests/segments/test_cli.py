@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from actions.segments.cli import register_commands
+from rasa_personalize.segments.cli import register_commands
 from tests.segments.conftest import NOW, DemoShop
 
 runner = CliRunner()
@@ -21,7 +21,7 @@ AS_OF = NOW.isoformat()  # the demo shop was seeded at NOW
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    """An app with just the two commands, registered as actions.cli registers them."""
+    """An app with just the two commands, registered as rasa_personalize.cli registers them."""
     application = typer.Typer()
     register_commands(application)
     return application

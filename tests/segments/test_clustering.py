@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import adjusted_rand_score
 
-from actions.segments.clustering import CLUSTER_FEATURES, CustomerSegmenter, assign
-from actions.segments.errors import FeatureMismatchError, NotFittedError, SegmentationError
-from actions.segments.features import BASE_FEATURES, CustomerFeatures
-from actions.segments.model import NOISE_CLUSTER, SegmentModel
-from actions.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.segments.clustering import CLUSTER_FEATURES, CustomerSegmenter, assign
+from rasa_personalize.segments.errors import FeatureMismatchError, NotFittedError, SegmentationError
+from rasa_personalize.segments.features import BASE_FEATURES, CustomerFeatures
+from rasa_personalize.segments.model import NOISE_CLUSTER, SegmentModel
+from rasa_personalize.slots import CUSTOMER_SEGMENTS
 from tests.segments.conftest import NOW, DemoShop, features_from
 
 

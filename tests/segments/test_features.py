@@ -7,14 +7,14 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from actions.segments.errors import FeatureMismatchError
-from actions.segments.features import (
+from rasa_personalize.segments.errors import FeatureMismatchError
+from rasa_personalize.segments.features import (
     BASE_FEATURES,
     RECENCY_CAP_DAYS,
     CustomerFeatures,
     compute_features,
 )
-from actions.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import SqlStore
 from tests.segments.conftest import NOW, DemoShop, build_tiny_shop
 
 # Worked out by hand from the events in build_tiny_shop.

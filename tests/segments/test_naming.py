@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actions.segments.naming import (
+from rasa_personalize.segments.naming import (
     NAMING_FEATURES,
     PROTOTYPES,
     archetype_scores,
     name_clusters,
 )
-from actions.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.slots import CUSTOMER_SEGMENTS
 
 
 def profile(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from actions.segments.assign import SegmentationRun, segment_customers
-from actions.segments.report import summarize, write_report
-from actions.slots import CUSTOMER_SEGMENTS
-from actions.store.sql_store import SqlStore
+from rasa_personalize.segments.assign import SegmentationRun, segment_customers
+from rasa_personalize.segments.report import summarize, write_report
+from rasa_personalize.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.store.sql_store import SqlStore
 from tests.segments.conftest import NOW
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

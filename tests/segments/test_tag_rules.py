@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actions.segments.errors import TagRulesError
-from actions.segments.tag_rules import (
+from rasa_personalize.segments.errors import TagRulesError
+from rasa_personalize.segments.tag_rules import (
     CountCondition,
     FeatureCondition,
     check_tag_file,

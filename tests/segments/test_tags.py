@@ -8,10 +8,10 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.segments.tag_rules import load_tag_rules, parse_tag_rules
-from actions.segments.tags import apply_tag_rules
-from actions.store.models import CustomerTag
-from actions.store.sql_store import SqlStore
+from rasa_personalize.segments.tag_rules import load_tag_rules, parse_tag_rules
+from rasa_personalize.segments.tags import apply_tag_rules
+from rasa_personalize.store.models import CustomerTag
+from rasa_personalize.store.sql_store import SqlStore
 from tests.factories import add_customer, add_interactions, add_product
 from tests.segments.conftest import DAY, NOW, TinyShop, build_tiny_shop
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from actions.store.customers import CustomerMerge, merge_customers, resolve_keys
-from actions.store.models import CustomerAlias, CustomerProfile
-from actions.store.sql_store import SqlStore
+from rasa_personalize.store.customers import CustomerMerge, merge_customers, resolve_keys
+from rasa_personalize.store.models import CustomerAlias, CustomerProfile
+from rasa_personalize.store.sql_store import SqlStore
 from tests.factories import NOW, add_customer
 
 

@@ -6,10 +6,14 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from actions.errors import InvalidInputError
-from actions.identity import customer_key
-from actions.store.history import HistoryQuery, has_newer_interactions, read_history_entries
-from actions.store.sql_store import SqlStore
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.identity import customer_key
+from rasa_personalize.store.history import (
+    HistoryQuery,
+    has_newer_interactions,
+    read_history_entries,
+)
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_customer, add_interactions, add_product
 

@@ -7,14 +7,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from actions.store.migrate import (
+from rasa_personalize.store.migrate import (
     alembic_config,
     current_revision,
     head_revision,
     upgrade_connection,
 )
-from actions.store.models import Base
-from actions.store.sql_store import SqlStore
+from rasa_personalize.store.models import Base
+from rasa_personalize.store.sql_store import SqlStore
 
 
 async def test_migrated_schema_matches_the_models(store: SqlStore) -> None:

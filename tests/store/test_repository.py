@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from actions.identity import customer_key
-from actions.store.models import Customer, Interaction
-from actions.store.repository import delete_all_rows, rebuild_profile_metrics
-from actions.store.sql_store import SqlStore
+from rasa_personalize.identity import customer_key
+from rasa_personalize.store.models import Customer, Interaction
+from rasa_personalize.store.repository import delete_all_rows, rebuild_profile_metrics
+from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_customer, add_interactions, add_product
 

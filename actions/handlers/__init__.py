@@ -1,1 +1,0 @@
-"""Rasa actions: thin classes that read the tracker, call the engine and return events."""

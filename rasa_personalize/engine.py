@@ -1,0 +1,597 @@
+"""PersonalizationService: identity -> profile -> segment -> decision rules -> SlotPlan.
+
+The one place that composes the steps. It works on plain data and never sees a tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.cache.counters import SessionCounters, SessionCounts
+from rasa_personalize.cache.precomputed import PrecomputedCache
+from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, ProfileTicket, redis_client
+from rasa_personalize.context import ConversationContext, time_of_day
+from rasa_personalize.errors import NotFoundError, StoreUnavailableError
+from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.recommend.service import (
+    Recommendation,
+    RecommendationRequest,
+    RecommendationService,
+    describe,
+)
+from rasa_personalize.rules import Decision, RuleBook, RuleSet, evaluate, facts_from
+from rasa_personalize.segments.archetypes import archetype_for
+from rasa_personalize.settings import Settings
+from rasa_personalize.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
+from rasa_personalize.store.catalogue import (
+    ChatInteraction,
+    CustomerItems,
+    insert_chat_interactions,
+)
+from rasa_personalize.store.database import StoreTimeouts
+from rasa_personalize.store.models import utc_now
+from rasa_personalize.store.records import CustomerSnapshot
+from rasa_personalize.store.sql_store import SqlStore
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Interactions this recent count as "in session" for the session fallback.
+RECENT_WINDOW: Final = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    """Which conversation and message an action answers (raw ids: hashed before any use)."""
+
+    sender_id: str
+    message_id: str | None = None
+
+    def event_prefix(self) -> str:
+        """Stable per message, so a retried action stores nothing twice; hashed because
+        the sender id may be personal."""
+        digest = hashlib.sha256(f"{self.sender_id}|{self.message_id or ''}".encode())
+        return f"chat-{digest.hexdigest()[:24]}"
+
+
+@dataclass(frozen=True)
+class PersonalizationRequest:
+    """One action's question: who is talking, and in what context.
+
+    ``conversation`` is set by the Rasa actions: it keys the session counters and the
+    chat-side events. Without it (CLI, API) neither is read or written.
+    """
+
+    identity: CustomerIdentity
+    context: ConversationContext = field(default_factory=ConversationContext)
+    conversation: ConversationRef | None = None
+
+
+@dataclass(frozen=True)
+class CategoryCount:
+    """A catalogue category and how many of its products are in stock."""
+
+    name: str
+    products: int
+
+
+def default_plan(now: datetime, context: ConversationContext | None = None) -> SlotPlan:
+    """The safe answer for an unknown customer or an unreachable store."""
+    local = (context or ConversationContext()).local_time(now)
+    return SlotPlan(
+        {
+            "customer_segment": "new_visitor",
+            "loyalty_tier": "none",
+            "is_returning_customer": False,
+            "user_tags": [],
+            "favorite_category": None,
+            "offer_type": "none",
+            "discount_pct": 0,
+            "time_of_day": time_of_day(local),
+        }
+    )
+
+
+def segment_of(snapshot: CustomerSnapshot, now: datetime) -> str:
+    """A stored clustering assignment if valid, else the archetype rule's answer."""
+    stored = snapshot.segment.segment if snapshot.segment else None
+    if stored in CUSTOMER_SEGMENTS:
+        return stored
+    return archetype_for(snapshot.metrics, snapshot.loyalty_tier, now)
+
+
+def plan_for_snapshot(
+    snapshot: CustomerSnapshot | None,
+    now: datetime,
+    context: ConversationContext,
+    rules: RuleSet,
+    *,
+    session: SessionCounts | None = None,
+) -> SlotPlan:
+    """The slots for a customer (None: not in the store), with the decision rules applied.
+
+    Pure: the same snapshot, time, context, rules and session counts give the same plan.
+    """
+    return decide(snapshot, now, context, rules, session=session)[0]
+
+
+def decide(
+    snapshot: CustomerSnapshot | None,
+    now: datetime,
+    context: ConversationContext,
+    rules: RuleSet,
+    *,
+    session: SessionCounts | None = None,
+) -> tuple[SlotPlan, Decision]:
+    """The slot plan and the rules' full decision (price cap and strategy included)."""
+    base = default_plan(now, context)
+    segment = segment_of(snapshot, now) if snapshot else "new_visitor"
+    facts = facts_from(snapshot, segment, context, now, context.location, session=session)
+    decision = evaluate(rules, facts)
+    if snapshot is None:
+        return base.merged(**decision.slot_values()), decision
+    tier = snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
+    return base.merged(
+        customer_segment=segment,
+        loyalty_tier=tier,
+        is_returning_customer=snapshot.metrics.interaction_count > 0,
+        user_tags=[tag.tag for tag in snapshot.tags],
+        favorite_category=snapshot.metrics.favorite_category,
+        **decision.slot_values(),
+    ), decision
+
+
+def recommendation_plan(answer: Recommendation | None, category: str | None) -> SlotPlan:
+    """The recommendation slots for an answer (None: nothing could be looked up)."""
+    if answer is None:
+        return SlotPlan(
+            {
+                "recommended_products": [],
+                "recommendation_text": "I can't look up products right now, sorry.",
+                "recommendation_reason": None,
+                "recommendation_source": None,
+            }
+        )
+    return SlotPlan(
+        {
+            "recommended_products": [
+                {"sku": p.sku, "title": p.title, "price": round(p.price, 2)}
+                for p in answer.products
+            ],
+            "recommendation_text": describe(answer, category),
+            "recommendation_reason": answer.reason if answer.products else None,
+            "recommendation_source": answer.source if answer.products else None,
+        }
+    )
+
+
+class PersonalizationService:
+    """Answers personalization requests within a bounded time, whatever the store does.
+
+    After a store failure it answers defaults without touching the store for
+    ``settings.store_retry_after_s`` (so an outage costs every conversation nothing), then
+    tries again; the first success closes the breaker.
+
+    With ``redis_url`` set, snapshots go through the :class:`ProfileCache` and session
+    counters live in Redis, both behind one :class:`RedisBreaker`: a slow or absent Redis
+    costs at most ``redis_timeout_s``, then SQL (and in-process counters) answer.
+
+    Chat-side events (recommendations shown, categories asked) are stored by tracked
+    background tasks, so the answer never waits for the write; each write is bounded by
+    the action budget and the store breaker, and :meth:`close` awaits them.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rules: RuleBook | None = None,
+    ) -> None:
+        self.settings = settings
+        # A broken rule file must not keep the server from starting: built-in rules serve
+        # until it is fixed, and `personalize rules check` reports it.
+        self.rules = rules or RuleBook(
+            settings.rules_path, check_every_s=settings.rules_check_every_s, strict=False
+        )
+        self.store = store or SqlStore(
+            settings.database_url,
+            StoreTimeouts(settings.store_connect_timeout_s, settings.store_statement_timeout_s),
+            settings.store_pool_size,
+        )
+        self._clock = clock
+        self._store_down_until = 0.0
+        self._store_down = False
+        self.precomputed_cache = (
+            PrecomputedCache(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            if settings.redis_url
+            else None
+        )
+        # One client and one breaker for the profile cache and the counters: one Redis.
+        self.redis_breaker = RedisBreaker(
+            "profile cache and counters",
+            timeout_s=settings.redis_timeout_s,
+            retry_after_s=settings.redis_retry_after_s,
+        )
+        self._redis = (
+            redis_client(settings.redis_url, settings.redis_timeout_s)
+            if settings.redis_url
+            else None
+        )
+        self.profile_cache = (
+            ProfileCache(
+                self._redis, ttl_s=settings.profile_cache_ttl_s, breaker=self.redis_breaker
+            )
+            if self._redis is not None
+            else None
+        )
+        self.session_counters = SessionCounters(
+            self._redis,
+            secret_key=settings.secret_key,
+            breaker=self.redis_breaker if self._redis is not None else None,
+        )
+        self._background: set[asyncio.Task[None]] = set()
+        self.recommendations = RecommendationService(
+            self.store,
+            settings.model_dir,
+            refresh_every_s=settings.catalogue_refresh_s,
+            model_check_every_s=settings.model_check_every_s,
+        )
+
+    def key_for(self, identity: CustomerIdentity) -> str:
+        """The store key of this customer."""
+        return customer_key(self.settings.secret_key, identity.external_id)
+
+    async def personalize(self, request: PersonalizationRequest) -> SlotPlan:
+        """The slot plan for this customer now; defaults if unknown or the store fails."""
+        now = self._clock()
+        loaded, session = await asyncio.gather(
+            self._load_snapshot_or_error(self.key_for(request.identity)),
+            self.session_counts(request),
+        )
+        if isinstance(loaded, StoreUnavailableError):
+            return default_plan(now, request.context)
+        return plan_for_snapshot(
+            loaded, now, request.context, self.rules.current(), session=session
+        )
+
+    async def session_counts(self, request: PersonalizationRequest) -> SessionCounts | None:
+        """The conversation's counters (None outside a conversation)."""
+        if request.conversation is None:
+            return None
+        return await self.session_counters.read(request.conversation.sender_id)
+
+    async def recommend(
+        self,
+        request: PersonalizationRequest,
+        *,
+        category: str | None = None,
+        n: int | None = None,
+        shown: frozenset[str] = frozenset(),
+        category_asked: bool = False,
+    ) -> SlotPlan:
+        """Recommendation slots for this customer, through the fallback chain.
+
+        The decision rules' price cap and strategy apply. With the store down, the
+        resources already in memory (catalogue, popularity, model) still answer.
+
+        In a conversation, the products shown (and, with ``category_asked``, the category
+        the request was narrowed to) are recorded as chat-side events in the background.
+        """
+        now = self._clock()
+        key = self.key_for(request.identity)
+        (snapshot, items), session = await asyncio.gather(
+            self._customer_context(key, now), self.session_counts(request)
+        )
+        _, decision = decide(snapshot, now, request.context, self.rules.current(), session=session)
+        ask = RecommendationRequest(
+            customer_key=key,
+            segment=segment_of(snapshot, now) if snapshot else "new_visitor",
+            tags=tuple(tag.tag for tag in snapshot.tags) if snapshot else (),
+            favorite_category=snapshot.metrics.favorite_category if snapshot else None,
+            category=category,
+            max_price=decision.max_price,
+            strategy=decision.recommendation_strategy,
+            n=n or self.settings.recommend_count,
+            shown=shown,
+            exclude_purchased=self.settings.recommend_exclude_purchased,
+        )
+        try:
+            answer = await asyncio.wait_for(
+                self.recommendations.recommend(ask, items), timeout=self.settings.action_budget_s
+            )
+        except (asyncio.TimeoutError, StoreUnavailableError):
+            return recommendation_plan(None, category)
+        if request.conversation is not None:
+            skus = [p.sku for p in answer.products]
+            asked = answer.category if category_asked else None
+            self._in_background(
+                self._record_shown(request, request.conversation, skus, category=asked)
+            )
+        return recommendation_plan(answer, answer.category)
+
+    async def _customer_context(
+        self, key: str, now: datetime
+    ) -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+        """Snapshot and items; the precomputed list from Redis when configured, in parallel.
+
+        A cached snapshot saves the snapshot's reads: only the items come from SQL then.
+        """
+        cache = self.precomputed_cache
+        since = now - RECENT_WINDOW
+        # The history the serving model has not seen yet comes in the same read.
+        history = self.recommendations.history_query(key)
+
+        async def from_sql() -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+            lookup = await self.profile_cache.lookup(key) if self.profile_cache else None
+            if isinstance(lookup, CachedProfile):
+                if lookup.snapshot is None:
+                    return None, None
+                try:
+                    items = await self._guarded(
+                        self.store.load_customer_items(
+                            lookup.snapshot.customer_id,
+                            since,
+                            with_precomputed=cache is None,
+                            history=history,
+                        )
+                    )
+                except StoreUnavailableError:
+                    items = None
+                return lookup.snapshot, items
+            try:
+                snapshot, items = await self._guarded(
+                    self.store.load_customer_context(
+                        key, since, with_precomputed=cache is None, history=history
+                    )
+                )
+            except StoreUnavailableError:
+                return None, None
+            if isinstance(lookup, ProfileTicket):
+                self._write_back(lookup, snapshot)
+            return snapshot, items
+
+        if cache is None:
+            return await from_sql()
+        (snapshot, items), cached = await asyncio.gather(from_sql(), cache.read(key))
+        if items is not None and cached is not None:
+            items = replace(items, precomputed=cached[0], precomputed_version=cached[1])
+        return snapshot, items
+
+    async def categories(self) -> list[CategoryCount]:
+        """The catalogue's categories, most in-stock products first; empty if unavailable.
+
+        Read from the recommendation resources already in memory (no query per call).
+        """
+        try:
+            resources = await asyncio.wait_for(
+                self.recommendations.resources(), timeout=self.settings.action_budget_s
+            )
+        except (asyncio.TimeoutError, StoreUnavailableError):
+            return []
+        counts: dict[str, int] = {}
+        for product in resources.products.values():
+            if product.in_stock:
+                counts[product.category] = counts.get(product.category, 0) + 1
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [CategoryCount(name, products) for name, products in ranked]
+
+    async def similar(
+        self, product_text: str, n: int = 3, *, request: PersonalizationRequest | None = None
+    ) -> SlotPlan:
+        """Slots for "something like X": products like the one the customer names.
+
+        With a ``request`` in a conversation, the products shown are recorded (background).
+        """
+        try:
+            anchor, similar = await asyncio.wait_for(
+                self.recommendations.similar(product_text, n),
+                timeout=self.settings.action_budget_s,
+            )
+        except (asyncio.TimeoutError, StoreUnavailableError, NotFoundError):
+            return recommendation_plan(None, None)
+        if request is not None and request.conversation is not None:
+            skus = [p.sku for p in similar]
+            self._in_background(self._record_shown(request, request.conversation, skus))
+        answer = Recommendation(
+            products=tuple(similar),
+            source="content",
+            reason=f"because they are like {anchor.title}",
+        )
+        return recommendation_plan(answer, None)
+
+    async def record_feedback(
+        self,
+        request: PersonalizationRequest,
+        skus: list[str],
+        *,
+        liked: bool,
+        event_prefix: str,
+    ) -> int:
+        """Store the customer's verdict on recommended products as feedback interactions.
+
+        ``event_prefix`` identifies the message, so a retried action stores nothing twice.
+        The answer counts once in the conversation's accepted/rejected counter. Returns
+        how many interactions were new.
+        """
+        if not skus:
+            return 0
+        value = 1.0 if liked else -1.0
+        events = [
+            ChatInteraction(f"{event_prefix}-{sku}", "feedback", sku=sku, value=value)
+            for sku in skus
+        ]
+        new = await self._store_chat_events(request, events)
+        if request.conversation is not None and (new is None or new):
+            counter = "recommendations_accepted" if liked else "recommendations_rejected"
+            await self.session_counters.add(request.conversation.sender_id, **{counter: 1})
+        return len(new or ())
+
+    async def _record_shown(
+        self,
+        request: PersonalizationRequest,
+        conversation: ConversationRef,
+        skus: list[str],
+        *,
+        category: str | None = None,
+    ) -> None:
+        """Store "shown" per product (and "category_asked"), then count them."""
+        prefix = conversation.event_prefix()
+        events = [ChatInteraction(f"{prefix}-shown-{sku}", "shown", sku=sku) for sku in skus]
+        if category:
+            events.append(
+                ChatInteraction(f"{prefix}-category", "category_asked", category=category)
+            )
+        if not events:
+            return
+        new = await self._store_chat_events(request, events)
+        # With the store down nothing is known to be a repeat: count what was shown.
+        shown = [e for e in events if e.kind == "shown" and (new is None or e.event_id in new)]
+        asked = [
+            e for e in events if e.kind == "category_asked" and (new is None or e.event_id in new)
+        ]
+        await self.session_counters.add(
+            conversation.sender_id,
+            recommendations_shown=len(shown),
+            categories_asked=len(asked),
+        )
+
+    async def _store_chat_events(
+        self, request: PersonalizationRequest, events: list[ChatInteraction]
+    ) -> set[str] | None:
+        """Store chat events; the new event ids, or None when the store is unavailable.
+
+        New rows may create the customer, so their cached profile is invalidated after
+        the commit.
+        """
+        key = self.key_for(request.identity)
+        context = request.context
+
+        async def write() -> set[str]:
+            async with self.store.sessions.begin() as session:
+                return await insert_chat_interactions(
+                    session,
+                    key,
+                    events,
+                    channel=context.channel,
+                    device=context.device,
+                    location=context.location,
+                    occurred_at=self._clock(),
+                )
+
+        try:
+            new = await self._guarded(write())
+        except StoreUnavailableError:
+            return None
+        if new and self.profile_cache is not None:
+            await self.profile_cache.invalidate([key])
+        return new
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` without making the answer wait; :meth:`drain` awaits it.
+
+        For chat-side events and cache write-backs. Each is bounded (store breaker and
+        action budget, Redis breaker) and handles its own outages, so a task never
+        outlives a shutdown by more than one budget.
+        """
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not an outage (those are handled inside): log it, never raise it.
+            logger.error("A background write failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the background writes in flight (each bounded by a budget)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def warm_up(self) -> None:
+        """Load what recommending needs before the first customer asks."""
+        await self.recommendations.warm_up()
+
+    async def _load_snapshot(self, key: str) -> CustomerSnapshot | None:
+        """Through the profile cache when configured; SQL answers a miss or a Redis outage.
+
+        Raises:
+            StoreUnavailableError: not cached, and the store cannot answer.
+        """
+        lookup = await self.profile_cache.lookup(key) if self.profile_cache else None
+        if isinstance(lookup, CachedProfile):
+            return lookup.snapshot
+        snapshot = await self._guarded(self.store.load_snapshot(key))
+        if isinstance(lookup, ProfileTicket):
+            self._write_back(lookup, snapshot)
+        return snapshot
+
+    def _write_back(self, ticket: ProfileTicket, snapshot: CustomerSnapshot | None) -> None:
+        """Cache a SQL answer without making the answer wait for Redis (three round trips).
+
+        Safe at any later time: the version check drops it if the customer changed.
+        """
+        cache = self.profile_cache
+        if cache is None:
+            return
+
+        async def write() -> None:
+            await cache.store(ticket, snapshot)
+
+        self._in_background(write())
+
+    async def _load_snapshot_or_error(
+        self, key: str
+    ) -> CustomerSnapshot | StoreUnavailableError | None:
+        try:
+            return await self._load_snapshot(key)
+        except StoreUnavailableError as error:
+            return error
+
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        """Await store work within the action budget, through the breaker."""
+        if time.monotonic() < self._store_down_until:
+            if inspect.iscoroutine(work):
+                work.close()  # never started: nothing to wait for
+            raise StoreUnavailableError("store marked unavailable; retrying later")
+        try:
+            result = await asyncio.wait_for(work, timeout=self.settings.action_budget_s)
+        except (asyncio.TimeoutError, SQLAlchemyError, OSError) as error:
+            self._mark_store_down(error)
+            raise StoreUnavailableError("store unavailable") from error
+        if self._store_down:
+            self._store_down = False
+            logger.info("The store answers again; personalization is back on.")
+        return result
+
+    def _mark_store_down(self, error: BaseException) -> None:
+        self._store_down_until = time.monotonic() + self.settings.store_retry_after_s
+        if not self._store_down:
+            # The error's class only: its message may quote SQL parameters (customer keys).
+            logger.warning(
+                "The store is unavailable (%s); answering default slots for %.0f s.",
+                type(error).__name__,
+                self.settings.store_retry_after_s,
+            )
+        self._store_down = True
+
+    async def close(self) -> None:
+        """Finish the chat-side writes in flight, then release store and cache connections."""
+        await self.drain()
+        if self.precomputed_cache is not None:
+            await self.precomputed_cache.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        await self.store.dispose()

@@ -1,0 +1,289 @@
+"""``personalize apikey create|list|revoke``, registered by :func:`register_commands`.
+
+``rasa_personalize.cli`` imports this module to register the commands, so its helpers (settings,
+batch store, error handling) are imported inside the commands to avoid a circular import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from rasa_personalize.cli_options import DatabaseOption
+from rasa_personalize.events.apikeys import ApiKeyRecord
+
+if TYPE_CHECKING:
+    from rasa_personalize.events.worker import WorkerOptions, WorkerStats
+    from rasa_personalize.segments.tag_rules import TagRules
+    from rasa_personalize.settings import Settings
+
+
+apikey_app = typer.Typer(
+    help="API keys of the events and profiles HTTP API.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+class ScopeChoice(str, Enum):
+    """Scopes offered on the command line."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add ``apikey`` and ``worker`` to the ``personalize`` app."""
+    app.add_typer(apikey_app, name="apikey")
+    app.command("worker")(worker)
+
+
+def _describe(record: ApiKeyRecord) -> dict[str, object]:
+    return {
+        "id": record.id,
+        "scope": record.scope,
+        "label": record.label,
+        "created_at": record.created_at.isoformat(),
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
+@apikey_app.command("create")
+def create(
+    scope: Annotated[ScopeChoice, typer.Option(help="What the key may do.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
+    from rasa_personalize.events.apikeys import create_api_key  # noqa: PLC0415  # SQLAlchemy at use
+
+    settings = cli._settings(database_url)
+
+    async def job() -> tuple[ApiKeyRecord, str]:
+        store = cli._batch_store(settings)
+        try:
+            async with store.sessions.begin() as session:
+                return await cli._guarded(create_api_key(session, scope.value, label))
+        finally:
+            await store.dispose()
+
+    record, key = cli._run(job)
+    cli.errors.print(
+        f"API key {record.id} (scope {record.scope}) created. It is shown only now; "
+        "send it as 'Authorization: Bearer <key>'."
+    )
+    typer.echo(key)
+
+
+@apikey_app.command("list")
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """List keys by id, scope, label and dates (never the keys themselves)."""
+    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
+    from rasa_personalize.events.apikeys import list_api_keys  # noqa: PLC0415  # SQLAlchemy at use
+
+    settings = cli._settings(database_url)
+
+    async def job() -> list[ApiKeyRecord]:
+        store = cli._batch_store(settings)
+        try:
+            async with store.sessions() as session:
+                return await cli._guarded(list_api_keys(session))
+        finally:
+            await store.dispose()
+
+    records = [_describe(record) for record in cli._run(job)]
+    if as_json:
+        typer.echo(json.dumps(records))
+        return
+    table = Table(title="API keys")
+    for header in ("id", "scope", "label", "created", "revoked"):
+        table.add_column(header)
+    for record in records:
+        table.add_row(*(str(record[name] or "-") for name in
+                        ("id", "scope", "label", "created_at", "revoked_at")))  # fmt: skip
+    cli.console.print(table)
+
+
+@apikey_app.command("revoke")
+def revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `personalize apikey list`).")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
+    from rasa_personalize.events.apikeys import revoke_api_key  # noqa: PLC0415  # SQLAlchemy at use
+
+    settings = cli._settings(database_url)
+
+    async def job() -> bool:
+        store = cli._batch_store(settings)
+        try:
+            async with store.sessions.begin() as session:
+                return await cli._guarded(revoke_api_key(session, key_id))
+        finally:
+            await store.dispose()
+
+    if not cli._run(job):
+        cli.errors.print(f"[red]error:[/red] no active API key with id {key_id}")
+        raise typer.Exit(1)
+    cli.console.print(f"API key {key_id} revoked.")
+
+
+def load_ingest_tag_rules(path: Path | None) -> TagRules | None:
+    """The tag rules to re-apply on ingestion: None when there is no file.
+
+    Raises:
+        TagRulesError: the file exists but has problems (all listed).
+    """
+    from rasa_personalize.segments.tag_rules import load_tag_rules  # noqa: PLC0415  # YAML at use
+
+    if path is None or not path.exists():
+        return None
+    return load_tag_rules(path)
+
+
+def worker(
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20_000,
+            help="Events per SQL transaction (read as whole stream messages of up to 100).",
+        ),
+    ] = 1_000,
+    block_ms: Annotated[
+        int, typer.Option(min=1, max=60_000, help="Wait this long for new events per read.")
+    ] = 1_000,
+    claim_idle_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Take over events another worker left unacknowledged this long."
+        ),
+    ] = 30.0,
+    consumer: Annotated[
+        str | None,
+        typer.Option(help="Consumer name in the group (default: host-pid).", show_default=False),
+    ] = None,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once the stream is drained.")
+    ] = False,
+    tags: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tag rules re-applied to customers with new events "
+            "(default: $PERSONALIZE_TAGS_PATH or tags.yml, when it exists).",
+            show_default=False,
+        ),
+    ] = None,
+    no_tags: Annotated[bool, typer.Option("--no-tags", help="Do not re-apply tag rules.")] = False,
+    refresh_every_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Recompute metrics and tags of customers with new events this often while "
+            "events pour in; a worker that has caught up with the stream does it at once.",
+        ),
+    ] = 1.0,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Store events from the Redis Stream in SQL (needs PERSONALIZE_REDIS_URL).
+
+    Several workers may run at once (one consumer group); a worker that stops leaves its
+    unacknowledged events to be claimed by the others after --claim-idle-s. Stops
+    cleanly on Ctrl-C or SIGTERM after the batch in hand.
+    """
+    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
+    from rasa_personalize.errors import PersonalizeError  # noqa: PLC0415
+    from rasa_personalize.events.worker import WorkerOptions  # noqa: PLC0415  # Redis at use
+
+    settings = cli._settings(database_url)
+    if not settings.redis_url:
+        cli.errors.print(
+            "[red]error:[/red] the worker reads the Redis event stream: set "
+            "PERSONALIZE_REDIS_URL. Without Redis, events go straight to SQL and no worker "
+            "is needed."
+        )
+        raise typer.Exit(1)
+    try:
+        rules = None if no_tags else load_ingest_tag_rules(tags or settings.tags_path)
+    except PersonalizeError as error:
+        cli.errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    options = WorkerOptions(
+        batch_size=batch_size,
+        block_ms=block_ms,
+        claim_idle_ms=int(claim_idle_s * 1000),
+        exit_when_idle=until_idle,
+        refresh_every_s=refresh_every_s,
+    )
+    if consumer:
+        options = dataclasses.replace(options, consumer=consumer)
+    stats = cli._run(lambda: run_worker(settings, options, rules))
+    cli.console.print(
+        f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
+        f"{stats.already_stored} already stored, {stats.claimed} messages claimed from "
+        f"stopped workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
+        f"{stats.refreshed_customers} profiles refreshed in {stats.refreshes} refreshes."
+    )
+
+
+async def run_worker(
+    settings: Settings, options: WorkerOptions, rules: TagRules | None
+) -> WorkerStats:
+    """Run a worker until SIGINT/SIGTERM (or idle, with ``exit_when_idle``)."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from redis import asyncio as redis_asyncio  # noqa: PLC0415
+
+    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
+    from rasa_personalize.cache.profiles import profile_cache_for  # noqa: PLC0415
+    from rasa_personalize.events.worker import StreamWorker, redis_persists  # noqa: PLC0415
+
+    assert settings.redis_url is not None
+    # Socket reads must outlast a blocking XREADGROUP.
+    client = redis_asyncio.from_url(
+        settings.redis_url,
+        socket_timeout=options.block_ms / 1000 + 5.0,
+        socket_connect_timeout=5.0,
+    )
+    store = cli._batch_store(settings)
+    # Refreshed customers' cached profiles are dropped (a batch job: a longer timeout).
+    invalidate = profile_cache_for(settings, timeout_s=2.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        if await redis_persists(client) is False:
+            cli.errors.print(
+                "[yellow]warning:[/yellow] Redis keeps nothing on disk: events still in "
+                "the stream are lost if Redis restarts. Enable appendonly in production."
+            )
+        worker = StreamWorker(
+            client,
+            settings.event_stream,
+            store.sessions,
+            options=options,
+            tag_rules=rules,
+            on_stored=invalidate.invalidate if invalidate is not None else None,
+        )
+        return await worker.run(stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await client.aclose()
+        await store.dispose()
+        if invalidate is not None:
+            await invalidate.close()

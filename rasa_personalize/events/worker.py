@@ -1,0 +1,490 @@
+"""``personalize worker``: events from the Redis Stream into SQL, in batches.
+
+Delivery is at least once, the effect exactly once: a batch is acknowledged only after
+its SQL transaction committed, and storing is idempotent by event id, so a worker killed
+between the commit and the XACK costs a redelivery, never a duplicate row.
+
+Each step reads, in this order:
+
+1. its own pending messages (after a failed batch, or when restarted under the same
+   consumer name), so nothing it was handed is forgotten;
+2. messages other consumers were handed but left idle for ``claim_idle_ms`` (a worker
+   that died), taken over with XAUTOCLAIM;
+3. new messages, blocking for at most ``block_ms`` so a stop request is seen quickly.
+
+Behavioural metrics and rule tags are refreshed per customer, not per event: a stored
+batch marks its customers "dirty" in a Redis sorted set (in the same MULTI as its XACK),
+and every ``refresh_every_s`` one transaction recomputes the metrics and tags of all
+dirty customers, then invalidates their cached profiles. A customer with 50 events in a
+second costs one refresh, not 50. The set lives in Redis, so a worker killed before its
+refresh leaves the marks to the next one; a mark is removed only if no newer batch set it
+again meanwhile (each mark carries a version), so a refresh that read the store before a
+newer batch committed never clears that batch's mark.
+
+Redis errors (down, restarted, slow) and store errors back off and retry; the worker
+never exits because a dependency is away, and resumes when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis import asyncio as redis_asyncio
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rasa_personalize.events.ingest import refresh_profiles, store_events
+from rasa_personalize.events.stream import (
+    EVENTS_PER_MESSAGE,
+    GROUP,
+    MalformedMessageError,
+    decode_events,
+    ensure_group,
+)
+from rasa_personalize.events.validation import ValidEvent
+from rasa_personalize.segments.tag_rules import TagRules
+from rasa_personalize.segments.tags import apply_tag_rules
+from rasa_personalize.store.models import Customer
+
+logger = logging.getLogger(__name__)
+
+# Consumers that have been idle this long and hold nothing are removed from the group.
+FORGET_CONSUMERS_AFTER_MS: Final = 10 * 60 * 1000
+HOUSEKEEPING_EVERY_S: Final = 60.0
+MAX_BACKOFF_S: Final = 10.0
+# Customers refreshed per transaction.
+REFRESH_CHUNK: Final = 5_000
+# Refreshes triggered by a drained stream come at most this often.
+MIN_REFRESH_GAP_S: Final = 0.05
+
+# KEYS: dirty set, version counter. ARGV: customer ids. One version per batch.
+_MARK_DIRTY: Final = """
+local version = redis.call('INCR', KEYS[2])
+for _, id in ipairs(ARGV) do redis.call('ZADD', KEYS[1], version, id) end
+return version
+"""
+# KEYS: dirty set. ARGV: id, version, id, version, ... Removes a mark only if no newer
+# batch has marked the customer again since it was read.
+_CLEAR_DIRTY: Final = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local version = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if version and tonumber(version) <= tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+Message = tuple[str, dict[Any, Any]]
+OnStored = Callable[[frozenset[str]], Awaitable[None]]
+
+
+def default_consumer_name() -> str:
+    """host-pid: unique per process, so a restarted worker claims its predecessor's work."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker reads the stream."""
+
+    # Events per SQL transaction, in whole stream messages (each holds up to 100 events).
+    batch_size: int = 1_000
+    block_ms: int = 1_000
+    # A consumer silent this long is taken for dead and its pending messages claimed.
+    claim_idle_ms: int = 30_000
+    consumer: str = field(default_factory=default_consumer_name)
+    # Stop once the stream is drained and nothing is pending (jobs, tests, benchmarks).
+    exit_when_idle: bool = False
+    retry_delay_s: float = 0.5
+    # How often metrics and tags of customers with new events are recomputed.
+    refresh_every_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.block_ms < 1:
+            raise ValueError("block_ms must be at least 1")
+        if self.claim_idle_ms < 0:
+            raise ValueError("claim_idle_ms must not be negative")
+        if self.refresh_every_s < 0:
+            raise ValueError("refresh_every_s must not be negative")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker's run."""
+
+    batches: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    dropped: int = 0
+    malformed: int = 0
+    claimed: int = 0
+    refreshes: int = 0
+    refreshed_customers: int = 0
+    redis_errors: int = 0
+    store_errors: int = 0
+
+
+class StreamWorker:
+    """Reads the event stream with a consumer group and stores batches in SQL.
+
+    Args:
+        client: redis.asyncio client; its socket timeout must exceed ``block_ms``.
+        stream: The stream's key.
+        sessions: Session factory of the SQL store.
+        options: Batch size, blocking, claiming, consumer name.
+        tag_rules: Re-applied to the customers with new events at each refresh.
+        on_stored: Called with the customer keys whose metrics and tags were refreshed
+            (cache invalidation); its failures are logged, never retried.
+    """
+
+    def __init__(
+        self,
+        client: redis_asyncio.Redis,
+        stream: str,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        options: WorkerOptions | None = None,
+        tag_rules: TagRules | None = None,
+        on_stored: OnStored | None = None,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.sessions = sessions
+        self.options = options or WorkerOptions()
+        self.tag_rules = tag_rules
+        self.on_stored = on_stored
+        self.stats = WorkerStats()
+        self._group_ready = False
+        # Read our own pending list first: after a restart under the same name, or a
+        # batch that failed, those messages are ours to finish.
+        self._own_pending = True
+        self._claim_cursor = "0-0"
+        self._failures = 0
+        self._last_housekeeping = 0.0
+        self.dirty_key = f"{stream}:dirty"
+        self._dirty_version_key = f"{stream}:dirty-version"
+        self._mark_dirty = client.register_script(_MARK_DIRTY)
+        self._clear_dirty = client.register_script(_CLEAR_DIRTY)
+        self._rules_checked = False
+        self._messages_per_read = max(1, self.options.batch_size // EVENTS_PER_MESSAGE)
+        # Set when a stored batch emptied the stream: the refresh need not wait its turn.
+        self._caught_up = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
+        """Work until ``stop`` is set (or, with ``exit_when_idle``, the stream is drained).
+
+        Storing and refreshing run side by side (two transactions at a time): the store
+        is busy with one while Python prepares the other. They do not block each other:
+        the refresh locks customer rows FOR NO KEY UPDATE, which new interactions'
+        foreign keys (KEY SHARE) do not wait for.
+        """
+        stop = stop or asyncio.Event()
+        logger.info("Worker %s reading %s.", self.options.consumer, self.stream)
+        storing_done = asyncio.Event()
+        refresher = asyncio.create_task(self._refresh_until(storing_done))
+        try:
+            while not stop.is_set() and not refresher.done():
+                handled = await self.step()
+                if handled is None:
+                    await _sleep_or_stop(stop, self._backoff())
+                elif handled == 0 and self.options.exit_when_idle and await self._drained():
+                    break
+        finally:
+            storing_done.set()
+            # Stopping: refresh what this worker marked, rather than leave it to the next.
+            await refresher
+        return self.stats
+
+    async def _refresh_until(self, storing_done: asyncio.Event) -> None:
+        """Refresh dirty customers until storing stops, then once more.
+
+        A refresh follows at once after a full chunk; otherwise after ``refresh_every_s``,
+        or as soon as a stored batch has emptied the stream: while events pour in,
+        refreshes gather many batches' customers, and when the worker has caught up,
+        metrics and tags follow the last events without waiting out the interval.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            finished = storing_done.is_set()
+            started = loop.time()
+            self._caught_up.clear()
+            marked = await self.refresh_dirty()
+            if finished:
+                return
+            if marked is None:
+                await _sleep_or_stop(storing_done, self._backoff())
+            elif marked < REFRESH_CHUNK:
+                await _wait_for_any((storing_done, self._caught_up), self.options.refresh_every_s)
+                gap = MIN_REFRESH_GAP_S - (loop.time() - started)
+                if gap > 0 and not storing_done.is_set():
+                    await _sleep_or_stop(storing_done, gap)
+
+    async def step(self) -> int | None:
+        """One batch: the events (and malformed messages) handled, None after a failure."""
+        try:
+            if not self._group_ready:
+                await ensure_group(self.client, self.stream)
+                self._group_ready = True
+            await self._housekeeping()
+            messages = await self._next_messages()
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return None
+        if not messages:
+            self._failures = 0
+            return 0
+        events, malformed = _decode(messages)
+        try:
+            async with self.sessions.begin() as session:
+                # Metrics and tags are refreshed per customer by refresh_dirty().
+                stored = await store_events(session, events, refresh=False)
+        except (SQLAlchemyError, OSError) as error:
+            self.stats.store_errors += 1
+            self._failures += 1
+            self._own_pending = True
+            logger.warning(
+                "Storing a batch of %d events failed (%s); retrying.",
+                len(events),
+                type(error).__name__,
+            )
+            return None
+        if malformed:
+            self.stats.malformed += len(malformed)
+            logger.error("Dropped %d stream messages that hold no events.", len(malformed))
+        try:
+            await self._acknowledge([message_id for message_id, _ in messages], stored.customer_ids)
+            acknowledged = True
+        except (RedisError, OSError) as error:
+            # Stored but not acknowledged: redelivered later, then found already stored.
+            self._redis_failed(error)
+            acknowledged = False
+        self.stats.batches += 1
+        self.stats.stored += len(stored.inserted)
+        self.stats.already_stored += len(stored.already_stored)
+        self.stats.dropped += len(stored.dropped)
+        if stored.dropped:
+            logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
+        if not acknowledged:
+            return None
+        self._failures = 0
+        if len(messages) < self._messages_per_read:
+            self._caught_up.set()  # a short read: the stream held no more than this
+        # Never 0 for a batch of messages, even when none held events: 0 means idle.
+        return len(events) + len(malformed)
+
+    async def _next_messages(self) -> list[Message]:
+        options = self.options
+        if self._own_pending:
+            mine = await self._read("0", block=None)
+            if mine:
+                return mine
+            self._own_pending = False
+        claimed = await self._claim()
+        if claimed:
+            return claimed
+        return await self._read(">", block=options.block_ms)
+
+    async def _read(self, start: str, block: int | None) -> list[Message]:
+        try:
+            # RESP2 layout: [[stream, [(id, fields), ...]]] (the client's default protocol).
+            response: Any = await self.client.xreadgroup(
+                GROUP,
+                self.options.consumer,
+                {self.stream: start},
+                count=self._messages_per_read,
+                block=block,
+            )
+        except ResponseError as error:
+            if "NOGROUP" in str(error):
+                # Redis restarted without its data, or the stream was deleted.
+                self._group_ready = False
+            raise
+        messages: list[Message] = []
+        for _stream, entries in response or []:
+            for message_id, fields in entries:
+                # Entries deleted while pending come back with no fields.
+                messages.append((_text(message_id), fields or {}))
+        return messages
+
+    async def _claim(self) -> list[Message]:
+        response = await self.client.xautoclaim(
+            self.stream,
+            GROUP,
+            self.options.consumer,
+            min_idle_time=self.options.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self._messages_per_read,
+        )
+        next_cursor, entries = response[0], response[1]
+        self._claim_cursor = _text(next_cursor)
+        deleted = response[2] if len(response) > 2 else []
+        if deleted:
+            # Pending entries whose data is gone (deleted or trimmed): nothing to store.
+            await self.client.xack(self.stream, GROUP, *deleted)
+        messages = [(_text(message_id), fields or {}) for message_id, fields in entries]
+        if messages:
+            self.stats.claimed += len(messages)
+            logger.info("Claimed %d messages left by a stopped worker.", len(messages))
+        return messages
+
+    async def _acknowledge(self, message_ids: Sequence[str], customer_ids: Collection[int]) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, GROUP, *message_ids)
+            # Stored messages leave the stream, so it holds only work still to do.
+            pipe.xdel(self.stream, *message_ids)
+            if customer_ids:
+                await self._mark_dirty(
+                    keys=[self.dirty_key, self._dirty_version_key],
+                    args=sorted(customer_ids),
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def refresh_dirty(self) -> int | None:
+        """Recompute metrics and tags of (up to a chunk of) the customers marked dirty.
+
+        Returns how many were marked, or None on failure (the marks stay).
+        """
+        try:
+            marked: Any = await self.client.zrange(
+                self.dirty_key, 0, REFRESH_CHUNK - 1, withscores=True
+            )
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return None
+        if not marked:
+            return 0
+        versions = {int(_text(member)): float(score) for member, score in marked}
+        try:
+            async with self.sessions.begin() as session:
+                refreshed = await refresh_profiles(session, versions)
+                if self.tag_rules is not None:
+                    await apply_tag_rules(
+                        session,
+                        self.tag_rules,
+                        versions,
+                        check_catalogue=not self._rules_checked,
+                        count_qualifying=False,
+                    )
+                    self._rules_checked = True
+                rows = await session.execute(
+                    select(Customer.customer_key).where(Customer.id.in_(list(versions)))
+                )
+                keys = frozenset(rows.scalars().all())
+        except (SQLAlchemyError, OSError) as error:
+            self.stats.store_errors += 1
+            self._failures += 1
+            logger.warning(
+                "Refreshing customer metrics failed (%s); retrying.", type(error).__name__
+            )
+            return None
+        try:
+            pairs = [str(value) for id_, version in versions.items() for value in (id_, version)]
+            await self._clear_dirty(keys=[self.dirty_key], args=pairs)
+        except (RedisError, OSError) as error:
+            # The marks stay: the next refresh does the same work again, harmlessly.
+            self._redis_failed(error)
+            return None
+        self.stats.refreshes += 1
+        self.stats.refreshed_customers += refreshed
+        if self.on_stored is not None and keys:
+            try:
+                await self.on_stored(keys)
+            except Exception as error:  # a hook must not stop the worker
+                logger.warning("After-refresh hook failed (%s).", type(error).__name__)
+        return len(versions)
+
+    async def _drained(self) -> bool:
+        try:
+            pending = await self.client.xpending(self.stream, GROUP)
+            length = await self.client.xlen(self.stream)
+            dirty = await self.client.zcard(self.dirty_key)
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return False
+        return int(pending["pending"]) == 0 and int(length) == 0 and int(dirty) == 0
+
+    async def _housekeeping(self) -> None:
+        """Forget consumers that are long gone and hold nothing (each restart adds one)."""
+        now = time.monotonic()
+        if now - self._last_housekeeping < HOUSEKEEPING_EVERY_S:
+            return
+        self._last_housekeeping = now
+        for consumer in await self.client.xinfo_consumers(self.stream, GROUP):
+            name = _text(consumer["name"])
+            if (
+                name != self.options.consumer
+                and int(consumer["pending"]) == 0
+                and int(consumer["idle"]) > FORGET_CONSUMERS_AFTER_MS
+            ):
+                await self.client.xgroup_delconsumer(self.stream, GROUP, name)
+
+    def _redis_failed(self, error: BaseException) -> None:
+        self.stats.redis_errors += 1
+        self._own_pending = True
+        self._group_ready = False
+        if self._failures == 0:
+            logger.warning(
+                "Redis unavailable (%s); the worker retries until it returns.",
+                type(error).__name__,
+            )
+        self._failures += 1
+
+    def _backoff(self) -> float:
+        return float(min(MAX_BACKOFF_S, self.options.retry_delay_s * 2 ** min(self._failures, 5)))
+
+
+def _decode(messages: Sequence[Message]) -> tuple[list[ValidEvent], list[str]]:
+    events: list[ValidEvent] = []
+    malformed: list[str] = []
+    for message_id, fields in messages:
+        try:
+            events.extend(decode_events(fields))
+        except MalformedMessageError:
+            malformed.append(message_id)
+    return events, malformed
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_for_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+    """Until one of ``events`` is set, or ``seconds`` have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def redis_persists(client: redis_asyncio.Redis) -> bool | None:
+    """Whether Redis keeps its data across a restart (None: it will not say)."""
+    try:
+        config = await client.config_get("appendonly")
+        snapshots = await client.config_get("save")
+    except (RedisError, OSError):
+        return None  # managed services often disable CONFIG
+    appendonly = _text(config.get("appendonly", "no")).lower() == "yes"
+    return appendonly or bool(_text(snapshots.get("save", "")).strip())

@@ -1,0 +1,142 @@
+"""Recommendation actions: recommend, "something like X", and feedback on what was shown."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from rasa_personalize.engine import ConversationRef
+from rasa_personalize.handlers.base import request_from_tracker, slot_events
+from rasa_personalize.runtime import personalization_service
+from rasa_personalize.slots import SlotPlan
+
+logger = logging.getLogger(__name__)
+
+MAX_ENTITY_LENGTH = 128
+NO_RECOMMENDATIONS = SlotPlan(
+    {
+        "recommended_products": [],
+        "recommendation_text": "I can't look up products right now, sorry.",
+        "recommendation_reason": None,
+        "recommendation_source": None,
+    }
+)
+
+
+def latest_entity(tracker: Tracker, name: str) -> str | None:
+    """The latest message's entity ``name``, trimmed, if it is plausible text."""
+    value = next(tracker.get_latest_entity_values(name), None)
+    if isinstance(value, str) and 0 < len(value.strip()) <= MAX_ENTITY_LENGTH:
+        return value.strip()
+    return None
+
+
+def shown_skus(tracker: Tracker) -> list[str]:
+    """The skus in the ``recommended_products`` slot (what the customer was last shown)."""
+    shown: Any = tracker.get_slot("recommended_products") or []
+    if not isinstance(shown, list):
+        return []
+    return [str(p["sku"]) for p in shown if isinstance(p, dict) and isinstance(p.get("sku"), str)]
+
+
+class ActionRecommendProducts(Action):
+    """Fill the recommendation slots for the customer, in the asked category if any."""
+
+    def name(self) -> str:
+        """Name used in the domain and stories."""
+        return "action_recommend_products"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        """recommended_products, recommendation_text/_reason/_source."""
+        try:
+            entity = latest_entity(tracker, "category")
+            category = entity or tracker.get_slot("category")
+            message: dict[str, Any] = tracker.latest_message or {}
+            asked_for_category = message.get("intent", {}).get("name") == "ask_category"
+            if not category and asked_for_category:
+                # NLU missed the entity: the engine finds a category named in the words.
+                category = message.get("text")
+            plan = await personalization_service().recommend(
+                request_from_tracker(tracker, at_session_start=False),
+                category=category.lower() if isinstance(category, str) else None,
+                # Only this message counts as asking: a category slot from an earlier
+                # turn narrows the answer but was asked (and recorded) back then.
+                category_asked=bool(entity) or asked_for_category,
+            )
+        except Exception:
+            # A bug must not cost the conversation; the traceback carries no tracker data.
+            logger.exception("%s failed; answering without recommendations", self.name())
+            plan = NO_RECOMMENDATIONS
+        return slot_events(plan)
+
+
+class ActionSimilarProducts(Action):
+    """Answer "something like X": products similar to the one the customer names."""
+
+    def name(self) -> str:
+        """Name used in the domain and stories."""
+        return "action_similar_products"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        """The recommendation slots, filled with products like the named one."""
+        product = latest_entity(tracker, "product")
+        if product is None:
+            shown = tracker.get_slot("recommended_products") or []
+            first = shown[0] if isinstance(shown, list) and shown else None
+            product = first.get("title") if isinstance(first, dict) else None
+        if not product:
+            return slot_events(
+                SlotPlan(
+                    {
+                        "recommended_products": [],
+                        "recommendation_text": "Which product do you have in mind?",
+                        "recommendation_reason": None,
+                        "recommendation_source": None,
+                    }
+                )
+            )
+        try:
+            plan = await personalization_service().similar(
+                product, request=request_from_tracker(tracker, at_session_start=False)
+            )
+        except Exception:
+            logger.exception("%s failed; answering without recommendations", self.name())
+            plan = NO_RECOMMENDATIONS
+        return slot_events(plan)
+
+
+class ActionRecordRecommendationFeedback(Action):
+    """Store the customer's yes/no to the products just shown as feedback interactions."""
+
+    def name(self) -> str:
+        """Name used in the domain and stories."""
+        return "action_record_recommendation_feedback"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        """No events: the verdict goes to the store (affirm +1, deny -1 per product)."""
+        intent = (tracker.latest_message or {}).get("intent", {}).get("name")
+        skus = shown_skus(tracker)
+        if intent not in {"affirm", "deny"} or not skus:
+            return []
+        try:
+            request = request_from_tracker(tracker, at_session_start=False)
+            # Stable per message (a retried call stores nothing twice), hashed.
+            conversation = request.conversation or ConversationRef(tracker.sender_id)
+            prefix = conversation.event_prefix()
+            await personalization_service().record_feedback(
+                request, skus, liked=intent == "affirm", event_prefix=prefix
+            )
+        except Exception:
+            logger.exception("%s failed; feedback not stored", self.name())
+        return []

@@ -1,0 +1,546 @@
+"""Serving recommendations: the fallback chain, business filters and the words around them.
+
+Per request, the first strategy that can answer does, and later ones top the list up:
+
+1. ``als``: the customer is in the trained model (the precomputed list when it is from
+   the serving model version, else scored live). When they did something after the
+   model's training data cutoff, their vector is recalculated from their whole history
+   first (``rasa_personalize.recommend.incremental``) and precomputed lists are not used.
+2. ``session``: not in the model, but with a history: a user vector is recalculated
+   from it against the item factors.
+3. ``content``: only interests (tags such as ``interested_in_running``) or a category
+   (asked now, or the favourite): TF-IDF similarity.
+4. ``segment_popular``: most popular with customers of the same stored segment.
+5. ``popular``: most popular overall.
+
+Filters apply to every strategy: purchased items excluded (configurable), in stock only,
+the asked category, the price cap from the decision rules, at most ``n``, no sku twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy.exc import SQLAlchemyError
+
+from rasa_personalize.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PersonalizeError,
+    StoreUnavailableError,
+)
+from rasa_personalize.recommend.als import AlsRecommender
+from rasa_personalize.recommend.artifacts import AlsArtifact, ModelHolder
+from rasa_personalize.recommend.content import ContentRecommender, ProductText, interest_words
+from rasa_personalize.recommend.filters import (
+    CandidateSet,
+    ItemCatalogue,
+    RecommendationFilters,
+    Scored,
+    merge_unique,
+)
+from rasa_personalize.recommend.incremental import (
+    INLINE_HISTORY_ROWS,
+    FreshVector,
+    counted_kinds,
+    fresh_vector,
+    has_news,
+    history_query,
+)
+from rasa_personalize.recommend.popularity import PopularityRecommender
+from rasa_personalize.recommend.training import als_dir, store_confidence
+from rasa_personalize.store.catalogue import CustomerItems
+from rasa_personalize.store.history import CustomerHistory, HistoryEntry, HistoryQuery
+from rasa_personalize.store.records import ProductRecord
+from rasa_personalize.store.sql_store import SqlStore
+
+logger = logging.getLogger(__name__)
+
+# How much one interaction of each kind adds to an item's popularity.
+POPULARITY_WEIGHTS: Final = {
+    "purchase": 8.0,
+    "cart": 4.0,
+    "chat_click": 2.0,
+    "view": 1.0,
+    "search": 0.5,
+    "rating": 1.0,
+    "feedback": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class RecommendationRequest:
+    """Who is asking, and what the answer must respect."""
+
+    customer_key: str
+    segment: str = "new_visitor"
+    tags: tuple[str, ...] = ()
+    favorite_category: str | None = None
+    category: str | None = None
+    max_price: float | None = None
+    strategy: str = "default"
+    n: int = 3
+    exclude_purchased: bool = True
+    # Items already shown in this conversation: not shown again.
+    shown: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The answer: products best first, which strategy answered, and why."""
+
+    products: tuple[ProductRecord, ...]
+    source: str
+    reason: str
+    model_version: str | None = None
+    # The catalogue category the request was narrowed to, if any.
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What recommending needs in memory, built from the store once per refresh."""
+
+    catalogue: ItemCatalogue
+    products: dict[str, ProductRecord]
+    content: ContentRecommender | None
+    popularity: PopularityRecommender | None
+    built_at: float = field(default_factory=time.monotonic)
+
+    @cached_property
+    def categories(self) -> frozenset[str]:
+        """The catalogue's categories (computed once per build: read on every request)."""
+        return frozenset(p.category for p in self.products.values())
+
+
+def build_resources(
+    products: Sequence[ProductRecord], popularity_rows: Sequence[tuple[str, str | None, str, int]]
+) -> Resources:
+    """Catalogue, content model and popularity from plain rows (CPU work: run in a thread)."""
+    catalogue = ItemCatalogue.build(
+        [p.sku for p in products],
+        [p.category for p in products],
+        [p.price for p in products],
+        [p.in_stock for p in products],
+    )
+    content = (
+        ContentRecommender().fit(
+            [
+                ProductText(p.sku, p.title, p.description, p.category, p.brand or "")
+                for p in products
+            ]
+        )
+        if products
+        else None
+    )
+    weighted = [
+        (sku, segment or "", POPULARITY_WEIGHTS.get(kind, 0.0) * count)
+        for sku, segment, kind, count in popularity_rows
+    ]
+    weighted = [row for row in weighted if row[2] > 0]
+    popularity = (
+        PopularityRecommender().fit(
+            [row[0] for row in weighted],
+            [row[2] for row in weighted],
+            [row[1] for row in weighted],
+        )
+        if weighted
+        else None
+    )
+    return Resources(catalogue, {p.sku: p for p in products}, content, popularity)
+
+
+class RecommendationService:
+    """Recommends for one process: resources refreshed from the store, models hot-swapped."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        model_dir: Path,
+        *,
+        refresh_every_s: float = 300.0,
+        model_check_every_s: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.models = ModelHolder(als_dir(model_dir), check_interval_s=model_check_every_s)
+        self.refresh_every_s = refresh_every_s
+        self._resources: Resources | None = None
+        self._build: asyncio.Future[None] | None = None
+        self._confidence = store_confidence()
+        self._counted_kinds = counted_kinds(self._confidence)
+
+    async def resources(self) -> Resources:
+        """The in-memory resources: built once, then refreshed in the background.
+
+        The build is shielded: a caller that stops waiting (its action budget ran out)
+        does not cancel it, so the next request finds the resources ready.
+        """
+        current = self._resources
+        if current is not None:
+            if self._build is None and time.monotonic() - current.built_at > self.refresh_every_s:
+                self._build = asyncio.ensure_future(self._rebuild())
+            return current
+        if self._build is None:
+            self._build = asyncio.ensure_future(self._rebuild())
+        await asyncio.shield(self._build)
+        if self._resources is None:
+            raise StoreUnavailableError("recommendation resources could not be built")
+        return self._resources
+
+    async def warm_up(self) -> None:
+        """Build the resources and load the model now rather than on the first request."""
+        try:
+            await self.resources()
+            await self.models.get_async()
+        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+            logger.warning(
+                "Recommendations not warmed up (%s); will retry on use.", type(error).__name__
+            )
+
+    def history_query(self, customer_key: str) -> HistoryQuery | None:
+        """The history to read with this customer's items for the serving model (no I/O).
+
+        None before a model is loaded. Passed to the store's customer read, so that the
+        history comes in the same hop, and only when it is new to the model.
+        """
+        return history_query(self.models.artifact, customer_key, self._counted_kinds)
+
+    async def _rebuild(self) -> None:
+        try:
+            products, popularity_rows = await self.store.read_recommendation_inputs()
+            self._resources = await asyncio.to_thread(build_resources, products, popularity_rows)
+        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+            # Keep serving the last resources; the next request or refresh tries again.
+            logger.warning(
+                "Reading the catalogue for recommendations failed (%s).", type(error).__name__
+            )
+        finally:
+            self._build = None
+
+    async def recommend(
+        self, request: RecommendationRequest, items: CustomerItems | None
+    ) -> Recommendation:
+        """The fallback chain for one request (see the module docstring)."""
+        resources = await self.resources()
+        category = resolve_category(request.category, resources.categories)
+        if category != request.category:
+            request = replace(request, category=category)
+        artifact = await self.models.get_async()
+        items = items or CustomerItems(purchased=frozenset(), recent=())
+        exclude = set(request.shown)
+        if request.exclude_purchased:
+            exclude |= items.purchased
+        filters = RecommendationFilters(
+            n=request.n,
+            exclude=frozenset(exclude),
+            category=request.category,
+            max_price=request.max_price,
+        )
+        candidates = filters.candidates(resources.catalogue)
+        depth = request.n * 3 if request.strategy != "default" else request.n
+        fresh = await self._fresh_vector(request.customer_key, items, artifact)
+        strategies = self._strategies(
+            request=request,
+            items=items,
+            resources=resources,
+            artifact=artifact,
+            candidates=candidates,
+            exclude=exclude,
+            recalculated=fresh,
+        )
+        ranked: list[tuple[str, list[Scored]]] = []
+        merged: list[Scored] = []
+        # Later strategies only run while the list is short: a known customer costs one
+        # matrix-vector product, not five models.
+        for source, strategy in strategies:
+            scored = strategy(depth)
+            if scored:
+                ranked.append((source, scored))
+                merged = merge_unique([s for _, s in ranked], depth)
+            if len(merged) >= depth:
+                break
+        products = _order(
+            [resources.products[s.item_id] for s in merged if s.item_id in resources.products],
+            request.strategy,
+        )[: request.n]
+        chosen = {p.sku for p in products}
+        source = next(
+            (name for name, scored in ranked if any(s.item_id in chosen for s in scored)),
+            "popular",
+        )
+        return Recommendation(
+            category=category,
+            products=tuple(products),
+            source=source,
+            reason=_reason(source, request, items, resources, fresh),
+            model_version=artifact.version if artifact is not None else None,
+        )
+
+    async def _fresh_vector(
+        self, customer_key: str, items: CustomerItems, artifact: AlsArtifact | None
+    ) -> FreshVector | None:
+        """The customer's recalculated vector when their history is new to the model.
+
+        The history normally came with the items (``history_query``); when it did not,
+        or was read for another model, it is read here (one bounded query).
+        """
+        query = history_query(artifact, customer_key, self._counted_kinds)
+        if artifact is None or query is None:
+            return None
+        history = items.history
+        if history is None or not history.query.covers(query):
+            if items.customer_id is None:
+                return None
+            history = await self._read_history(items.customer_id, query)
+        if history is None or not has_news(history, query):
+            return None
+        if len(history.entries) > INLINE_HISTORY_ROWS:
+            return await asyncio.to_thread(fresh_vector, artifact, history, self._confidence)
+        return fresh_vector(artifact, history, self._confidence)
+
+    async def _read_history(self, customer_id: int, query: HistoryQuery) -> CustomerHistory | None:
+        try:
+            return await self.store.load_customer_history(customer_id, query)
+        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+            # The trained vector still answers; only the newest interactions are missed.
+            logger.warning("Reading a customer's history failed (%s).", type(error).__name__)
+            return None
+
+    def _strategies(
+        self,
+        *,
+        request: RecommendationRequest,
+        items: CustomerItems,
+        resources: Resources,
+        artifact: AlsArtifact | None,
+        candidates: CandidateSet,
+        exclude: set[str],
+        recalculated: FreshVector | None,
+    ) -> list[tuple[str, Callable[[int], list[Scored]]]]:
+        """The chain for this request, in order, as (source, depth -> scored) pairs."""
+        chain: list[tuple[str, Callable[[int], list[Scored]]]] = []
+        model = artifact.model if artifact is not None else None
+        known = model is not None and model.has_user(request.customer_key)
+        if model is not None and recalculated is not None:
+            # New interactions since training: the recalculated vector, never the stale
+            # precomputed list or trained vector.
+            vector = recalculated.vector
+            chain.append(
+                (
+                    "als" if known else "session",
+                    lambda depth: model.recommend_for_vector(
+                        vector, depth, exclude=exclude, candidates=candidates
+                    ),
+                )
+            )
+        elif model is not None and known:
+            fresh = artifact is not None and items.precomputed_version == artifact.version
+
+            def collaborative(depth: int) -> list[Scored]:
+                stored = [
+                    Scored(sku, score)
+                    for sku, score in (items.precomputed if fresh else ())
+                    if sku not in exclude and _allowed(resources.catalogue, candidates.allowed, sku)
+                ][:depth]
+                if len(stored) == depth:
+                    return stored
+                assert model is not None
+                return model.recommend(
+                    request.customer_key, depth, exclude=exclude, candidates=candidates
+                )
+
+            chain.append(("als", collaborative))
+        elif model is not None and items.history is None and items.recent:
+            # No history was read (a caller without one): the recent interactions only.
+            chain.append(
+                ("session", lambda depth: _session_list(model, items, depth, exclude, candidates))
+            )
+        interests = [c for c in (request.category, request.favorite_category) if c]
+        content = resources.content
+        if content is not None and (interests or request.tags):
+            chain.append(
+                (
+                    "content",
+                    lambda depth: content.for_interests(
+                        interests, list(request.tags), depth, exclude=exclude, candidates=candidates
+                    ),
+                )
+            )
+        popularity = resources.popularity
+        if popularity is not None:
+            if popularity.has_segment(request.segment):
+                chain.append(
+                    (
+                        "segment_popular",
+                        lambda depth: popularity.recommend(
+                            depth, segment=request.segment, exclude=exclude, candidates=candidates
+                        ),
+                    )
+                )
+            chain.append(
+                (
+                    "popular",
+                    lambda depth: popularity.recommend(
+                        depth, exclude=exclude, candidates=candidates
+                    ),
+                )
+            )
+        return chain
+
+    async def similar(
+        self, product_text: str, n: int = 3
+    ) -> tuple[ProductRecord, list[ProductRecord]]:
+        """The catalogue product a customer means, and in-stock products like it.
+
+        Raises:
+            NotFoundError: no product matches ``product_text``.
+        """
+        resources = await self.resources()
+        if resources.content is None:
+            raise NotFoundError("the catalogue is empty")
+        anchor_sku = _resolve_product(resources, product_text)
+        candidates = RecommendationFilters(n=n).candidates(resources.catalogue)
+        similar = resources.content.similar_to(anchor_sku, n, candidates=candidates)
+        return resources.products[anchor_sku], [resources.products[s.item_id] for s in similar]
+
+
+def _allowed(catalogue: ItemCatalogue, allowed: NDArray[np.bool_], sku: str) -> bool:
+    row = catalogue.index.get(sku)
+    return row is not None and bool(allowed[row])
+
+
+def _session_list(
+    model: AlsRecommender,
+    items: CustomerItems,
+    depth: int,
+    exclude: set[str],
+    candidates: CandidateSet,
+) -> list[Scored]:
+    skus = [sku for sku, _, _ in items.recent]
+    kinds = [kind for _, kind, _ in items.recent]
+    values = [np.nan if value is None else value for _, _, value in items.recent]
+    try:
+        weights = store_confidence().weights_for(kinds, values)
+        keep = weights > 0
+        vector = model.user_vector_from_items(
+            [sku for sku, ok in zip(skus, keep, strict=True) if ok], weights[keep]
+        )
+    except (InvalidInputError, NotFoundError):
+        return []  # none of the recent items is in the model
+    return model.recommend_for_vector(vector, depth, exclude=exclude, candidates=candidates)
+
+
+def _order(products: list[ProductRecord], strategy: str) -> list[ProductRecord]:
+    # Strategies re-rank the best few; they never bring in items the chain did not choose.
+    if strategy == "cheapest_first":
+        return sorted(products, key=lambda p: p.price)
+    if strategy == "premium":
+        return sorted(products, key=lambda p: -p.price)
+    return products
+
+
+# The reason for a recalculated vector names the newest thing the customer did; views,
+# clicks and searches all read as "looked at".
+_INTEREST_REASONS: Final = {
+    "purchase": "because you bought {}",
+    "cart": "because you put {} in your cart",
+    "feedback": "because you liked {}",
+    "rating": "because you rated {}",
+}
+
+
+def _interest_reason(entry: HistoryEntry, resources: Resources) -> str | None:
+    product = resources.products.get(entry.sku)
+    if product is None:
+        return None
+    return _INTEREST_REASONS.get(entry.kind, "because you looked at {}").format(product.title)
+
+
+def _reason(  # noqa: PLR0911  # one sentence per strategy and situation
+    source: str,
+    request: RecommendationRequest,
+    items: CustomerItems,
+    resources: Resources,
+    fresh: FreshVector | None = None,
+) -> str:
+    if source in {"als", "session"} and fresh is not None:
+        # The vector was recalculated because of this: say so.
+        reason = _interest_reason(fresh.newest, resources)
+        if reason is not None:
+            return reason
+    if source == "als":
+        if items.last_purchase_title:
+            return f"because you bought {items.last_purchase_title}"
+        return "based on what you have shopped with us"
+    if source == "session":
+        product = resources.products.get(items.recent[0][0]) if items.recent else None
+        return (
+            f"because you looked at {product.title}"
+            if product
+            else "based on what you just looked at"
+        )
+    if source == "content":
+        if request.category:
+            return f"because you asked about {request.category}"
+        if request.favorite_category:
+            return f"because you like {request.favorite_category}"
+        if request.tags:
+            return f"because you're interested in {interest_words(request.tags[0])}"
+        return "picked for you"
+    if source == "segment_popular":
+        return "because shoppers like you love them"
+    return "because they are our bestsellers right now"
+
+
+def _resolve_product(resources: Resources, text: str) -> str:
+    cleaned = text.strip()
+    if cleaned.upper() in resources.products:
+        return cleaned.upper()
+    lowered = cleaned.lower()
+    for sku, product in resources.products.items():
+        if product.title.lower() == lowered:
+            return sku
+    assert resources.content is not None
+    best = resources.content.for_text(cleaned, 1)
+    if not best:
+        raise NotFoundError("no product matches that description")
+    return best[0].item_id
+
+
+def resolve_category(asked: str | None, categories: frozenset[str]) -> str | None:
+    """The catalogue category a customer's words mean, or None if none fits.
+
+    "running shoes" means running (a category named in the words), "electronic" means
+    electronics (a close spelling); words that name no category do not narrow the list.
+    """
+    if not asked:
+        return None
+    words = asked.strip().lower()
+    if words in categories:
+        return words
+    for category in sorted(categories):
+        if category in words.split() or category in words:
+            return category
+    close = difflib.get_close_matches(words, sorted(categories), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def describe(recommendation: Recommendation, category: str | None = None) -> str:
+    """The ready-to-say sentence for ``recommendation_text``."""
+    category = recommendation.category or category
+    if not recommendation.products:
+        where = f" in {category}" if category else ""
+        return f"I couldn't find anything in stock{where} that fits right now."
+    listed = ", ".join(f"{p.title} ({p.price:.2f})" for p in recommendation.products)
+    where = f" in {category}" if category else ""
+    return f"Here are my picks{where}: {listed}."

@@ -1,0 +1,41 @@
+"""The process's PersonalizationService, created on first use inside the running loop.
+
+rasa-sdk instantiates actions itself, so they cannot be handed a service; they ask for it
+here. Async engines belong to one event loop, so a service is kept per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from rasa_personalize.engine import PersonalizationService
+from rasa_personalize.settings import load_settings
+
+_services: dict[asyncio.AbstractEventLoop, PersonalizationService] = {}
+
+
+def personalization_service() -> PersonalizationService:
+    """The service of the running event loop, created from the environment on first use.
+
+    Raises:
+        ConfigurationError: the ``PERSONALIZE_*`` settings are invalid.
+    """
+    loop = asyncio.get_running_loop()
+    service = _services.get(loop)
+    if service is None:
+        for closed in [other for other in _services if other.is_closed()]:
+            del _services[closed]
+        service = _services[loop] = PersonalizationService(load_settings())
+    return service
+
+
+def install_service(service: PersonalizationService) -> None:
+    """Use ``service`` for the running loop (tests, embedding, custom servers)."""
+    _services[asyncio.get_running_loop()] = service
+
+
+async def shutdown_service() -> None:
+    """Close and forget the running loop's service, if any."""
+    service = _services.pop(asyncio.get_running_loop(), None)
+    if service is not None:
+        await service.close()

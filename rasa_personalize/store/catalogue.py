@@ -1,0 +1,349 @@
+"""Reads and writes for recommendations: the catalogue, a customer's items, training data,
+precomputed lists and chat-side interactions. Sessions and connections come from callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_customer_history
+from rasa_personalize.store.models import (
+    Customer,
+    CustomerAlias,
+    Interaction,
+    PrecomputedRecommendations,
+    Product,
+    SegmentAssignment,
+    utc_now,
+)
+from rasa_personalize.store.records import ProductRecord
+
+
+@dataclass(frozen=True)
+class CustomerItems:
+    """What one customer did with which products, for filters and the session fallback."""
+
+    purchased: frozenset[str]
+    # (sku, kind, value), newest first, within the recent window.
+    recent: tuple[tuple[str, str, float | None], ...]
+    # (sku, score) from the last training run, best first; empty if none.
+    precomputed: tuple[tuple[str, float], ...] = ()
+    precomputed_version: str | None = None
+    # The title of the customer's latest purchase, for "because you bought ..." reasons.
+    last_purchase_title: str | None = None
+    customer_id: int | None = None
+    # Aggregated history for recalculating the customer's vector; None when not asked for.
+    history: CustomerHistory | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Every interaction with a product, as parallel lists (customer keys, skus, ...)."""
+
+    customer_keys: list[str]
+    skus: list[str]
+    kinds: list[str]
+    values: list[float | None]
+    # When the newest of these interactions happened: the model's training data cutoff.
+    newest_at: datetime | None = None
+
+
+def read_products(connection: Connection) -> list[ProductRecord]:
+    """Every product, by sku."""
+    rows = connection.execute(
+        select(
+            Product.sku,
+            Product.title,
+            Product.category,
+            Product.brand,
+            Product.price,
+            Product.in_stock,
+            Product.description,
+        ).order_by(Product.sku)
+    )
+    return [ProductRecord(*row) for row in rows]
+
+
+@lru_cache(maxsize=1)
+def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
+    interactions, products = Interaction.__table__, Product.__table__
+    precomputed = PrecomputedRecommendations.__table__
+    purchased = (
+        select(products.c.sku, products.c.title, interactions.c.occurred_at)
+        .join(products, products.c.id == interactions.c.product_id)
+        .where(interactions.c.customer_id == bindparam("customer_id"))
+        .where(interactions.c.kind == "purchase")
+        .order_by(interactions.c.occurred_at.desc())
+    )
+    recent = (
+        select(
+            products.c.sku, interactions.c.kind, interactions.c.value, interactions.c.occurred_at
+        )
+        .join(products, products.c.id == interactions.c.product_id)
+        .where(interactions.c.customer_id == bindparam("customer_id"))
+        .where(interactions.c.occurred_at >= bindparam("since"))
+        .order_by(interactions.c.occurred_at.desc())
+        .limit(bindparam("limit"))
+    )
+    stored = select(precomputed.c["items"], precomputed.c.model_version).where(
+        precomputed.c.customer_id == bindparam("customer_id")
+    )
+    return purchased, recent, stored
+
+
+def read_customer_items(
+    connection: Connection,
+    customer_id: int,
+    since: datetime,
+    recent_limit: int = 50,
+    *,
+    with_precomputed: bool = True,
+    history: HistoryQuery | None = None,
+) -> CustomerItems:
+    """A customer's purchases, recent interactions and precomputed list (three reads).
+
+    ``with_precomputed=False`` skips the precomputed list (Redis holds it). ``history``
+    adds the aggregated history when it asks for one (see ``rasa_personalize.store.history``):
+    usually no statement when nothing is new, one bounded statement when something is.
+    """
+    purchased_statement, recent_statement, stored_statement = _customer_item_statements()
+    purchases = connection.execute(purchased_statement, {"customer_id": customer_id}).all()
+    recent = connection.execute(
+        recent_statement, {"customer_id": customer_id, "since": since, "limit": recent_limit}
+    ).all()
+    stored = (
+        connection.execute(stored_statement, {"customer_id": customer_id}).one_or_none()
+        if with_precomputed
+        else None
+    )
+    return CustomerItems(
+        purchased=frozenset(row.sku for row in purchases),
+        recent=tuple((row.sku, row.kind, row.value) for row in recent),
+        precomputed=tuple((str(sku), float(score)) for sku, score in stored[0]) if stored else (),
+        precomputed_version=stored.model_version if stored else None,
+        last_purchase_title=purchases[0].title if purchases else None,
+        customer_id=customer_id,
+        history=None
+        if history is None
+        else read_customer_history(
+            connection,
+            customer_id,
+            history,
+            [(row.kind, row.occurred_at) for row in recent],
+            recent_since=since,
+            recent_complete=len(recent) < recent_limit,
+        ),
+    )
+
+
+def read_popularity_rows(connection: Connection) -> list[tuple[str, str | None, str, int]]:
+    """(sku, stored segment or None, kind, count) over every interaction with a product."""
+    latest_segment = (
+        select(SegmentAssignment.customer_id, func.max(SegmentAssignment.segment).label("segment"))
+        .group_by(SegmentAssignment.customer_id)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(Product.sku, latest_segment.c.segment, Interaction.kind, func.count())
+        .join(Product, Product.id == Interaction.product_id)
+        .outerjoin(latest_segment, latest_segment.c.customer_id == Interaction.customer_id)
+        .group_by(Product.sku, latest_segment.c.segment, Interaction.kind)
+    )
+    return [(sku, segment, kind, int(count)) for sku, segment, kind, count in rows]
+
+
+async def read_training_rows(session: AsyncSession) -> TrainingRows:
+    """Every interaction that names a product, streamed in batches, and the newest time."""
+    rows = TrainingRows([], [], [], [])
+    newest_at: datetime | None = None
+    result = await session.stream(
+        select(
+            Customer.customer_key,
+            Product.sku,
+            Interaction.kind,
+            Interaction.value,
+            Interaction.occurred_at,
+        )
+        .join(Customer, Customer.id == Interaction.customer_id)
+        .join(Product, Product.id == Interaction.product_id)
+        .execution_options(yield_per=20_000)
+    )
+    async for partition in result.partitions():
+        for key, sku, kind, value, occurred_at in partition:
+            rows.customer_keys.append(key)
+            rows.skus.append(sku)
+            rows.kinds.append(kind)
+            rows.values.append(value)
+            if newest_at is None or occurred_at > newest_at:
+                newest_at = occurred_at
+    return replace(rows, newest_at=newest_at)
+
+
+async def customer_ids_by_key(session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
+    """customer_key -> id for the given keys."""
+    wanted = list(keys)
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 5_000):
+        chunk = wanted[start : start + 5_000]
+        rows = await session.execute(
+            select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(chunk))
+        )
+        found.update({key: int(customer_id) for key, customer_id in rows.all()})
+    return found
+
+
+async def replace_precomputed(
+    session: AsyncSession,
+    lists: Sequence[tuple[int, list[list[Any]]]],
+    model_version: str,
+) -> int:
+    """Store each customer's precomputed list, replacing older ones. Returns rows written."""
+    await session.execute(delete(PrecomputedRecommendations))
+    now = utc_now()
+    rows = [
+        {"customer_id": cid, "items": items, "model_version": model_version, "computed_at": now}
+        for cid, items in lists
+    ]
+    for start in range(0, len(rows), 5_000):
+        await session.execute(insert(PrecomputedRecommendations), rows[start : start + 5_000])
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class ChatInteraction:
+    """One thing that happened in a chat, to store as an interaction.
+
+    ``sku`` names the product (``shown``, ``feedback``); product-less kinds
+    (``category_asked``) carry a ``category`` instead.
+    """
+
+    event_id: str
+    kind: str
+    sku: str | None = None
+    value: float | None = None
+    category: str | None = None
+
+
+# Column widths of interactions.category and .location: longer text is cut, not refused.
+_MAX_CATEGORY = 64
+_MAX_LOCATION = 128
+
+
+def _storable(event: ChatInteraction, product_ids: dict[str, int]) -> bool:
+    if event.sku is not None:
+        return event.sku in product_ids
+    return bool(event.category)
+
+
+async def insert_chat_interactions(
+    session: AsyncSession,
+    customer_key: str,
+    events: Sequence[ChatInteraction],
+    *,
+    channel: str | None,
+    occurred_at: datetime,
+    device: str | None = None,
+    location: str | None = None,
+) -> set[str]:
+    """Store chat-side interactions for a customer; returns the event ids that were new.
+
+    A customer not yet in the store is created (first seen). Events naming an unknown sku
+    are skipped, as are product-less events without a category; an event id already
+    stored is skipped too, so a retried action call stores nothing twice.
+    """
+    dialect = session.get_bind().dialect.name
+    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    customer_id = await session.scalar(
+        select(Customer.id).where(Customer.customer_key == customer_key)
+    )
+    if customer_id is None:
+        # The old key of a customer merged into another (an import's dedupe) must reach
+        # the survivor, not create a new customer that splits the history again.
+        customer_id = await session.scalar(
+            select(CustomerAlias.customer_id).where(CustomerAlias.alias_key == customer_key)
+        )
+    if customer_id is None:
+        await session.execute(
+            upsert(Customer)
+            .values(customer_key=customer_key, created_at=occurred_at, loyalty_tier="none")
+            .on_conflict_do_nothing(index_elements=["customer_key"])
+        )
+        customer_id = await session.scalar(
+            select(Customer.id).where(Customer.customer_key == customer_key)
+        )
+    skus = {event.sku for event in events if event.sku is not None}
+    product_ids: dict[str, int] = {}
+    if skus:
+        found = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus)))
+        product_ids = {sku: int(product_id) for sku, product_id in found.all()}
+    rows = [
+        {
+            "event_id": event.event_id,
+            "customer_id": customer_id,
+            "product_id": product_ids[event.sku] if event.sku is not None else None,
+            "kind": event.kind,
+            "value": event.value,
+            "quantity": 1,
+            "channel": channel,
+            "device": device,
+            "location": location[:_MAX_LOCATION] if location else None,
+            "category": event.category[:_MAX_CATEGORY] if event.category else None,
+            "occurred_at": occurred_at,
+        }
+        for event in events
+        if _storable(event, product_ids)
+    ]
+    if not rows:
+        return set()
+    # RETURNING lists only the rows really inserted (PostgreSQL, SQLite >= 3.35). Looked
+    # up as a Table, which is what Core insert() is typed for.
+    interactions = Interaction.metadata.tables[Interaction.__tablename__]
+    result = await session.execute(
+        upsert(interactions)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(interactions.c.event_id),
+        rows,
+    )
+    return set(result.scalars().all())
+
+
+async def record_interactions(
+    session: AsyncSession,
+    customer_key: str,
+    events: Sequence[tuple[str, str, str, float | None] | ChatInteraction],
+    *,
+    channel: str | None,
+    occurred_at: datetime,
+    device: str | None = None,
+    location: str | None = None,
+) -> int:
+    """Store chat-side interactions, as (event_id, sku, kind, value) or
+    :class:`ChatInteraction` (product-less kinds with a category); see
+    :func:`insert_chat_interactions`. Returns the number of new interactions.
+    """
+    chat_events = [
+        event
+        if isinstance(event, ChatInteraction)
+        else ChatInteraction(event[0], event[2], sku=event[1], value=event[3])
+        for event in events
+    ]
+    new = await insert_chat_interactions(
+        session,
+        customer_key,
+        chat_events,
+        channel=channel,
+        occurred_at=occurred_at,
+        device=device,
+        location=location,
+    )
+    return len(new)

@@ -1,0 +1,278 @@
+"""SQLAlchemy 2 typed ORM models. Every change here needs an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# "rating" holds explicit star ratings (value 1-5), e.g. imported from MovieLens.
+# "shown" is a product the assistant recommended in a chat (an impression, not a liking);
+# "category_asked" is a category the customer asked about (product-less, in `category`).
+INTERACTION_KINDS: Final = (
+    "view",
+    "search",
+    "cart",
+    "purchase",
+    "chat_click",
+    "feedback",
+    "rating",
+    "shown",
+    "category_asked",
+)
+# What the assistant did rather than the customer: never counted as customer activity.
+ASSISTANT_KINDS: Final = ("shown",)
+KIND_CHECK: Final = "kind IN ({})".format(", ".join(f"'{kind}'" for kind in INTERACTION_KINDS))
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware datetime (UTC)")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of the store."""
+
+
+class Customer(Base):
+    """A customer, known only by a keyed hash of their external id."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    age: Mapped[int | None] = mapped_column(Integer)
+    gender: Mapped[str | None] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(64))
+    city: Mapped[str | None] = mapped_column(String(128))
+    loyalty_tier: Mapped[str] = mapped_column(String(16), default="none")
+    # Set only by the synthetic demo generator: the behaviour group a customer was drawn
+    # from, so segmentation can be scored against the truth.
+    synthetic_group: Mapped[str | None] = mapped_column(String(32))
+    # Contact details, each encrypted on its own (AES-256-GCM) as "<key id>:<base64 of
+    # nonce + ciphertext>" (rasa_personalize/imports/contacts.py); never keys, never logged.
+    name_encrypted: Mapped[str | None] = mapped_column(String(512))
+    email_encrypted: Mapped[str | None] = mapped_column(String(512))
+    phone_encrypted: Mapped[str | None] = mapped_column(String(512))
+    # Blind indexes: keyed hashes of the normalised e-mail and phone, so that an import
+    # finds an exact duplicate by an indexed lookup instead of decrypting every row.
+    email_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    __table_args__ = (
+        CheckConstraint(
+            "loyalty_tier IN ('none', 'silver', 'gold', 'platinum')", name="ck_customers_tier"
+        ),
+        CheckConstraint("age IS NULL OR (age >= 0 AND age < 150)", name="ck_customers_age"),
+    )
+
+
+ALIAS_MATCHES: Final = ("exact", "fuzzy")
+
+
+class CustomerAlias(Base):
+    """The key of a customer merged into another, so their old id still reaches them.
+
+    Events, chats and profile reads under the alias key resolve to ``customer_id``.
+    """
+
+    __tablename__ = "customer_aliases"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alias_key: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    # How the duplicate was found: equal e-mail or phone, or a fuzzy match.
+    match: Mapped[str] = mapped_column(String(16))
+    merged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        CheckConstraint("match IN ('exact', 'fuzzy')", name="ck_customer_aliases_match"),
+    )
+
+
+class CustomerProfile(Base):
+    """The profile document: static attributes plus behavioural metrics, versioned."""
+
+    __tablename__ = "customer_profiles"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class CustomerTag(Base):
+    """A fine-grained tag on a customer ("interested_in_running"), with where it came from."""
+
+    __tablename__ = "customer_tags"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    tag: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32), default="manual")
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (UniqueConstraint("customer_id", "tag", name="uq_customer_tags_tag"),)
+
+
+class Product(Base):
+    """A catalogue item."""
+
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    brand: Mapped[str | None] = mapped_column(String(64))
+    price: Mapped[float] = mapped_column(Numeric(12, 2, asdecimal=False))
+    in_stock: Mapped[bool] = mapped_column(Boolean, default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+
+    __table_args__ = (CheckConstraint("price >= 0", name="ck_products_price"),)
+
+
+class Interaction(Base):
+    """One thing a customer did: viewed, searched, carted, bought, clicked, rated."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Idempotency: the same event delivered twice is stored once.
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    product_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("products.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    price: Mapped[float | None] = mapped_column(Numeric(12, 2, asdecimal=False))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(32))
+    # Where the customer was, as the sender put it (a city or region; never coordinates).
+    location: Mapped[str | None] = mapped_column(String(128))
+    # The category a product-less event is about ("category_asked", "search").
+    category: Mapped[str | None] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint(KIND_CHECK, name="ck_interactions_kind"),
+        CheckConstraint("quantity >= 0", name="ck_interactions_quantity"),
+        Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
+        Index("ix_interactions_product", "product_id"),
+    )
+
+
+class SegmentAssignment(Base):
+    """The segment a method put a customer in, with the model version and a score."""
+
+    __tablename__ = "segment_assignments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    segment: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        UniqueConstraint("customer_id", "method", name="uq_segment_assignments_method"),
+        Index("ix_segment_assignments_customer", "customer_id", "assigned_at"),
+    )
+
+
+class PrecomputedRecommendations(Base):
+    """A customer's top items from the last training run, so the hot path reads one row.
+
+    Filters (stock, category, price cap) still apply at request time.
+    """
+
+    __tablename__ = "precomputed_recommendations"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    # [[sku, score], ...], best first.
+    items: Mapped[list[Any]] = mapped_column(JsonDocument)
+    model_version: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+API_KEY_SCOPES: Final = ("ingest", "read", "admin")
+
+
+class ApiKey(Base):
+    """A key for the HTTP API, stored only as the SHA-256 of the key itself.
+
+    Keys are 256 random bits, so a plain hash cannot be brute-forced and needs no salt or
+    slow KDF; the hash is what requests are looked up by.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="ck_api_keys_scope"),
+    )

@@ -1,0 +1,299 @@
+"""Reads and writes of customers, profiles, tags and segments. Sessions come from callers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, true, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rasa_personalize.store.database import member_of
+from rasa_personalize.store.models import (
+    ASSISTANT_KINDS,
+    Customer,
+    CustomerAlias,
+    CustomerProfile,
+    CustomerTag,
+    Interaction,
+    PrecomputedRecommendations,
+    Product,
+    SegmentAssignment,
+    utc_now,
+)
+from rasa_personalize.store.records import (
+    CustomerSnapshot,
+    Demographics,
+    ProfileMetrics,
+    SegmentRecord,
+    StoreStats,
+    TagRecord,
+)
+
+# How much one interaction of each kind says about a customer's taste for a category.
+CATEGORY_AFFINITY_WEIGHTS = {
+    "view": 1.0,
+    "search": 0.5,
+    "chat_click": 2.0,
+    "cart": 3.0,
+    "purchase": 5.0,
+    "feedback": 2.0,
+    "rating": 2.0,
+}
+
+# A purchase counts as discounted when paid at least this much below the list price.
+DISCOUNT_THRESHOLD = 0.95
+
+
+@lru_cache(maxsize=1)
+def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
+    """The hot path's statements, built once: building them costs more than running."""
+    customers, profiles = Customer.__table__, CustomerProfile.__table__
+    tags, segments = CustomerTag.__table__, SegmentAssignment.__table__
+    aliases = CustomerAlias.__table__
+    customer_columns = select(
+        customers.c.id,
+        customers.c.created_at,
+        customers.c.loyalty_tier,
+        customers.c.age,
+        customers.c.gender,
+        customers.c.country,
+        customers.c.city,
+        profiles.c.attributes,
+        profiles.c.metrics,
+        profiles.c.version,
+    ).select_from(customers.outerjoin(profiles, profiles.c.customer_id == customers.c.id))
+    customer = customer_columns.where(customers.c.customer_key == bindparam("key"))
+    # The key of a customer merged into another (see rasa_personalize/imports) reaches the survivor.
+    aliased_customer = customer_columns.where(
+        customers.c.id
+        == select(aliases.c.customer_id)
+        .where(aliases.c.alias_key == bindparam("key"))
+        .scalar_subquery()
+    )
+    customer_tags = (
+        select(tags.c.tag, tags.c.source, tags.c.weight, tags.c.updated_at)
+        .where(tags.c.customer_id == bindparam("customer_id"))
+        .order_by(tags.c.weight.desc(), tags.c.tag)
+    )
+    latest_segment = (
+        select(
+            segments.c.segment,
+            segments.c.method,
+            segments.c.model_version,
+            segments.c.score,
+            segments.c.assigned_at,
+        )
+        .where(segments.c.customer_id == bindparam("customer_id"))
+        .order_by(segments.c.assigned_at.desc(), segments.c.id.desc())
+        .limit(1)
+    )
+    return customer, aliased_customer, customer_tags, latest_segment
+
+
+def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot | None:
+    """Everything the hot path needs about the customer with ``key``, or None if unknown.
+
+    Synchronous on purpose: it runs in one worker thread (SQLite) or one greenlet hop
+    (PostgreSQL) instead of a thread hop per cursor call. Three indexed point reads; the
+    alias of a merged customer costs a fourth, and only when the key is not a customer's.
+    """
+    customer_statement, aliased_statement, tags_statement, segment_statement = (
+        _snapshot_statements()
+    )
+    row = connection.execute(customer_statement, {"key": key}).one_or_none()
+    if row is None:
+        row = connection.execute(aliased_statement, {"key": key}).one_or_none()
+        if row is None:
+            return None
+    tags = connection.execute(tags_statement, {"customer_id": row.id}).all()
+    segment = connection.execute(segment_statement, {"customer_id": row.id}).one_or_none()
+    return CustomerSnapshot(
+        customer_id=row.id,
+        created_at=row.created_at,
+        loyalty_tier=row.loyalty_tier,
+        demographics=Demographics(
+            age=row.age, gender=row.gender, country=row.country, city=row.city
+        ),
+        attributes=dict(row.attributes or {}),
+        metrics=ProfileMetrics.from_document(row.metrics or {}),
+        profile_version=row.version or 0,
+        tags=tuple(TagRecord(t.tag, t.source, t.weight, t.updated_at) for t in tags),
+        segment=SegmentRecord(*segment) if segment is not None else None,
+    )
+
+
+async def load_customer_snapshot(session: AsyncSession, key: str) -> CustomerSnapshot | None:
+    """:func:`read_customer_snapshot` inside an open async session (sees its pending rows)."""
+    connection = await session.connection()
+    return await connection.run_sync(read_customer_snapshot, key)
+
+
+async def aliased_customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
+    """alias key -> id of the customer it was merged into, for the keys that are aliases."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 1_000):
+        rows = await session.execute(
+            select(CustomerAlias.alias_key, CustomerAlias.customer_id).where(
+                CustomerAlias.alias_key.in_(keys[start : start + 1_000])
+            )
+        )
+        found.update({key: int(customer_id) for key, customer_id in rows.all()})
+    return found
+
+
+async def store_stats(session: AsyncSession) -> StoreStats:
+    """Row counts of the main tables."""
+
+    async def count(model: type[object]) -> int:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+    return StoreStats(
+        customers=await count(Customer),
+        products=await count(Product),
+        interactions=await count(Interaction),
+        tags=await count(CustomerTag),
+        segment_assignments=await count(SegmentAssignment),
+    )
+
+
+async def rebuild_profile_metrics(session: AsyncSession, now: datetime | None = None) -> int:
+    """Recompute every customer's behavioural metrics from the interactions table.
+
+    Returns the number of profiles written (new or changed).
+    """
+    return await write_profile_metrics(session, now or utc_now(), None)
+
+
+async def write_profile_metrics(
+    session: AsyncSession, now: datetime, customer_ids: Sequence[int] | None
+) -> int:
+    """Recompute and store the metrics of these customers (None: every customer).
+
+    Aggregates run in SQL (over the (customer_id, occurred_at) index for a subset); only
+    one row per customer, and per customer and category, comes back. A profile's version
+    goes up only when its metrics change. Returns the number of profiles written.
+    """
+    dialect = session.get_bind().dialect.name
+    only = (
+        true()
+        if customer_ids is None
+        else member_of(Interaction.customer_id, customer_ids, dialect)
+    )
+    is_purchase = Interaction.kind == "purchase"
+    spent = Interaction.price * Interaction.quantity
+    discounted = (Interaction.price < Product.price * DISCOUNT_THRESHOLD) & is_purchase
+    totals = await session.execute(
+        select(
+            Interaction.customer_id,
+            func.count(),
+            func.sum(case((Interaction.kind == "view", 1), else_=0)),
+            func.sum(case((is_purchase, 1), else_=0)),
+            func.sum(case((is_purchase, spent), else_=0)),
+            func.min(Interaction.occurred_at),
+            func.max(Interaction.occurred_at),
+            func.max(case((is_purchase, Interaction.occurred_at), else_=None)),
+            func.sum(case((discounted, 1), else_=0)),
+        )
+        .outerjoin(Product, Product.id == Interaction.product_id)
+        .where(only, Interaction.kind.not_in(ASSISTANT_KINDS))
+        .group_by(Interaction.customer_id)
+    )
+    weight = case(
+        *((Interaction.kind == kind, w) for kind, w in CATEGORY_AFFINITY_WEIGHTS.items()),
+        else_=0.0,
+    )
+    affinity_rows = await session.execute(
+        select(Interaction.customer_id, Product.category, func.sum(weight))
+        .join(Product, Product.id == Interaction.product_id)
+        .where(only)
+        .group_by(Interaction.customer_id, Product.category)
+    )
+    affinities: dict[int, dict[str, float]] = {}
+    for customer_id, category, score in affinity_rows:
+        affinities.setdefault(customer_id, {})[category] = float(score or 0.0)
+
+    # UtcDateTime is not applied to aggregate results, so SQLite hands back strings.
+    def as_time(value: object) -> datetime | None:
+        if value is None:
+            return None
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
+
+    # Looked up as a Table, which is what Core insert() and update() are typed for.
+    profiles = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
+    existing: dict[int, Any] = dict(
+        (
+            await session.execute(
+                select(profiles.c.customer_id, profiles.c.metrics).where(
+                    true()
+                    if customer_ids is None
+                    else member_of(profiles.c.customer_id, customer_ids, dialect)
+                )
+            )
+        ).all()
+    )
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for row in sorted(totals, key=lambda total: int(total[0])):
+        customer_id, n, views, purchases, total, first, last, last_purchase, n_discounted = row
+        raw = affinities.get(customer_id, {})
+        mass = sum(raw.values()) or 1.0
+        affinity = {c: round(s / mass, 4) for c, s in sorted(raw.items(), key=lambda i: -i[1])}
+        metrics = ProfileMetrics(
+            interaction_count=int(n),
+            view_count=int(views or 0),
+            purchase_count=int(purchases or 0),
+            total_spent=float(total or 0.0),
+            first_seen_at=as_time(first),
+            last_seen_at=as_time(last),
+            last_purchase_at=as_time(last_purchase),
+            discounted_purchase_share=(int(n_discounted or 0) / purchases) if purchases else 0.0,
+            favorite_category=next(iter(affinity), None),
+            category_affinity=affinity,
+        ).to_document()
+        if customer_id not in existing:
+            inserts.append(
+                {
+                    "customer_id": customer_id,
+                    "attributes": {},
+                    "metrics": metrics,
+                    "version": 1,
+                    "updated_at": now,
+                }
+            )
+        elif existing[customer_id] != metrics:
+            updates.append({"target": customer_id, "new_metrics": metrics, "now": now})
+    # Core executemany, not ORM objects: one statement per kind of change, not per row.
+    if inserts:
+        await session.execute(insert(profiles), inserts)
+    if updates:
+        await session.execute(
+            update(profiles)
+            .where(profiles.c.customer_id == bindparam("target"))
+            .values(
+                metrics=bindparam("new_metrics"),
+                version=profiles.c.version + 1,
+                updated_at=bindparam("now"),
+            ),
+            updates,
+        )
+    return len(inserts) + len(updates)
+
+
+async def delete_all_rows(session: AsyncSession) -> None:
+    """Empty every table, children first (``seed-demo --reset``)."""
+    for model in (
+        PrecomputedRecommendations,
+        SegmentAssignment,
+        CustomerTag,
+        Interaction,
+        CustomerProfile,
+        Product,
+        CustomerAlias,
+        Customer,
+    ):
+        await session.execute(delete(model))
