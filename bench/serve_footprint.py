@@ -147,7 +147,10 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=120.0)
     args = parser.parse_args()
 
-    runs = [one_run(args.personalize, args.project_dir, args.customer, args.timeout_s) for _ in range(args.runs)]
+    runs = [
+        one_run(args.personalize, args.project_dir, args.customer, args.timeout_s)
+        for _ in range(args.runs)
+    ]
     helps = time_help(args.personalize, args.runs)
     print(f"personalize serve, {args.runs} runs (median, min, max)")
     print(f"  ready (/health answers)          s  {spread([r[0] for r in runs])}")
