@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rasa_personalize.cli_options import DatabaseOption
+from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext
 from rasa_personalize.engine import default_plan, plan_for_snapshot, segment_of
 from rasa_personalize.errors import PersonalizeError
@@ -35,7 +36,6 @@ from rasa_personalize.rules import RuleBook
 from rasa_personalize.segments.cli import register_commands as register_segment_commands
 from rasa_personalize.settings import Settings, load_settings
 from rasa_personalize.store.database import StoreTimeouts, describe_database
-from rasa_personalize.store.models import utc_now
 from rasa_personalize.store.sql_store import SqlStore
 
 app = typer.Typer(
@@ -249,13 +249,12 @@ def stats(
 
 async def _guarded(awaitable: Awaitable[T]) -> T:
     """Await a store call; report an unreachable or unmigrated store as our error."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from rasa_personalize.errors import StoreUnavailableError
+    from rasa_personalize.store.errors import DatabaseError
 
     try:
         return await awaitable
-    except (SQLAlchemyError, OSError) as error:
+    except (DatabaseError, OSError) as error:
         raise StoreUnavailableError(
             f"the store cannot answer ({type(error).__name__}); "
             "is it running, and did you run `personalize db upgrade`?"

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from rasa_personalize.cache.breaker import RedisBreaker
 from rasa_personalize.cache.counters import SessionCounters, SessionCounts
 from rasa_personalize.cache.precomputed import PrecomputedCache
 from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, ProfileTicket, redis_client
+from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.identity import CustomerIdentity, customer_key
@@ -40,7 +39,7 @@ from rasa_personalize.store.catalogue import (
     insert_chat_interactions,
 )
 from rasa_personalize.store.database import StoreTimeouts
-from rasa_personalize.store.models import utc_now
+from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.sql_store import SqlStore
 
@@ -568,7 +567,7 @@ class PersonalizationService:
             raise StoreUnavailableError("store marked unavailable; retrying later")
         try:
             result = await asyncio.wait_for(work, timeout=self.settings.action_budget_s)
-        except (asyncio.TimeoutError, SQLAlchemyError, OSError) as error:
+        except (asyncio.TimeoutError, DatabaseError, OSError) as error:
             self._mark_store_down(error)
             raise StoreUnavailableError("store unavailable") from error
         if self._store_down:

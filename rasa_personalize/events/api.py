@@ -18,7 +18,6 @@ from cachetools import TTLCache
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic.response import json as json_response
-from sqlalchemy.exc import SQLAlchemyError
 
 from rasa_personalize.cache.breaker import RedisUnavailableError
 from rasa_personalize.engine import PersonalizationService
@@ -38,6 +37,7 @@ from rasa_personalize.runtime import personalization_service
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.settings import Settings
 from rasa_personalize.store.database import StoreTimeouts, create_store_engine, session_factory
+from rasa_personalize.store.errors import DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def _guarded(request: Request, handler: Any) -> HTTPResponse:
         response: HTTPResponse = await handler()
     except RequestRejectedError as error:
         return _error(error.status, error.message)
-    except (SQLAlchemyError, OSError) as error:
+    except (DatabaseError, OSError) as error:
         # The type only: driver messages may quote the statement's parameters.
         logger.error(
             "Store failure %s on %s %s", type(error).__name__, request.method, request.route

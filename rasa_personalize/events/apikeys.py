@@ -18,8 +18,9 @@ from typing import Final, Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import InvalidInputError
-from rasa_personalize.store.models import API_KEY_SCOPES, ApiKey, utc_now
+from rasa_personalize.store.models import API_KEY_SCOPES, ApiKey
 
 Scope = Literal["ingest", "read", "admin"]
 # What each scope may do; admin may do everything.

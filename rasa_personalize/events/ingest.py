@@ -19,11 +19,12 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.events.validation import Rejection, ValidEvent, validate_batch
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.database import member_of
-from rasa_personalize.store.models import Customer, Interaction, Product, utc_now
+from rasa_personalize.store.models import Customer, Interaction, Product
 from rasa_personalize.store.repository import aliased_customer_ids, write_profile_metrics
 
 # Values per IN (...) list.

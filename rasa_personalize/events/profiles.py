@@ -13,8 +13,9 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import InvalidInputError
-from rasa_personalize.store.models import Customer, CustomerAlias, CustomerProfile, utc_now
+from rasa_personalize.store.models import Customer, CustomerAlias, CustomerProfile
 from rasa_personalize.store.records import CustomerSnapshot
 
 # The attributes document is read on the hot path: keep it small.

@@ -40,7 +40,6 @@ from typing import Any, Final
 from redis import asyncio as redis_asyncio
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rasa_personalize.events.ingest import refresh_profiles, store_events
@@ -54,6 +53,7 @@ from rasa_personalize.events.stream import (
 from rasa_personalize.events.validation import ValidEvent
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
+from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.models import Customer
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class StreamWorker:
             async with self.sessions.begin() as session:
                 # Metrics and tags are refreshed per customer by refresh_dirty().
                 stored = await store_events(session, events, refresh=False)
-        except (SQLAlchemyError, OSError) as error:
+        except (DatabaseError, OSError) as error:
             self.stats.store_errors += 1
             self._failures += 1
             self._own_pending = True
@@ -386,7 +386,7 @@ class StreamWorker:
                     select(Customer.customer_key).where(Customer.id.in_(list(versions)))
                 )
                 keys = frozenset(rows.scalars().all())
-        except (SQLAlchemyError, OSError) as error:
+        except (DatabaseError, OSError) as error:
             self.stats.store_errors += 1
             self._failures += 1
             logger.warning(

@@ -9,12 +9,12 @@ from typing import Any
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.context import context_from_metadata
 from rasa_personalize.engine import ConversationRef, PersonalizationRequest, default_plan
 from rasa_personalize.identity import resolve_customer
 from rasa_personalize.runtime import personalization_service
 from rasa_personalize.slots import SlotPlan
-from rasa_personalize.store.models import utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from rasa_personalize.imports.contacts import BlindIndex, ContactCipher
 from rasa_personalize.imports.dedupe import (
@@ -78,7 +79,6 @@ from rasa_personalize.store.customers import (
     resolve_keys,
     update_customers,
 )
-from rasa_personalize.store.models import utc_now
 
 CUSTOMER_FIELDS: Final = frozenset(
     {"customer", "name", "email", "phone", "age", "gender", "country", "city",

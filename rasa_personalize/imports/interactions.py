@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.events.ingest import ingest_events
 from rasa_personalize.events.validation import KNOWN_FIELDS
 from rasa_personalize.identity import customer_key
@@ -34,7 +35,6 @@ from rasa_personalize.imports.report import ImportReport, Rejection
 from rasa_personalize.imports.source import CsvSource, ImportFileError, JsonLinesSource, SourceRow
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.store.customers import resolve_keys
-from rasa_personalize.store.models import utc_now
 
 EVENT_HEADER_ALIASES: Final = {
     "id": "event_id", "customer_id": "customer", "user_id": "customer", "user": "customer",

@@ -31,7 +31,6 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy.exc import SQLAlchemyError
 
 from rasa_personalize.errors import (
     InvalidInputError,
@@ -60,6 +59,7 @@ from rasa_personalize.recommend.incremental import (
 from rasa_personalize.recommend.popularity import PopularityRecommender
 from rasa_personalize.recommend.training import als_dir, store_confidence
 from rasa_personalize.store.catalogue import CustomerItems
+from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.history import CustomerHistory, HistoryEntry, HistoryQuery
 from rasa_personalize.store.records import ProductRecord
 from rasa_personalize.store.sql_store import SqlStore
@@ -202,7 +202,7 @@ class RecommendationService:
         try:
             await self.resources()
             await self.models.get_async()
-        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+        except (PersonalizeError, DatabaseError, OSError) as error:
             logger.warning(
                 "Recommendations not warmed up (%s); will retry on use.", type(error).__name__
             )
@@ -219,7 +219,7 @@ class RecommendationService:
         try:
             products, popularity_rows = await self.store.read_recommendation_inputs()
             self._resources = await asyncio.to_thread(build_resources, products, popularity_rows)
-        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+        except (PersonalizeError, DatabaseError, OSError) as error:
             # Keep serving the last resources; the next request or refresh tries again.
             logger.warning(
                 "Reading the catalogue for recommendations failed (%s).", type(error).__name__
@@ -311,7 +311,7 @@ class RecommendationService:
     async def _read_history(self, customer_id: int, query: HistoryQuery) -> CustomerHistory | None:
         try:
             return await self.store.load_customer_history(customer_id, query)
-        except (PersonalizeError, SQLAlchemyError, OSError) as error:
+        except (PersonalizeError, DatabaseError, OSError) as error:
             # The trained vector still answers; only the newest interactions are missed.
             logger.warning("Reading a customer's history failed (%s).", type(error).__name__)
             return None

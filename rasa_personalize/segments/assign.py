@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.segments.clustering import CustomerSegmenter, Segmentation
 from rasa_personalize.segments.features import (
     ID_CHUNK,
@@ -32,7 +33,7 @@ from rasa_personalize.segments.features import (
 )
 from rasa_personalize.segments.model import SegmentModel, load_previous, save_model
 from rasa_personalize.slots import CUSTOMER_SEGMENTS
-from rasa_personalize.store.models import Customer, SegmentAssignment, utc_now
+from rasa_personalize.store.models import Customer, SegmentAssignment
 
 logger = logging.getLogger(__name__)
 

@@ -61,12 +61,12 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.segments.errors import NotFittedError, SegmentationError
 from rasa_personalize.segments.features import CustomerFeatures
 from rasa_personalize.segments.model import METHODS, NOISE_CLUSTER, FeatureScaler, SegmentModel
 from rasa_personalize.segments.naming import archetype_scores, name_clusters
 from rasa_personalize.slots import CUSTOMER_SEGMENTS
-from rasa_personalize.store.models import utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -54,6 +54,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.rules.problems import Problem, did_you_mean
 from rasa_personalize.segments.features import AFFINITY_PREFIX, ID_CHUNK, compute_features
 from rasa_personalize.segments.tag_rules import (
@@ -64,7 +65,7 @@ from rasa_personalize.segments.tag_rules import (
     TagRules,
 )
 from rasa_personalize.store.database import member_of
-from rasa_personalize.store.models import CustomerTag, Interaction, Product, UtcDateTime, utc_now
+from rasa_personalize.store.models import CustomerTag, Interaction, Product, UtcDateTime
 
 logger = logging.getLogger(__name__)
 

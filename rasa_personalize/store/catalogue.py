@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_customer_history
 from rasa_personalize.store.models import (
     Customer,
@@ -24,7 +25,6 @@ from rasa_personalize.store.models import (
     PrecomputedRecommendations,
     Product,
     SegmentAssignment,
-    utc_now,
 )
 from rasa_personalize.store.records import ProductRecord
 

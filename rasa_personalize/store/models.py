@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rasa_personalize.clock import utc_now
+
 # "rating" holds explicit star ratings (value 1-5), e.g. imported from MovieLens.
 # "shown" is a product the assistant recommended in a chat (an impression, not a liking);
 # "category_asked" is a category the customer asked about (product-less, in `category`).
@@ -67,11 +69,6 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
-
-
-def utc_now() -> datetime:
-    """Now, as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
 
 
 class Base(DeclarativeBase):

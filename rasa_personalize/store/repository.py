@@ -11,6 +11,7 @@ from sqlalchemy import Select, bindparam, case, delete, func, insert, select, tr
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.store.database import member_of
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
@@ -22,7 +23,6 @@ from rasa_personalize.store.models import (
     PrecomputedRecommendations,
     Product,
     SegmentAssignment,
-    utc_now,
 )
 from rasa_personalize.store.records import (
     CustomerSnapshot,

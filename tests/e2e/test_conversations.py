@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from rasa_personalize.clock import utc_now
 from rasa_personalize.demo.assistant import RasaSetup, RunningAssistant
 from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
 from rasa_personalize.recommend.training import train_from_store
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.migrate import upgrade
-from rasa_personalize.store.models import utc_now
 from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import SqlStore
 
