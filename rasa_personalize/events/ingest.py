@@ -23,7 +23,7 @@ from rasa_personalize.clock import utc_now
 from rasa_personalize.events.validation import Rejection, ValidEvent, validate_batch
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
-from rasa_personalize.store.database import member_of
+from rasa_personalize.store.dialect import member_of
 from rasa_personalize.store.models import Customer, Interaction, Product
 from rasa_personalize.store.repository import aliased_customer_ids, write_profile_metrics
 

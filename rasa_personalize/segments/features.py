@@ -69,7 +69,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from rasa_personalize.clock import utc_now
 from rasa_personalize.segments.errors import FeatureMismatchError
-from rasa_personalize.store.database import member_of
+from rasa_personalize.store.dialect import member_of
 from rasa_personalize.store.models import ASSISTANT_KINDS, Customer, Interaction, Product
 from rasa_personalize.store.repository import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
 

@@ -64,7 +64,7 @@ from rasa_personalize.segments.tag_rules import (
     TagRule,
     TagRules,
 )
-from rasa_personalize.store.database import member_of
+from rasa_personalize.store.dialect import member_of
 from rasa_personalize.store.models import CustomerTag, Interaction, Product, UtcDateTime
 
 logger = logging.getLogger(__name__)

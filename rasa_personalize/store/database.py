@@ -6,12 +6,10 @@ Nothing connects until the first statement, so a server starts while the store i
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, event, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
@@ -117,21 +115,3 @@ def create_store_engine(
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """The factory each unit of work opens a session from (``async with factory.begin()``)."""
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-def member_of(column: Any, values: Collection[Any], dialect: str) -> Any:
-    """``column IN values``; on PostgreSQL ``IN (SELECT unnest($1))`` with one array.
-
-    An IN list renders one placeholder per value, so every batch size is a new statement
-    text to build and plan; the array form is one cached, prepared statement whatever
-    the number of values, which matters for jobs that filter by thousands of ids. Not
-    ``= ANY($1)``: once PostgreSQL switches a prepared statement to its generic plan it
-    guesses the array holds ten values, picks a sequential scan, and compares every row
-    with every value (seen: 8 ms became 400 ms for 1,000 keys); a semi-join against
-    unnest() keeps the index or a hash whatever the plan.
-    """
-    if dialect == "postgresql":
-        element = column.type if not isinstance(column.type, BigInteger) else BigInteger()
-        array = bindparam(None, list(values), type_=ARRAY(element))
-        return column.in_(select(func.unnest(array)))
-    return column.in_(list(values))

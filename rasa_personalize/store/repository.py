@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
-from rasa_personalize.store.database import member_of
+from rasa_personalize.store.dialect import member_of
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
     Customer,
