@@ -111,11 +111,21 @@ def action_call(
 
 
 async def run_action(
-    action: Action, tracker: Tracker, domain: Mapping[str, Any] | None = None
+    action: Action,
+    tracker: Tracker,
+    domain: Mapping[str, Any] | None = None,
+    *,
+    dispatcher: CollectingDispatcher | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one action as the executor would; returns its events."""
+    """Run one action as the executor would; returns its events.
+
+    Pass a ``dispatcher`` (a fresh ``CollectingDispatcher()``) to read the messages the
+    action sent, from ``dispatcher.messages``.
+    """
     events: list[dict[str, Any]] = await action.run(
-        CollectingDispatcher(), tracker, dict(domain or {})
+        dispatcher if dispatcher is not None else CollectingDispatcher(),
+        tracker,
+        dict(domain or {}),
     )
     return events
 

@@ -43,19 +43,6 @@ async def app(sqlite_store: Any, sqlite_url: str) -> AsyncIterator[Sanic[Any, An
     await shutdown_service()
 
 
-def test_registry_holds_exactly_our_actions() -> None:
-    """rasa-sdk finds exactly these actions in the package, and not the abstract base."""
-    executor = ActionExecutor()
-    executor.register_package("rasa_personalize.handlers")
-    assert set(executor.actions) == {
-        "action_session_start",
-        "action_refresh_personalization",
-        "action_recommend_products",
-        "action_similar_products",
-        "action_record_recommendation_feedback",
-    }
-
-
 async def test_session_start_over_http(app: Sanic[Any, Any]) -> None:
     """A well-formed call answers 200 with the slots and Rasa's session events."""
     _, response = await app.asgi_client.post(
