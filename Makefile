@@ -21,14 +21,14 @@ RASA_INPUTS := domain.yml config.yml $(wildcard data/*.yml)
 export RASA_TELEMETRY_ENABLED := false
 CUSTOMER ?= demo-loyal
 
-.PHONY: install demo chat test pytest lint serve bench seed clean rasa-env rasa-train rasa-test rasa-validate rasa-stories
+.PHONY: install demo chat test pytest lint serve bench seed clean rasa-env rasa-train rasa-test rasa-validate rasa-stories docs
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	@touch $(STAMP)
 
 seed: install
@@ -79,6 +79,11 @@ lint: install
 	$(BIN)/ruff check rasa_personalize rasa_sdk_plugins actions tests bench
 	$(BIN)/ruff format --check rasa_personalize rasa_sdk_plugins actions tests bench
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The docs site (docs/, mkdocs.yml) into site/; --strict: a broken link fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 pytest: install
 	$(BIN)/pytest
@@ -110,4 +115,4 @@ bench: seed
 	$(BIN)/python bench/tag_refresh.py
 
 clean:
-	rm -rf $(VENV) personalize.db models reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) personalize.db models reports site .pytest_cache .mypy_cache .ruff_cache

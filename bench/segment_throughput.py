@@ -16,7 +16,7 @@ Two parts, each timed on its own:
    grouped aggregate queries, streamed) and :func:`store_assignments` (batched upserts)
    are timed on it.
 
-Target (issue 5): the whole job, SQL features + clustering + storing, <= 60 s for 100k
+Target: the whole job, SQL features + clustering + storing, <= 60 s for 100k
 customers on 2 cores.
 
     python bench/segment_throughput.py [--customers 100000] [--rounds 3]

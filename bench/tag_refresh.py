@@ -8,7 +8,7 @@ starts from the same tags):
   ingestion call it (count rules in one aggregate pass, one write for all tags);
 * ``everyone``: ``apply_tag_rules`` over every customer, as ``personalize tag`` runs it
   (set-based statements per count rule): the baseline;
-* ``metrics``: ``refresh_profiles`` for the same customers, the other half of a refresh.
+* ``metrics``: ``refresh_profile_metrics`` for the same customers, the other half of a refresh.
 
 Rules are the demo's ``tags.yml`` unless ``--tags`` names another file. Prints the median
 and p99 in milliseconds and the ratio scoped / everyone; asserts nothing.
@@ -35,12 +35,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from harness import add_database_url_option, run_on_scratch, summary, tag_rules_or_exit
-from rasa_personalize.events.ingest import refresh_profiles
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.migrate import upgrade_connection
 from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.profiles import refresh_profile_metrics
 from rasa_personalize.store.sql_store import SqlStore
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -106,7 +106,7 @@ async def measure(args: argparse.Namespace, database_url: str, rules: TagRules) 
             "everyone": lambda s: apply_tag_rules(
                 s, rules, now=NOW, check_catalogue=False, count_qualifying=False
             ),
-            "metrics": lambda s: refresh_profiles(s, dirty, now=NOW),
+            "metrics": lambda s: refresh_profile_metrics(s, dirty, now=NOW),
         }
         await timed(store, variants["scoped"])  # warm caches and prepared statements
         samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -148,7 +148,7 @@ def main() -> None:
     for name, label in (
         ("scoped", "apply_tag_rules for the dirty customers"),
         ("everyone", "baseline: apply_tag_rules over everyone"),
-        ("metrics", "refresh_profiles for the dirty customers"),
+        ("metrics", "refresh_profile_metrics for the dirty customers"),
     ):
         print(f"{label:<52}{figures[name]['p50_ms']:>10.1f}{figures[name]['p99_ms']:>10.1f}")
     print(f"ratio p50 scoped / everyone: {figures['ratio_scoped_to_everyone']:.2f}")

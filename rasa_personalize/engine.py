@@ -22,6 +22,7 @@ from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, Profile
 from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import NotFoundError, StoreUnavailableError
+from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
 from rasa_personalize.recommend.service import (
     Recommendation,
@@ -198,6 +199,13 @@ class PersonalizationService:
         clock: Callable[[], datetime] = utc_now,
         rules: RuleBook | None = None,
     ) -> None:
+        """Set up the service (connects to nothing yet).
+
+        Raises:
+            MissingExtraError: Redis or the database needs an extra that is not installed.
+        """
+        # Before any client exists: a missing extra is one clear line, not an ImportError.
+        check_settings_extras(settings)
         self.settings = settings
         # A broken rule file must not keep the server from starting: built-in rules serve
         # until it is fixed, and `personalize rules check` reports it.

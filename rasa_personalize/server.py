@@ -3,6 +3,11 @@
 The app is the one ``python -m rasa_sdk`` builds (tracing, plugin hooks), with the user's
 action packages registered first and the plugin installed on top
 (:func:`rasa_personalize.plugin.install`), so both ways of serving behave alike.
+
+A serving process imports only what it serves: no scikit-learn (the content model is
+precomputed by ``personalize train``), no matplotlib, no demo generator, no import
+libraries and, in Sanic's worker processes, not the command line either (see
+:func:`serve`). A test starts the app as served and checks the modules it loaded.
 """
 
 from __future__ import annotations
@@ -10,7 +15,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import types
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -79,8 +87,33 @@ def serve(
     action_packages: tuple[str, ...] = (),
     workers: int = 1,
 ) -> None:
-    """Run the action server until interrupted (what ``rasa run actions`` does, hardened)."""
+    """Run the action server until interrupted (what ``rasa run actions`` does, hardened).
+
+    Sanic serves from worker processes it starts with multiprocessing's "spawn"; each
+    worker builds the app from the loader's factory alone, never from this process's
+    main module (:func:`_main_module_hidden_from_workers`).
+    """
     loader = AppLoader(factory=partial(create_personalize_app, action_packages))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, access_log=False)
-    Sanic.serve(primary=app, app_loader=loader)
+    with _main_module_hidden_from_workers():
+        Sanic.serve(primary=app, app_loader=loader)
+
+
+@contextmanager
+def _main_module_hidden_from_workers() -> Iterator[None]:
+    """While the server runs, show multiprocessing a main module with nothing to re-run.
+
+    "spawn" re-runs the parent's ``__main__`` in every child before anything else. Run
+    from the ``personalize`` console script, that is the whole command line (typer,
+    rich, every command module), which a worker has no use for: it needs only the app
+    factory, which the loader names by module. A main module without a file or a
+    module name is what an interactive interpreter has, and for it spawn imports
+    nothing; the real one is put back when the server stops.
+    """
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real

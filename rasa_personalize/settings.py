@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rasa_personalize.errors import ConfigurationError
+from rasa_personalize.extras import check_settings_extras
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def load_settings(**overrides: object) -> Settings:
 
     Raises:
         ConfigurationError: a variable has an invalid value; the message names it.
+        MissingExtraError: a configured feature needs an extra that is not installed
+            (Redis, a PostgreSQL or MySQL database).
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates the values
@@ -169,6 +172,7 @@ def load_settings(**overrides: object) -> Settings:
             for item in error.errors()
         )
         raise ConfigurationError(f"invalid settings: {problems}") from None
+    check_settings_extras(settings)
     if settings.uses_development_secret:
         logger.warning(
             "PERSONALIZE_SECRET_KEY is not set: using the development key. "

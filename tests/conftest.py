@@ -1,4 +1,5 @@
-"""Shared fixtures: migrated stores on SQLite (always) and PostgreSQL (when configured)."""
+"""Shared fixtures: migrated stores on SQLite (always), PostgreSQL and MySQL/MariaDB (when
+configured)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncmy
 import asyncpg
 import pytest
 from sanic import Sanic
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rasa_personalize.settings import Settings
 from rasa_personalize.store.database import StoreTimeouts
@@ -24,6 +27,7 @@ Sanic.test_mode = True
 
 POSTGRES_URL_VARIABLE = "PERSONALIZE_TEST_POSTGRES_URL"
 REDIS_URL_VARIABLE = "PERSONALIZE_TEST_REDIS_URL"
+MYSQL_URL_VARIABLE = "PERSONALIZE_TEST_MYSQL_URL"
 TEST_SECRET = "test-secret-key-0123456789"
 
 
@@ -54,6 +58,33 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh MySQL/MariaDB database for this test session, dropped at the end."""
+    base = os.environ.get(MYSQL_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{MYSQL_URL_VARIABLE} is not set: MySQL/MariaDB suites skipped")
+    name = f"personalize_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(statement: str) -> None:
+        parsed = make_url(base)
+        connection = await asyncmy.connect(
+            host=parsed.host or "127.0.0.1",
+            port=parsed.port or 3306,
+            user=parsed.username or "root",
+            password=parsed.password or "",
+        )
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(statement)
+        finally:
+            connection.close()
+
+    asyncio.run(admin(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
 @pytest.fixture
 def redis_url() -> str:
     """The test Redis (a database tests share: keys are made unique per test)."""
@@ -63,12 +94,21 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL on each backend: a new SQLite file, or the session's PostgreSQL."""
+    """A database URL on each backend: a new SQLite file, or the session's PostgreSQL or
+    MySQL/MariaDB database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_url")
+    url: str = request.getfixturevalue(
+        "postgres_url" if request.param == "postgresql" else "mysql_url"
+    )
     return url
 
 
@@ -79,15 +119,32 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 async def migrated_store(url: str) -> SqlStore:
-    """A SqlStore on ``url`` with the schema at head (PostgreSQL: emptied first)."""
+    """A SqlStore on ``url`` with the schema at head (PostgreSQL, MySQL: emptied first)."""
     store = SqlStore(url, StoreTimeouts(connect_s=5.0, statement_s=None))
     async with store.engine.begin() as connection:
+        # The session's database is shared by tests: start every test from empty.
         if connection.dialect.name == "postgresql":
-            # The session's database is shared by tests: start every test from empty.
             await connection.execute(text("DROP SCHEMA public CASCADE"))
             await connection.execute(text("CREATE SCHEMA public"))
+        elif connection.dialect.name == "mysql":
+            await drop_mysql_tables(connection)
         await upgrade_connection(connection)
     return store
+
+
+async def drop_mysql_tables(connection: AsyncConnection) -> None:
+    """Drop every table of the connection's MySQL database (it has no schema to drop)."""
+    names = (
+        await connection.execute(
+            text("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+        )
+    ).scalars()
+    tables = ", ".join(f"`{name}`" for name in names)
+    if tables:
+        # One statement for all: foreign keys between them would otherwise fix an order.
+        await connection.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+        await connection.execute(text(f"DROP TABLE {tables}"))
+        await connection.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
 
 
 @pytest.fixture

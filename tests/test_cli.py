@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import rasa_personalize
 from rasa_personalize.cli import app
 
 runner = CliRunner()
@@ -77,7 +81,7 @@ def test_unmigrated_store_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
 
 def test_bad_database_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unsupported URL names the variable instead of a traceback."""
-    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", "mysql://db/shop")
+    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", "oracle://db/shop")
     result = runner.invoke(app, ["stats"])
     assert result.exit_code == 1
     assert "PERSONALIZE_DATABASE_URL" in result.output
@@ -129,3 +133,99 @@ def test_rules_explain_rejects_an_unknown_context_field(seeded: str) -> None:
     result = runner.invoke(app, ["rules", "explain", "demo-loyal", "--context", "devise=mobile"])
     assert result.exit_code == 1
     assert "did you mean 'device'?" in result.output
+
+
+# -- the command itself: help, version, missing extras ----------------------------------------
+
+
+def test_help_loads_no_numeric_or_sql_library() -> None:
+    """`personalize --help` answers without importing numpy, SQLAlchemy or scikit-learn."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "rasa_personalize.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "seed-demo" in result.stdout
+    # -X importtime lists every imported module on stderr: "import time: self | cumulative | name"
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "typer" in imported  # the listing works
+    assert imported & {"numpy", "sqlalchemy", "sklearn", "scipy", "pandas"} == set()
+
+
+def test_help_lists_commands_in_workflow_order() -> None:
+    """Set-up first, then models, decisions, serving and the demo."""
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    names = ["db", "seed-demo", "import", "train", "evaluate", "segment", "tag", "rules",
+             "profile", "stats", "serve", "worker", "apikey", "demo", "chat"]  # fmt: skip
+    listed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert [name for name in listed if name in names] == names
+
+
+def test_version() -> None:
+    """`personalize --version` prints the distribution's name and version."""
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"rasa-personalize {rasa_personalize.__version__}"
+
+
+def one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("module", "variables", "extra"),
+    [
+        # Redis configured, the client not installed
+        ("redis", {"PERSONALIZE_REDIS_URL": "redis://127.0.0.1:6379/0"}, "redis"),
+        # a PostgreSQL store without its driver
+        ("asyncpg", {"PERSONALIZE_DATABASE_URL": "postgresql://127.0.0.1/shop"}, "postgres"),
+    ],
+)
+def test_a_missing_extra_is_one_line_and_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch, module: str, variables: dict[str, str], extra: str
+) -> None:
+    """A configured feature without its extra: one line naming the extra, before any work."""
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["stats"])
+    assert result.exit_code == 2
+    line = one_error_line(result.output)
+    assert line.startswith("error: ")
+    assert f"pip install 'rasa-personalize[{extra}]'" in line
+
+
+def test_worker_without_redis_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`personalize worker` with Redis configured but not installed: the redis extra."""
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.setenv("PERSONALIZE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    result = runner.invoke(app, ["worker", "--until-idle"])
+    assert result.exit_code == 2
+    assert "'redis' extra" in one_error_line(result.output)
+
+
+def test_segment_report_without_matplotlib_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--report needs the reports extra: said before the clustering starts."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    result = runner.invoke(app, ["segment", "--report", str(tmp_path / "report")])
+    assert result.exit_code == 2
+    line = one_error_line(result.output)
+    assert "personalize segment --report needs the 'reports' extra" in line
+    assert not (tmp_path / "report").exists()

@@ -83,6 +83,8 @@ def test_redis_url_empty_means_none_and_is_trimmed(
         ("postgresql://u:p@db:5432/shop", "postgresql+asyncpg"),
         ("postgres://db/shop", "postgresql+asyncpg"),
         ("postgresql+asyncpg://db/shop", "postgresql+asyncpg"),
+        ("mysql://db/shop", "mysql+asyncmy"),  # MySQL and MariaDB alike
+        ("mariadb://db/shop", "mysql+asyncmy"),
     ],
 )
 def test_plain_urls_get_async_drivers(url: str, driver: str) -> None:
@@ -90,9 +92,9 @@ def test_plain_urls_get_async_drivers(url: str, driver: str) -> None:
     assert async_database_url(url).drivername == driver
 
 
-@pytest.mark.parametrize("url", ["mysql://db/shop", "not a url"])
+@pytest.mark.parametrize("url", ["oracle://db/shop", "not a url"])
 def test_unsupported_urls_are_refused(url: str) -> None:
-    """Only SQLite and PostgreSQL are supported, and the message says so."""
+    """Only SQLite, PostgreSQL and MySQL/MariaDB are supported, and the message says so."""
     with pytest.raises(ConfigurationError, match="PERSONALIZE_DATABASE_URL"):
         async_database_url(url)
 

@@ -1,6 +1,6 @@
 """One circuit breaker per Redis connection: bounded waits, then a pause before retrying.
 
-Redis is optional and derived (DESIGN.md), so a slow or absent Redis must cost a
+Redis is optional and derived (docs/operations.md), so a slow or absent Redis must cost a
 conversation at most one short timeout: after a failure the breaker stays open for
 ``retry_after_s`` and every call fails at once (callers fall back to SQL), then one call
 tries again and its success closes the breaker. Outages are logged once, by error class
@@ -15,8 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-
-from redis.exceptions import RedisError
 
 from rasa_personalize.errors import PersonalizeError
 
@@ -69,6 +67,10 @@ class RedisBreaker:
             if inspect.iscoroutine(work):
                 work.close()  # never started: nothing to wait for
             raise RedisUnavailableError(f"{self.name}: Redis marked unavailable")
+        # Only a configured Redis gets here, so redis is installed; a process without
+        # Redis never imports it (it is an extra).
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
         try:
             result = await asyncio.wait_for(work, timeout=self.timeout_s)
         except (asyncio.TimeoutError, RedisError, OSError) as error:

@@ -16,11 +16,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Final
-
-from redis import asyncio as redis_asyncio
+from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
+
+if TYPE_CHECKING:
+    from redis import asyncio as redis_asyncio
 
 KEY_PREFIX: Final = "personalize:session:"
 # A day after the last update: long enough for one shopping conversation with pauses.

@@ -12,8 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from redis import asyncio as redis_asyncio
-from redis.exceptions import RedisError
+from rasa_personalize.extras import require_redis
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +30,14 @@ class PrecomputedCache:
     """Reads and writes precomputed lists in Redis, with short timeouts."""
 
     def __init__(self, url: str, *, timeout_s: float = 0.2) -> None:
+        """A client for ``url`` (connects on first use).
+
+        Raises:
+            MissingExtraError: the ``redis`` extra is not installed.
+        """
+        require_redis()
+        from redis import asyncio as redis_asyncio  # noqa: PLC0415  # an extra: only when configured
+
         self._client = redis_asyncio.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -52,6 +59,8 @@ class PrecomputedCache:
 
     async def read(self, customer_key: str) -> tuple[tuple[tuple[str, float], ...], str] | None:
         """(items, model version) for a customer, or None when absent or Redis fails."""
+        from redis.exceptions import RedisError  # noqa: PLC0415  # loaded with the client
+
         try:
             raw = await self._client.get(cache_key(customer_key))
         except (RedisError, OSError) as error:

@@ -38,12 +38,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
-
-from redis import asyncio as redis_asyncio
-from redis.exceptions import WatchError
+from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
+from rasa_personalize.extras import require_redis
 from rasa_personalize.settings import Settings
 from rasa_personalize.store.records import (
     CustomerSnapshot,
@@ -52,6 +50,9 @@ from rasa_personalize.store.records import (
     SegmentRecord,
     TagRecord,
 )
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ NEGATIVE_TTL_S: Final = 60.0
 VERSION_TTL_S: Final = 24 * 3600
 INVALIDATE_CHUNK: Final = 500
 MAX_PENDING: Final = 10_000
-
-RedisClient = redis_asyncio.Redis
 
 
 def entry_key(customer_key: str, namespace: str = NAMESPACE) -> str:
@@ -333,6 +332,8 @@ class ProfileCache:
             return False
 
     async def _compare_and_set(self, ticket: ProfileTicket, payload: str, ttl_s: float) -> bool:
+        from redis.exceptions import WatchError  # noqa: PLC0415  # loaded with the client
+
         versions = version_key(ticket.customer_key, self.namespace)
         async with self._client.pipeline(transaction=True) as pipe:
             try:
@@ -454,7 +455,15 @@ class ProfileCache:
 
 
 def redis_client(url: str, timeout_s: float) -> RedisClient:
-    """A redis.asyncio client with socket timeouts (connects on first use, not here)."""
+    """A redis.asyncio client with socket timeouts (connects on first use, not here).
+
+    Raises:
+        MissingExtraError: the ``redis`` extra is not installed.
+    """
+    require_redis()
+    # Imported only when Redis is configured: it is an extra.
+    from redis import asyncio as redis_asyncio  # noqa: PLC0415
+
     return redis_asyncio.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 

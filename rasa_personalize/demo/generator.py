@@ -22,18 +22,26 @@ from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.identity import customer_key
-from rasa_personalize.store.models import (
-    INTERACTION_KINDS,
-    Customer,
-    CustomerTag,
-    Interaction,
-    Product,
+from rasa_personalize.store.models import INTERACTION_KINDS
+from rasa_personalize.store.seeding import (
+    ChunkProgress,
+    CustomerRow,
+    InteractionRow,
+    ProductRow,
+    TagRow,
+    bulk_insert_customers,
+    bulk_insert_interactions,
+    bulk_insert_products,
+    bulk_insert_tags,
+    count_customers,
+    count_products,
+    customer_ids,
+    product_ids,
 )
+from rasa_personalize.store.types import Session
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +69,6 @@ MIN_CUSTOMERS: Final = 10
 MIN_PRODUCTS: Final = 8
 # Lapsed customers need history older than ``_LAPSED_QUIET_S`` inside the window.
 MIN_DAYS: Final = 120
-INSERT_CHUNK: Final = 5_000
 TAG_SOURCE: Final = "seed"
 
 _MINUTE: Final = 60
@@ -404,7 +411,7 @@ _PERSONAS: Final[Mapping[str, _Persona]] = {
 class _Catalogue:
     """Product rows (without ids) and the arrays that shoppers pick from."""
 
-    rows: list[dict[str, Any]]
+    rows: list[ProductRow]
     categories: tuple[str, ...]
     category_weights: NDArray[np.float64]  # per category
     category_of: NDArray[np.int64]  # per product: index into ``categories``
@@ -532,7 +539,7 @@ def validate_config(config: DemoShopConfig) -> None:
 
 
 async def seed_demo_shop(
-    session: AsyncSession,
+    session: Session,
     config: DemoShopConfig,
     *,
     secret_key: str,
@@ -557,40 +564,44 @@ async def seed_demo_shop(
         raise InvalidInputError("demo shop: now must be timezone-aware (UTC)")
     if not secret_key:
         raise InvalidInputError("demo shop: the secret key for customer keys is empty")
-    for model in (Customer, Product):
-        count = await session.scalar(select(func.count()).select_from(model))
-        if count:
+    for table, count_rows in (("customers", count_customers), ("products", count_products)):
+        if await count_rows(session):
             raise InvalidInputError(
-                f"demo shop: the store already holds {model.__tablename__}; "
+                f"demo shop: the store already holds {table}; "
                 "seed only an empty store (reset it first)"
             )
 
     shop = _generate_shop(config)
     notify: ProgressCallback = progress or (lambda _stage, _done, _total: None)
 
-    await _insert_chunks(session, Product, shop.catalogue.rows, "products", notify)
-    # A list of rows, not the Result: dict() would take the Result's keys() for a mapping.
-    ids_by_sku = dict((await session.execute(select(Product.sku, Product.id))).all())
-    product_ids = [ids_by_sku[row["sku"]] for row in shop.catalogue.rows]
+    await bulk_insert_products(session, shop.catalogue.rows, _stage(notify, "products"))
+    # The store was empty: every stored product is one of ours.
+    ids_by_sku = await product_ids(session)
+    ids_of_products = [ids_by_sku[row["sku"]] for row in shop.catalogue.rows]
 
-    customer_rows = [
+    customer_rows: list[CustomerRow] = [
         {
-            **row,
             "customer_key": customer_key(secret_key, plan.external_id),
             "created_at": now - timedelta(seconds=row["created_at"]),
+            "age": row["age"],
+            "gender": row["gender"],
+            "country": row["country"],
+            "city": row["city"],
+            "loyalty_tier": row["loyalty_tier"],
+            "synthetic_group": row["synthetic_group"],
         }
         for plan, row in zip(shop.plans, shop.customer_rows, strict=True)
     ]
-    await _insert_chunks(session, Customer, customer_rows, "customers", notify)
-    ids_by_key = dict((await session.execute(select(Customer.customer_key, Customer.id))).all())
-    customer_ids = [ids_by_key[row["customer_key"]] for row in customer_rows]
+    await bulk_insert_customers(session, customer_rows, _stage(notify, "customers"))
+    ids_by_key = await customer_ids(session)
+    ids_of_customers = [ids_by_key[row["customer_key"]] for row in customer_rows]
 
-    interaction_rows = _interaction_rows(shop, config.seed, now, customer_ids, product_ids)
-    await _insert_chunks(session, Interaction, interaction_rows, "interactions", notify)
+    interaction_rows = _interaction_rows(shop, config.seed, now, ids_of_customers, ids_of_products)
+    await bulk_insert_interactions(session, interaction_rows, _stage(notify, "interactions"))
 
-    tag_rows = [
+    tag_rows: list[TagRow] = [
         {
-            "customer_id": customer_ids[index],
+            "customer_id": ids_of_customers[index],
             "tag": tag,
             "source": TAG_SOURCE,
             "weight": weight,
@@ -598,14 +609,14 @@ async def seed_demo_shop(
         }
         for index, tag, weight in shop.tags
     ]
-    await _insert_chunks(session, CustomerTag, tag_rows, "tags", notify)
+    await bulk_insert_tags(session, tag_rows, _stage(notify, "tags"))
 
     groups = dict.fromkeys(GROUP_SHARES, 0)
     for plan in shop.plans:
         groups[plan.group] += 1
     report = SeedReport(
         customers=len(customer_rows),
-        products=len(product_ids),
+        products=len(ids_of_products),
         interactions=len(interaction_rows),
         tags=len(tag_rows),
         groups=groups,
@@ -617,30 +628,16 @@ async def seed_demo_shop(
     return report
 
 
-async def _insert_chunks(
-    session: AsyncSession,
-    model: type[Product | Customer | Interaction | CustomerTag],
-    rows: list[dict[str, Any]],
-    stage: str,
-    notify: ProgressCallback,
-) -> None:
-    # ORM bulk INSERT of plain dicts: one executemany per chunk, where ORM objects would
-    # take minutes. render_nulls keeps the None columns in every row; otherwise the ORM
-    # splits the batch whenever the set of non-None columns changes (an execute per run).
-    statement = insert(model).execution_options(render_nulls=True)
-    total = len(rows)
-    notify(stage, 0, total)
-    for start in range(0, total, INSERT_CHUNK):
-        chunk = rows[start : start + INSERT_CHUNK]
-        await session.execute(statement, chunk)
-        notify(stage, start + len(chunk), total)
+def _stage(notify: ProgressCallback, stage: str) -> ChunkProgress:
+    """The store's per-chunk progress, reported as ``stage``."""
+    return lambda done, total: notify(stage, done, total)
 
 
 def _interaction_rows(
-    shop: _Shop, seed: int, now: datetime, customer_ids: list[int], product_ids: list[int]
-) -> list[dict[str, Any]]:
+    shop: _Shop, seed: int, now: datetime, ids_of_customers: list[int], ids_of_products: list[int]
+) -> list[InteractionRow]:
     events = shop.events
-    rows: list[dict[str, Any]] = []
+    rows: list[InteractionRow] = []
     for n in range(len(events.age)):
         product = int(events.product[n])
         price = float(events.price[n])
@@ -648,8 +645,8 @@ def _interaction_rows(
         rows.append(
             {
                 "event_id": f"seed-{seed}-{n + 1:07d}",
-                "customer_id": customer_ids[int(events.customer[n])],
-                "product_id": product_ids[product] if product >= 0 else None,
+                "customer_id": ids_of_customers[int(events.customer[n])],
+                "product_id": ids_of_products[product] if product >= 0 else None,
                 "kind": INTERACTION_KINDS[int(events.kind[n])],
                 "value": None if math.isnan(value) else value,
                 "quantity": int(events.quantity[n]),
@@ -707,7 +704,7 @@ def _build_catalogue(rng: np.random.Generator, count: int) -> _Catalogue:
     weights /= weights.sum()
     # One product per category first, so that every category exists.
     per_category = 1 + rng.multinomial(count - len(specs), weights)
-    rows: list[dict[str, Any]] = []
+    rows: list[ProductRow] = []
     category_of: list[int] = []
     for category_index, (spec, n) in enumerate(zip(specs, per_category, strict=True)):
         combos = len(spec.brands) * len(spec.adjectives) * len(spec.nouns)

@@ -23,21 +23,17 @@ from rasa_personalize.cache.breaker import RedisUnavailableError
 from rasa_personalize.engine import PersonalizationService
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.events.apikeys import ApiKeyRecord, find_api_key, hash_key
-from rasa_personalize.events.ingest import (
-    IngestResult,
-    check_events,
-    ingest_events,
-    store_events,
-    stored_event_ids,
-)
+from rasa_personalize.events.ingest import IngestResult, check_events, ingest_events, store_events
 from rasa_personalize.events.profiles import parse_profile_update, profile_document, write_profile
 from rasa_personalize.events.stream import EventStream
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from rasa_personalize.runtime import personalization_service
-from rasa_personalize.segments.tag_rules import TagRules
+from rasa_personalize.segments.tag_rules import TagRules, load_ingest_tag_rules
 from rasa_personalize.settings import Settings
-from rasa_personalize.store.database import StoreTimeouts, create_store_engine, session_factory
+from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError
+from rasa_personalize.store.interactions import stored_event_ids
+from rasa_personalize.store.sql_store import SqlStore
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +169,11 @@ class IngestionPath:
         # Batches stored in SQL get their own connections and statement limit: the
         # actions' limit (a second) is for reads, and a batch may wait that long for the
         # customer locks of another batch of the same customers.
-        self.writer = create_store_engine(
+        self.writer = SqlStore(
             settings.database_url,
             StoreTimeouts(settings.store_connect_timeout_s, settings.ingest_statement_timeout_s),
             pool_size=WRITER_POOL_SIZE,
         )
-        self.writes = session_factory(self.writer)
         self.stream = (
             EventStream.from_url(
                 settings.redis_url,
@@ -199,7 +194,7 @@ class IngestionPath:
         """Check and store (or queue) a batch; returns the result and whether it was queued."""
         secret = service.settings.secret_key
         if self.stream is None:
-            async with self.writes.begin() as session:
+            async with self.writer.sessions.begin() as session:
                 result = await ingest_events(
                     session, events, secret_key=secret, tag_rules=self.tag_rules
                 )
@@ -218,7 +213,7 @@ class IngestionPath:
             await self.stream.publish(fresh)
         except RedisUnavailableError:
             # Redis is down or slow: the same batch goes to SQL now, nothing is lost.
-            async with self.writes.begin() as session:
+            async with self.writer.sessions.begin() as session:
                 stored = await store_events(session, fresh, tag_rules=self.tag_rules)
             await _invalidate_profiles(service, stored.changed_keys)
             accepted = [e.event_id for e in fresh if e.event_id in stored.inserted]
@@ -235,8 +230,6 @@ class IngestionPath:
 
 
 def _tag_rules_or_none(settings: Settings) -> TagRules | None:
-    from rasa_personalize.events.cli import load_ingest_tag_rules  # noqa: PLC0415  # no CLI at import
-
     try:
         return load_ingest_tag_rules(settings.tags_path)
     except PersonalizeError as error:

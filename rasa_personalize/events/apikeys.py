@@ -9,44 +9,33 @@ its key by an indexed lookup instead of trying every stored hash.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Final, Literal
-
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import InvalidInputError
-from rasa_personalize.store.models import API_KEY_SCOPES, ApiKey
+from rasa_personalize.store import apikeys as stored_keys
+from rasa_personalize.store.apikeys import ALLOWED, ApiKeyRecord
+from rasa_personalize.store.models import API_KEY_SCOPES
+from rasa_personalize.store.types import Session
+
+__all__ = [
+    "ALLOWED",
+    "MAX_KEY_LENGTH",
+    "MAX_LABEL_LENGTH",
+    "ApiKeyRecord",
+    "Scope",
+    "create_api_key",
+    "find_api_key",
+    "hash_key",
+    "list_api_keys",
+    "revoke_api_key",
+]
 
 Scope = Literal["ingest", "read", "admin"]
-# What each scope may do; admin may do everything.
-ALLOWED: Final[dict[str, frozenset[str]]] = {
-    "ingest": frozenset({"ingest"}),
-    "read": frozenset({"read"}),
-    "admin": frozenset({"ingest", "read", "admin"}),
-}
 MAX_LABEL_LENGTH: Final = 128
 # Longer bearer tokens are not our keys: refuse before hashing megabytes.
 MAX_KEY_LENGTH: Final = 256
-
-
-@dataclass(frozen=True)
-class ApiKeyRecord:
-    """A stored key, without the key itself."""
-
-    id: int
-    scope: str
-    label: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-    def allows(self, needed: str) -> bool:
-        """Whether this key's scope covers ``needed`` (ingest, read or admin)."""
-        return self.revoked_at is None and needed in ALLOWED.get(self.scope, frozenset())
 
 
 def hash_key(key: str) -> str:
@@ -54,13 +43,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _record(row: ApiKey) -> ApiKeyRecord:
-    return ApiKeyRecord(row.id, row.scope, row.label, row.created_at, row.revoked_at)
-
-
-async def create_api_key(
-    session: AsyncSession, scope: str, label: str = ""
-) -> tuple[ApiKeyRecord, str]:
+async def create_api_key(session: Session, scope: str, label: str = "") -> tuple[ApiKeyRecord, str]:
     """Store a new key and return it with its record; the key is never readable again.
 
     Raises:
@@ -71,42 +54,22 @@ async def create_api_key(
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInputError(f"label is longer than {MAX_LABEL_LENGTH} characters")
     key = secrets.token_urlsafe(32)
-    row = ApiKey(key_hash=hash_key(key), scope=scope, label=label, created_at=utc_now())
-    session.add(row)
-    await session.flush()
-    return _record(row), key
+    record = await stored_keys.insert_api_key(session, hash_key(key), scope, label, utc_now())
+    return record, key
 
 
-async def list_api_keys(session: AsyncSession) -> list[ApiKeyRecord]:
+async def list_api_keys(session: Session) -> list[ApiKeyRecord]:
     """Every key ever created (revoked ones too), oldest first."""
-    rows = await session.scalars(select(ApiKey).order_by(ApiKey.id))
-    return [_record(row) for row in rows.all()]
+    return await stored_keys.list_api_keys(session)
 
 
-async def revoke_api_key(session: AsyncSession, key_id: int) -> bool:
+async def revoke_api_key(session: Session, key_id: int) -> bool:
     """Revoke a key; False when no active key has that id."""
-    result = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=utc_now())
-    )
-    return bool(getattr(result, "rowcount", 0))
+    return await stored_keys.revoke_api_key(session, key_id, utc_now())
 
 
-async def find_api_key(session: AsyncSession, key: str) -> ApiKeyRecord | None:
+async def find_api_key(session: Session, key: str) -> ApiKeyRecord | None:
     """The active key matching ``key``, or None."""
     if not key or len(key) > MAX_KEY_LENGTH:
         return None
-    wanted = hash_key(key)
-    row = (
-        await session.execute(
-            select(ApiKey.id, ApiKey.key_hash, ApiKey.scope, ApiKey.label, ApiKey.created_at).where(
-                ApiKey.key_hash == wanted, ApiKey.revoked_at.is_(None)
-            )
-        )
-    ).one_or_none()
-    # The index lookup already matched; the constant-time comparison keeps the final
-    # decision free of early-exit timing whatever the database's comparison does.
-    if row is None or not hmac.compare_digest(row.key_hash, wanted):
-        return None
-    return ApiKeyRecord(row.id, row.scope, row.label, row.created_at, None)
+    return await stored_keys.find_active_api_key(session, hash_key(key))

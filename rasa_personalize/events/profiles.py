@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import InvalidInputError
-from rasa_personalize.store.models import Customer, CustomerAlias, CustomerProfile
+from rasa_personalize.store.profiles import ProfileChange, apply_profile_change
 from rasa_personalize.store.records import CustomerSnapshot
+from rasa_personalize.store.types import Session
 
 # The attributes document is read on the hot path: keep it small.
 MAX_ATTRIBUTES_BYTES: Final = 16 * 1024
@@ -73,63 +68,26 @@ def parse_profile_update(payload: Any) -> ProfileUpdate:
         raise InvalidInputError(describe_validation_error(error)) from None
 
 
-async def write_profile(session: AsyncSession, key: str, change: ProfileUpdate) -> bool:
+def profile_change(update: ProfileUpdate) -> ProfileChange:
+    """The store's form of a validated update: only the fields that were sent."""
+    return ProfileChange(
+        loyalty_tier=update.loyalty_tier,
+        demographics=(
+            update.demographics.model_dump(exclude_unset=True)
+            if update.demographics is not None
+            else {}
+        ),
+        attributes=update.attributes,
+    )
+
+
+async def write_profile(session: Session, key: str, change: ProfileUpdate) -> bool:
     """Apply ``change`` to the customer with ``key``, creating them if missing.
 
     Returns:
         True when the customer was created.
     """
-    dialect = session.get_bind().dialect.name
-    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    now = utc_now()
-    # The old key of a customer merged into another (an import's dedupe) reaches the survivor.
-    aliased = await session.scalar(
-        select(CustomerAlias.customer_id).where(CustomerAlias.alias_key == key)
-    )
-    if aliased is not None:
-        return await _apply_profile_change(session, int(aliased), change, now, created=False)
-    created = await session.execute(
-        upsert(Customer)
-        .values(customer_key=key, created_at=now, loyalty_tier="none")
-        .on_conflict_do_nothing(index_elements=["customer_key"])
-        .returning(Customer.id)
-    )
-    was_created = created.scalar_one_or_none() is not None
-    customer_id = await session.scalar(select(Customer.id).where(Customer.customer_key == key))
-    assert customer_id is not None  # inserted above, or there already
-    return await _apply_profile_change(session, customer_id, change, now, created=was_created)
-
-
-async def _apply_profile_change(
-    session: AsyncSession, customer_id: int, change: ProfileUpdate, now: datetime, *, created: bool
-) -> bool:
-    fields: dict[str, Any] = {}
-    if change.loyalty_tier is not None:
-        fields["loyalty_tier"] = change.loyalty_tier
-    if change.demographics is not None:
-        fields.update(change.demographics.model_dump(exclude_unset=True))
-    if fields:
-        await session.execute(update(Customer).where(Customer.id == customer_id).values(fields))
-    profile = await session.get(CustomerProfile, customer_id)
-    if profile is None:
-        session.add(
-            CustomerProfile(
-                customer_id=customer_id,
-                attributes=change.attributes or {},
-                metrics={},
-                version=1,
-                updated_at=now,
-            )
-        )
-    elif change.attributes is not None or fields:
-        # Tier and demographics live on the customer row, but the version guards every
-        # cached copy of the profile, so any change bumps it.
-        if change.attributes is not None:
-            profile.attributes = change.attributes
-        profile.version += 1
-        profile.updated_at = now
-    await session.flush()
-    return created
+    return await apply_profile_change(session, key, profile_change(change))
 
 
 def profile_document(snapshot: CustomerSnapshot) -> dict[str, Any]:

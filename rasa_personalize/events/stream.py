@@ -19,14 +19,15 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
-
-from redis import asyncio as redis_asyncio
-from redis.exceptions import ResponseError
+from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.cache.breaker import RedisBreaker
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.events.validation import ValidEvent
+from rasa_personalize.extras import require_redis
+
+if TYPE_CHECKING:
+    from redis import asyncio as redis_asyncio
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def decode_events(fields: Mapping[Any, Any]) -> list[ValidEvent]:
 
 async def ensure_group(client: redis_asyncio.Redis, stream: str) -> None:
     """Create the stream and the workers' consumer group if either is missing."""
+    from redis.exceptions import ResponseError  # noqa: PLC0415  # loaded with the client
+
     try:
         # id "0": a group created after events were appended still reads them all.
         await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -134,7 +137,15 @@ class EventStream:
     def from_url(
         cls, url: str, stream: str, *, timeout_s: float, retry_after_s: float
     ) -> EventStream:
-        """A stream on its own connection pool with short socket timeouts."""
+        """A stream on its own connection pool with short socket timeouts.
+
+        Raises:
+            MissingExtraError: the ``redis`` extra is not installed.
+        """
+        require_redis()
+        # Imported only when Redis is configured: it is an extra.
+        from redis import asyncio as redis_asyncio  # noqa: PLC0415
+
         client = redis_asyncio.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -161,6 +172,8 @@ class EventStream:
 
     async def depth(self) -> tuple[int, int]:
         """(messages in the stream, messages delivered but not acknowledged)."""
+        from redis.exceptions import ResponseError  # noqa: PLC0415  # loaded with the client
+
         try:
             length = int(await self.client.xlen(self.stream))
             pending = await self.client.xpending(self.stream, GROUP)

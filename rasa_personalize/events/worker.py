@@ -37,12 +37,8 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from redis import asyncio as redis_asyncio
-from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from rasa_personalize.events.ingest import refresh_profiles, store_events
+from rasa_personalize.errors import MissingExtraError
+from rasa_personalize.events.ingest import store_events
 from rasa_personalize.events.stream import (
     EVENTS_PER_MESSAGE,
     GROUP,
@@ -54,7 +50,14 @@ from rasa_personalize.events.validation import ValidEvent
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.errors import DatabaseError
-from rasa_personalize.store.models import Customer
+from rasa_personalize.store.profiles import refresh_profile_metrics
+from rasa_personalize.store.types import SessionFactory
+
+try:
+    from redis import asyncio as redis_asyncio
+    from redis.exceptions import RedisError, ResponseError
+except ImportError as missing:  # the worker only reads the Redis stream: say which extra
+    raise MissingExtraError("personalize worker", "redis") from missing
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +159,7 @@ class StreamWorker:
         self,
         client: redis_asyncio.Redis,
         stream: str,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: SessionFactory,
         *,
         options: WorkerOptions | None = None,
         tag_rules: TagRules | None = None,
@@ -372,7 +375,8 @@ class StreamWorker:
         versions = {int(_text(member)): float(score) for member, score in marked}
         try:
             async with self.sessions.begin() as session:
-                refreshed = await refresh_profiles(session, versions)
+                # The customers' keys come back with their row locks: no extra query.
+                refreshed = await refresh_profile_metrics(session, versions)
                 if self.tag_rules is not None:
                     await apply_tag_rules(
                         session,
@@ -382,10 +386,6 @@ class StreamWorker:
                         count_qualifying=False,
                     )
                     self._rules_checked = True
-                rows = await session.execute(
-                    select(Customer.customer_key).where(Customer.id.in_(list(versions)))
-                )
-                keys = frozenset(rows.scalars().all())
         except (DatabaseError, OSError) as error:
             self.stats.store_errors += 1
             self._failures += 1
@@ -401,10 +401,10 @@ class StreamWorker:
             self._redis_failed(error)
             return None
         self.stats.refreshes += 1
-        self.stats.refreshed_customers += refreshed
-        if self.on_stored is not None and keys:
+        self.stats.refreshed_customers += refreshed.written
+        if self.on_stored is not None and refreshed.customer_keys:
             try:
-                await self.on_stored(keys)
+                await self.on_stored(refreshed.customer_keys)
             except Exception as error:  # a hook must not stop the worker
                 logger.warning("After-refresh hook failed (%s).", type(error).__name__)
         return len(versions)

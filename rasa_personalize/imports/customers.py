@@ -34,8 +34,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from rasa_personalize.clock import utc_now
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from rasa_personalize.imports.contacts import BlindIndex, ContactCipher
@@ -79,6 +77,7 @@ from rasa_personalize.store.customers import (
     resolve_keys,
     update_customers,
 )
+from rasa_personalize.store.types import Session
 
 CUSTOMER_FIELDS: Final = frozenset(
     {"customer", "name", "email", "phone", "age", "gender", "country", "city",
@@ -265,7 +264,7 @@ class CustomerImporter:
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: Session,
         *,
         secret_key: str,
         cipher: ContactCipher,
@@ -547,7 +546,7 @@ def _age_order(node: _Node) -> tuple[datetime, int]:
 
 
 async def import_customers(
-    session: AsyncSession,
+    session: Session,
     path: Path,
     *,
     secret_key: str,

@@ -19,8 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from rasa_personalize.clock import utc_now
 from rasa_personalize.events.ingest import ingest_events
 from rasa_personalize.events.validation import KNOWN_FIELDS
@@ -35,6 +33,7 @@ from rasa_personalize.imports.report import ImportReport, Rejection
 from rasa_personalize.imports.source import CsvSource, ImportFileError, JsonLinesSource, SourceRow
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.store.customers import resolve_keys
+from rasa_personalize.store.types import Session, SessionFactory
 
 EVENT_HEADER_ALIASES: Final = {
     "id": "event_id", "customer_id": "customer", "user_id": "customer", "user": "customer",
@@ -164,7 +163,7 @@ class InteractionImporter:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: SessionFactory,
         *,
         secret_key: str,
         options: InteractionImportOptions,
@@ -180,7 +179,7 @@ class InteractionImporter:
         self.dry_run = dry_run
         self.now = now or utc_now()
         self.progress = progress or (lambda stage, done, total: None)
-        self._dry_session: AsyncSession | None = None
+        self._dry_session: Session | None = None
         self.read = self.inserted = self.duplicates = self.customers_created = 0
         self.rejections: list[Rejection] = []
 
@@ -250,7 +249,7 @@ class InteractionImporter:
                 await session.rollback()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+    async def _transaction(self) -> AsyncIterator[Session]:
         if self._dry_session is not None:
             yield self._dry_session
             return
@@ -286,7 +285,7 @@ class InteractionImporter:
 
 
 async def import_interactions(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: SessionFactory,
     path: Path,
     *,
     secret_key: str,

@@ -1,46 +1,26 @@
-"""Trained ALS models on disk, written atomically, and hot-swapped by a running server.
+"""Trained ALS models on disk, and the holder a running server swaps them in with.
 
-Layout of a model directory::
+An ALS version (see :mod:`rasa_personalize.recommend.versions` for how versions are
+written, listed and swapped)::
 
-    models/personalize/
-        CURRENT                                  the version readers should load
-        20260101T120000123456Z-1a2b3c4d/         one artifact per version
+    models/personalize/als/
+        CURRENT
+        20260101T120000123456Z-1a2b3c4d/
             factors.npz                          factors, id maps, BM25 state (no pickle)
             metadata.json                        version, trained_at, data_cutoff, params, ...
-
-Writing (``save_artifact``): everything goes into a hidden temporary sibling directory,
-is flushed to disk, and the directory is renamed to its version (a rename is atomic on
-one filesystem); only then is ``CURRENT`` replaced, also by rename. A reader therefore
-sees either the old version or the complete new one, never a half-written artifact.
-
-The version id is the training time (UTC, microseconds, so ids sort by age) plus the
-first 8 hex digits of the SHA-256 of ``factors.npz``, which is also stored in the
-metadata and checked on load.
-
-Reading on the hot path (``ModelHolder``): the current model is one object reference.
-At most every ``check_interval_s`` one caller reads ``CURRENT`` (a few bytes); when it
-names a new version, that caller loads it and swaps the reference. Other requests keep
-using the old model meanwhile, and if loading fails the old model stays and the reason
-is logged.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
 
@@ -48,14 +28,24 @@ from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
 from rasa_personalize.recommend.errors import ArtifactError, NotFittedError
 from rasa_personalize.recommend.ids import IdMap
+from rasa_personalize.recommend.versions import (
+    CURRENT_FILE,
+    METADATA_FILE,
+    ArtifactHolder,
+    als_dir,
+    check_payload,
+    content_dir,
+    current_version,
+    list_versions,
+    prune_artifacts,
+    set_current,
+    write_version,
+)
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT: Final = 1
-CURRENT_FILE: Final = "CURRENT"
 FACTORS_FILE: Final = "factors.npz"
-METADATA_FILE: Final = "metadata.json"
-_TEMPORARY_PREFIX: Final = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -173,27 +163,21 @@ def save_artifact(
     """
     if not model.is_fitted:
         raise NotFittedError("cannot save an AlsRecommender that is not fitted")
-    directory = Path(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     when = (trained_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    scratch = Path(tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX, dir=directory))
-    try:
-        factors_path = scratch / FACTORS_FILE
-        with factors_path.open("wb") as handle:
-            np.savez(
-                handle,
-                user_factors=model.user_factors_,
-                item_factors=model.item_factors_,
-                user_ids=model.user_ids_.ids,
-                item_ids=model.item_ids_.ids,
-                item_idf=model.item_idf_,
-                mean_user_weight=np.float64(model.mean_user_weight_),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        digest = _sha256(factors_path)
-        version = f"{when:%Y%m%dT%H%M%S%fZ}-{digest[:8]}"
-        metadata = ArtifactMetadata(
+
+    def write_factors(handle: IO[bytes]) -> None:
+        np.savez(
+            handle,
+            user_factors=model.user_factors_,
+            item_factors=model.item_factors_,
+            user_ids=model.user_ids_.ids,
+            item_ids=model.item_ids_.ids,
+            item_idf=model.item_idf_,
+            mean_user_weight=np.float64(model.mean_user_weight_),
+        )
+
+    def describe(version: str, digest: str) -> ArtifactMetadata:
+        return ArtifactMetadata(
             version=version,
             trained_at=when.isoformat(),
             params=model.get_params(),
@@ -202,68 +186,22 @@ def save_artifact(
             factors_sha256=digest,
             data_cutoff=(data_cutoff or when).astimezone(timezone.utc).isoformat(),
         )
-        _write_durably(scratch / METADATA_FILE, metadata.to_json())
-        _fsync_directory(scratch)
-        final = directory / version
-        if final.exists():
-            raise ArtifactError(f"artifact {final} already exists")
-        os.replace(scratch, final)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    _fsync_directory(directory)
-    if make_current:
-        set_current(directory, version)
+
+    metadata, final = write_version(
+        model_dir,
+        when,
+        FACTORS_FILE,
+        write_factors,
+        describe,
+        make_current=make_current,
+    )
     logger.info(
         "saved ALS artifact %s (%d users, %d items)",
-        version,
+        metadata.version,
         len(model.user_ids_),
         len(model.item_ids_),
     )
     return AlsArtifact(model, metadata, final)
-
-
-def set_current(model_dir: Path | str, version: str) -> None:
-    """Point ``CURRENT`` at an existing version (atomically: write, flush, rename).
-
-    Raises:
-        ArtifactError: the version does not exist in ``model_dir``.
-    """
-    directory = Path(model_dir)
-    if not (directory / version / METADATA_FILE).is_file():
-        raise ArtifactError(f"no complete artifact {version!r} in {directory}")
-    handle, temporary = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX, dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(version + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, directory / CURRENT_FILE)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-
-
-def current_version(model_dir: Path | str) -> str | None:
-    """The version ``CURRENT`` names, or None when there is none yet (cheap: one small read)."""
-    try:
-        text = (Path(model_dir) / CURRENT_FILE).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    return text or None
-
-
-def list_versions(model_dir: Path | str) -> list[str]:
-    """Complete artifacts in ``model_dir``, oldest first."""
-    directory = Path(model_dir)
-    if not directory.is_dir():
-        return []
-    return sorted(
-        entry.name
-        for entry in directory.iterdir()
-        if not entry.name.startswith(".") and (entry / METADATA_FILE).is_file()
-    )
 
 
 def load_artifact(path: Path | str) -> AlsArtifact:
@@ -278,8 +216,7 @@ def load_artifact(path: Path | str) -> AlsArtifact:
             (directory / METADATA_FILE).read_text(encoding="utf-8")
         )
         factors_path = directory / FACTORS_FILE
-        if metadata.factors_sha256 and _sha256(factors_path) != metadata.factors_sha256:
-            raise ArtifactError(f"{factors_path} does not match its checksum in {METADATA_FILE}")
+        check_payload(directory, FACTORS_FILE, metadata.factors_sha256)
         with np.load(factors_path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
     except OSError as error:
@@ -318,30 +255,8 @@ def load_latest(model_dir: Path | str) -> AlsArtifact:
     return load_artifact(directory / version)
 
 
-def prune_artifacts(model_dir: Path | str, *, keep: int = 3) -> list[str]:
-    """Delete all but the newest ``keep`` versions (never the current one); returns deleted."""
-    if keep < 1:
-        raise ArtifactError(f"keep must be >= 1, got {keep}")
-    directory = Path(model_dir)
-    current = current_version(directory)
-    versions = list_versions(directory)
-    doomed = [version for version in versions[:-keep] if version != current]
-    for version in doomed:
-        shutil.rmtree(directory / version, ignore_errors=True)
-    return doomed
-
-
-class ModelHolder:
-    """Holds the serving ALS model and swaps in new artifacts without a restart.
-
-    ``get()`` is what a request calls: it returns the current artifact (None until a
-    model exists) and, at most every ``check_interval_s``, checks ``CURRENT`` first.
-    Only one caller checks or loads at a time; the others do not wait and keep the
-    model they have (before the first model, they wait for the first load). The swap
-    is a single reference assignment, so a request works with one consistent model
-    from start to end. A load failure keeps the old model and logs why (once per
-    broken version).
-    """
+class ModelHolder(ArtifactHolder[AlsArtifact]):
+    """Holds the serving ALS model (see :class:`ArtifactHolder`)."""
 
     def __init__(
         self,
@@ -350,120 +265,24 @@ class ModelHolder:
         check_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.model_dir = Path(model_dir)
-        self.check_interval_s = check_interval_s
-        self._clock = clock
-        self._current: AlsArtifact | None = None
-        self._next_check = -float("inf")
-        self._failed_version: str | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def artifact(self) -> AlsArtifact | None:
-        """The artifact in use, without any check (no I/O)."""
-        return self._current
-
-    @property
-    def version(self) -> str | None:
-        """The version in use, or None."""
-        current = self._current
-        return None if current is None else current.version
-
-    def refresh_due(self) -> bool:
-        """Whether the next ``get`` would look for a new artifact."""
-        return self._clock() >= self._next_check
-
-    def get(self) -> AlsArtifact | None:
-        """The current artifact, after a (rate-limited) check for a newer one. Never raises."""
-        if self._should_refresh():
-            self._refresh_safely()
-        return self._current
-
-    async def get_async(self) -> AlsArtifact | None:
-        """``get`` for the event loop: a due check (and load) runs in a worker thread."""
-        if self._should_refresh():
-            await asyncio.to_thread(self._refresh_safely)
-        return self._current
-
-    def _should_refresh(self) -> bool:
-        # Also while the very first load runs in another thread: there is nothing to
-        # serve yet, so waiting for it beats answering without a model.
-        return self.refresh_due() or (self._current is None and self._lock.locked())
-
-    def _refresh_safely(self) -> None:
-        try:
-            # With no model yet there is nothing to serve meanwhile: wait for the first load.
-            self.refresh(wait=self._current is None)
-        except Exception:
-            # A request must not fail because of a model swap; the bug is logged in full.
-            logger.exception("model refresh failed unexpectedly, keeping %s", self.version)
-
-    def refresh(self, *, wait: bool = False) -> bool:
-        """Check ``CURRENT`` now and load a new version; True when the model changed.
-
-        Args:
-            wait: wait for a check already running in another thread instead of
-                returning at once (for startup and tests).
-        """
-        if not self._lock.acquire(blocking=wait):
-            return False
-        try:
-            self._next_check = self._clock() + self.check_interval_s
-            return self._load_if_new()
-        finally:
-            self._lock.release()
-
-    def _load_if_new(self) -> bool:
-        try:
-            version = current_version(self.model_dir)
-            if version is None:
-                versions = list_versions(self.model_dir)
-                version = versions[-1] if versions else None
-        except OSError as error:
-            logger.warning(
-                "cannot read %s, keeping model %s: %s", self.model_dir, self.version, error
-            )
-            return False
-        if version is None or version == self.version:
-            return False
-        try:
-            artifact = load_artifact(self.model_dir / version)
-        except ArtifactError as error:
-            log = logger.warning if version != self._failed_version else logger.debug
-            log("cannot load model %s, keeping %s: %s", version, self.version, error)
-            self._failed_version = version
-            return False
-        previous = self.version
-        self._current = artifact
-        self._failed_version = None
-        logger.info("serving model %s (was %s)", artifact.version, previous)
-        return True
+        super().__init__(model_dir, load_artifact, check_interval_s=check_interval_s, clock=clock)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    """Persist a directory's entries (renames) where the platform allows it."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(descriptor)
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "CURRENT_FILE",
+    "FACTORS_FILE",
+    "METADATA_FILE",
+    "AlsArtifact",
+    "ArtifactMetadata",
+    "ModelHolder",
+    "als_dir",
+    "content_dir",
+    "current_version",
+    "list_versions",
+    "load_artifact",
+    "load_latest",
+    "prune_artifacts",
+    "save_artifact",
+    "set_current",
+]

@@ -30,8 +30,6 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.errors import NotFoundError
 from rasa_personalize.recommend.als import AlsParams, Weighting
@@ -48,10 +46,10 @@ from rasa_personalize.recommend.evaluation import (
     tune_on_validation,
 )
 from rasa_personalize.recommend.training import SHOP_ALS_PARAMS, store_confidence
-from rasa_personalize.store.models import Interaction, Product
+from rasa_personalize.store.evaluation_data import read_evaluation_rows
+from rasa_personalize.store.types import Session
 
 POSITIVE_KINDS: Final = ("purchase", "cart")
-READ_BATCH: Final = 20_000
 # EASE penalties for the shop blend: far fewer customers per product than MovieLens.
 SHOP_EASE_L2_GRID: Final = (50.0, 200.0, 500.0)
 
@@ -60,7 +58,7 @@ class EmptyStoreError(NotFoundError):
     """The store has no interactions with products, so there is nothing to evaluate."""
 
 
-async def load_store_events(session: AsyncSession) -> EvaluationData:
+async def load_store_events(session: Session) -> EvaluationData:
     """Every interaction with a product, as evaluation data with the shop's positives.
 
     Customers are identified by their row id (as a string), products by sku; the
@@ -69,37 +67,22 @@ async def load_store_events(session: AsyncSession) -> EvaluationData:
     Raises:
         EmptyStoreError: no interaction names a product (an empty or unseeded store).
     """
-    catalogue_size = int(await session.scalar(select(func.count()).select_from(Product)) or 0)
-    users: list[str] = []
-    items: list[str] = []
-    kinds: list[str] = []
-    values: list[float] = []
-    result = await session.stream(
-        select(Interaction.customer_id, Product.sku, Interaction.kind, Interaction.value)
-        .join(Product, Product.id == Interaction.product_id)
-        .order_by(Interaction.id)
-        .execution_options(yield_per=READ_BATCH)
-    )
-    async for partition in result.partitions():
-        for customer_id, sku, kind, value in partition:
-            users.append(str(customer_id))
-            items.append(sku)
-            kinds.append(kind)
-            values.append(np.nan if value is None else float(value))
-    if not users:
+    rows = await read_evaluation_rows(session)
+    if not rows.kinds:
         raise EmptyStoreError(
             "the store has no interactions with products to evaluate on: run "
             "`personalize seed-demo` (or `personalize import movielens`) first"
         )
-    kind_array = np.asarray(kinds, dtype=np.str_)
-    value_array = np.asarray(values, dtype=np.float64)
+    kind_array = np.asarray(rows.kinds, dtype=np.str_)
+    # None becomes NaN: events without a value.
+    value_array = np.asarray(rows.values, dtype=np.float64)
     return EvaluationData.from_events(
-        users,
-        items,
+        [str(customer_id) for customer_id in rows.customer_ids],
+        rows.skus,
         kind_array,
         value_array,
         shop_positives(kind_array, value_array),
-        catalogue_size=max(catalogue_size, 1),
+        catalogue_size=max(rows.catalogue_size, 1),
     )
 
 

@@ -58,6 +58,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender, Weighting
+from rasa_personalize.recommend.confidence import TUNED_RATING_WEIGHTS
 from rasa_personalize.recommend.datasets import Ratings
 from rasa_personalize.recommend.filters import allowed_rows, top_n
 from rasa_personalize.recommend.ids import IdMap, as_str_array
@@ -82,7 +83,6 @@ TUNED_ALS_PARAMS: Final = AlsParams(
     bm25_k1=1.2,
     bm25_b=0.8,
 )
-TUNED_RATING_WEIGHTS: Final = {1.0: 0.0, 2.0: 0.0, 3.0: 1.0, 4.0: 3.0, 5.0: 5.0}
 # Chosen by tune_blend_on_validation on MovieLens-100k, on top of TUNED_ALS_PARAMS.
 TUNED_EASE_L2: Final = 500.0
 TUNED_EASE_WEIGHT: Final = 0.2

@@ -15,10 +15,10 @@ So the whole pipeline (training, segments, recommendations in conversations,
 - Then every profile's metrics are rebuilt.
 
 Idempotent: rows whose customer key, sku or event id is already stored are skipped
-(``INSERT ... ON CONFLICT DO NOTHING``), so a rerun inserts nothing and an interrupted
-import can be run again. Everything happens in the caller's transaction. The data are
-read at run time from the cached wheel (``rasa_personalize.recommend.datasets``) and never copied
-anywhere but the store.
+(inserts that ignore stored keys, :mod:`rasa_personalize.store.seeding`), so a rerun
+inserts nothing and an interrupted import can be run again. Everything happens in the
+caller's transaction. The data are read at run time from the cached wheel
+(``rasa_personalize.recommend.datasets``) and never copied anywhere but the store.
 """
 
 from __future__ import annotations
@@ -26,26 +26,33 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final, cast
+from typing import Final
 
 import numpy as np
-from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.identity import customer_key
 from rasa_personalize.recommend.datasets import MovieLens100k
-from rasa_personalize.store.models import Base, Customer, CustomerProfile, Interaction, Product
 from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.seeding import (
+    ChunkProgress,
+    CustomerRow,
+    InteractionRow,
+    ProductRow,
+    ProfileRow,
+    customer_ids,
+    insert_new_customers,
+    insert_new_interactions,
+    insert_new_products,
+    insert_new_profiles,
+    product_ids,
+)
+from rasa_personalize.store.types import Session
 
 EXTERNAL_ID_PREFIX: Final = "ml-user-"
 SKU_PREFIX: Final = "ML-"
 EVENT_PREFIX: Final = "ml-"
 SOURCE: Final = "movielens-100k"
-INSERT_CHUNK: Final = 5_000
-LOOKUP_CHUNK: Final = 5_000
 UNKNOWN_CATEGORY: Final = "unknown"
 _GENDERS: Final[Mapping[str, str]] = {"M": "male", "F": "female"}
 
@@ -92,7 +99,7 @@ def event_id(user_id: str, item_id: str) -> str:
 
 
 async def import_movielens(
-    session: AsyncSession,
+    session: Session,
     data: MovieLens100k,
     *,
     secret_key: str,
@@ -120,26 +127,29 @@ async def import_movielens(
     _check_references(ratings.item_ids.tolist(), item_ids, "movie")
     keys = {user: customer_key(secret_key, external_id(user)) for user in user_ids}
     first_rating = _first_rating_times(ratings.user_ids, ratings.timestamps)
-    customer_rows = [
+    customer_rows: list[CustomerRow] = [
         {
             "customer_key": keys[user],
             "created_at": first_rating.get(user, datetime.fromtimestamp(0, timezone.utc)),
             "age": int(age),
             "gender": _GENDERS.get(gender, gender.lower() or None),
+            "country": None,
+            "city": None,
             "loyalty_tier": "none",
+            "synthetic_group": None,
         }
         for user, age, gender in zip(
             user_ids, data.users.ages.tolist(), data.users.genders.tolist(), strict=True
         )
     ]
-    customers = await _insert_new(
-        session, Customer, customer_rows, unique_column="customer_key",
-        stage="customers", notify=notify,
-    )  # fmt: skip
-    customer_ids = await _ids_by(session, Customer.customer_key, Customer.id, keys.values())
-    profile_rows = [
+    customers = ImportCounts(
+        len(customer_rows),
+        await insert_new_customers(session, customer_rows, _stage(notify, "customers")),
+    )
+    ids_of_customers = await customer_ids(session, keys.values())
+    profile_rows: list[ProfileRow] = [
         {
-            "customer_id": customer_ids[keys[user]],
+            "customer_id": ids_of_customers[keys[user]],
             "attributes": {"occupation": occupation, "zip_code": zip_code, "source": SOURCE},
             "metrics": {},
             "version": 1,
@@ -153,20 +163,20 @@ async def import_movielens(
         )
     ]
     # A customer imported earlier keeps its profile (and whatever was learned since).
-    await _insert_new(session, CustomerProfile, profile_rows, unique_column="customer_id")
+    await insert_new_profiles(session, profile_rows)
 
     product_rows = [_product_row(data, position) for position in range(len(item_ids))]
-    products = await _insert_new(
-        session, Product, product_rows, unique_column="sku", stage="products",
-        notify=notify,
-    )  # fmt: skip
-    product_ids = await _ids_by(session, Product.sku, Product.id, (sku(i) for i in item_ids))
+    products = ImportCounts(
+        len(product_rows),
+        await insert_new_products(session, product_rows, _stage(notify, "products")),
+    )
+    ids_of_products = await product_ids(session, (sku(i) for i in item_ids))
 
-    interaction_rows = [
+    interaction_rows: list[InteractionRow] = [
         {
             "event_id": event_id(user, item),
-            "customer_id": customer_ids[keys[user]],
-            "product_id": product_ids[sku(item)],
+            "customer_id": ids_of_customers[keys[user]],
+            "product_id": ids_of_products[sku(item)],
             "kind": "rating",
             "value": float(stars),
             "quantity": 1,
@@ -183,10 +193,10 @@ async def import_movielens(
             strict=True,
         )
     ]
-    interactions = await _insert_new(
-        session, Interaction, interaction_rows, unique_column="event_id",
-        stage="ratings", notify=notify,
-    )  # fmt: skip
+    interactions = ImportCounts(
+        len(interaction_rows),
+        await insert_new_interactions(session, interaction_rows, _stage(notify, "ratings")),
+    )
 
     notify("profiles", 0, len(user_ids))
     profiles = await rebuild_profile_metrics(session)
@@ -194,7 +204,12 @@ async def import_movielens(
     return MovieLensImportReport(customers, products, interactions, profiles)
 
 
-def _product_row(data: MovieLens100k, position: int) -> dict[str, Any]:
+def _stage(notify: ImportProgress, stage: str) -> ChunkProgress:
+    """The store's per-chunk progress, reported as ``stage``."""
+    return lambda done, total: notify(stage, done, total)
+
+
+def _product_row(data: MovieLens100k, position: int) -> ProductRow:
     items = data.items
     item_id = str(items.item_ids[position])
     genres = list(items.genres[position])
@@ -237,52 +252,3 @@ def _check_references(referenced: Iterable[str], known: Sequence[str], what: str
             f"MovieLens data: {len(missing)} rated {what} id(s) are not in the {what} "
             f"list, e.g. {example!r}"
         )
-
-
-async def _insert_new(
-    session: AsyncSession,
-    model: type[Base],
-    rows: list[dict[str, Any]],
-    *,
-    unique_column: str,
-    stage: str | None = None,
-    notify: ImportProgress | None = None,
-) -> ImportCounts:
-    """Insert ``rows`` in chunks, skipping those whose ``unique_column`` is already stored.
-
-    ``ON CONFLICT DO NOTHING`` rather than a read-then-insert: also safe when another
-    import runs at the same time. ``RETURNING`` lists only the rows really inserted.
-    """
-    upsert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # Core insert on the model's table (every mapped model has one): rows go in as they
-    # are, without the ORM's per-object bookkeeping.
-    table = cast("Table", model.__table__)
-    column = table.c[unique_column]
-    statement = upsert(table).on_conflict_do_nothing(index_elements=[column]).returning(column)
-    report: ImportProgress = (
-        notify if notify is not None and stage else (lambda _stage, _done, _total: None)
-    )
-    inserted = 0
-    report(stage or "", 0, len(rows))
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start : start + INSERT_CHUNK]
-        result = await session.execute(statement, chunk)
-        inserted += len(result.all())
-        report(stage or "", start + len(chunk), len(rows))
-    return ImportCounts(read=len(rows), inserted=inserted)
-
-
-async def _ids_by(
-    session: AsyncSession, key_column: Any, id_column: Any, keys: Iterable[str]
-) -> dict[str, int]:
-    """Row ids of stored rows by a unique column (customer key, sku), in chunks."""
-    wanted = list(keys)
-    found: dict[str, int] = {}
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        rows = await session.execute(
-            select(key_column, id_column).where(
-                key_column.in_(wanted[start : start + LOOKUP_CHUNK])
-            )
-        )
-        found.update({str(key): int(row_id) for key, row_id in rows.all()})
-    return found

@@ -9,7 +9,8 @@ Per request, the first strategy that can answer does, and later ones top the lis
 2. ``session``: not in the model, but with a history: a user vector is recalculated
    from it against the item factors.
 3. ``content``: only interests (tags such as ``interested_in_running``) or a category
-   (asked now, or the favourite): TF-IDF similarity.
+   (asked now, or the favourite): TF-IDF similarity, from the content model that
+   ``personalize train`` fitted (none yet: this strategy is skipped, and logged once).
 4. ``segment_popular``: most popular with customers of the same stored segment.
 5. ``popular``: most popular overall.
 
@@ -23,9 +24,8 @@ import asyncio
 import difflib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -39,8 +39,10 @@ from rasa_personalize.errors import (
     StoreUnavailableError,
 )
 from rasa_personalize.recommend.als import AlsRecommender
-from rasa_personalize.recommend.artifacts import AlsArtifact, ModelHolder
-from rasa_personalize.recommend.content import ContentRecommender, ProductText, interest_words
+from rasa_personalize.recommend.artifacts import AlsArtifact, ModelHolder, als_dir, content_dir
+from rasa_personalize.recommend.confidence import store_confidence
+from rasa_personalize.recommend.content import interest_words
+from rasa_personalize.recommend.content_artifacts import ContentHolder
 from rasa_personalize.recommend.filters import (
     CandidateSet,
     ItemCatalogue,
@@ -56,8 +58,7 @@ from rasa_personalize.recommend.incremental import (
     has_news,
     history_query,
 )
-from rasa_personalize.recommend.popularity import PopularityRecommender
-from rasa_personalize.recommend.training import als_dir, store_confidence
+from rasa_personalize.recommend.resources import Resources, build_resources
 from rasa_personalize.store.catalogue import CustomerItems
 from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.history import CustomerHistory, HistoryEntry, HistoryQuery
@@ -65,17 +66,6 @@ from rasa_personalize.store.records import ProductRecord
 from rasa_personalize.store.sql_store import SqlStore
 
 logger = logging.getLogger(__name__)
-
-# How much one interaction of each kind adds to an item's popularity.
-POPULARITY_WEIGHTS: Final = {
-    "purchase": 8.0,
-    "cart": 4.0,
-    "chat_click": 2.0,
-    "view": 1.0,
-    "search": 0.5,
-    "rating": 1.0,
-    "feedback": 0.0,
-}
 
 
 @dataclass(frozen=True)
@@ -107,59 +97,6 @@ class Recommendation:
     category: str | None = None
 
 
-@dataclass(frozen=True)
-class Resources:
-    """What recommending needs in memory, built from the store once per refresh."""
-
-    catalogue: ItemCatalogue
-    products: dict[str, ProductRecord]
-    content: ContentRecommender | None
-    popularity: PopularityRecommender | None
-    built_at: float = field(default_factory=time.monotonic)
-
-    @cached_property
-    def categories(self) -> frozenset[str]:
-        """The catalogue's categories (computed once per build: read on every request)."""
-        return frozenset(p.category for p in self.products.values())
-
-
-def build_resources(
-    products: Sequence[ProductRecord], popularity_rows: Sequence[tuple[str, str | None, str, int]]
-) -> Resources:
-    """Catalogue, content model and popularity from plain rows (CPU work: run in a thread)."""
-    catalogue = ItemCatalogue.build(
-        [p.sku for p in products],
-        [p.category for p in products],
-        [p.price for p in products],
-        [p.in_stock for p in products],
-    )
-    content = (
-        ContentRecommender().fit(
-            [
-                ProductText(p.sku, p.title, p.description, p.category, p.brand or "")
-                for p in products
-            ]
-        )
-        if products
-        else None
-    )
-    weighted = [
-        (sku, segment or "", POPULARITY_WEIGHTS.get(kind, 0.0) * count)
-        for sku, segment, kind, count in popularity_rows
-    ]
-    weighted = [row for row in weighted if row[2] > 0]
-    popularity = (
-        PopularityRecommender().fit(
-            [row[0] for row in weighted],
-            [row[2] for row in weighted],
-            [row[1] for row in weighted],
-        )
-        if weighted
-        else None
-    )
-    return Resources(catalogue, {p.sku: p for p in products}, content, popularity)
-
-
 class RecommendationService:
     """Recommends for one process: resources refreshed from the store, models hot-swapped."""
 
@@ -173,9 +110,13 @@ class RecommendationService:
     ) -> None:
         self.store = store
         self.models = ModelHolder(als_dir(model_dir), check_interval_s=model_check_every_s)
+        self.content_models = ContentHolder(
+            content_dir(model_dir), check_interval_s=model_check_every_s
+        )
         self.refresh_every_s = refresh_every_s
         self._resources: Resources | None = None
         self._build: asyncio.Future[None] | None = None
+        self._told_no_content = False
         self._confidence = store_confidence()
         self._counted_kinds = counted_kinds(self._confidence)
 
@@ -183,12 +124,17 @@ class RecommendationService:
         """The in-memory resources: built once, then refreshed in the background.
 
         The build is shielded: a caller that stops waiting (its action budget ran out)
-        does not cancel it, so the next request finds the resources ready.
+        does not cancel it, so the next request finds the resources ready. A newly
+        trained content model is picked up as soon as the next check for it finds it.
         """
         current = self._resources
         if current is not None:
-            if self._build is None and time.monotonic() - current.built_at > self.refresh_every_s:
-                self._build = asyncio.ensure_future(self._rebuild())
+            if self._build is None:
+                stale = time.monotonic() - current.built_at > self.refresh_every_s
+                if stale or self.content_models.refresh_due():
+                    self._build = asyncio.ensure_future(
+                        self._rebuild(only_for_new_content=not stale)
+                    )
             return current
         if self._build is None:
             self._build = asyncio.ensure_future(self._rebuild())
@@ -196,6 +142,12 @@ class RecommendationService:
         if self._resources is None:
             raise StoreUnavailableError("recommendation resources could not be built")
         return self._resources
+
+    async def wait_for_refresh(self) -> None:
+        """Wait for a resources build in progress, if any (tests, orderly shutdown)."""
+        build = self._build
+        if build is not None:
+            await asyncio.shield(build)
 
     async def warm_up(self) -> None:
         """Build the resources and load the model now rather than on the first request."""
@@ -215,10 +167,28 @@ class RecommendationService:
         """
         return history_query(self.models.artifact, customer_key, self._counted_kinds)
 
-    async def _rebuild(self) -> None:
+    async def _rebuild(self, *, only_for_new_content: bool = False) -> None:
         try:
+            content = await self.content_models.get_async()
+            current = self._resources
+            if (
+                only_for_new_content
+                and current is not None
+                and (content.version if content else None) == current.content_version
+            ):
+                return
             products, popularity_rows = await self.store.read_recommendation_inputs()
-            self._resources = await asyncio.to_thread(build_resources, products, popularity_rows)
+            if content is None and products and not self._told_no_content:
+                self._told_no_content = True
+                logger.warning(
+                    "No content model in %s yet: run `personalize train` to recommend by "
+                    "interests and to find similar products; the other strategies answer "
+                    "meanwhile.",
+                    self.content_models.model_dir,
+                )
+            self._resources = await asyncio.to_thread(
+                build_resources, products, popularity_rows, content
+            )
         except (PersonalizeError, DatabaseError, OSError) as error:
             # Keep serving the last resources; the next request or refresh tries again.
             logger.warning(
@@ -407,7 +377,11 @@ class RecommendationService:
         """
         resources = await self.resources()
         if resources.content is None:
-            raise NotFoundError("the catalogue is empty")
+            raise NotFoundError(
+                "no content model yet (run `personalize train`)"
+                if resources.products
+                else "the catalogue is empty"
+            )
         anchor_sku = _resolve_product(resources, product_text)
         candidates = RecommendationFilters(n=n).candidates(resources.catalogue)
         similar = resources.content.similar_to(anchor_sku, n, candidates=candidates)

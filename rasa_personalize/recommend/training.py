@@ -1,11 +1,14 @@
-"""Training from the store: ALS on every interaction, an artifact, optional precompute.
+"""Training from the store: the content model and ALS, their artifacts, optional precompute.
 
-``personalize train`` runs this. A running action server picks the new artifact up by
-itself (``ModelHolder`` checks the ``CURRENT`` pointer), so training never restarts it.
+``personalize train`` runs this. A running action server picks the new artifacts up by
+itself (its holders check the ``CURRENT`` pointers), so training never restarts it.
+Everything a server needs from scikit-learn is computed here and stored in the content
+artifact, so serving never imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,9 +21,12 @@ import numpy as np
 from rasa_personalize.cache.precomputed import PrecomputedCache
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
-from rasa_personalize.recommend.artifacts import prune_artifacts, save_artifact
-from rasa_personalize.recommend.evaluation import TUNED_RATING_WEIGHTS
-from rasa_personalize.recommend.interactions import ConfidenceWeights, InteractionData
+from rasa_personalize.recommend.artifacts import als_dir, content_dir, save_artifact
+from rasa_personalize.recommend.confidence import store_confidence
+from rasa_personalize.recommend.content import ContentRecommender, ProductText
+from rasa_personalize.recommend.content_artifacts import ContentArtifact, save_content_artifact
+from rasa_personalize.recommend.interactions import InteractionData
+from rasa_personalize.recommend.versions import prune_artifacts
 from rasa_personalize.store.catalogue import (
     customer_ids_by_key,
     read_training_rows,
@@ -35,19 +41,8 @@ SHOP_ALS_PARAMS: Final = AlsParams(
     factors=64, regularization=1.0, iterations=15, alpha=2.0, weighting="bm25"
 )
 PRECOMPUTE_DEPTH: Final = 50
-
-
-def store_confidence() -> ConfidenceWeights:
-    """Confidence per stored interaction kind: the shop's kinds plus star ratings."""
-    shop = ConfidenceWeights.ecommerce()
-    return ConfidenceWeights(
-        kinds=dict(shop.kinds), values={**shop.values, "rating": TUNED_RATING_WEIGHTS}
-    )
-
-
-def als_dir(model_dir: Path) -> Path:
-    """Where ALS artifacts live under the model directory."""
-    return model_dir / "als"
+# Versions kept of each model: the serving one and two to roll back to.
+KEEP_VERSIONS: Final = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +55,9 @@ class TrainingReport:
     interactions: int
     seconds: float
     precomputed: int
+    # The content model trained with it (None: the store has no products).
+    content_version: str | None = None
+    content_products: int = 0
 
 
 async def train_from_store(
@@ -71,13 +69,18 @@ async def train_from_store(
     progress: Progress | None = None,
     cache: PrecomputedCache | None = None,
 ) -> TrainingReport:
-    """Fit ALS on the store's interactions, write a new artifact, optionally precompute.
+    """Fit the content model on the catalogue and ALS on the store's interactions, write a
+    new artifact of each, optionally precompute.
+
+    The content model comes first: it needs products only, so a shop without
+    interactions yet still gets one before the error below.
 
     Raises:
         InvalidInputError: the store has no interactions with products to learn from.
     """
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
+    content = await train_content(store, model_dir, progress=report)
     report("reading", 0, 1)
     async with store.sessions() as session:
         rows = await read_training_rows(session)
@@ -100,7 +103,7 @@ async def train_from_store(
         # What a customer does after this is new to the model (see recommend/incremental).
         data_cutoff=rows.newest_at,
     )
-    prune_artifacts(als_dir(model_dir), keep=3)
+    prune_artifacts(als_dir(model_dir), keep=KEEP_VERSIONS)
     precomputed = 0
     if precompute:
         precomputed = await _precompute(
@@ -118,7 +121,47 @@ async def train_from_store(
         interactions=len(rows.skus),
         seconds=time.perf_counter() - started,
         precomputed=precomputed,
+        content_version=content.version if content is not None else None,
+        content_products=len(content.model.item_ids_) if content is not None else 0,
     )
+
+
+async def train_content(
+    store: SqlStore, model_dir: Path, *, progress: Progress | None = None
+) -> ContentArtifact | None:
+    """Fit the content model (TF-IDF) on the catalogue and write its artifact.
+
+    Returns None when the store has no products (nothing to index, nothing written).
+
+    Raises:
+        InvalidInputError: the products have no indexable text at all.
+    """
+    report = progress or (lambda stage, done, total: None)
+    report("content", 0, 1)
+    # The popularity rows come along; the catalogue is what counts here.
+    products, _ = await store.read_recommendation_inputs()
+    if not products:
+        return None
+    texts = [
+        ProductText(p.sku, p.title, p.description, p.category, p.brand or "") for p in products
+    ]
+    # scikit-learn's fit is CPU work: keep the event loop (and progress bars) responsive.
+    model = await asyncio.to_thread(ContentRecommender().fit, texts)
+    artifact = save_content_artifact(model, content_dir(model_dir))
+    prune_artifacts(content_dir(model_dir), keep=KEEP_VERSIONS)
+    report("content", 1, 1)
+    return artifact
+
+
+__all__ = [
+    "PRECOMPUTE_DEPTH",
+    "SHOP_ALS_PARAMS",
+    "TrainingReport",
+    "als_dir",
+    "store_confidence",
+    "train_content",
+    "train_from_store",
+]
 
 
 def _seen_by_user(data: InteractionData) -> dict[str, set[str]]:

@@ -14,33 +14,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import adjusted_rand_score
-from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
 from rasa_personalize.segments.clustering import CustomerSegmenter, Segmentation
-from rasa_personalize.segments.features import (
-    ID_CHUNK,
-    STREAM_BATCH,
-    CustomerFeatures,
-    compute_features,
-)
+from rasa_personalize.segments.features import CustomerFeatures, compute_features
 from rasa_personalize.segments.model import SegmentModel, load_previous, save_model
 from rasa_personalize.slots import CUSTOMER_SEGMENTS
-from rasa_personalize.store.models import Customer, SegmentAssignment
+from rasa_personalize.store.segments import (
+    delete_segment_assignments,
+    read_synthetic_groups,
+    write_segment_assignments,
+)
+from rasa_personalize.store.types import Session
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]
-
-# Rows per upsert statement: a few thousand amortize the round trip on either backend.
-WRITE_BATCH: Final = 2_000
 
 
 @dataclass(frozen=True)
@@ -84,7 +77,7 @@ class SegmentationRun:
 
 
 async def segment_customers(
-    session: AsyncSession,
+    session: Session,
     *,
     method: str = "kmeans",
     seed: int = 0,
@@ -139,7 +132,7 @@ async def segment_customers(
 
 
 async def store_assignments(
-    session: AsyncSession,
+    session: Session,
     segmentation: Segmentation,
     *,
     now: datetime | None = None,
@@ -155,67 +148,38 @@ async def store_assignments(
     """
     now = now or utc_now()
     notify: ProgressCallback = progress or (lambda _stage, _done, _total: None)
-    dialect = (await session.connection()).dialect.name
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(SegmentAssignment)
-    statement = statement.on_conflict_do_update(
-        index_elements=[SegmentAssignment.customer_id, SegmentAssignment.method],
-        set_={
-            name: statement.excluded[name]
-            for name in ("segment", "model_version", "score", "assigned_at")
-        },
-    )
     assigned = segmentation.segment_codes >= 0
     ids = segmentation.customer_ids[assigned].tolist()
-    segments = [CUSTOMER_SEGMENTS[c] for c in segmentation.segment_codes[assigned].tolist()]
-    scores = np.round(segmentation.scores[assigned], 6).tolist()
     total = len(ids)
     notify("assignments", 0, total)
-    for start in range(0, total, WRITE_BATCH):
-        end = min(total, start + WRITE_BATCH)
-        rows = [
-            {
-                "customer_id": ids[i],
-                "segment": segments[i],
-                "method": segmentation.method,
-                "model_version": segmentation.model_version,
-                "score": scores[i],
-                "assigned_at": now,
-            }
-            for i in range(start, end)
-        ]
-        await session.execute(statement, rows)
-        notify("assignments", end, total)
-    removed = 0
-    unassigned = segmentation.customer_ids[~assigned].tolist()
-    for start in range(0, len(unassigned), ID_CHUNK):
-        result: Any = await session.execute(
-            delete(SegmentAssignment).where(
-                SegmentAssignment.method == segmentation.method,
-                SegmentAssignment.customer_id.in_(unassigned[start : start + ID_CHUNK]),
-            )
-        )
-        removed += max(0, int(result.rowcount or 0))
-    return total, removed
+    stored = await write_segment_assignments(
+        session,
+        method=segmentation.method,
+        model_version=segmentation.model_version,
+        customer_ids=ids,
+        segments=[CUSTOMER_SEGMENTS[c] for c in segmentation.segment_codes[assigned].tolist()],
+        scores=np.round(segmentation.scores[assigned], 6).tolist(),
+        now=now,
+        on_written=lambda done: notify("assignments", done, total),
+    )
+    removed = await delete_segment_assignments(
+        session, segmentation.method, segmentation.customer_ids[~assigned].tolist()
+    )
+    return stored, removed
 
 
-async def true_groups(session: AsyncSession, customer_ids: NDArray[np.int64]) -> list[str | None]:
+async def true_groups(session: Session, customer_ids: NDArray[np.int64]) -> list[str | None]:
     """``customers.synthetic_group`` of each id (None where unknown), in the given order."""
     groups: list[str | None] = [None] * len(customer_ids)
+    known = await read_synthetic_groups(session)
     order = np.argsort(customer_ids, kind="stable")
     ordered = customer_ids[order]
-    connection = await session.connection()
-    result = await connection.stream(
-        select(Customer.id, Customer.synthetic_group).where(Customer.synthetic_group.is_not(None))
-    )
-    async for partition in result.partitions(STREAM_BATCH):
-        found = np.array([row[0] for row in partition], dtype=np.int64)
-        positions = np.searchsorted(ordered, found)
-        for position, customer_id, row in zip(
-            positions.tolist(), found.tolist(), partition, strict=True
-        ):
-            if position < len(ordered) and ordered[position] == customer_id:
-                groups[int(order[position])] = str(row[1])
+    positions = np.searchsorted(ordered, known.customer_ids)
+    for position, customer_id, group in zip(
+        positions.tolist(), known.customer_ids.tolist(), known.groups, strict=True
+    ):
+        if position < len(ordered) and ordered[position] == customer_id:
+            groups[int(order[position])] = group
     return groups
 
 

@@ -45,8 +45,8 @@ from rasa_personalize.segments.archetypes import (
     LOYAL_MIN_PURCHASES,
     PRICE_SENSITIVE_SHARE,
 )
-from rasa_personalize.segments.features import LOYALTY_ORDINAL
 from rasa_personalize.slots import CUSTOMER_SEGMENTS
+from rasa_personalize.store.features import LOYALTY_ORDINAL
 
 MIN_FIT: Final = 0.5
 FALLBACK_ARCHETYPE: Final = "browser"

@@ -148,6 +148,18 @@ def load_tag_rules(path: Path | str) -> TagRules:
     return parse_tag_rules(text, str(path))
 
 
+def load_ingest_tag_rules(path: Path | None) -> TagRules | None:
+    """The tag rules to re-apply to customers with new events or imports: None when
+    there is no file (tags are optional).
+
+    Raises:
+        TagRulesError: the file exists but has problems (all listed).
+    """
+    if path is None or not path.exists():
+        return None
+    return load_tag_rules(path)
+
+
 def check_tag_file(path: Path | str) -> list[Problem]:
     """Every problem in the tag-rule file at ``path``; empty when it is valid."""
     text, problem = read_text_file(Path(path))

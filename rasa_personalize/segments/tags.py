@@ -1,6 +1,7 @@
 """Apply tag rules: store ``customer_tags`` rows with source ``rule``, remove stale ones.
 
-For each rule, in the caller's transaction:
+For each rule, in the caller's transaction (the statements are in
+:mod:`rasa_personalize.store.tags`):
 
 - **count rules** over every customer run as two set-based statements: a ``DELETE`` of
   the rule's tags whose customers no longer reach the count (a correlated ``NOT EXISTS``
@@ -32,31 +33,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
 
 import numpy as np
-from sqlalchemy import (
-    ColumnElement,
-    Delete,
-    Float,
-    Select,
-    String,
-    case,
-    delete,
-    func,
-    literal,
-    select,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
 
 from rasa_personalize.clock import utc_now
 from rasa_personalize.rules.problems import Problem, did_you_mean
-from rasa_personalize.segments.features import AFFINITY_PREFIX, ID_CHUNK, compute_features
+from rasa_personalize.segments.features import AFFINITY_PREFIX, compute_features
 from rasa_personalize.segments.tag_rules import (
     RULE_SOURCE,
     CountCondition,
@@ -64,13 +49,20 @@ from rasa_personalize.segments.tag_rules import (
     TagRule,
     TagRules,
 )
-from rasa_personalize.store.dialect import member_of
-from rasa_personalize.store.models import CustomerTag, Interaction, Product, UtcDateTime
+from rasa_personalize.store.tags import (
+    InteractionCount,
+    TagHolders,
+    catalogue_categories,
+    count_holders,
+    delete_tags,
+    delete_tags_except,
+    refresh_count_tag,
+    stream_tags,
+    write_tags,
+)
+from rasa_personalize.store.types import Session
 
 logger = logging.getLogger(__name__)
-
-# Rows per executemany when feature-rule tags are written.
-WRITE_BATCH: Final = 5_000
 
 
 @dataclass(frozen=True)
@@ -118,7 +110,7 @@ class TagRun:
 
 
 async def apply_tag_rules(
-    session: AsyncSession,
+    session: Session,
     rules: TagRules,
     customer_ids: Collection[int] | None = None,
     *,
@@ -144,8 +136,6 @@ async def apply_tag_rules(
     wanted = None if customer_ids is None else sorted({int(i) for i in customer_ids})
     if wanted == []:
         return TagRun((), 0, ())
-    dialect = (await session.connection()).dialect.name
-    insert = _insert_for(dialect)
     warnings = await _check_against_store(session, rules) if check_catalogue else ()
     feature_rules = [
         (r, r.condition) for r in rules.rules if isinstance(r.condition, FeatureCondition)
@@ -166,31 +156,31 @@ async def apply_tag_rules(
     if wanted is None:
         # Everyone: count rules as set-based statements, feature tags over every customer.
         for rule, count in count_rules:
-            outcomes[rule.tag] = await _apply_count_rule(
-                session, rule, count, now=now, dialect=dialect,
-                count_qualifying=count_qualifying,
+            changes = await refresh_count_tag(
+                session, rule.tag, rule.weight, _interaction_count(count, now),
+                source=RULE_SOURCE, now=now, count_qualifying=count_qualifying,
             )  # fmt: skip
+            outcomes[rule.tag] = TagOutcome(
+                rule.tag, changes.qualifying, changes.written, changes.removed
+            )
         evaluated = features.customer_ids.tolist() if features is not None else []
         written, _ = await _write_rule_tags(
-            session, insert, [rule for rule, _ in feature_rules], holders, evaluated,
-            remove_orphans=False, now=now, dialect=dialect,
+            session, [rule for rule, _ in feature_rules], holders, evaluated,
+            remove_orphans=False, now=now,
         )  # fmt: skip
         outcomes |= written
-        orphans = await _rowcount(
-            session,
-            delete(CustomerTag).where(
-                CustomerTag.source == RULE_SOURCE, CustomerTag.tag.not_in(sorted(rules.tags))
-            ),
-        )
+        orphans = await delete_tags_except(session, RULE_SOURCE, rules.tags)
     else:
         # Some customers: every rule's holders first, then one read, one delete and one
         # write for all rules (orphans included) per chunk of customers.
         if count_rules:
-            holders |= await _count_holders(session, count_rules, wanted, now=now, dialect=dialect)
+            reached = await count_holders(
+                session, [_interaction_count(count, now) for _, count in count_rules], wanted
+            )
+            holders |= {rule.tag: ids for (rule, _), ids in zip(count_rules, reached, strict=True)}
         outcomes, orphans = await _write_rule_tags(
-            session, insert, rules.rules, holders, wanted, remove_orphans=True, now=now,
-            dialect=dialect,
-        )  # fmt: skip
+            session, rules.rules, holders, wanted, remove_orphans=True, now=now
+        )
     run = TagRun(tuple(outcomes[rule.tag] for rule in rules.rules), orphans, warnings)
     logger.info(
         "tag rules %s: %d rule tags held, %d removed", rules.source, run.tagged, run.removed
@@ -198,135 +188,22 @@ async def apply_tag_rules(
     return run
 
 
-async def _apply_count_rule(
-    session: AsyncSession,
-    rule: TagRule,
-    condition: CountCondition,
-    *,
-    now: datetime,
-    dialect: str,
-    count_qualifying: bool,
-) -> TagOutcome:
-    """One count rule over every customer: a set-based delete and upsert."""
-    insert = _insert_for(dialect)
-    holders = _count_query(condition, now)
-    qualifying = 0
-    if count_qualifying:
-        qualifying = int(
-            await session.scalar(select(func.count()).select_from(holders.subquery())) or 0
-        )
-    removed = await _rowcount(session, _delete_stale_count(rule, condition, now))
-    tagged = await _rowcount(session, _upsert_count(insert, rule, holders, now))
-    return TagOutcome(rule.tag, qualifying, tagged, removed)
-
-
-async def _count_holders(
-    session: AsyncSession,
-    rules: list[tuple[TagRule, CountCondition]],
-    customer_ids: list[int],
-    *,
-    now: datetime,
-    dialect: str,
-) -> dict[str, list[int]]:
-    """The customers of ``customer_ids`` who reach each count rule, in one aggregate pass.
-
-    One sum per rule over the scope's interactions of the kinds the rules count, grouped
-    by customer: the same counts as :func:`_count_query`, without its per-rule plans.
-    """
-    i = Interaction
-    sums = []
-    for _, condition in rules:
-        counted = i.kind == condition.kind
-        if condition.category is not None:
-            counted = counted & (Product.category == condition.category)
-        if condition.within_days is not None:
-            counted = counted & (i.occurred_at >= now - timedelta(days=condition.within_days))
-        sums.append(func.sum(case((counted, 1), else_=0)))
-    kinds = sorted({condition.kind for _, condition in rules})
-    holders: dict[str, list[int]] = {rule.tag: [] for rule, _ in rules}
-    for scope in _chunks(customer_ids, ID_CHUNK):
-        statement = (
-            select(i.customer_id, *sums)
-            .outerjoin(Product, Product.id == i.product_id)
-            .where(member_of(i.customer_id, scope, dialect), i.kind.in_(kinds))
-            .group_by(i.customer_id)
-        )
-        for customer, *counts in await session.execute(statement):
-            for (rule, condition), count in zip(rules, counts, strict=True):
-                if int(count or 0) >= condition.at_least:
-                    holders[rule.tag].append(int(customer))
-    return holders
-
-
-def _insert_for(dialect: str) -> Any:
-    # Both dialects spell the upsert ON CONFLICT ... DO UPDATE, with their own constructs.
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
-async def _rowcount(session: AsyncSession, statement: Any) -> int:
-    result = await session.execute(statement)
-    return max(0, int(getattr(result, "rowcount", 0) or 0))
-
-
-def _count_query(
-    condition: CountCondition,
-    now: datetime,
-    customer: ColumnElement[Any] | QueryableAttribute[Any] | None = None,
-) -> Select[Any]:
-    """Customers (or, correlated, this customer) who reach the count."""
-    i = Interaction
-    statement = select(i.customer_id).where(i.kind == condition.kind)
-    if condition.category is not None:
-        statement = statement.join(Product, Product.id == i.product_id).where(
-            Product.category == condition.category
-        )
+def _interaction_count(condition: CountCondition, now: datetime) -> InteractionCount:
+    """A count rule's condition as the store counts it: windows end at ``now``."""
+    since = None
     if condition.within_days is not None:
-        statement = statement.where(i.occurred_at >= now - timedelta(days=condition.within_days))
-    if customer is not None:
-        statement = statement.where(i.customer_id == customer)
-    return statement.group_by(i.customer_id).having(func.count() >= condition.at_least)
-
-
-def _delete_stale_count(rule: TagRule, condition: CountCondition, now: datetime) -> Delete:
-    still_holds = _count_query(condition, now, CustomerTag.customer_id).exists()
-    return delete(CustomerTag).where(
-        CustomerTag.tag == rule.tag, CustomerTag.source == RULE_SOURCE, ~still_holds
-    )
-
-
-def _upsert_count(insert: Any, rule: TagRule, holders: Select[Any], now: datetime) -> Any:
-    rows = holders.with_only_columns(
-        Interaction.customer_id,
-        literal(rule.tag, String()),
-        literal(RULE_SOURCE, String()),
-        literal(rule.weight, Float()),
-        literal(now, UtcDateTime()),
-    )
-    statement = insert(CustomerTag).from_select(
-        ["customer_id", "tag", "source", "weight", "updated_at"], rows
-    )
-    return _on_conflict(statement)
-
-
-def _on_conflict(statement: Any) -> Any:
-    # Only rows that a rule made are refreshed; a same-named tag from elsewhere stays as is.
-    return statement.on_conflict_do_update(
-        index_elements=[CustomerTag.customer_id, CustomerTag.tag],
-        set_={"weight": statement.excluded.weight, "updated_at": statement.excluded.updated_at},
-        where=CustomerTag.source == RULE_SOURCE,
-    )
+        since = now - timedelta(days=condition.within_days)
+    return InteractionCount(condition.kind, condition.at_least, condition.category, since)
 
 
 async def _write_rule_tags(
-    session: AsyncSession,
-    insert: Any,
+    session: Session,
     rules: Sequence[TagRule],
     holders: Mapping[str, list[int]],
     evaluated: list[int],
     *,
     remove_orphans: bool,
     now: datetime,
-    dialect: str,
 ) -> tuple[dict[str, TagOutcome], int]:
     """Store the rules' tags of the ``evaluated`` customers: ``holders[tag]`` hold it.
 
@@ -345,15 +222,11 @@ async def _write_rule_tags(
     unchanged: Counter[str] = Counter()
     removed: Counter[str] = Counter()
     orphaned = 0
-    for chunk in _chunks(evaluated, ID_CHUNK):
-        existing = select(
-            CustomerTag.id, CustomerTag.customer_id, CustomerTag.tag, CustomerTag.source,
-            CustomerTag.weight,
-        ).where(member_of(CustomerTag.customer_id, chunk, dialect))  # fmt: skip
-        if not remove_orphans:
-            existing = existing.where(CustomerTag.tag.in_(sorted(by_tag)))
+    async for existing in stream_tags(
+        session, evaluated, tags=None if remove_orphans else by_tag.keys()
+    ):
         stale: list[int] = []
-        for tag_id, customer, tag, source, weight in await session.execute(existing):
+        for tag_id, customer, tag, source, weight in existing:
             rule = by_tag.get(tag)
             if rule is None:
                 if remove_orphans and source == RULE_SOURCE:
@@ -368,42 +241,27 @@ async def _write_rule_tags(
             elif source == RULE_SOURCE:
                 stale.append(tag_id)
                 removed[tag] += 1
-        for ids in _chunks(stale, ID_CHUNK):
-            await session.execute(
-                delete(CustomerTag).where(member_of(CustomerTag.id, ids, dialect))
-            )
-    rows = [
-        {"customer_id": customer, "tag": tag, "source": RULE_SOURCE, "weight": rule.weight,
-         "updated_at": now}
+        await delete_tags(session, stale)
+    changed = [
+        TagHolders(tag, rule.weight, [c for c in holders[tag] if c not in settled[tag]])
         for tag, rule in by_tag.items()
-        for customer in holders[tag]
-        if customer not in settled[tag]
-    ]  # fmt: skip
-    written = Counter(row["tag"] for row in rows)
-    # One prepared statement run as an executemany: a multi-row VALUES list would be
-    # compiled anew, thousands of placeholders long, on every call.
-    statement = _on_conflict(insert(CustomerTag))
-    for start in range(0, len(rows), WRITE_BATCH):
-        await session.execute(statement, rows[start : start + WRITE_BATCH])
+    ]
+    await write_tags(session, changed, source=RULE_SOURCE, now=now)
     outcomes = {
-        tag: TagOutcome(tag, len(holders[tag]), unchanged[tag] + written[tag], removed[tag])
-        for tag in by_tag
-    }
+        tag: TagOutcome(tag, len(holders[tag]), unchanged[tag] + len(write.customer_ids),
+                        removed[tag])
+        for tag, write in zip(by_tag, changed, strict=True)
+    }  # fmt: skip
     return outcomes, orphaned
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-async def _check_against_store(session: AsyncSession, rules: TagRules) -> tuple[Problem, ...]:
+async def _check_against_store(session: Session, rules: TagRules) -> tuple[Problem, ...]:
     """Rules that name a category the catalogue does not have (they could never match)."""
     named = [(rule, *_category_of(rule)) for rule in rules.rules]
     named = [(rule, category, field) for rule, category, field in named if category]
     if not named:
         return ()
-    known = set((await session.scalars(select(Product.category).distinct())).all())
+    known = await catalogue_categories(session)
     problems = tuple(
         Problem(
             rules.source,

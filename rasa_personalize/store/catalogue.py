@@ -11,12 +11,12 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
+from rasa_personalize.store.bulk import insert_new_rows
+from rasa_personalize.store.dialect import dialect_of, insert_ignoring
 from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_customer_history
 from rasa_personalize.store.models import (
     Customer,
@@ -261,8 +261,7 @@ async def insert_chat_interactions(
     are skipped, as are product-less events without a category; an event id already
     stored is skipped too, so a retried action call stores nothing twice.
     """
-    dialect = session.get_bind().dialect.name
-    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    dialect = dialect_of(session)
     customer_id = await session.scalar(
         select(Customer.id).where(Customer.customer_key == customer_key)
     )
@@ -274,9 +273,9 @@ async def insert_chat_interactions(
         )
     if customer_id is None:
         await session.execute(
-            upsert(Customer)
-            .values(customer_key=customer_key, created_at=occurred_at, loyalty_tier="none")
-            .on_conflict_do_nothing(index_elements=["customer_key"])
+            insert_ignoring(dialect, Customer, ["customer_key"]).values(
+                customer_key=customer_key, created_at=occurred_at, loyalty_tier="none"
+            )
         )
         customer_id = await session.scalar(
             select(Customer.id).where(Customer.customer_key == customer_key)
@@ -305,16 +304,9 @@ async def insert_chat_interactions(
     ]
     if not rows:
         return set()
-    # RETURNING lists only the rows really inserted (PostgreSQL, SQLite >= 3.35). Looked
-    # up as a Table, which is what Core insert() is typed for.
+    # Looked up as a Table, which is what Core insert() is typed for.
     interactions = Interaction.metadata.tables[Interaction.__tablename__]
-    result = await session.execute(
-        upsert(interactions)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(interactions.c.event_id),
-        rows,
-    )
-    return set(result.scalars().all())
+    return set(await insert_new_rows(session, interactions, "event_id", rows))
 
 
 async def record_interactions(

@@ -1,17 +1,20 @@
-"""Engine and session-factory set-up for SQLite (embedded) and PostgreSQL.
+"""Engine and session-factory set-up for SQLite (embedded), PostgreSQL and MySQL/MariaDB.
 
-Users write plain ``sqlite:///`` and ``postgresql://`` URLs; the async driver is chosen here.
-Nothing connects until the first statement, so a server starts while the store is down.
+Users write plain ``sqlite:///``, ``postgresql://`` and ``mysql://`` URLs; the async driver
+is chosen here. Nothing connects until the first statement, so a server starts while the
+store is down.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,7 +22,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from rasa_personalize.errors import ConfigurationError
+from rasa_personalize.errors import ConfigurationError, MissingExtraError
+
+# asyncmy: an asyncio driver written for MySQL and MariaDB alike, supported by SQLAlchemy 2,
+# installed by the "mysql" extra. Every MySQL spelling a user may copy from another tool
+# maps to it, as postgresql+psycopg2 maps to asyncpg.
+MYSQL_DRIVER = "mysql+asyncmy"
+_MYSQL_DRIVER_MODULE = "asyncmy"
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -28,6 +37,18 @@ _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
     "postgresql+psycopg2": "postgresql+asyncpg",
+    # SQLAlchemy's "mariadb" names a dialect of its own; "mysql" serves both servers and
+    # tells them apart by the server's version, so the rest of the store sees one name.
+    "mysql": MYSQL_DRIVER,
+    "mysql+asyncmy": MYSQL_DRIVER,
+    "mysql+aiomysql": MYSQL_DRIVER,
+    "mysql+pymysql": MYSQL_DRIVER,
+    "mysql+mysqldb": MYSQL_DRIVER,
+    "mariadb": MYSQL_DRIVER,
+    "mariadb+asyncmy": MYSQL_DRIVER,
+    "mariadb+aiomysql": MYSQL_DRIVER,
+    "mariadb+pymysql": MYSQL_DRIVER,
+    "mariadb+mysqldb": MYSQL_DRIVER,
 }
 
 
@@ -42,23 +63,41 @@ def async_database_url(url: str) -> URL:
     except ArgumentError:
         raise ConfigurationError(
             "PERSONALIZE_DATABASE_URL is not a database URL "
-            "(expected e.g. sqlite:///personalize.db or postgresql://host/db)"
+            "(expected e.g. sqlite:///personalize.db, postgresql://host/db or mysql://host/db)"
         ) from None
     driver = _ASYNC_DRIVERS.get(parsed.drivername)
     if driver is None:
         raise ConfigurationError(
             f"PERSONALIZE_DATABASE_URL uses {parsed.drivername!r}: "
-            "only sqlite and postgresql are supported"
+            "only sqlite, postgresql and mysql (MariaDB too) are supported"
         )
-    return parsed.set(drivername=driver)
+    parsed = parsed.set(drivername=driver)
+    if driver == MYSQL_DRIVER and "charset" not in parsed.query:
+        # The server's default may be latin1 or 3-byte utf8: product titles and names
+        # need all of Unicode.
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
 
 
 def describe_database(url: str) -> str:
     """A loggable description of a database URL: no password, no user name."""
     parsed = async_database_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         return f"sqlite:{parsed.database or ':memory:'}"
-    return f"postgresql://{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database}"
+    port = parsed.port or (3306 if backend == "mysql" else 5432)
+    return f"{backend}://{parsed.host or 'localhost'}:{port}/{parsed.database}"
+
+
+def require_driver(url: URL) -> None:
+    """Check that the async driver of ``url`` (from :func:`async_database_url`) is installed.
+
+    Raises:
+        MissingExtraError: a MySQL/MariaDB URL without the "mysql" extra.
+    """
+    # SQLite's and PostgreSQL's drivers are plain dependencies; MySQL's is an extra.
+    if url.drivername == MYSQL_DRIVER and importlib.util.find_spec(_MYSQL_DRIVER_MODULE) is None:
+        raise MissingExtraError("a MySQL/MariaDB store", "mysql")
 
 
 @dataclass(frozen=True)
@@ -80,12 +119,99 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def mysql_session_settings(statement_s: float | None, *, mariadb: bool) -> list[str]:
+    """``SET`` statements that start every MySQL/MariaDB connection.
+
+    MariaDB's ``max_statement_time`` (seconds) bounds every statement, reads and writes
+    alike, as PostgreSQL's ``statement_timeout`` does. MySQL has no such setting: its
+    ``max_execution_time`` (milliseconds) bounds read-only SELECTs only, so there writes
+    are bounded by ``innodb_lock_wait_timeout`` (whole seconds) while waiting for a lock.
+    """
+    settings = [
+        # UTC sessions: NOW() and any TIMESTAMP column agree with the UTC the store writes.
+        "SET time_zone = '+00:00'",
+        # Keep no warning texts: INSERT IGNORE warns once per skipped row, quoting its key,
+        # and the driver logs every warning it is given (a key or an event id per line).
+        "SET max_error_count = 0",
+    ]
+    if statement_s is None:
+        return settings
+    if mariadb:
+        # 0 would mean "no limit": the smallest limit MariaDB keeps is a millisecond.
+        settings.append(f"SET max_statement_time = {max(statement_s, 0.001):.3f}")
+    else:
+        settings.append(f"SET max_execution_time = {max(1, round(statement_s * 1000))}")
+        settings.append(f"SET innodb_lock_wait_timeout = {max(1, math.ceil(statement_s))}")
+    return settings
+
+
+# A CHECK constraint that fails: MariaDB's error 4025 and MySQL's 3819. The drivers file
+# them as OperationalError, where PostgreSQL and SQLite raise IntegrityError, which is
+# what callers catch for a row the schema refuses.
+_MYSQL_CHECK_VIOLATIONS = frozenset({3819, 4025})
+
+
+def _check_violation_as_integrity_error(context: ExceptionContext) -> BaseException | None:
+    error = context.original_exception
+    code = error.args[0] if error.args else None
+    if code in _MYSQL_CHECK_VIOLATIONS and context.sqlalchemy_exception is not None:
+        return IntegrityError(context.statement, context.parameters, error)
+    return None
+
+
+def _create_mysql_engine(url: URL, timeouts: StoreTimeouts, pool_size: int) -> AsyncEngine:
+    connect_args: dict[str, Any] = {"connect_timeout": timeouts.connect_s}
+    if timeouts.statement_s is not None:
+        # A client-side bound for a server that stops answering; later than the server's
+        # own limit, which ends the statement cleanly and keeps the connection.
+        connect_args["read_timeout"] = timeouts.statement_s + 1.0
+    engine = create_async_engine(
+        url,
+        connect_args=connect_args,
+        # PostgreSQL's default, which the store's statements are written for: each
+        # statement sees what others committed before it. Under InnoDB's default
+        # (REPEATABLE READ) a transaction keeps the snapshot of its first read, so a
+        # row that INSERT IGNORE skipped because another batch had just committed it
+        # stays invisible to the same transaction's next SELECT.
+        isolation_level="READ COMMITTED",
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=timeouts.connect_s,
+        pool_pre_ping=True,
+        # Below the server's wait_timeout (8 hours by default, often minutes on hosting).
+        pool_recycle=1800,
+    )
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The dialect has read the server's version by now (its own listener runs first),
+        # so MariaDB and MySQL are told apart here.
+        statements = mysql_session_settings(
+            timeouts.statement_s, mariadb=bool(getattr(engine.dialect, "is_mariadb", False))
+        )
+        cursor = dbapi_connection.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "handle_error", _check_violation_as_integrity_error)
+    return engine
+
+
 def create_store_engine(
     url: str, timeouts: StoreTimeouts | None = None, pool_size: int = 10
 ) -> AsyncEngine:
-    """An async engine for ``url`` with connect and statement timeouts applied."""
+    """An async engine for ``url`` with connect and statement timeouts applied.
+
+    Raises:
+        ConfigurationError: ``url`` is no database URL this plugin supports.
+        MissingExtraError: a MySQL/MariaDB URL without the "mysql" extra installed.
+    """
     timeouts = timeouts or StoreTimeouts()
     async_url = async_database_url(url)
+    require_driver(async_url)
+    if async_url.get_backend_name() == "mysql":
+        return _create_mysql_engine(async_url, timeouts, pool_size)
     if async_url.get_backend_name() == "sqlite":
         # sqlite3's timeout is how long a statement waits for a lock held by a writer.
         busy_timeout = timeouts.statement_s or 30.0

@@ -10,9 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     Dialect,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -21,11 +19,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rasa_personalize.clock import utc_now
+from rasa_personalize.store.dialect import DOUBLE, MYSQL, MYSQL_TABLE_OPTIONS, UTC_DATETIME
 
 # "rating" holds explicit star ratings (value 1-5), e.g. imported from MovieLens.
 # "shown" is a product the assistant recommended in a chat (an impression, not a liking);
@@ -51,9 +51,9 @@ JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone otherwise)."""
+    """Timezone-aware UTC datetimes on every backend (SQLite and MySQL forget the zone)."""
 
-    impl = DateTime(timezone=True)
+    impl = UTC_DATETIME
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -61,7 +61,10 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime: pass an aware datetime (UTC)")
-        return value.astimezone(timezone.utc)
+        utc = value.astimezone(timezone.utc)
+        # MySQL's DATETIME holds no zone: it gets the UTC wall time, whatever a driver
+        # would make of an offset.
+        return utc.replace(tzinfo=None) if dialect.name == MYSQL else utc
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -106,6 +109,7 @@ class Customer(Base):
             "loyalty_tier IN ('none', 'silver', 'gold', 'platinum')", name="ck_customers_tier"
         ),
         CheckConstraint("age IS NULL OR (age >= 0 AND age < 150)", name="ck_customers_age"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -130,7 +134,9 @@ class CustomerAlias(Base):
     merged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
 
     __table_args__ = (
-        CheckConstraint("match IN ('exact', 'fuzzy')", name="ck_customer_aliases_match"),
+        # An expression, not text: MATCH is a reserved word on MySQL and must be quoted.
+        CheckConstraint(column("match").in_(ALIAS_MATCHES), name="ck_customer_aliases_match"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -147,6 +153,8 @@ class CustomerProfile(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
 
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
 
 class CustomerTag(Base):
     """A fine-grained tag on a customer ("interested_in_running"), with where it came from."""
@@ -159,10 +167,13 @@ class CustomerTag(Base):
     )
     tag: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32), default="manual")
-    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    weight: Mapped[float] = mapped_column(DOUBLE, default=1.0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
 
-    __table_args__ = (UniqueConstraint("customer_id", "tag", name="uq_customer_tags_tag"),)
+    __table_args__ = (
+        UniqueConstraint("customer_id", "tag", name="uq_customer_tags_tag"),
+        MYSQL_TABLE_OPTIONS,
+    )
 
 
 class Product(Base):
@@ -180,7 +191,7 @@ class Product(Base):
     in_stock: Mapped[bool] = mapped_column(Boolean, default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
 
-    __table_args__ = (CheckConstraint("price >= 0", name="ck_products_price"),)
+    __table_args__ = (CheckConstraint("price >= 0", name="ck_products_price"), MYSQL_TABLE_OPTIONS)
 
 
 class Interaction(Base):
@@ -196,7 +207,7 @@ class Interaction(Base):
         BigId, ForeignKey("products.id", ondelete="SET NULL")
     )
     kind: Mapped[str] = mapped_column(String(16))
-    value: Mapped[float | None] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(DOUBLE)
     quantity: Mapped[int] = mapped_column(Integer, default=1)
     price: Mapped[float | None] = mapped_column(Numeric(12, 2, asdecimal=False))
     channel: Mapped[str | None] = mapped_column(String(32))
@@ -212,6 +223,7 @@ class Interaction(Base):
         CheckConstraint("quantity >= 0", name="ck_interactions_quantity"),
         Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
         Index("ix_interactions_product", "product_id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -225,12 +237,13 @@ class SegmentAssignment(Base):
     segment: Mapped[str] = mapped_column(String(32))
     method: Mapped[str] = mapped_column(String(32))
     model_version: Mapped[str] = mapped_column(String(64))
-    score: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(DOUBLE)
     assigned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
 
     __table_args__ = (
         UniqueConstraint("customer_id", "method", name="uq_segment_assignments_method"),
         Index("ix_segment_assignments_customer", "customer_id", "assigned_at"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -249,6 +262,8 @@ class PrecomputedRecommendations(Base):
     items: Mapped[list[Any]] = mapped_column(JsonDocument)
     model_version: Mapped[str] = mapped_column(String(64))
     computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = MYSQL_TABLE_OPTIONS
 
 
 API_KEY_SCOPES: Final = ("ingest", "read", "admin")
@@ -272,4 +287,5 @@ class ApiKey(Base):
 
     __table_args__ = (
         CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="ck_api_keys_scope"),
+        MYSQL_TABLE_OPTIONS,
     )

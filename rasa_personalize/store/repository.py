@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
-from rasa_personalize.store.dialect import member_of
+from rasa_personalize.store.dialect import count_where, member_of
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
     Customer,
@@ -190,13 +190,13 @@ async def write_profile_metrics(
         select(
             Interaction.customer_id,
             func.count(),
-            func.sum(case((Interaction.kind == "view", 1), else_=0)),
-            func.sum(case((is_purchase, 1), else_=0)),
+            count_where(Interaction.kind == "view"),
+            count_where(is_purchase),
             func.sum(case((is_purchase, spent), else_=0)),
             func.min(Interaction.occurred_at),
             func.max(Interaction.occurred_at),
             func.max(case((is_purchase, Interaction.occurred_at), else_=None)),
-            func.sum(case((discounted, 1), else_=0)),
+            count_where(discounted),
         )
         .outerjoin(Product, Product.id == Interaction.product_id)
         .where(only, Interaction.kind.not_in(ASSISTANT_KINDS))
@@ -251,7 +251,9 @@ async def write_profile_metrics(
             first_seen_at=as_time(first),
             last_seen_at=as_time(last),
             last_purchase_at=as_time(last_purchase),
-            discounted_purchase_share=(int(n_discounted or 0) / purchases) if purchases else 0.0,
+            discounted_purchase_share=(
+                (int(n_discounted or 0) / int(purchases)) if purchases else 0.0
+            ),
             favorite_category=next(iter(affinity), None),
             category_affinity=affinity,
         ).to_document()

@@ -151,6 +151,17 @@ def test_category_question_recommends_in_stock_products_of_that_category(
     assert "in running" in answer
 
 
+def test_what_do_you_sell_names_the_catalogues_categories(assistant: RunningAssistant) -> None:
+    """The demo shop's own action (actions/catalogue.py), served beside the plugin's."""
+    sender = conversation()
+    answer = " ".join(assistant.say(sender, "what do you sell?", user_id="demo-bargain"))
+    in_stock = {category for _, category, stocked in catalogue(assistant).values() if stocked}
+    assert answer.startswith("We sell ")
+    named = [category for category in in_stock if category in answer]
+    assert len(named) >= min(3, len(in_stock)), answer
+    assert "because you" not in answer  # not product picks
+
+
 def test_offer_then_yes_gives_personal_recommendations(assistant: RunningAssistant) -> None:
     """Accepting suggestions after an offer: products from the trained model, with a reason."""
     sender = conversation()

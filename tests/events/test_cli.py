@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from rasa_personalize.cli.events import register_commands
 from rasa_personalize.events.apikeys import find_api_key
-from rasa_personalize.events.cli import register_commands
 from tests.conftest import migrated_store
 
 runner = CliRunner()
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def cli_app() -> typer.Typer:
-    """A bare app with only the apikey commands registered, as rasa_personalize.cli will do."""
+    """A bare app with only the events commands, registered as rasa_personalize.cli does."""
     app = typer.Typer()
     register_commands(app)
 

@@ -1,4 +1,5 @@
-"""Ingestion into SQL on SQLite and PostgreSQL: first-seen customers, idempotency, metrics."""
+"""Ingestion into SQL on SQLite and PostgreSQL: what a batch reports, first-seen customers,
+idempotency, metrics. The store's part on its own: tests/store/test_interactions.py."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from rasa_personalize.events.ingest import ingest_events, refresh_profiles
+from rasa_personalize.events.ingest import ingest_events
 from rasa_personalize.identity import customer_key
 from rasa_personalize.store.models import Customer, CustomerProfile, Interaction
 from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
-from tests.factories import NOW, add_customer, add_product
+from tests.factories import NOW, add_product
 
 PRIVATE = "jane.doe@example.com"
 
@@ -119,21 +120,6 @@ async def test_first_seen_customer_is_created_once(store: SqlStore) -> None:
     assert customers[0].loyalty_tier == "none"
 
 
-async def test_known_customer_keeps_their_row(store: SqlStore) -> None:
-    """Events of a stored customer attach to that customer; no second row appears."""
-    await seed(store)
-    async with store.sessions.begin() as session:
-        known = await add_customer(session, PRIVATE, tier="gold")
-        known_id = known.id
-    result = await ingest(store, [event("a")])
-    assert result.accepted == ["a"]
-    assert await count(store, Customer) == 1
-    async with store.sessions() as session:
-        owner = await session.scalar(select(Interaction.customer_id))
-        tier = await session.scalar(select(Customer.loyalty_tier))
-    assert (owner, tier) == (known_id, "gold")
-
-
 async def test_unknown_sku_only_rejects_that_event(store: SqlStore) -> None:
     """An unknown sku creates neither an interaction nor a customer."""
     await seed(store)
@@ -177,28 +163,6 @@ async def test_metrics_of_affected_customers_are_refreshed(store: SqlStore) -> N
     # Equal metrics and unchanged versions: the rebuild found nothing to correct.
     assert rebuilt == incremental
     assert len(rebuilt) == 2
-
-
-async def test_refresh_profiles_touches_only_the_given_customers(store: SqlStore) -> None:
-    """Customers outside the subset keep their profiles as they were."""
-    await seed(store)
-    await ingest(store, [event("a"), event("b", customer="other")])
-    async with store.sessions() as session:
-        rows = await session.execute(select(Customer.customer_key, Customer.id))
-        ids = dict(rows.all())
-    mine, other = ids[customer_key(TEST_SECRET, PRIVATE)], ids[customer_key(TEST_SECRET, "other")]
-    async with store.sessions.begin() as session:
-        await session.execute(
-            Interaction.__table__.update().values(kind="cart")  # both customers change
-        )
-    async with store.sessions.begin() as session:
-        assert await refresh_profiles(session, [mine], now=NOW) == 1
-    async with store.sessions() as session:
-        profiles = {p.customer_id: p for p in (await session.scalars(select(CustomerProfile)))}
-    assert profiles[mine].metrics["view_count"] == 0
-    assert profiles[mine].version == 2
-    assert profiles[other].metrics["view_count"] == 1
-    assert profiles[other].version == 1
 
 
 async def test_concurrent_batches_of_the_same_customers(store: SqlStore) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,11 @@ from tests.factories import NOW, add_customer, add_interactions, add_product
 
 
 @pytest.fixture
-async def service(store: SqlStore, database_url: str) -> AsyncIterator[PersonalizationService]:
-    """A service over a store with a loyal and a bargain-hunting customer, installed."""
+async def service(
+    store: SqlStore, database_url: str, tmp_path: Path
+) -> AsyncIterator[PersonalizationService]:
+    """A service over a store with a loyal and a bargain-hunting customer, installed; its
+    models (none trained yet) in a folder of its own."""
     async with store.sessions.begin() as session:
         tv = await add_product(session, "SKU-EL-1", "electronics", price=900.0)
         shoes = await add_product(session, "SKU-RUN-1", "running", price=120.0)
@@ -26,7 +30,8 @@ async def service(store: SqlStore, database_url: str) -> AsyncIterator[Personali
         await add_interactions(session, bargain, shoes, "purchase", 5, days_ago=2, paid=84.0)
         await add_interactions(session, bargain, shoes, "view", 12, days_ago=1)
         await rebuild_profile_metrics(session, now=NOW)
-    personalization = PersonalizationService(make_settings(database_url), store, clock=lambda: NOW)
+    settings = make_settings(database_url, model_dir=tmp_path / "models")
+    personalization = PersonalizationService(settings, store, clock=lambda: NOW)
     install_service(personalization)
     yield personalization
     await shutdown_service()

@@ -23,6 +23,7 @@ from rasa_personalize.handlers.recommend import (
     ActionSimilarProducts,
 )
 from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.recommend.training import train_content
 from rasa_personalize.rules import RuleBook
 from rasa_personalize.runtime import install_service, shutdown_service
 from rasa_personalize.store.models import Interaction, Product
@@ -34,12 +35,14 @@ from tests.factories import NOW, add_product
 SENDER = "conversation-0042"
 
 
-async def add_catalogue(store: SqlStore) -> None:
+async def add_catalogue(store: SqlStore, service: PersonalizationService) -> None:
+    """More products, and the content model trained on the catalogue (as `train` does)."""
     async with store.sessions.begin() as session:
         for n in range(3):
             await add_product(session, f"SKU-EL-{n + 2}", "electronics", price=100.0 + n)
         await add_product(session, "SKU-KIT-1", "kitchen", title="Chef knife")
         await add_product(session, "SKU-KIT-2", "kitchen", title="Chef knife block")
+    await train_content(store, service.settings.model_dir)
 
 
 def ask(
@@ -93,7 +96,7 @@ async def test_recommendations_shown_and_the_category_asked_are_stored_once(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """One 'shown' per product, one 'category_asked' with the category; a retry adds none."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     events = await run_action(
         ActionRecommendProducts(), ask("electronics?", "ask_category", ELECTRONICS)
     )
@@ -124,7 +127,7 @@ async def test_the_actions_events_are_unchanged(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """The recommendation slots, in contract order, and nothing else (stories rely on it)."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     events = await run_action(
         ActionRecommendProducts(), ask("electronics?", "ask_category", ELECTRONICS)
     )
@@ -142,7 +145,7 @@ async def test_a_category_from_an_earlier_turn_is_not_asked_again(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """'What else?' with the category slot set records the products, not a new ask."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     await run_action(ActionRecommendProducts(), ask("what else?", "recommend", category="kitchen"))
     await service.drain()
     kinds = [kind for _, _, kind, *_ in await stored(store)]
@@ -154,7 +157,7 @@ async def test_feedback_counts_once_per_answer(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """A 'no' stores -1 per shown product and counts one rejection, even when retried."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     shown = [
         {"sku": "SKU-EL-2", "title": "A", "price": 1.0},
         {"sku": "SKU-EL-3", "title": "B", "price": 2.0},
@@ -176,7 +179,7 @@ async def test_similar_products_are_recorded_as_shown(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """'Something like the chef knife' records what it showed."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     await service.warm_up()
     events = await run_action(
         ActionSimilarProducts(),
@@ -194,7 +197,7 @@ async def test_a_store_outage_never_fails_the_action(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """With the store breaker open the answer comes, nothing is stored, counts go on."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     await service.warm_up()
     service.settings = service.settings.model_copy(update={"store_retry_after_s": 60.0})
     service._mark_store_down(OSError("test outage"))
@@ -222,10 +225,13 @@ async def test_session_counts_reach_the_decision_rules(
         "    then: {offer_type: free_shipping}\n",
         encoding="utf-8",
     )
-    await add_catalogue(store)
     service = PersonalizationService(
-        make_settings(database_url), store, clock=lambda: NOW, rules=RuleBook(rules)
+        make_settings(database_url, model_dir=tmp_path / "models"),
+        store,
+        clock=lambda: NOW,
+        rules=RuleBook(rules),
     )
+    await add_catalogue(store, service)
     install_service(service)
     request = PersonalizationRequest(
         CustomerIdentity("someone", "message_metadata"), conversation=ConversationRef(SENDER)
@@ -246,7 +252,7 @@ async def test_chat_writes_outdate_the_cached_profile(
     service: PersonalizationService, store: SqlStore
 ) -> None:
     """A new customer's cached 'unknown' is invalidated once their first chat event is stored."""
-    await add_catalogue(store)
+    await add_catalogue(store, service)
     fake = fakeredis.FakeAsyncRedis()
     cache = ProfileCache(fake, ttl_s=600.0, breaker=RedisBreaker("test", timeout_s=1.0))
     service.profile_cache = cache

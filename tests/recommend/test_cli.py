@@ -1,7 +1,7 @@
 """`personalize evaluate` and `personalize import movielens` on small stores (no download).
 
-The commands run on a Typer app of their own (``register_commands``), exactly as
-``rasa_personalize.cli`` registers them. MovieLens is replaced by the small look-alike of
+The commands run on a Typer app of their own (each module's ``register_commands``),
+exactly as ``rasa_personalize.cli`` registers them. MovieLens is replaced by the small look-alike of
 ``test_movielens_import`` wherever the loader is called, so nothing is fetched.
 """
 
@@ -18,8 +18,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from rasa_personalize.cli import imports as import_cli
+from rasa_personalize.cli import train as train_cli
 from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
-from rasa_personalize.recommend import cli as recommend_cli
+from rasa_personalize.recommend import datasets
 from rasa_personalize.recommend.demo_data import (
     EmptyStoreError,
     load_store_events,
@@ -40,7 +42,8 @@ METRICS = {"precision", "map", "ndcg", "coverage"}
 
 def make_app() -> typer.Typer:
     app = typer.Typer()
-    recommend_cli.register_commands(app)
+    train_cli.register_commands(app)
+    import_cli.register_commands(app)
     return app
 
 
@@ -101,7 +104,7 @@ def demo_json(shop_url: str) -> dict[str, Any]:
 @pytest.fixture
 def fake_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
     """The MovieLens loader returns the small look-alike instead of downloading."""
-    monkeypatch.setattr(recommend_cli, "load_movielens_100k", fake_movielens)
+    monkeypatch.setattr(datasets, "load_movielens_100k", fake_movielens)
 
 
 @pytest.fixture
@@ -111,7 +114,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def unavailable() -> None:
         raise DatasetUnavailableError("pip could not download recbole==1.2.1: no network")
 
-    monkeypatch.setattr(recommend_cli, "load_movielens_100k", unavailable)
+    monkeypatch.setattr(datasets, "load_movielens_100k", unavailable)
 
 
 # -- evaluate --dataset demo -----------------------------------------------------------------

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from rasa_personalize.errors import InvalidInputError
-from rasa_personalize.recommend.content import ContentRecommender, ProductText, interest_words
+from rasa_personalize.recommend.content import (
+    ContentRecommender,
+    ProductText,
+    TextVectorizer,
+    interest_words,
+    product_document,
+)
 from rasa_personalize.recommend.errors import NotFittedError, UnknownIdError
 from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
 
@@ -95,3 +103,75 @@ def test_fit_checks_input() -> None:
         ContentRecommender().fit([])
     with pytest.raises(InvalidInputError, match="unique"):
         ContentRecommender().fit([PRODUCTS[0], PRODUCTS[0]])
+
+
+# What customers type and products say: stop words, punctuation, case, accents, digits,
+# repeated and unknown words, bigrams across dropped stop words, and nothing at all.
+TEXTS = [
+    "Trail running shoe for muddy trails",
+    "the and of",
+    "",
+    "YOGA yoga Yoga mat, mat; MAT!",
+    "Ünïcödé café crème running",
+    "category_running brand_zen Zen blocks",
+    "a b c d 1 22 333 running",
+    "knife of the chef for the kitchen",
+    "shoe socks shoe socks shoe",
+    "gardening spaceships",
+]
+
+
+def test_serve_time_vectors_equal_scikit_learns() -> None:
+    """The numpy vectoriser gives scikit-learn's TF-IDF rows, on products and on queries."""
+    documents = [product_document(p) for p in sorted(PRODUCTS, key=lambda p: p.item_id)]
+    fitted = TfidfVectorizer(
+        ngram_range=(1, 2), sublinear_tf=True, stop_words="english", dtype=np.float32
+    ).fit(documents)
+    ours = TextVectorizer.from_scikit_learn(fitted)
+    for texts in (documents, TEXTS):
+        expected = scipy.sparse.csr_matrix(fitted.transform(texts))
+        actual = ours.transform(texts)
+        assert actual.dtype == np.float32
+        np.testing.assert_array_equal(actual.indptr, expected.indptr)
+        np.testing.assert_array_equal(actual.indices, expected.indices)
+        np.testing.assert_allclose(actual.data, expected.data, rtol=1e-6)
+
+
+def test_fitted_vectors_are_what_the_vectoriser_makes(model: ContentRecommender) -> None:
+    """Transforming a product's own text again gives its fitted row: one vector space."""
+    documents = [product_document(p) for p in sorted(PRODUCTS, key=lambda p: p.item_id)]
+    difference = model.vectorizer_.transform(documents) - model.item_vectors_
+    assert abs(difference).max() < 1e-6
+
+
+def test_unsupported_vectoriser_settings_are_refused() -> None:
+    """Settings the numpy vectoriser does not reproduce fail at training, not in serving."""
+    fitted = TfidfVectorizer(lowercase=False).fit(["Trail running shoe"])
+    with pytest.raises(InvalidInputError, match="lowercase"):
+        TextVectorizer.from_scikit_learn(fitted)
+
+
+def test_catalogue_keeps_unchanged_vectors_and_vectorises_the_rest(
+    model: ContentRecommender,
+) -> None:
+    """Unchanged rows are reused, a changed or new product gets its text's vector, a
+    removed one is gone; the same catalogue gives the model itself."""
+    assert model.for_catalogue(PRODUCTS) is model
+    changed = ProductText("yoga-2", "Yoga strap", "Cotton strap for stretching", "Yoga", "Zen")
+    added = ProductText("run-4", "Running cap", "Light cap for sunny runs", "Running", "Stride")
+    catalogue = [*(p for p in PRODUCTS if p.item_id not in {"yoga-2", "kitchen-1"}), changed, added]
+    moved = model.for_catalogue(catalogue)
+    assert set(moved.item_ids_) == {p.item_id for p in catalogue}
+    for product in PRODUCTS:
+        if product.item_id in {"run-1", "run-2", "run-3", "yoga-1"}:
+            old = model.item_vectors_[model.item_ids_.row(product.item_id)]
+            new = moved.item_vectors_[moved.item_ids_.row(product.item_id)]
+            assert (old != new).nnz == 0
+    for product in (changed, added):
+        expected = model.vectorizer_.transform([product_document(product)])
+        row = moved.item_vectors_[moved.item_ids_.row(product.item_id)]
+        assert (row != expected).nnz == 0
+    # the new cap is found by its words, and the trail shoe's neighbours include it
+    assert ids(moved.for_text("running cap", 1)) == ["run-4"]
+    assert "run-4" in ids(moved.similar_to("run-1", 3))
+    assert "kitchen-1" not in ids(moved.for_text("chef knife", 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
 from rasa_personalize.identity import CustomerIdentity
 from rasa_personalize.recommend.service import resolve_category
-from rasa_personalize.recommend.training import train_from_store
+from rasa_personalize.recommend.training import train_content, train_from_store
 from rasa_personalize.rules import RuleBook
 from rasa_personalize.store.models import Product
 from rasa_personalize.store.repository import rebuild_profile_metrics
@@ -151,11 +152,12 @@ async def test_similar_products_for_a_named_product(service: PersonalizationServ
     assert plan["recommendation_reason"] == "because they are like Product SKU-KIT-2"
 
 
-async def test_no_model_yet_still_recommends(
+async def test_no_als_model_yet_still_recommends(
     shop: SqlStore, sqlite_url: str, tmp_path: Path
 ) -> None:
-    """Before any training: content from the favourite category, else the bestsellers."""
+    """Before ALS is trained: content from the favourite category, else the bestsellers."""
     settings = make_settings(sqlite_url, model_dir=tmp_path / "empty-models")
+    await train_content(shop, settings.model_dir)
     service = PersonalizationService(settings, shop, clock=lambda: NOW)
     await service.warm_up()
     runner = await service.recommend(ask("runner-0"))
@@ -164,6 +166,44 @@ async def test_no_model_yet_still_recommends(
     # two unbought running items, then the list is topped up from the bestsellers
     assert [p["sku"] for p in runner["recommended_products"]][:2] == ["SKU-RUN-4", "SKU-RUN-5"]
     assert stranger["recommendation_source"] == "popular"
+
+
+async def test_nothing_trained_yet_answers_and_says_once_what_to_run(
+    shop: SqlStore, sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No content model either: the bestsellers answer, and one log line names the fix."""
+    settings = make_settings(sqlite_url, model_dir=tmp_path / "empty-models")
+    service = PersonalizationService(settings, shop, clock=lambda: NOW)
+    with caplog.at_level(logging.WARNING, logger="rasa_personalize.recommend.service"):
+        await service.warm_up()
+        runner = await service.recommend(ask("runner-0"))
+        service.recommendations._resources = None  # a refresh finds no model either
+        again = await service.recommend(ask("interested"))
+    assert runner["recommendation_source"] == "popular"
+    assert again["recommendation_source"] == "popular"
+    assert len(runner["recommended_products"]) == 3
+    told = [r.getMessage() for r in caplog.records if "personalize train" in r.getMessage()]
+    assert len(told) == 1
+    assert "No content model" in told[0]
+
+
+async def test_a_new_content_model_is_picked_up_without_restart(
+    shop: SqlStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Trained while the server runs: the next check serves content recommendations."""
+    # Checks are due at once, so the test needs no waiting.
+    settings = make_settings(sqlite_url, model_dir=tmp_path / "models", model_check_every_s=1e-9)
+    service = PersonalizationService(settings, shop, clock=lambda: NOW)
+    await service.warm_up()
+    assert (await service.recommend(ask("interested")))["recommendation_source"] == "popular"
+    artifact = await train_content(shop, settings.model_dir)
+    assert artifact is not None
+    await service.recommendations.resources()  # starts the check in the background
+    await service.recommendations.wait_for_refresh()
+    assert service.recommendations._resources is not None
+    assert service.recommendations._resources.content_version == artifact.version
+    plan = await service.recommend(ask("interested"))
+    assert plan["recommendation_source"] == "content"
 
 
 async def test_feedback_is_stored_once_per_message(

@@ -181,7 +181,7 @@ def test_combinations(condition: Condition, facts: Facts, expected: bool) -> Non
 @pytest.mark.parametrize(
     ("condition", "facts", "reason"),
     [
-        # The example from the brief.
+        # The example of `personalize rules explain` in docs/segments-and-rules.md.
         (
             LOYAL,
             Facts(segment="price_sensitive"),

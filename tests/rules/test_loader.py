@@ -140,7 +140,7 @@ def test_yaml_anchors_and_merges_work() -> None:
 
 
 def test_typo_in_a_field_names_file_line_rule_and_suggestion() -> None:
-    """The example from the brief, to the letter."""
+    """The `rules check` message of docs/segments-and-rules.md: file:line, rule, field, hint."""
     assert messages(
         """
         # Offers.

@@ -25,7 +25,8 @@ from rasa_personalize.store.models import SegmentAssignment
 from rasa_personalize.store.repository import load_customer_snapshot
 from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
-from tests.segments.conftest import NOW, build_tiny_shop, features_from
+from tests.segments.conftest import features_from
+from tests.shops import NOW, build_tiny_shop
 
 
 async def test_a_run_stores_one_assignment_per_customer_and_scores_it(

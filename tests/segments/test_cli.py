@@ -11,8 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from rasa_personalize.segments.cli import register_commands
-from tests.segments.conftest import NOW, DemoShop
+from rasa_personalize.cli.segments import register_commands
+from tests.segments.conftest import DemoShop
+from tests.shops import NOW
 
 runner = CliRunner()
 DEMO_RULES = Path(__file__).resolve().parents[2] / "tags.yml"

@@ -16,7 +16,8 @@ from rasa_personalize.segments.errors import FeatureMismatchError, NotFittedErro
 from rasa_personalize.segments.features import BASE_FEATURES, CustomerFeatures
 from rasa_personalize.segments.model import NOISE_CLUSTER, SegmentModel
 from rasa_personalize.slots import CUSTOMER_SEGMENTS
-from tests.segments.conftest import NOW, DemoShop, features_from
+from tests.segments.conftest import DemoShop, features_from
+from tests.shops import NOW
 
 
 def segment_ari(demo_shop: DemoShop, segmenter: CustomerSegmenter) -> float:

@@ -15,7 +15,8 @@ from rasa_personalize.segments.features import (
     compute_features,
 )
 from rasa_personalize.store.sql_store import SqlStore
-from tests.segments.conftest import NOW, DemoShop, build_tiny_shop
+from tests.segments.conftest import DemoShop
+from tests.shops import NOW, build_tiny_shop
 
 # Worked out by hand from the events in build_tiny_shop.
 ANA = {

@@ -11,7 +11,7 @@ from rasa_personalize.segments.assign import SegmentationRun, segment_customers
 from rasa_personalize.segments.report import summarize, write_report
 from rasa_personalize.slots import CUSTOMER_SEGMENTS
 from rasa_personalize.store.sql_store import SqlStore
-from tests.segments.conftest import NOW
+from tests.shops import NOW
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

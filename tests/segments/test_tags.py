@@ -13,7 +13,7 @@ from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.models import CustomerTag
 from rasa_personalize.store.sql_store import SqlStore
 from tests.factories import add_customer, add_interactions, add_product
-from tests.segments.conftest import DAY, NOW, TinyShop, build_tiny_shop
+from tests.shops import DAY, NOW, TinyShop, build_tiny_shop
 
 DEMO_RULES = Path(__file__).resolve().parents[2] / "tags.yml"
 RULES = parse_tag_rules(

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from rasa_personalize.store.dialect import DOUBLE, MYSQL, MYSQL_TABLE_OPTIONS, UTC_DATETIME
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -27,7 +29,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("customer_key", sa.String(length=64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", UTC_DATETIME, nullable=False),
         sa.Column("age", sa.Integer(), nullable=True),
         sa.Column("gender", sa.String(length=32), nullable=True),
         sa.Column("country", sa.String(length=64), nullable=True),
@@ -40,6 +42,7 @@ def upgrade() -> None:
         sa.CheckConstraint("age IS NULL OR (age >= 0 AND age < 150)", name="ck_customers_age"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("customer_key"),
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_table(
         "products",
@@ -64,6 +67,7 @@ def upgrade() -> None:
         sa.CheckConstraint("price >= 0", name="ck_products_price"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("sku"),
+        **MYSQL_TABLE_OPTIONS,
     )
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_products_category"), ["category"], unique=False)
@@ -84,9 +88,10 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", UTC_DATETIME, nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("customer_id"),
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_table(
         "customer_tags",
@@ -101,11 +106,12 @@ def upgrade() -> None:
         ),
         sa.Column("tag", sa.String(length=64), nullable=False),
         sa.Column("source", sa.String(length=32), nullable=False),
-        sa.Column("weight", sa.Float(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("weight", DOUBLE, nullable=False),
+        sa.Column("updated_at", UTC_DATETIME, nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("customer_id", "tag", name="uq_customer_tags_tag"),
+        **MYSQL_TABLE_OPTIONS,
     )
     with op.batch_alter_table("customer_tags", schema=None) as batch_op:
         batch_op.create_index(
@@ -128,12 +134,12 @@ def upgrade() -> None:
             "product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("value", DOUBLE, nullable=True),
         sa.Column("quantity", sa.Integer(), nullable=False),
         sa.Column("price", sa.Numeric(precision=12, scale=2, asdecimal=False), nullable=True),
         sa.Column("channel", sa.String(length=32), nullable=True),
         sa.Column("device", sa.String(length=32), nullable=True),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("occurred_at", UTC_DATETIME, nullable=False),
         sa.CheckConstraint(
             "kind IN ('view', 'search', 'cart', 'purchase', 'chat_click', 'feedback')",
             name="ck_interactions_kind",
@@ -143,6 +149,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["product_id"], ["products.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("event_id"),
+        **MYSQL_TABLE_OPTIONS,
     )
     with op.batch_alter_table("interactions", schema=None) as batch_op:
         batch_op.create_index(
@@ -164,11 +171,12 @@ def upgrade() -> None:
         sa.Column("segment", sa.String(length=32), nullable=False),
         sa.Column("method", sa.String(length=32), nullable=False),
         sa.Column("model_version", sa.String(length=64), nullable=False),
-        sa.Column("score", sa.Float(), nullable=True),
-        sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("score", DOUBLE, nullable=True),
+        sa.Column("assigned_at", UTC_DATETIME, nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("customer_id", "method", name="uq_segment_assignments_method"),
+        **MYSQL_TABLE_OPTIONS,
     )
     with op.batch_alter_table("segment_assignments", schema=None) as batch_op:
         batch_op.create_index(
@@ -177,22 +185,29 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("segment_assignments", schema=None) as batch_op:
-        batch_op.drop_index("ix_segment_assignments_customer")
+    # MySQL refuses to drop an index that a foreign key needs; dropping the table drops
+    # its indexes anyway, so there the tables go without the index drops first.
+    drop_indexes = op.get_context().dialect.name != MYSQL
+    if drop_indexes:
+        with op.batch_alter_table("segment_assignments", schema=None) as batch_op:
+            batch_op.drop_index("ix_segment_assignments_customer")
 
     op.drop_table("segment_assignments")
-    with op.batch_alter_table("interactions", schema=None) as batch_op:
-        batch_op.drop_index("ix_interactions_product")
-        batch_op.drop_index("ix_interactions_customer_time")
+    if drop_indexes:
+        with op.batch_alter_table("interactions", schema=None) as batch_op:
+            batch_op.drop_index("ix_interactions_product")
+            batch_op.drop_index("ix_interactions_customer_time")
 
     op.drop_table("interactions")
-    with op.batch_alter_table("customer_tags", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_customer_tags_customer_id"))
+    if drop_indexes:
+        with op.batch_alter_table("customer_tags", schema=None) as batch_op:
+            batch_op.drop_index(batch_op.f("ix_customer_tags_customer_id"))
 
     op.drop_table("customer_tags")
     op.drop_table("customer_profiles")
-    with op.batch_alter_table("products", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_products_category"))
+    if drop_indexes:
+        with op.batch_alter_table("products", schema=None) as batch_op:
+            batch_op.drop_index(batch_op.f("ix_products_category"))
 
     op.drop_table("products")
     op.drop_table("customers")

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from rasa_personalize.store.dialect import MYSQL_TABLE_OPTIONS, UTC_DATETIME
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -37,9 +39,10 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("model_version", sa.String(length=64), nullable=False),
-        sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("computed_at", UTC_DATETIME, nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("customer_id"),
+        **MYSQL_TABLE_OPTIONS,
     )
 
 

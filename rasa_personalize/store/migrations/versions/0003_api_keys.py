@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from rasa_personalize.store.dialect import MYSQL_TABLE_OPTIONS, UTC_DATETIME
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -23,11 +25,12 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("scope", sa.String(length=16), nullable=False),
         sa.Column("label", sa.String(length=128), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", UTC_DATETIME, nullable=False),
+        sa.Column("revoked_at", UTC_DATETIME, nullable=True),
         sa.CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="ck_api_keys_scope"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("key_hash"),
+        **MYSQL_TABLE_OPTIONS,
     )
 
 

@@ -1,10 +1,4 @@
-"""The ``personalize import`` group: ``customers`` and ``interactions`` (and ``movielens``).
-
-The group is created here, once per app, by :func:`import_group`; ``rasa_personalize.recommend.cli``
-adds ``movielens`` to the same group. ``rasa_personalize.cli`` imports this module to register the
-commands, so its helpers (settings, batch store, progress, errors) are imported inside the
-commands to avoid a circular import.
-"""
+"""The ``personalize import`` group: ``customers``, ``interactions`` and ``movielens``."""
 
 from __future__ import annotations
 
@@ -20,11 +14,26 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rasa_personalize.cli_options import DatabaseOption
-from rasa_personalize.errors import PersonalizeError
-from rasa_personalize.imports.report import ImportReport, counts_of, describe_merge
+from rasa_personalize.cli.common import (
+    PANEL_DATA,
+    DatabaseOption,
+    batch_store,
+    console,
+    describe_store,
+    errors,
+    guarded,
+    invalidate_profile_cache,
+    load_cli_settings,
+    load_movielens,
+    missing_extra,
+    run_job,
+    stage_progress,
+)
+from rasa_personalize.errors import MissingExtraError, PersonalizeError
 
 if TYPE_CHECKING:
+    from rasa_personalize.imports.report import ImportReport
+    from rasa_personalize.recommend.movielens_import import MovieLensImportReport
     from rasa_personalize.segments.tag_rules import TagRules
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")]
@@ -40,7 +49,12 @@ DayFirstOption = Annotated[
 ]
 # Rejections and merges listed in the table; --json lists them all.
 SHOWN_LINES: Final = 20
-GROUP_NAME: Final = "import"
+
+import_app = typer.Typer(
+    help="Load data into the store: customers and interactions files, public datasets.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 
 class FileFormatChoice(str, Enum):
@@ -50,28 +64,13 @@ class FileFormatChoice(str, Enum):
     jsonl = "jsonl"
 
 
-def import_group(app: typer.Typer) -> typer.Typer:
-    """The ``import`` group of ``app``, created and registered on first use."""
-    for info in app.registered_groups:
-        if info.name == GROUP_NAME and info.typer_instance is not None:
-            return info.typer_instance
-    group = typer.Typer(
-        help="Load data into the store: customers and interactions files, public datasets.",
-        no_args_is_help=True,
-        rich_markup_mode="markdown",
-    )
-    app.add_typer(group, name=GROUP_NAME)
-    return group
-
-
 def register_commands(app: typer.Typer) -> None:
-    """Add ``import customers`` and ``import interactions`` to ``app``."""
-    group = import_group(app)
-    group.command("customers")(import_customers_command)
-    group.command("interactions")(import_interactions_command)
+    """Add the ``import`` group (customers, interactions, movielens) to ``app``."""
+    app.add_typer(import_app, name="import", rich_help_panel=PANEL_DATA)
 
 
-def import_customers_command(  # noqa: PLR0917  # typer declares options as parameters
+@import_app.command("customers")
+def import_customers_command(
     file: Annotated[Path, typer.Argument(help="CSV with a header; 'customer' is required.")],
     default_region: Annotated[
         str | None,
@@ -107,15 +106,11 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
     encrypted. The rule tags ($PERSONALIZE_TAGS_PATH) of the customers inserted, changed
     or merged into are re-applied. Rerunning the same file changes nothing.
     """
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.imports.contacts import contact_cipher  # noqa: PLC0415  # cryptography at use
-    from rasa_personalize.imports.customers import (  # noqa: PLC0415  # SQLAlchemy at use
-        CustomerImportOptions,
-        import_customers,
-    )
-    from rasa_personalize.imports.normalise import FieldError  # noqa: PLC0415  # phonenumbers at use
+    from rasa_personalize.imports.contacts import contact_cipher
+    from rasa_personalize.imports.customers import CustomerImportOptions, import_customers
+    from rasa_personalize.imports.normalise import FieldError
 
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
     try:
         options = CustomerImportOptions(
             default_region=default_region or settings.import_default_region,
@@ -123,19 +118,19 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
             fuzzy_threshold=0.0 if no_fuzzy else fuzzy_threshold,
         )
     except FieldError as error:
-        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
     # Feature rules may test what the import changes (age, loyalty tier).
     rules = _tag_rules(settings.tags_path)
 
     async def job() -> ImportReport:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         cipher = contact_cipher(settings)
         try:
-            with cli._stage_progress() as advance:
+            with stage_progress() as advance:
                 async with store.sessions() as session:
                     try:
-                        report = await cli._guarded(
+                        report = await guarded(
                             import_customers(
                                 session,
                                 file,
@@ -152,9 +147,9 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
                     if dry_run:
                         await session.rollback()
                     else:
-                        await cli._guarded(session.commit())
+                        await guarded(session.commit())
             if not dry_run:
-                await cli._invalidate_profile_cache(settings)
+                await invalidate_profile_cache(settings)
             return replace(report, dry_run=dry_run)
         finally:
             await store.dispose()
@@ -162,7 +157,8 @@ def import_customers_command(  # noqa: PLR0917  # typer declares options as para
     _print(_run(job), as_json=as_json)
 
 
-def import_interactions_command(  # noqa: PLR0917  # typer declares options as parameters
+@import_app.command("interactions")
+def import_interactions_command(
     file: Annotated[Path, typer.Argument(help="CSV with a header, or JSON Lines.")],
     file_format: Annotated[
         FileFormatChoice | None,
@@ -187,13 +183,12 @@ def import_interactions_command(  # noqa: PLR0917  # typer declares options as p
     location, category, value, quantity, price. A row without event_id gets one from a
     hash of its content, so rerunning the same file stores nothing twice.
     """
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.imports.interactions import (  # noqa: PLC0415  # SQLAlchemy at use
+    from rasa_personalize.imports.interactions import (
         InteractionImportOptions,
         import_interactions,
     )
 
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
     # Rule tags follow new interactions here as they do for ingested events.
     rules = _tag_rules(settings.tags_path)
     options = InteractionImportOptions(
@@ -203,10 +198,10 @@ def import_interactions_command(  # noqa: PLR0917  # typer declares options as p
     )
 
     async def job() -> ImportReport:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         try:
-            with cli._stage_progress() as advance:
-                report = await cli._guarded(
+            with stage_progress() as advance:
+                report = await guarded(
                     import_interactions(
                         store.sessions,
                         file,
@@ -218,7 +213,7 @@ def import_interactions_command(  # noqa: PLR0917  # typer declares options as p
                     )
                 )
             if not dry_run:
-                await cli._invalidate_profile_cache(settings)
+                await invalidate_profile_cache(settings)
             return report
         finally:
             await store.dispose()
@@ -226,32 +221,84 @@ def import_interactions_command(  # noqa: PLR0917  # typer declares options as p
     _print(_run(job), as_json=as_json)
 
 
+@import_app.command("movielens")
+def import_movielens(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Load MovieLens-100k into the store: users, movies as products, ratings.
+
+    Customers get the external ids ml-user-<id> (stored hashed, as always), movies the
+    skus ML-<id>, ratings the event ids ml-<user>-<movie>. Rows already stored are
+    skipped, so a rerun changes nothing. The data are fetched at run time, never copied.
+    """
+    from rasa_personalize.recommend.movielens_import import import_movielens as run_import
+
+    settings = load_cli_settings(database_url)
+    movielens = load_movielens()
+
+    async def job() -> MovieLensImportReport:
+        store = batch_store(settings)
+        try:
+            with stage_progress() as advance:
+                async with store.sessions.begin() as session:
+                    return await guarded(
+                        run_import(
+                            session, movielens, secret_key=settings.secret_key, progress=advance
+                        )
+                    )
+        finally:
+            await store.dispose()
+
+    report = run_job(job)
+    counts = {
+        "customers": report.customers,
+        "products": report.products,
+        "ratings": report.interactions,
+    }
+    if as_json:
+        document: dict[str, Any] = {
+            name: {"read": c.read, "inserted": c.inserted, "skipped": c.skipped}
+            for name, c in counts.items()
+        }
+        document["profiles"] = report.profiles
+        typer.echo(json.dumps(document))
+        return
+    table = Table(title=f"MovieLens-100k into {describe_store(settings)}")
+    table.add_column("rows")
+    for column in ("read", "inserted", "skipped (already stored)"):
+        table.add_column(column, justify="right")
+    for name, c in counts.items():
+        table.add_row(name, f"{c.read:,}", f"{c.inserted:,}", f"{c.skipped:,}")
+    console.print(table)
+    console.print(f"Rebuilt the metrics of {report.profiles:,} profiles.")
+
+
 def _tag_rules(path: Path | None) -> TagRules | None:
-    """The rules both imports re-apply (None without a file); a broken file exits 1."""
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.events.cli import load_ingest_tag_rules  # noqa: PLC0415  # YAML at use
+    """The rules both file imports re-apply (None without a file); a broken file exits 1."""
+    from rasa_personalize.segments.tag_rules import load_ingest_tag_rules
 
     try:
         return load_ingest_tag_rules(path)
     except PersonalizeError as error:
-        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 def _run(job: Callable[[], Coroutine[Any, Any, ImportReport]]) -> ImportReport:
     """Run the import; our errors become one unwrapped line on stderr and exit code 1."""
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-
     try:
         return asyncio.run(job())
+    except MissingExtraError as error:
+        missing_extra(error)
     except PersonalizeError as error:
         # Never wrapped, so "file: line N: ..." stays on one greppable line.
-        cli.errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 def _print(report: ImportReport, *, as_json: bool) -> None:
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
+    from rasa_personalize.imports.report import counts_of, describe_merge
 
     if as_json:
         typer.echo(json.dumps(report.to_document()))
@@ -264,13 +311,13 @@ def _print(report: ImportReport, *, as_json: bool) -> None:
     table.add_column("count", justify="right")
     for name, count in counts_of(report):
         table.add_row(name, f"{count:,}")
-    cli.console.print(table)
+    console.print(table)
     if report.merges:
         merges = Table(title="Merged duplicates")
         merges.add_column("merge")
         for merge in report.merges[:SHOWN_LINES]:
             merges.add_row(describe_merge(merge))
-        cli.console.print(merges)
+        console.print(merges)
         _more(len(report.merges), "merges")
     if report.rejections:
         rejected = Table(title="Rejected rows")
@@ -278,16 +325,14 @@ def _print(report: ImportReport, *, as_json: bool) -> None:
             rejected.add_column(header, justify="right" if header == "line" else "left")
         for rejection in report.rejections[:SHOWN_LINES]:
             rejected.add_row(str(rejection.line), rejection.field, rejection.reason)
-        cli.console.print(rejected)
+        console.print(rejected)
         _more(len(report.rejections), "rejections")
-    cli.console.print(f"Took {report.seconds:.1f} s.", style="dim", highlight=False)
+    console.print(f"Took {report.seconds:.1f} s.", style="dim", highlight=False)
 
 
 def _more(count: int, what: str) -> None:
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-
     if count > SHOWN_LINES:
-        cli.console.print(
+        console.print(
             f"... and {count - SHOWN_LINES:,} more {what} (--json lists them all).",
             highlight=False,
         )

@@ -1,10 +1,4 @@
-"""``personalize evaluate`` and ``personalize import movielens`` (see ``register_commands``).
-
-The commands reuse the main CLI's helpers (settings, batch store, progress bars, error
-handling). ``rasa_personalize.cli`` imports this module to register the commands, so
-``rasa_personalize.cli`` is imported inside the commands, not at the top (that would be
-circular). Everything else is imported at the top: ``rasa_personalize.cli`` already loads
-numpy, scipy and SQLAlchemy, and implicit itself loads only when a model is fitted.
+"""``personalize train`` and ``personalize evaluate``: the recommender, fitted and measured.
 
 Machine-readable output (``--json``) goes to stdout as exactly one JSON object; progress
 bars and errors go to stderr.
@@ -20,33 +14,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from enum import Enum
-from typing import Annotated, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from rasa_personalize.cli_options import DatabaseOption
-from rasa_personalize.errors import PersonalizeError
-from rasa_personalize.imports.cli import import_group
-from rasa_personalize.recommend.datasets import MovieLens100k, load_movielens_100k
-from rasa_personalize.recommend.demo_data import load_store_events, tune_for_store
-from rasa_personalize.recommend.errors import DatasetUnavailableError
-from rasa_personalize.recommend.evaluation import (
-    EvaluationData,
-    EvaluationProgress,
-    HybridConfig,
-    ModelConfig,
-    evaluate_models,
-    tuned_model,
-    tuned_params,
+from rasa_personalize.cli.common import (
+    PANEL_MODELS,
+    DatabaseOption,
+    batch_store,
+    console,
+    errors,
+    guarded,
+    load_cli_settings,
+    load_movielens,
+    run_job,
+    stage_progress,
 )
-from rasa_personalize.recommend.movielens_import import MovieLensImportReport
-from rasa_personalize.recommend.movielens_import import import_movielens as run_import
-from rasa_personalize.store.database import describe_database
+from rasa_personalize.errors import PersonalizeError
 
-console = Console()
-errors = Console(stderr=True)
+if TYPE_CHECKING:
+    from rasa_personalize.recommend.evaluation import (
+        EvaluationData,
+        EvaluationProgress,
+        ModelConfig,
+    )
+    from rasa_personalize.recommend.training import TrainingReport
 
 # The issue's targets for MovieLens-100k (precision@k ratios, same split, same run).
 TARGET_VS_POPULARITY: Final = 2.0
@@ -63,15 +56,61 @@ class DatasetName(str, Enum):
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``evaluate``, and ``movielens`` to the ``import`` group, to ``app``."""
-    app.command("evaluate")(evaluate)
-    import_group(app).command("movielens")(import_movielens)
+    """Add ``train`` and ``evaluate`` to ``app``."""
+    app.command("train", rich_help_panel=PANEL_MODELS)(train)
+    app.command("evaluate", rich_help_panel=PANEL_MODELS)(evaluate)
 
 
-def _fail(message: PersonalizeError | str) -> NoReturn:
-    """One line on stderr (never wrapped, so it stays greppable) and exit code 1."""
-    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+# -- train --------------------------------------------------------------------------------
+
+
+def train(
+    precompute: Annotated[
+        bool,
+        typer.Option(
+            "--precompute", help="Also store each customer's top items (hot path: one read)."
+        ),
+    ] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Train the recommenders (ALS, content) on the store's data; servers pick them up live."""
+    from rasa_personalize.cache.precomputed import PrecomputedCache
+    from rasa_personalize.recommend.artifacts import als_dir, content_dir
+    from rasa_personalize.recommend.training import train_from_store
+
+    settings = load_cli_settings(database_url)
+
+    async def job() -> TrainingReport:
+        store = batch_store(settings)
+        cache = PrecomputedCache(settings.redis_url, timeout_s=5.0) if settings.redis_url else None
+        try:
+            with stage_progress() as advance:
+                return await guarded(
+                    train_from_store(
+                        store,
+                        settings.model_dir,
+                        precompute=precompute,
+                        progress=advance,
+                        cache=cache,
+                    )
+                )
+        finally:
+            await store.dispose()
+            if cache is not None:
+                await cache.close()
+
+    report = run_job(job)
+    console.print(
+        f"Trained model {report.version} on {report.interactions:,} interactions "
+        f"({report.customers:,} customers x {report.products:,} products) in "
+        f"{report.seconds:.1f} s; {report.precomputed:,} precomputed lists. "
+        f"Artifacts: {als_dir(settings.model_dir)}"
+    )
+    if report.content_version is not None:
+        console.print(
+            f"Content model {report.content_version} on {report.content_products:,} "
+            f"products. Artifacts: {content_dir(settings.model_dir)}"
+        )
 
 
 # -- evaluate ------------------------------------------------------------------------------
@@ -98,6 +137,8 @@ def evaluate(
     ratings >= 4 (MovieLens) or purchases, carts and positive feedback (shop events).
     Our recommender is tuned on validation carved from the training rows only.
     """
+    from rasa_personalize.recommend.evaluation import evaluate_models
+
     started = time.perf_counter()
     if dataset is DatasetName.movielens_100k:
         data, recommender, extra = _movielens_setup()
@@ -123,8 +164,16 @@ def evaluate(
     _print_report(report, targets=dataset is DatasetName.movielens_100k)
 
 
+def _fail(message: PersonalizeError | str) -> NoReturn:
+    """One line on stderr (never wrapped, so it stays greppable) and exit code 1."""
+    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def _movielens_setup() -> tuple[EvaluationData, ModelConfig, dict[str, ModelConfig]]:
-    movielens = _load_movielens()
+    from rasa_personalize.recommend.evaluation import EvaluationData, tuned_model, tuned_params
+
+    movielens = load_movielens()
     data = EvaluationData.from_ratings(
         movielens.ratings, catalogue_size=len(movielens.items.item_ids)
     )
@@ -134,15 +183,16 @@ def _movielens_setup() -> tuple[EvaluationData, ModelConfig, dict[str, ModelConf
 def _store_setup(
     database_url: str | None, k: int
 ) -> tuple[EvaluationData, ModelConfig, dict[str, ModelConfig]]:
-    from rasa_personalize import cli  # noqa: PLC0415  # circular at import time, see the module doc
+    from rasa_personalize.recommend.demo_data import load_store_events, tune_for_store
+    from rasa_personalize.recommend.evaluation import HybridConfig
 
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
 
     async def read() -> EvaluationData:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         try:
             async with store.sessions() as session:
-                return await cli._guarded(load_store_events(session))
+                return await guarded(load_store_events(session))
         finally:
             await store.dispose()
 
@@ -162,20 +212,10 @@ def _store_setup(
     return data, tuning.recommender, extra
 
 
-def _load_movielens() -> MovieLens100k:
-    try:
-        with errors.status("Loading MovieLens-100k (the recbole wheel is downloaded once)"):
-            return load_movielens_100k()
-    except DatasetUnavailableError as error:
-        _fail(f"MovieLens-100k is unavailable: {error}")
-
-
 @contextmanager
 def _stages() -> Iterator[EvaluationProgress]:
-    """The main CLI's progress bars: one for tuning, one for blending, one for fitting."""
-    from rasa_personalize import cli  # noqa: PLC0415  # circular at import time, see the module doc
-
-    with cli._stage_progress() as advance:
+    """The shared progress bars: one for tuning, one for blending, one for fitting."""
+    with stage_progress() as advance:
 
         def report(name: str, done: int, total: int) -> None:
             advance(name if name in _STAGES else "evaluating", done, total)
@@ -185,6 +225,8 @@ def _stages() -> Iterator[EvaluationProgress]:
 
 def _describe(config: ModelConfig) -> dict[str, Any]:
     """A model configuration as JSON: the ALS parameters and the blend, if any."""
+    from rasa_personalize.recommend.evaluation import HybridConfig
+
     als = config.als if isinstance(config, HybridConfig) else config
     params = asdict(als.params)
     params.pop("num_threads", None)  # how fast, not what: not part of the model
@@ -253,58 +295,3 @@ def _print_report(report: dict[str, Any], *, targets: bool) -> None:
 def _times(value: float, baseline: float) -> str:
     ratio = value / baseline if baseline > 0 else math.inf
     return f"{ratio:.2f}x" if math.isfinite(ratio) else "-"
-
-
-# -- import movielens ---------------------------------------------------------------------------
-
-
-def import_movielens(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    database_url: DatabaseOption = None,
-) -> None:
-    """Load MovieLens-100k into the store: users, movies as products, ratings.
-
-    Customers get the external ids ml-user-<id> (stored hashed, as always), movies the
-    skus ML-<id>, ratings the event ids ml-<user>-<movie>. Rows already stored are
-    skipped, so a rerun changes nothing. The data are fetched at run time, never copied.
-    """
-    from rasa_personalize import cli  # noqa: PLC0415  # circular at import time, see the module doc
-
-    settings = cli._settings(database_url)
-    movielens = _load_movielens()
-
-    async def job() -> MovieLensImportReport:
-        store = cli._batch_store(settings)
-        try:
-            with cli._stage_progress() as advance:
-                async with store.sessions.begin() as session:
-                    return await cli._guarded(
-                        run_import(
-                            session, movielens, secret_key=settings.secret_key, progress=advance
-                        )
-                    )
-        finally:
-            await store.dispose()
-
-    report = cli._run(job)
-    counts = {
-        "customers": report.customers,
-        "products": report.products,
-        "ratings": report.interactions,
-    }
-    if as_json:
-        document: dict[str, Any] = {
-            name: {"read": c.read, "inserted": c.inserted, "skipped": c.skipped}
-            for name, c in counts.items()
-        }
-        document["profiles"] = report.profiles
-        typer.echo(json.dumps(document))
-        return
-    table = Table(title=f"MovieLens-100k into {describe_database(settings.database_url)}")
-    table.add_column("rows")
-    for column in ("read", "inserted", "skipped (already stored)"):
-        table.add_column(column, justify="right")
-    for name, c in counts.items():
-        table.add_row(name, f"{c.read:,}", f"{c.inserted:,}", f"{c.skipped:,}")
-    console.print(table)
-    console.print(f"Rebuilt the metrics of {report.profiles:,} profiles.")

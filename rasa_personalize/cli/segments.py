@@ -1,10 +1,6 @@
-"""``personalize segment`` and ``personalize tag``, registered by :func:`register_commands`.
+"""``personalize segment`` and ``personalize tag``: customers clustered and tagged.
 
-The commands reuse the main CLI's helpers (settings, batch store, progress bar, error
-handling). ``rasa_personalize.cli`` imports this module to register the commands, so those
-helpers are imported inside the commands, not at the top (that would be circular); the
-heavy libraries (scikit-learn, matplotlib) are imported there too, so that
-``personalize --help`` stays fast.
+scikit-learn and matplotlib are imported inside the commands that use them.
 """
 
 from __future__ import annotations
@@ -18,8 +14,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from rasa_personalize.cli_options import DatabaseOption
-from rasa_personalize.errors import PersonalizeError
+from rasa_personalize.cli.common import (
+    PANEL_MODELS,
+    DatabaseOption,
+    batch_store,
+    console,
+    errors,
+    guarded,
+    invalidate_profile_cache,
+    load_cli_settings,
+    missing_extra,
+    run_job,
+    stage_progress,
+)
+from rasa_personalize.errors import MissingExtraError, PersonalizeError
 
 if TYPE_CHECKING:
     from rasa_personalize.segments.assign import SegmentationRun
@@ -47,9 +55,9 @@ class Method(str, Enum):
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``segment`` and ``tag`` to the ``personalize`` app."""
-    app.command("segment")(segment)
-    app.command("tag")(tag)
+    """Add ``segment`` and ``tag`` to ``app``."""
+    app.command("segment", rich_help_panel=PANEL_MODELS)(segment)
+    app.command("tag", rich_help_panel=PANEL_MODELS)(tag)
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -81,20 +89,26 @@ def segment(
     database_url: DatabaseOption = None,
 ) -> None:
     """Cluster customers into the contract segments and store the assignments."""
-    from rasa_personalize import cli
+    from rasa_personalize.extras import REPORTS, require_extra
     from rasa_personalize.segments.assign import segment_customers
     from rasa_personalize.segments.clustering import CustomerSegmenter
 
-    settings = cli._settings(database_url)
+    if report is not None:
+        # Before the clustering, which takes a while: the pictures need matplotlib.
+        try:
+            require_extra("matplotlib", feature="personalize segment --report", extra=REPORTS)
+        except MissingExtraError as error:
+            missing_extra(error)
+    settings = load_cli_settings(database_url)
     now = _as_of(as_of)
 
     async def job() -> SegmentationRun:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         segmenter = CustomerSegmenter(method.value, random_state=seed, n_threads=threads)
         try:
-            with cli._stage_progress() as advance:
+            with stage_progress() as advance:
                 async with store.sessions.begin() as session:
-                    run = await cli._guarded(
+                    run = await guarded(
                         segment_customers(
                             session,
                             segmenter=segmenter,
@@ -104,12 +118,12 @@ def segment(
                         )
                     )
             # After the commit: cached snapshots hold the old segments.
-            await cli._invalidate_profile_cache(settings)
+            await invalidate_profile_cache(settings)
             return run
         finally:
             await store.dispose()
 
-    run = cli._run(job)
+    run = run_job(job)
     files = None
     if report is not None:
         from rasa_personalize.segments.report import write_report
@@ -117,14 +131,14 @@ def segment(
         try:
             files = write_report(run, report, seed=seed)
         except PersonalizeError as error:
-            cli.errors.print(f"[red]error:[/red] {error}")
+            errors.print(f"[red]error:[/red] {error}")
             raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(_run_summary(run, files)))
         return
-    _print_run(cli.console, run)
+    _print_run(console, run)
     if files is not None:
-        cli.console.print(
+        console.print(
             f"Report: {files.table_csv}, {files.table_markdown}, {files.picture}",
             highlight=False,
         )
@@ -208,38 +222,37 @@ def tag(
     database_url: DatabaseOption = None,
 ) -> None:
     """Tag customers by the YAML tag rules; remove rule tags that no longer hold."""
-    from rasa_personalize import cli
     from rasa_personalize.segments.tag_rules import check_tag_file, load_tag_rules
     from rasa_personalize.segments.tags import apply_tag_rules
 
     problems = check_tag_file(rules_path)
     for problem in problems:
         # One line per problem, never wrapped: editors jump to "file:line:" locations.
-        cli.errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if problems:
-        cli.errors.print(f"{len(problems)} problem(s) in {rules_path}", markup=False)
+        errors.print(f"{len(problems)} problem(s) in {rules_path}", markup=False)
         raise typer.Exit(1)
     if check:
-        cli.console.print(f"{rules_path}: OK", markup=False)
+        console.print(f"{rules_path}: OK", markup=False)
         return
     rules = load_tag_rules(rules_path)
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
     now = _as_of(as_of)
 
     async def job() -> TagRun:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                run = await cli._guarded(apply_tag_rules(session, rules, now=now))
+                run = await guarded(apply_tag_rules(session, rules, now=now))
             # After the commit: cached snapshots hold the old tags.
-            await cli._invalidate_profile_cache(settings)
+            await invalidate_profile_cache(settings)
             return run
         finally:
             await store.dispose()
 
-    run = cli._run(job)
+    run = run_job(job)
     for warning in run.warnings:
-        cli.errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         outcomes = [
             {"tag": o.tag, "qualifying": o.qualifying, "tagged": o.tagged, "removed": o.removed}
@@ -260,10 +273,10 @@ def tag(
         table.add_row(
             outcome.tag, f"{outcome.qualifying:,}", f"{outcome.tagged:,}", f"{outcome.removed:,}"
         )
-    cli.console.print(table)
-    cli.console.print(
+    console.print(table)
+    console.print(
         "qualify: customers meeting the rule; rule tags: of those, holding the tag from the "
         "rule (the others have it from another source, which is left alone)."
     )
     if run.removed_orphans:
-        cli.console.print(f"Removed {run.removed_orphans:,} tags of rules that are gone.")
+        console.print(f"Removed {run.removed_orphans:,} tags of rules that are gone.")

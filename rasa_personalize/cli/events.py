@@ -1,13 +1,11 @@
-"""``personalize apikey create|list|revoke``, registered by :func:`register_commands`.
-
-``rasa_personalize.cli`` imports this module to register the commands, so its helpers (settings,
-batch store, error handling) are imported inside the commands to avoid a circular import.
-"""
+"""``personalize worker`` and ``personalize apikey create|list|revoke``: the events side."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import signal
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,10 +13,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from rasa_personalize.cli_options import DatabaseOption
-from rasa_personalize.events.apikeys import ApiKeyRecord
+from rasa_personalize.cli.common import (
+    PANEL_SERVING,
+    DatabaseOption,
+    batch_store,
+    console,
+    errors,
+    guarded,
+    load_cli_settings,
+    run_job,
+)
+from rasa_personalize.errors import PersonalizeError
 
 if TYPE_CHECKING:
+    from rasa_personalize.events.apikeys import ApiKeyRecord
     from rasa_personalize.events.worker import WorkerOptions, WorkerStats
     from rasa_personalize.segments.tag_rules import TagRules
     from rasa_personalize.settings import Settings
@@ -40,9 +48,9 @@ class ScopeChoice(str, Enum):
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``apikey`` and ``worker`` to the ``personalize`` app."""
-    app.add_typer(apikey_app, name="apikey")
-    app.command("worker")(worker)
+    """Add ``worker`` and the ``apikey`` group to ``app``."""
+    app.command("worker", rich_help_panel=PANEL_SERVING)(worker)
+    app.add_typer(apikey_app, name="apikey", rich_help_panel=PANEL_SERVING)
 
 
 def _describe(record: ApiKeyRecord) -> dict[str, object]:
@@ -62,21 +70,20 @@ def create(
     database_url: DatabaseOption = None,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.events.apikeys import create_api_key  # noqa: PLC0415  # SQLAlchemy at use
+    from rasa_personalize.events.apikeys import create_api_key
 
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
 
     async def job() -> tuple[ApiKeyRecord, str]:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                return await cli._guarded(create_api_key(session, scope.value, label))
+                return await guarded(create_api_key(session, scope.value, label))
         finally:
             await store.dispose()
 
-    record, key = cli._run(job)
-    cli.errors.print(
+    record, key = run_job(job)
+    errors.print(
         f"API key {record.id} (scope {record.scope}) created. It is shown only now; "
         "send it as 'Authorization: Bearer <key>'."
     )
@@ -89,20 +96,19 @@ def list_keys(
     database_url: DatabaseOption = None,
 ) -> None:
     """List keys by id, scope, label and dates (never the keys themselves)."""
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.events.apikeys import list_api_keys  # noqa: PLC0415  # SQLAlchemy at use
+    from rasa_personalize.events.apikeys import list_api_keys
 
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
 
     async def job() -> list[ApiKeyRecord]:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         try:
             async with store.sessions() as session:
-                return await cli._guarded(list_api_keys(session))
+                return await guarded(list_api_keys(session))
         finally:
             await store.dispose()
 
-    records = [_describe(record) for record in cli._run(job)]
+    records = [_describe(record) for record in run_job(job)]
     if as_json:
         typer.echo(json.dumps(records))
         return
@@ -112,7 +118,7 @@ def list_keys(
     for record in records:
         table.add_row(*(str(record[name] or "-") for name in
                         ("id", "scope", "label", "created_at", "revoked_at")))  # fmt: skip
-    cli.console.print(table)
+    console.print(table)
 
 
 @apikey_app.command("revoke")
@@ -121,36 +127,22 @@ def revoke(
     database_url: DatabaseOption = None,
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.events.apikeys import revoke_api_key  # noqa: PLC0415  # SQLAlchemy at use
+    from rasa_personalize.events.apikeys import revoke_api_key
 
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
 
     async def job() -> bool:
-        store = cli._batch_store(settings)
+        store = batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                return await cli._guarded(revoke_api_key(session, key_id))
+                return await guarded(revoke_api_key(session, key_id))
         finally:
             await store.dispose()
 
-    if not cli._run(job):
-        cli.errors.print(f"[red]error:[/red] no active API key with id {key_id}")
+    if not run_job(job):
+        errors.print(f"[red]error:[/red] no active API key with id {key_id}")
         raise typer.Exit(1)
-    cli.console.print(f"API key {key_id} revoked.")
-
-
-def load_ingest_tag_rules(path: Path | None) -> TagRules | None:
-    """The tag rules to re-apply on ingestion: None when there is no file.
-
-    Raises:
-        TagRulesError: the file exists but has problems (all listed).
-    """
-    from rasa_personalize.segments.tag_rules import load_tag_rules  # noqa: PLC0415  # YAML at use
-
-    if path is None or not path.exists():
-        return None
-    return load_tag_rules(path)
+    console.print(f"API key {key_id} revoked.")
 
 
 def worker(
@@ -203,22 +195,22 @@ def worker(
     unacknowledged events to be claimed by the others after --claim-idle-s. Stops
     cleanly on Ctrl-C or SIGTERM after the batch in hand.
     """
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.errors import PersonalizeError  # noqa: PLC0415
-    from rasa_personalize.events.worker import WorkerOptions  # noqa: PLC0415  # Redis at use
-
-    settings = cli._settings(database_url)
+    settings = load_cli_settings(database_url)
     if not settings.redis_url:
-        cli.errors.print(
+        errors.print(
             "[red]error:[/red] the worker reads the Redis event stream: set "
             "PERSONALIZE_REDIS_URL. Without Redis, events go straight to SQL and no worker "
             "is needed."
         )
         raise typer.Exit(1)
+    # Only now: the worker module needs Redis, which the settings checked is installed.
+    from rasa_personalize.events.worker import WorkerOptions
+    from rasa_personalize.segments.tag_rules import load_ingest_tag_rules
+
     try:
         rules = None if no_tags else load_ingest_tag_rules(tags or settings.tags_path)
     except PersonalizeError as error:
-        cli.errors.print(f"[red]error:[/red] {error}")
+        errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     options = WorkerOptions(
         batch_size=batch_size,
@@ -229,8 +221,8 @@ def worker(
     )
     if consumer:
         options = dataclasses.replace(options, consumer=consumer)
-    stats = cli._run(lambda: run_worker(settings, options, rules))
-    cli.console.print(
+    stats = run_job(lambda: run_worker(settings, options, rules))
+    console.print(
         f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
         f"{stats.already_stored} already stored, {stats.claimed} messages claimed from "
         f"stopped workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
@@ -242,14 +234,10 @@ async def run_worker(
     settings: Settings, options: WorkerOptions, rules: TagRules | None
 ) -> WorkerStats:
     """Run a worker until SIGINT/SIGTERM (or idle, with ``exit_when_idle``)."""
-    import asyncio  # noqa: PLC0415
-    import signal  # noqa: PLC0415
+    from redis import asyncio as redis_asyncio
 
-    from redis import asyncio as redis_asyncio  # noqa: PLC0415
-
-    from rasa_personalize import cli  # noqa: PLC0415  # rasa_personalize.cli imports this module
-    from rasa_personalize.cache.profiles import profile_cache_for  # noqa: PLC0415
-    from rasa_personalize.events.worker import StreamWorker, redis_persists  # noqa: PLC0415
+    from rasa_personalize.cache.profiles import profile_cache_for
+    from rasa_personalize.events.worker import StreamWorker, redis_persists
 
     assert settings.redis_url is not None
     # Socket reads must outlast a blocking XREADGROUP.
@@ -258,7 +246,7 @@ async def run_worker(
         socket_timeout=options.block_ms / 1000 + 5.0,
         socket_connect_timeout=5.0,
     )
-    store = cli._batch_store(settings)
+    store = batch_store(settings)
     # Refreshed customers' cached profiles are dropped (a batch job: a longer timeout).
     invalidate = profile_cache_for(settings, timeout_s=2.0)
     stop = asyncio.Event()
@@ -267,7 +255,7 @@ async def run_worker(
         loop.add_signal_handler(signum, stop.set)
     try:
         if await redis_persists(client) is False:
-            cli.errors.print(
+            errors.print(
                 "[yellow]warning:[/yellow] Redis keeps nothing on disk: events still in "
                 "the stream are lost if Redis restarts. Enable appendonly in production."
             )

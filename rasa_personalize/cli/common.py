@@ -1,0 +1,190 @@
+"""What every ``personalize`` command shares: consoles, settings, the batch store, running
+a job, progress bars and the one-line error.
+
+Public on purpose: each command module imports these names and never another command
+module's. Everything heavy (settings validation, SQLAlchemy, numpy) is imported inside
+the functions that need it, so ``personalize --help`` answers without loading any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from rasa_personalize.errors import MissingExtraError, PersonalizeError
+
+if TYPE_CHECKING:
+    from rasa_personalize.recommend.datasets import MovieLens100k
+    from rasa_personalize.settings import Settings
+    from rasa_personalize.store.sql_store import SqlStore
+
+T = TypeVar("T")
+
+# Exit codes: 1 for a failed job or bad input data, 2 for a usage or installation problem.
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+# Panels of `personalize --help`, in the order of the work: data in, models, decisions,
+# serving, the demo.
+PANEL_DATA: Final = "Store and data"
+PANEL_MODELS: Final = "Models and segments"
+PANEL_DECISIONS: Final = "Decisions and profiles"
+PANEL_SERVING: Final = "Serving"
+PANEL_DEMO: Final = "Demo"
+
+console = Console()
+errors = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="Store URL (default: $PERSONALIZE_DATABASE_URL or sqlite:///personalize.db).",
+        show_default=False,
+    ),
+]
+
+
+def missing_extra(error: MissingExtraError) -> NoReturn:
+    """One unwrapped line naming the extra to install, and exit code 2."""
+    errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def fail(error: PersonalizeError | str, code: int = EXIT_FAILED) -> NoReturn:
+    """``error: <message>`` on stderr and exit ``code`` (a missing extra: 2, one line)."""
+    if isinstance(error, MissingExtraError):
+        missing_extra(error)
+    errors.print(f"[red]error:[/red] {error}")
+    raise typer.Exit(code)
+
+
+def load_cli_settings(database_url: str | None) -> Settings:
+    """Settings from the environment, ``--database-url`` on top; exit with the reason if
+    they are invalid (the URL is checked now, not in the middle of a job)."""
+    from rasa_personalize.settings import load_settings
+    from rasa_personalize.store.database import describe_database
+
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    try:
+        settings = load_settings(**overrides)
+        describe_database(settings.database_url)  # validates the URL now, not mid-job
+    except PersonalizeError as error:
+        fail(error)
+    return settings
+
+
+def describe_store(settings: Settings) -> str:
+    """The store's URL for messages: no password, no user name."""
+    from rasa_personalize.store.database import describe_database
+
+    return describe_database(settings.database_url)
+
+
+def batch_store(settings: Settings) -> SqlStore:
+    """A store for an offline job: no statement limit (only the hot path needs one)."""
+    from rasa_personalize.store.database import StoreTimeouts
+    from rasa_personalize.store.sql_store import SqlStore
+
+    return SqlStore(settings.database_url, StoreTimeouts(connect_s=10.0, statement_s=None))
+
+
+async def invalidate_profile_cache(settings: Settings) -> None:
+    """Outdate every cached profile snapshot after a batch job changed profiles, tags or
+    segments (committed first). A no-op without Redis; a warning if Redis is unreachable,
+    as this process exits before it could replay the invalidation."""
+    from rasa_personalize.cache.profiles import profile_cache_for
+
+    cache = profile_cache_for(settings, timeout_s=5.0)
+    if cache is None:
+        return
+    try:
+        if not await cache.invalidate_all():
+            errors.print(
+                "[yellow]warning:[/yellow] Redis did not answer, so the profile cache was "
+                "not invalidated: servers may answer from the old profiles for up to "
+                f"{settings.profile_cache_ttl_s:.0f} s (PERSONALIZE_PROFILE_CACHE_TTL_S)."
+            )
+    finally:
+        await cache.close()
+
+
+def run_job(job: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run an async job; turn our errors into a one-line message and exit code 1."""
+    try:
+        return asyncio.run(job())
+    except PersonalizeError as error:
+        fail(error)
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    """Await a store call; report an unreachable or unmigrated store as our error."""
+    from rasa_personalize.errors import StoreUnavailableError
+    from rasa_personalize.store.errors import DatabaseError
+
+    try:
+        return await awaitable
+    except (DatabaseError, OSError) as error:
+        raise StoreUnavailableError(
+            f"the store cannot answer ({type(error).__name__}); "
+            "is it running, and did you run `personalize db upgrade`?"
+        ) from None
+
+
+@contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr, one per stage; yields the ``(stage, done, total)`` callback
+    that long jobs report to."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description:<13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def advance(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        yield advance
+
+
+def load_movielens() -> MovieLens100k:
+    """MovieLens-100k (``evaluate`` and ``import movielens``); exit 1 with the reason when
+    it cannot be fetched."""
+    from rasa_personalize.recommend import datasets
+    from rasa_personalize.recommend.errors import DatasetUnavailableError
+
+    try:
+        with errors.status("Loading MovieLens-100k (the recbole wheel is downloaded once)"):
+            # Looked up on the module at call time, so tests can replace the loader.
+            return datasets.load_movielens_100k()
+    except DatasetUnavailableError as error:
+        errors.print(
+            f"[red]error:[/red] MovieLens-100k is unavailable: {error}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None

@@ -1,0 +1,52 @@
+"""``personalize serve``: the action server with the plugin's actions, the user's and the API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from rasa_personalize.cli.common import (
+    EXIT_USAGE,
+    PANEL_SERVING,
+    console,
+    describe_store,
+    fail,
+    load_cli_settings,
+)
+from rasa_personalize.errors import PersonalizeError
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add ``serve`` to ``app``."""
+    app.command("serve", rich_help_panel=PANEL_SERVING)(serve)
+
+
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5055,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "0.0.0.0",  # noqa: S104  # Rasa connects from other hosts
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (one per core).")] = 1,
+    extra_actions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--actions",
+            help="Your action packages to serve beside ours (repeatable; default: the "
+            "project's own `actions` package, when there is one).",
+        ),
+    ] = None,
+) -> None:
+    """Run the action server: the plugin's actions, your own, and the /personalize API."""
+    from rasa_personalize.server import serve as run_server
+    from rasa_personalize.server import user_action_packages
+
+    settings = load_cli_settings(None)  # fail now, clearly, rather than on the first request
+    try:
+        packages = user_action_packages(tuple(extra_actions or ()))
+    except PersonalizeError as error:
+        fail(error, EXIT_USAGE)
+    logging.getLogger("rasa_personalize").setLevel(logging.INFO)
+    console.print(
+        f"Action server on http://{host}:{port}/webhook, store {describe_store(settings)}"
+    )
+    run_server(port=port, host=host, action_packages=packages, workers=workers)

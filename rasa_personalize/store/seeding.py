@@ -1,0 +1,271 @@
+"""Bulk loading of whole datasets: the synthetic demo shop and public datasets (MovieLens).
+
+Rows come in as typed dictionaries (:class:`ProductRow`, :class:`CustomerRow`, ...)
+because they go to the driver as they are: one ``executemany`` per chunk, with no
+per-row object or conversion. Two ways to write them:
+
+- ``bulk_insert_*``: plain inserts into tables known to hold none of these rows (the
+  demo generator checks that the store is empty first); the fastest path.
+- ``insert_new_*``: inserts that skip rows whose unique key is stored already and count
+  the rows really inserted, for imports that may be rerun or run concurrently.
+
+Nothing here commits: every function works inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final, TypedDict
+
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.orm import QueryableAttribute
+
+from rasa_personalize.store.dialect import dialect_of, insert_ignoring, member_of
+from rasa_personalize.store.models import (
+    Base,
+    Customer,
+    CustomerProfile,
+    CustomerTag,
+    Interaction,
+    Product,
+)
+from rasa_personalize.store.types import Session
+
+# Rows per executemany: large enough to amortise the round trip, small enough to keep
+# the driver's buffers and SQLite's parameter count modest.
+INSERT_CHUNK: Final = 5_000
+# Values per lookup statement (well under SQLite's 32,766 parameters per statement).
+LOOKUP_CHUNK: Final = 5_000
+
+# Told (rows written so far, rows in all): once before the first chunk, then per chunk.
+ChunkProgress = Callable[[int, int], None]
+
+
+class ProductRow(TypedDict):
+    """A product to insert."""
+
+    sku: str
+    title: str
+    description: str
+    category: str
+    brand: str | None
+    price: float
+    in_stock: bool
+    attributes: dict[str, Any]
+
+
+class CustomerRow(TypedDict):
+    """A customer to insert; ``customer_key`` is already the keyed hash of the external id."""
+
+    customer_key: str
+    created_at: datetime
+    age: int | None
+    gender: str | None
+    country: str | None
+    city: str | None
+    loyalty_tier: str
+    # The behaviour group of a synthetic customer (demo shop only, else None).
+    synthetic_group: str | None
+
+
+class ProfileRow(TypedDict):
+    """A customer's profile document to insert."""
+
+    customer_id: int
+    attributes: dict[str, Any]
+    metrics: dict[str, Any]
+    version: int
+    updated_at: datetime
+
+
+class InteractionRow(TypedDict):
+    """An interaction to insert; ``product_id`` None for product-less kinds (a search)."""
+
+    event_id: str
+    customer_id: int
+    product_id: int | None
+    kind: str
+    value: float | None
+    quantity: int
+    price: float | None
+    channel: str | None
+    device: str | None
+    occurred_at: datetime
+
+
+class TagRow(TypedDict):
+    """A tag of a customer to insert."""
+
+    customer_id: int
+    tag: str
+    source: str
+    weight: float
+    updated_at: datetime
+
+
+def _table(model: type[Base]) -> Table:
+    # Looked up as a Table, which is what Core insert() is typed for.
+    table: Table = model.metadata.tables[model.__tablename__]
+    return table
+
+
+async def count_customers(session: Session) -> int:
+    """Customers in the store."""
+    return int(await session.scalar(select(func.count()).select_from(Customer)) or 0)
+
+
+async def count_products(session: Session) -> int:
+    """Products in the store."""
+    return int(await session.scalar(select(func.count()).select_from(Product)) or 0)
+
+
+# -- plain bulk inserts --------------------------------------------------------------------
+
+
+async def _bulk_insert(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[Any],
+    progress: ChunkProgress | None,
+) -> None:
+    # ORM bulk INSERT of plain dicts: one executemany per chunk, where ORM objects would
+    # take minutes. render_nulls keeps the None columns in every row; otherwise the ORM
+    # splits the batch whenever the set of non-None columns changes (an execute per run).
+    statement = insert(model).execution_options(render_nulls=True)
+    total = len(rows)
+    if progress is not None:
+        progress(0, total)
+    for start in range(0, total, INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
+        await session.execute(statement, chunk)
+        if progress is not None:
+            progress(start + len(chunk), total)
+
+
+async def bulk_insert_products(
+    session: Session, rows: Sequence[ProductRow], progress: ChunkProgress | None = None
+) -> None:
+    """Insert products in chunks; a sku stored already fails the statement."""
+    await _bulk_insert(session, Product, rows, progress)
+
+
+async def bulk_insert_customers(
+    session: Session, rows: Sequence[CustomerRow], progress: ChunkProgress | None = None
+) -> None:
+    """Insert customers in chunks; a customer key stored already fails the statement."""
+    await _bulk_insert(session, Customer, rows, progress)
+
+
+async def bulk_insert_interactions(
+    session: Session, rows: Sequence[InteractionRow], progress: ChunkProgress | None = None
+) -> None:
+    """Insert interactions in chunks; an event id stored already fails the statement."""
+    await _bulk_insert(session, Interaction, rows, progress)
+
+
+async def bulk_insert_tags(
+    session: Session, rows: Sequence[TagRow], progress: ChunkProgress | None = None
+) -> None:
+    """Insert customer tags in chunks; a (customer, tag) stored already fails the statement."""
+    await _bulk_insert(session, CustomerTag, rows, progress)
+
+
+# -- inserts that skip what is stored ------------------------------------------------------
+
+
+async def _insert_new(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[Any],
+    unique_column: str,
+    progress: ChunkProgress | None,
+) -> int:
+    """Insert ``rows`` in chunks, skipping those whose ``unique_column`` is already stored.
+
+    Insert-ignoring rather than a read-then-insert: also safe when another import runs
+    at the same time. ``RETURNING`` lists only the rows really inserted.
+    """
+    # Core insert on the model's table: rows go in as they are, without the ORM's
+    # per-object bookkeeping.
+    table = _table(model)
+    statement = insert_ignoring(dialect_of(session), table, [unique_column]).returning(
+        table.c[unique_column]
+    )
+    total = len(rows)
+    if progress is not None:
+        progress(0, total)
+    inserted = 0
+    for start in range(0, total, INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
+        result = await session.execute(statement, chunk)
+        inserted += len(result.all())
+        if progress is not None:
+            progress(start + len(chunk), total)
+    return inserted
+
+
+async def insert_new_customers(
+    session: Session, rows: Sequence[CustomerRow], progress: ChunkProgress | None = None
+) -> int:
+    """Insert the customers whose key is not stored yet; returns how many were inserted."""
+    return await _insert_new(session, Customer, rows, "customer_key", progress)
+
+
+async def insert_new_profiles(
+    session: Session, rows: Sequence[ProfileRow], progress: ChunkProgress | None = None
+) -> int:
+    """Insert the profiles of customers that have none yet (a stored profile is kept as it
+    is); returns how many were inserted."""
+    return await _insert_new(session, CustomerProfile, rows, "customer_id", progress)
+
+
+async def insert_new_products(
+    session: Session, rows: Sequence[ProductRow], progress: ChunkProgress | None = None
+) -> int:
+    """Insert the products whose sku is not stored yet; returns how many were inserted."""
+    return await _insert_new(session, Product, rows, "sku", progress)
+
+
+async def insert_new_interactions(
+    session: Session, rows: Sequence[InteractionRow], progress: ChunkProgress | None = None
+) -> int:
+    """Insert the interactions whose event id is not stored yet; returns how many were
+    inserted."""
+    return await _insert_new(session, Interaction, rows, "event_id", progress)
+
+
+# -- ids of what was written ---------------------------------------------------------------
+
+
+async def _ids_by(
+    session: Session,
+    key_column: QueryableAttribute[str],
+    id_column: QueryableAttribute[int],
+    keys: Iterable[str] | None,
+) -> dict[str, int]:
+    if keys is None:
+        rows = await session.execute(select(key_column, id_column))
+        return {str(key): int(row_id) for key, row_id in rows.all()}
+    wanted = list(keys)
+    dialect = dialect_of(session)
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        chunk = wanted[start : start + LOOKUP_CHUNK]
+        rows = await session.execute(
+            select(key_column, id_column).where(member_of(key_column, chunk, dialect))
+        )
+        found.update({str(key): int(row_id) for key, row_id in rows.all()})
+    return found
+
+
+async def product_ids(session: Session, skus: Iterable[str] | None = None) -> dict[str, int]:
+    """sku -> row id of the stored products among ``skus`` (None: of every product)."""
+    return await _ids_by(session, Product.sku, Product.id, skus)
+
+
+async def customer_ids(session: Session, keys: Iterable[str] | None = None) -> dict[str, int]:
+    """customer key -> row id of the stored customers among ``keys`` (None: of every
+    customer). Aliases of merged customers are not followed: loaders ask for the keys
+    they have just inserted."""
+    return await _ids_by(session, Customer.customer_key, Customer.id, keys)

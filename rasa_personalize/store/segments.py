@@ -1,0 +1,129 @@
+"""Segment assignment rows, and the true groups a segmentation can be scored against.
+
+A method keeps one current ``segment_assignments`` row per customer: a run upserts on
+(customer, method) and deletes the rows of customers it left unassigned. The engine reads
+the latest row of any method (:func:`rasa_personalize.engine.segment_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import delete, select
+
+from rasa_personalize.store.dialect import dialect_of, member_of, upsert
+from rasa_personalize.store.models import Customer, SegmentAssignment
+from rasa_personalize.store.types import Session
+
+# Rows per executemany: a few thousand amortize the round trip on every backend.
+WRITE_BATCH: Final = 2_000
+# Customer ids per DELETE: both SQLite and asyncpg cap bound parameters at 32k.
+ID_CHUNK: Final = 5_000
+# Rows per streamed partition of the true groups.
+STREAM_BATCH: Final = 20_000
+
+_KEY: Final = ("customer_id", "method")
+_REFRESHED: Final = ("segment", "model_version", "score", "assigned_at")
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticGroups:
+    """The customers whose true group is known (demo data), and that group.
+
+    Attributes:
+        customer_ids: store ids, in no particular order.
+        groups: ``customers.synthetic_group`` of each.
+    """
+
+    customer_ids: NDArray[np.int64]
+    groups: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+
+async def write_segment_assignments(
+    session: Session,
+    *,
+    method: str,
+    model_version: str,
+    customer_ids: Sequence[int],
+    segments: Sequence[str],
+    scores: Sequence[float],
+    now: datetime,
+    on_written: Callable[[int], None] | None = None,
+) -> int:
+    """Upsert one row per customer for ``method``: segment, model version, score, ``now``.
+
+    Args:
+        customer_ids, segments, scores: one entry per customer, in the same order.
+        on_written: called with the number of rows written so far, after each batch.
+
+    Returns:
+        rows written.
+
+    Raises:
+        ValueError: the three sequences differ in length.
+    """
+    total = len(customer_ids)
+    if len(segments) != total or len(scores) != total:
+        raise ValueError(
+            f"assignments: {total} customer ids, {len(segments)} segments and "
+            f"{len(scores)} scores; expected one of each per customer"
+        )
+    statement = upsert(dialect_of(session), SegmentAssignment, _KEY, _REFRESHED)
+    for start in range(0, total, WRITE_BATCH):
+        end = min(total, start + WRITE_BATCH)
+        rows = [
+            {
+                "customer_id": customer_ids[i],
+                "segment": segments[i],
+                "method": method,
+                "model_version": model_version,
+                "score": scores[i],
+                "assigned_at": now,
+            }
+            for i in range(start, end)
+        ]
+        await session.execute(statement, rows)
+        if on_written is not None:
+            on_written(end)
+    return total
+
+
+async def delete_segment_assignments(
+    session: Session, method: str, customer_ids: Sequence[int]
+) -> int:
+    """Delete the rows of ``method`` of these customers; returns rows deleted."""
+    dialect = dialect_of(session)
+    removed = 0
+    for start in range(0, len(customer_ids), ID_CHUNK):
+        chunk = customer_ids[start : start + ID_CHUNK]
+        result = await session.execute(
+            delete(SegmentAssignment).where(
+                SegmentAssignment.method == method,
+                member_of(SegmentAssignment.customer_id, chunk, dialect),
+            )
+        )
+        removed += max(0, int(getattr(result, "rowcount", 0) or 0))
+    return removed
+
+
+async def read_synthetic_groups(session: Session) -> SyntheticGroups:
+    """Every customer with a known true group (``customers.synthetic_group``), streamed."""
+    ids: list[int] = []
+    groups: list[str] = []
+    connection = await session.connection()
+    result = await connection.stream(
+        select(Customer.id, Customer.synthetic_group).where(Customer.synthetic_group.is_not(None))
+    )
+    async for partition in result.partitions(STREAM_BATCH):
+        for customer_id, group in partition:
+            ids.append(int(customer_id))
+            groups.append(str(group))
+    return SyntheticGroups(np.array(ids, dtype=np.int64), tuple(groups))
