@@ -105,6 +105,7 @@ serve: install
 	$(BIN)/personalize serve --port $(PORT)
 
 bench: seed
+	@command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/recommend_latency.py
 	$(BIN)/python bench/incremental_update.py

@@ -1,4 +1,8 @@
-"""The baseline action for the webhook benchmark: parses the call like any action, does nothing."""
+"""The baseline action for the webhook benchmark: parses the call like any action, does nothing.
+
+``bench/webhook_throughput.py`` serves it alone on a stock rasa-sdk server
+(``python -m rasa_sdk --actions bench.noop_action``, without this distribution's plugin hook).
+"""
 
 from __future__ import annotations
 

@@ -1,171 +1,377 @@
-"""Webhook throughput: a no-op action vs action_session_start on the seeded store.
+"""Webhook throughput: our actions against a stock rasa-sdk server running a no-op action.
 
-Starts `personalize serve` (one worker) with the no-op baseline action registered, posts a
-realistic tracker (about 5 kB, 30 events) with 16 concurrent connections, and prints req/s,
-p50 and p99 for both actions, measured in alternating rounds of the same run, and the ratio
-session_start / no-op. Run after `personalize seed-demo` (``make bench`` does both).
+Starts two servers, one worker each, on the loopback interface:
 
-    python bench/webhook_throughput.py [--requests 2000] [--rounds 3] [--concurrency 16]
+- **baseline**: a stock rasa-sdk server (``python -m rasa_sdk``, the same rasa-sdk) serving
+  only ``bench/noop_action.py``. This distribution installs a ``rasa_sdk_plugins`` hook
+  that attaches the plugin to every rasa-sdk server in the environment, so the baseline
+  runs with an empty stand-in module first on its import path; the bench checks that its
+  ``GET /actions`` lists the no-op alone and that ``/personalize/events`` is 404 there.
+- **ours**: ``personalize serve`` on the seeded demo store (``make seed``) at the project root.
+
+``wrk`` (Debian package ``wrk``) drives the load through ``bench/webhook_post.lua``: the
+realistic 30-event tracker (``tests/data/tracker_mid_conversation.json``), each request
+for another demo customer (``user_id`` in the metadata, about 9% unknown to the store).
+Targets: the no-op on the baseline, then ``action_session_start``,
+``action_refresh_personalization`` and ``action_recommend_products`` on ours, in
+alternating rounds so that drift on a shared machine hits every target.
+
+Per target, medians over the rounds: req/s, p50 and p99 (wrk's), the server's CPU time
+per 1,000 requests (utime + stime of its whole process tree, Sanic's worker included,
+from ``/proc``), and both as ratios to the no-op measured in the same round. wrk's own
+CPU time is reported against the server's, to show the load generator was not the limit.
+
+    python bench/webhook_throughput.py [--rounds 3] [--duration 10] [--connections 16] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
-import aiohttp
-
-from rasa_personalize.processes import ServerProcess, free_port
+from rasa_personalize.processes import free_port
 from rasa_personalize.testing import action_call
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACKER = ROOT / "tests" / "data" / "tracker_mid_conversation.json"
-ACTIONS = {
-    "session_start": "action_session_start",
-    "recommend": "action_recommend_products",
-}
+LUA_SCRIPT = Path(__file__).resolve().parent / "webhook_post.lua"
+NOOP_ACTION = "action_bench_noop"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# (key, label, server, action): the no-op first, so each round starts with the baseline.
+TARGETS = (
+    ("noop", "no-op, stock rasa-sdk (baseline)", "stock", NOOP_ACTION),
+    ("session_start", "action_session_start", "ours", "action_session_start"),
+    ("refresh", "action_refresh_personalization", "ours", "action_refresh_personalization"),
+    ("recommend", "action_recommend_products", "ours", "action_recommend_products"),
+)
+
+# Shadows this distribution's rasa_sdk_plugins module, so the baseline stays stock.
+STUB_PLUGINS = '''"""Stand-in for rasa-personalize's hook: the baseline registers no plugin."""
 
 
-def customer_calls(action: str, count: int, customers: int, seed: int) -> list[bytes]:
-    """Calls of ``action`` for seeded customers, a few unknown ones mixed in."""
+def init_hooks(manager):
+    """Register nothing."""
+'''
+
+
+def customer_ids(count: int, customers: int, seed: int) -> list[str]:
+    """Seeded demo customers in random order, about 9% of them not in the store."""
     rng = random.Random(seed)
+    return [f"customer-{rng.randint(1, customers + customers // 10):05d}" for _ in range(count)]
+
+
+def call_body(action: str, user_id: str) -> str:
+    """The /webhook body for ``action`` with the recorded tracker, as ``user_id``'s."""
     template = json.loads(TRACKER.read_text())
-    calls = []
-    for _ in range(count):
-        n = rng.randint(1, customers + customers // 10)  # ~9% are not in the store
-        user_id = f"customer-{n:05d}"
-        tracker = {**template, "slots": {**template["slots"]}}
-        tracker["slots"]["session_started_metadata"] = {"user_id": user_id, "channel": "web"}
-        tracker["latest_message"] = {
-            **template["latest_message"],
-            "metadata": {"user_id": user_id, "channel": "web"},
-        }
-        calls.append(json.dumps(action_call(action, tracker)).encode())
-    return calls
+    metadata = {"user_id": user_id, "channel": "web"}
+    tracker = {
+        **template,
+        "slots": {**template["slots"], "session_started_metadata": metadata},
+        "latest_message": {**template["latest_message"], "metadata": metadata},
+    }
+    return json.dumps(action_call(action, tracker))
 
 
-def noop_calls(count: int) -> list[bytes]:
-    """The same tracker sent to the no-op action."""
-    body = json.dumps(action_call("action_bench_noop", json.loads(TRACKER.read_text())))
-    return [body.encode()] * count
+def write_bodies(path: Path, action: str, users: list[str]) -> Path:
+    """One call of ``action`` per user, one JSON document per line (read by the Lua script)."""
+    path.write_text("".join(call_body(action, user) + "\n" for user in users))
+    return path
 
 
-async def hammer(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
-    """POST every body with ``concurrency`` connections; returns (seconds, latencies in ms)."""
-    latencies: list[float] = []
-    queue = list(reversed(bodies))
-    failures = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Sanic serves from a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its descendants."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = (Path("/proc") / str(member) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLOCK_TICKS
+
+
+@contextmanager
+def server(
+    name: str, command: list[str], env: dict[str, str], cwd: Path, logs: Path
+) -> Iterator[tuple[int, str]]:
+    """Run ``command`` in its own process group until /health answers; yields (pid, base URL).
+
+    The port is the command's last argument. The whole group is stopped at the end.
+    """
+    base = f"http://127.0.0.1:{command[-1]}"
+    log_path = logs / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"{name} server did not start:\n{log_path.read_text()[-3000:]}"
+                    )
+                try:
+                    with urllib.request.urlopen(f"{base}/health", timeout=1):
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    time.sleep(0.2)
+            yield process.pid, base
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, sig)
+                    process.wait(timeout=10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    continue
+
+
+def http(method: str, url: str, body: str | None = None) -> tuple[int, Any]:
+    """(status, decoded JSON or None) of one request."""
+    data = body.encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal failures
-            while queue:
-                body = queue.pop()
-                started = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        failures += 1
-                latencies.append((time.perf_counter() - started) * 1000)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    if failures:
-        raise SystemExit(f"{failures} requests failed: see the server log")
-    return elapsed, latencies
+    if token := os.environ.get("PERSONALIZE_WEBHOOK_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read() or b"null")
+        except ValueError:
+            return error.code, None
 
 
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+def check_servers(stock: str, ours: str) -> None:
+    """The baseline is stock (no plugin) and ours answers every target with personalization."""
+    status, actions = http("GET", f"{stock}/actions")
+    names = sorted(action["name"] for action in actions or [])
+    if status != 200 or names != [NOOP_ACTION]:
+        raise SystemExit(f"baseline GET /actions: {status} {names}, expected [{NOOP_ACTION!r}]")
+    # rasa-sdk's error handler answers an unknown route with 500 "Requested URL ... not found".
+    status, answer = http("GET", f"{stock}/personalize/events")
+    if status not in (404, 500) or "not found" not in str((answer or {}).get("error")):
+        raise SystemExit(f"baseline /personalize/events answered {status}: the plugin is attached")
+    for _, label, side, action in TARGETS:
+        webhook = f"{stock if side == 'stock' else ours}/webhook"
+        status, answer = http("POST", webhook, call_body(action, "demo-loyal"))
+        if status != 200:
+            raise SystemExit(f"{label}: /webhook answered {status}")
+        if action == "action_recommend_products":
+            slots = {e["name"]: e["value"] for e in answer["events"] if e["event"] == "slot"}
+            if not slots.get("recommended_products"):
+                raise SystemExit("no recommendations for demo-loyal: run `make seed` first")
 
 
-async def measure(args: argparse.Namespace, webhook: str) -> dict[str, dict[str, float]]:
-    await hammer(webhook, noop_calls(200), args.concurrency)  # warm-up: imports, pools
-    for action in ACTIONS.values():
-        await hammer(webhook, customer_calls(action, 200, args.customers, 0), args.concurrency)
-    results: dict[str, dict[str, list[float]]] = {
-        name: {"rps": [], "lat": []} for name in ("noop", *ACTIONS)
-    }
-    for round_number in range(args.rounds):
-        for name, bodies in (
-            ("noop", noop_calls(args.requests)),
-            *(
-                (name, customer_calls(action, args.requests, args.customers, round_number + 1))
-                for name, action in ACTIONS.items()
-            ),
-        ):
-            elapsed, latencies = await hammer(webhook, bodies, args.concurrency)
-            results[name]["rps"].append(len(bodies) / elapsed)
-            results[name]["lat"].extend(latencies)
+def run_wrk(
+    args: argparse.Namespace, base: str, bodies: Path, server_pid: int, seconds: float
+) -> dict[str, float]:
+    """One wrk run; figures of the run, with wrk's CPU time and the server tree's."""
+    command = [args.wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s"]
+    command += ["--timeout", "10s", "-s", str(LUA_SCRIPT), base, "--", str(bodies)]
+    cpu_before = tree_cpu_s(server_pid)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        output = process.stdout.read().decode() if process.stdout else ""
+        # wait4 gives this child's own rusage: wrk's CPU time, nothing else.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    time.sleep(0.2)  # let the server finish the requests wrk left in flight
+    server_cpu = tree_cpu_s(server_pid) - cpu_before
+    lines = [line for line in output.splitlines() if line.startswith("wrk-result: ")]
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({process.returncode}):\n{output}")
+    result = json.loads(lines[-1].removeprefix("wrk-result: "))
+    errors = {k: v for k, v in result.items() if k.endswith(("errors", "timeouts")) and v}
+    if errors:
+        raise SystemExit(f"wrk against {base}: {errors} (see the server logs)\n{output}")
+    requests, wall_s = result["requests"], result["duration_us"] / 1e6
     return {
-        name: {
-            "rps": statistics.median(r["rps"]),
-            "p50_ms": statistics.median(r["lat"]),
-            "p99_ms": percentile(r["lat"], 99),
-        }
-        for name, r in results.items()
+        "requests": requests,
+        "rps": requests / wall_s,
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "server_cpu_s": server_cpu,
+        "server_cpu_ms_per_1k": server_cpu / requests * 1e6,
+        "server_cores": server_cpu / wall_s,
+        "wrk_cpu_s": usage.ru_utime + usage.ru_stime,
     }
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """Start both servers, warm them up, run the rounds; per-round figures per target."""
+    users = customer_ids(args.bodies, args.customers, seed=0)
+    bodies = {
+        key: write_bodies(scratch / f"{key}.jsonl", action, users) for key, _, _, action in TARGETS
+    }
+    plugins = scratch / "stock" / "rasa_sdk_plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "__init__.py").write_text(STUB_PLUGINS)
+
+    workers = {"ACTION_SERVER_SANIC_WORKERS": "1", "SANIC_HOST": "127.0.0.1"}
+    stock_port, ours_port = free_port(), free_port()
+    # python -m puts the working directory first on sys.path: the stand-in shadows the hook.
+    stock_env = {**os.environ, **workers, "PYTHONPATH": str(ROOT)}
+    stock_cmd = [sys.executable, "-m", "rasa_sdk", "--actions", "bench.noop_action"]
+    stock_cmd += ["--port", str(stock_port)]
+    ours_cmd = [args.personalize, "serve", "--host", "127.0.0.1", "--workers", "1"]
+    ours_cmd += ["--port", str(ours_port)]
+
+    with ExitStack() as stack:
+        stock_pid, stock = stack.enter_context(
+            server("stock", stock_cmd, stock_env, plugins.parent, scratch)
+        )
+        ours_pid, ours = stack.enter_context(
+            server("ours", ours_cmd, {**os.environ, **workers}, ROOT, scratch)
+        )
+        check_servers(stock, ours)
+        where = {"stock": (stock, stock_pid), "ours": (ours, ours_pid)}
+        for key, _, side, _ in TARGETS:  # warm-up: imports, connection pools, models
+            base, pid = where[side]
+            run_wrk(args, base, bodies[key], pid, args.warmup)
+        rounds: dict[str, list[dict[str, float]]] = {key: [] for key, *_ in TARGETS}
+        for round_number in range(args.rounds):
+            for key, label, side, _ in TARGETS:
+                if not args.json:
+                    print(f"round {round_number + 1}/{args.rounds}: {label}", file=sys.stderr)
+                base, pid = where[side]
+                rounds[key].append(run_wrk(args, base, bodies[key], pid, args.duration))
+    return rounds
+
+
+def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians over rounds; ratios to the no-op of the same round, then their median."""
+    baseline = rounds["noop"]
+    figures: dict[str, Any] = {}
+    for key, runs in rounds.items():
+        rps_ratios = [r["rps"] / b["rps"] for r, b in zip(runs, baseline, strict=True)]
+        cpu_ratios = [
+            r["server_cpu_ms_per_1k"] / b["server_cpu_ms_per_1k"]
+            for r, b in zip(runs, baseline, strict=True)
+        ]
+        figures[key] = {
+            **{
+                name: statistics.median(r[name] for r in runs)
+                for name in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_1k", "server_cores")
+            },
+            "rps_ratio": statistics.median(rps_ratios),
+            "rps_ratio_range": [min(rps_ratios), max(rps_ratios)],
+            "cpu_ratio": statistics.median(cpu_ratios),
+            "cpu_ratio_range": [min(cpu_ratios), max(cpu_ratios)],
+            "wrk_cpu_per_server_cpu": sum(r["wrk_cpu_s"] for r in runs)
+            / sum(r["server_cpu_s"] for r in runs),
+            "rounds": runs,
+        }
+    all_runs = [run for runs in rounds.values() for run in runs]
+    return {
+        "targets": figures,
+        "wrk_cpu_per_server_cpu": sum(r["wrk_cpu_s"] for r in all_runs)
+        / sum(r["server_cpu_s"] for r in all_runs),
+    }
+
+
+def print_report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    tracker_kb = len(TRACKER.read_bytes()) / 1024
+    print(
+        f"webhook benchmark: wrk -t{args.threads} -c{args.connections}, "
+        f"tracker {tracker_kb:.1f} kB, "
+        f"{args.rounds} rounds x {args.duration:g} s per target, one server worker each; "
+        "medians over rounds, ratios to the no-op of the same round"
+    )
+    header = ("target", "req/s", "p50 ms", "p99 ms", "CPU ms/1k", "req/s x", "CPU/req x")
+    print(f"{header[0]:<34}" + "".join(f"{h:>11}" for h in header[1:]))
+    for key, label, _, _ in TARGETS:
+        f = summary["targets"][key]
+        print(
+            f"{label:<34}{f['rps']:>11.0f}{f['p50_ms']:>11.2f}{f['p99_ms']:>11.2f}"
+            f"{f['server_cpu_ms_per_1k']:>11.0f}{f['rps_ratio']:>11.3f}{f['cpu_ratio']:>11.2f}"
+        )
+    print("ratio ranges over rounds (req/s; CPU per request):")
+    for key, label, _, _ in TARGETS[1:]:
+        f = summary["targets"][key]
+        (r_lo, r_hi), (c_lo, c_hi) = f["rps_ratio_range"], f["cpu_ratio_range"]
+        print(f"  {label:<32}{r_lo:.3f} to {r_hi:.3f}; {c_lo:.2f} to {c_hi:.2f}")
+    busy = (
+        f"{label.split(',')[0]} {summary['targets'][key]['server_cores']:.2f}"
+        for key, label, _, _ in TARGETS
+    )
+    print("server CPU busy (cores, median): " + ", ".join(busy))
+    worst = max(TARGETS, key=lambda t: summary["targets"][t[0]]["wrk_cpu_per_server_cpu"])
+    print(
+        f"machine: {os.cpu_count()} cores, 1-minute load average {summary['load_1min'][0]:.2f} "
+        f"before, {summary['load_1min'][1]:.2f} after"
+    )
+    print(
+        f"load generator: wrk used {summary['wrk_cpu_per_server_cpu']:.2f} CPU-s per server "
+        f"CPU-s (highest: {worst[1].split(',')[0]}, "
+        f"{summary['targets'][worst[0]]['wrk_cpu_per_server_cpu']:.2f})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="per action per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per action")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per target")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c")
+    parser.add_argument("--threads", type=int, default=1, help="wrk -t")
     parser.add_argument("--customers", type=int, default=2000, help="seeded customer count")
-    parser.add_argument("--url", help="use a running server (must register bench.noop_action)")
+    parser.add_argument("--bodies", type=int, default=2000, help="distinct requests per target")
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
+    parser.add_argument(
+        "--personalize",
+        default=str(Path(sys.executable).with_name("personalize")),
+        help="the personalize command of the environment to measure",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if not Path(args.wrk).is_file():
+        raise SystemExit("wrk not found: apt-get install -y wrk (make bench does)")
 
-    if args.url:
-        figures = asyncio.run(measure(args, f"{args.url.rstrip('/')}/webhook"))
-    else:
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "rasa_personalize.cli", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--actions", "bench.noop_action"]
-        with ServerProcess(command, f"http://127.0.0.1:{port}/health", env=env, cwd=ROOT):
-            figures = asyncio.run(measure(args, f"http://127.0.0.1:{port}/webhook"))
-
-    ratio = figures["session_start"]["rps"] / figures["noop"]["rps"]
-    recommend_ratio = figures["recommend"]["rps"] / figures["noop"]["rps"]
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="webhook-bench-") as scratch:
+        summary = summarize(measure(args, Path(scratch)))
+    # Other jobs on the machine slow both servers; the figures say how busy it was.
+    summary["load_1min"] = [load_before, os.getloadavg()[0]]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    **figures,
-                    "ratio_session_start_to_noop": ratio,
-                    "ratio_recommend_to_noop": recommend_ratio,
-                }
-            )
-        )
-        return
-    tracker_kb = len(TRACKER.read_bytes()) / 1024
-    print(
-        f"webhook benchmark: {args.concurrency} connections, tracker {tracker_kb:.1f} kB, "
-        f"{args.rounds} rounds x {args.requests} requests per action"
-    )
-    print(f"{'action':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    labels = (
-        ("noop", "no-op (baseline)"),
-        ("session_start", "action_session_start"),
-        ("recommend", "action_recommend_products"),
-    )
-    for name, label in labels:
-        f = figures[name]
-        print(f"{label:<28}{f['rps']:>10.0f}{f['p50_ms']:>10.2f}{f['p99_ms']:>10.2f}")
-    print(f"ratio session_start / no-op (req/s): {ratio:.2f}")
-    print(f"ratio recommend / no-op (req/s): {recommend_ratio:.2f}")
+        print(json.dumps({"config": vars(args), **summary}))
+    else:
+        print_report(args, summary)
 
 
 if __name__ == "__main__":

@@ -480,9 +480,20 @@ class PersonalizationService:
         """Store chat events; the new event ids, or None when the store is unavailable.
 
         New rows may create the customer, so their cached profile is invalidated after
-        the commit.
+        the commit. With an identity secret, nothing is stored for an unverified
+        ``user_id`` claim (none are new).
         """
-        key = self.key_for(request.identity)
+        identity = request.identity
+        if (
+            self.settings.identity_secret is not None
+            and identity.is_claim
+            and not identity.verified
+        ):
+            # resolve_customer never gives this; an identity built by hand could. Writing
+            # would let an unproven claim shape another customer's profile.
+            logger.warning("Chat events for an unverified customer id were not stored.")
+            return set()
+        key = self.key_for(identity)
         context = request.context
 
         async def write() -> set[str]:

@@ -2,15 +2,23 @@
 
 Every lookup, CLI argument and import goes through :func:`customer_key`, so the store never
 holds a raw channel id, sender id or CRM id.
+
+A chat widget's metadata comes from the browser, so a ``user_id`` in it is only a claim.
+With an identity secret configured, a claim counts only when ``metadata.user_hash`` is
+:func:`sign_user_id` of it, computed by the shop's server (which knows who is logged in);
+any other visitor is anonymous, known by the conversation alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
 
 IdentitySource = Literal["message_metadata", "session_metadata", "sender_id"]
 
@@ -20,10 +28,23 @@ MAX_EXTERNAL_ID_LENGTH = 256
 
 @dataclass(frozen=True)
 class CustomerIdentity:
-    """A resolved customer: the external id (never stored) and where it came from."""
+    """A resolved customer: the external id (never stored) and where it came from.
+
+    ``verified`` is True only for a metadata ``user_id`` whose ``user_hash`` matched the
+    identity secret. Without a secret configured, metadata ids are used unverified (the
+    behaviour before verification existed); a ``sender_id`` identity is the conversation
+    itself, never a claim to be someone, so it is never "verified".
+    """
 
     external_id: str
     source: IdentitySource
+    verified: bool = False
+
+    @property
+    def is_claim(self) -> bool:
+        """Whether the id came from channel metadata (a customer's id) rather than the
+        conversation."""
+        return self.source != "sender_id"
 
 
 def _user_id_in(metadata: Mapping[str, Any] | None) -> str | None:
@@ -40,12 +61,33 @@ def _user_id_in(metadata: Mapping[str, Any] | None) -> str | None:
     return user_id
 
 
+def sign_user_id(secret: str, user_id: str) -> str:
+    """The ``user_hash`` a shop's server sends beside ``user_id``: proof of who is logged in.
+
+    Lower-case hex HMAC-SHA256 of the trimmed user id under the identity secret
+    (``PERSONALIZE_IDENTITY_SECRET``), the scheme chat widgets use for logged-in users.
+    Compute it on the server that knows the login, never in the browser.
+    """
+    return hmac.new(secret.encode(), user_id.strip().encode(), hashlib.sha256).hexdigest()
+
+
+def user_hash_matches(secret: str, user_id: str, user_hash: object) -> bool:
+    """Whether ``user_hash`` is :func:`sign_user_id` of ``user_id``, compared in constant
+    time (so response timing does not leak how much of a forged hash was right)."""
+    if not isinstance(user_hash, str):
+        return False
+    expected = sign_user_id(secret, user_id)
+    # Bytes, because compare_digest refuses non-ASCII str (a junk hash must not raise).
+    return hmac.compare_digest(expected.encode(), user_hash.encode())
+
+
 def resolve_customer(
     *,
     sender_id: str,
     latest_message_metadata: Mapping[str, Any] | None,
     session_started_metadata: Mapping[str, Any] | None,
     at_session_start: bool = False,
+    identity_secret: str | None = None,
 ) -> CustomerIdentity:
     """Decide who the customer is. The one place that decides.
 
@@ -55,11 +97,16 @@ def resolve_customer(
     ``session_started_metadata`` slot, so there it is read first; mid-conversation the latest
     user message is the freshest source.
 
+    With ``identity_secret``, a ``user_id`` counts only beside a ``user_hash`` in the same
+    metadata that :func:`sign_user_id` gives; an unproven claim is skipped (a verified id
+    in the other source may still answer), and with none the visitor is the conversation.
+
     Args:
         sender_id: The tracker's sender id, the last resort.
         latest_message_metadata: ``metadata`` of the latest user message, if any.
         session_started_metadata: value of the ``session_started_metadata`` slot, if any.
         at_session_start: True inside ``action_session_start``.
+        identity_secret: ``PERSONALIZE_IDENTITY_SECRET``; None trusts metadata ids as sent.
     """
     ordered: list[tuple[IdentitySource, Mapping[str, Any] | None]] = [
         ("message_metadata", latest_message_metadata),
@@ -67,10 +114,20 @@ def resolve_customer(
     ]
     if at_session_start:
         ordered.reverse()
+    rejected = False
     for source, metadata in ordered:
         user_id = _user_id_in(metadata)
-        if user_id is not None:
+        if user_id is None:
+            continue
+        if identity_secret is None:
             return CustomerIdentity(user_id, source)
+        user_hash = metadata.get("user_hash") if metadata is not None else None
+        if user_hash_matches(identity_secret, user_id, user_hash):
+            return CustomerIdentity(user_id, source, verified=True)
+        rejected = True
+    if rejected:
+        # Neither the id nor the hash: they come from the channel and may be personal.
+        logger.info("A user_id without a valid user_hash was ignored: anonymous visitor.")
     return CustomerIdentity(sender_id[:MAX_EXTERNAL_ID_LENGTH], "sender_id")
 
 

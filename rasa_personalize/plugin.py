@@ -7,7 +7,8 @@ Two ways start an action server, and both end here:
   ``rasa_sdk_plugins`` module this distribution installs; the hook calls :func:`install`.
 - ``personalize serve`` builds the same app and goes through the same hook.
 
-:func:`install` registers the plugin's actions, hardens the webhook, mounts the
+:func:`install` registers the plugin's actions, hardens the webhook (with the
+``PERSONALIZE_WEBHOOK_TOKEN`` check when that is set), mounts the
 ``/personalize/*`` API, warms the service up and closes the store on shutdown.
 
 A user action with the same name as one of ours wins: the name is in the user's domain,
@@ -29,6 +30,7 @@ from sanic import Sanic
 
 from rasa_personalize.errors import PluginError
 from rasa_personalize.events.api import attach_event_routes
+from rasa_personalize.settings import load_webhook_token
 from rasa_personalize.webhook import DEFAULT_MAX_BODY_BYTES, attach_extensions
 
 logger = logging.getLogger(__name__)
@@ -125,16 +127,30 @@ def install(
         executor: its executor; found in the app's routes when not given.
         max_body_bytes: webhook and API body limit (default: the server's).
 
+    The webhook token is read from ``PERSONALIZE_WEBHOOK_TOKEN`` here, when the server
+    starts; an invalid one stops the start rather than leave the webhook open.
+
     Raises:
         PluginError: no executor was given and the app has none of rasa-sdk's routes.
+        ConfigurationError: ``PERSONALIZE_WEBHOOK_TOKEN`` is set but too short.
     """
     if getattr(app.ctx, _INSTALLED, False):
         return app
     executor = executor or _executor_of(app)
     if executor is None:
         raise PluginError("the app has no rasa-sdk action executor: build it with create_app")
+    token = load_webhook_token()
+    if token is None:
+        logger.warning(
+            "PERSONALIZE_WEBHOOK_TOKEN is not set: whoever reaches /webhook can act as any "
+            "customer. Set it, and the same token in Rasa's endpoints.yml."
+        )
     register_plugin_actions(executor)
-    attach_extensions(app, max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    attach_extensions(
+        app,
+        max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        webhook_token=token.get_secret_value() if token is not None else None,
+    )
     attach_event_routes(app)
     setattr(app.ctx, _INSTALLED, True)
     return app

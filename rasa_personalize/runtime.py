@@ -7,9 +7,12 @@ here. Async engines belong to one event loop, so a service is kept per loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from rasa_personalize.engine import PersonalizationService
 from rasa_personalize.settings import load_settings
+
+logger = logging.getLogger(__name__)
 
 _services: dict[asyncio.AbstractEventLoop, PersonalizationService] = {}
 
@@ -26,7 +29,25 @@ def personalization_service() -> PersonalizationService:
         for closed in [other for other in _services if other.is_closed()]:
             del _services[closed]
         service = _services[loop] = PersonalizationService(load_settings())
+        warn_if_identities_unverified(service)
     return service
+
+
+# Warnings already given by this process (one per start, not one per event loop).
+_warned: set[str] = set()
+
+
+def warn_if_identities_unverified(service: PersonalizationService) -> None:
+    """Once per process: without an identity secret, anyone may claim any ``user_id``."""
+    if service.settings.identity_secret is not None or "unverified" in _warned:
+        return
+    _warned.add("unverified")
+    logger.warning(
+        "PERSONALIZE_IDENTITY_SECRET is not set: metadata user_ids are trusted as sent, so "
+        "a visitor can claim another customer's id. Set it and send metadata.user_hash "
+        "(see rasa_personalize.identity.sign_user_id) before real customers talk to this "
+        "server."
+    )
 
 
 def install_service(service: PersonalizationService) -> None:

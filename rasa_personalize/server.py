@@ -13,6 +13,7 @@ libraries and, in Sanic's worker processes, not the command line either (see
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import sys
 import types
@@ -60,14 +61,15 @@ def user_action_packages(requested: tuple[str, ...] = ()) -> tuple[str, ...]:
 
 def create_personalize_app(
     action_packages: tuple[str, ...] = (),
-    cors_origins: str | list[str] | None = "*",
+    cors_origins: str | list[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     endpoints: str = DEFAULT_ENDPOINTS_PATH,
 ) -> Sanic[Any, Any]:
     """rasa-sdk's app for serving, with the user's actions, ours and our extensions.
 
     The same app as ``python -m rasa_sdk`` builds (tracing, plugin hooks), so both ways
-    of serving behave alike.
+    of serving behave alike. CORS is off unless ``cors_origins`` names origins: Rasa
+    calls the action server from a server, never from a browser.
     """
     # Rasa 3.6 calling rasa-sdk 3.x is the supported pairing; the SDK's per-request version
     # warning would only fill the log.
@@ -81,11 +83,22 @@ def create_personalize_app(
     return install(app, executor, max_body_bytes=max_body_bytes)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another host name: it may resolve to any interface
+        return False
+
+
 def serve(
     port: int = 5055,
-    host: str = "0.0.0.0",  # noqa: S104  # an action server is reached by Rasa from other hosts
+    host: str = "127.0.0.1",
     action_packages: tuple[str, ...] = (),
     workers: int = 1,
+    cors_origins: list[str] | None = None,
 ) -> None:
     """Run the action server until interrupted (what ``rasa run actions`` does, hardened).
 
@@ -93,7 +106,9 @@ def serve(
     worker builds the app from the loader's factory alone, never from this process's
     main module (:func:`_main_module_hidden_from_workers`).
     """
-    loader = AppLoader(factory=partial(create_personalize_app, action_packages))
+    loader = AppLoader(
+        factory=partial(create_personalize_app, action_packages, cors_origins or None)
+    )
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, access_log=False)
     with _main_module_hidden_from_workers():

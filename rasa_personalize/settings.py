@@ -18,6 +18,15 @@ logger = logging.getLogger(__name__)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
 DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"  # noqa: S105  # public on purpose; warned about on use
+MIN_WEBHOOK_TOKEN_LENGTH = 16
+
+
+def _webhook_token_long_enough(value: SecretStr | None) -> SecretStr | None:
+    # Set but empty is refused, not read as "no token": an unexported variable in a
+    # container file must not open the webhook without anyone noticing.
+    if value is not None and len(value.get_secret_value()) < MIN_WEBHOOK_TOKEN_LENGTH:
+        raise ValueError(f"must be at least {MIN_WEBHOOK_TOKEN_LENGTH} characters long")
+    return value
 
 
 class Settings(BaseSettings):
@@ -56,6 +65,12 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         default=DEVELOPMENT_SECRET_KEY,
         description="HMAC key that turns channel ids into pseudonymous customer keys.",
+    )
+    identity_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the user_hash (HMAC-SHA256 of user_id) a shop's server sends to "
+        "prove who is logged in (>= 16 characters); set: unproven user_ids are anonymous "
+        "visitors. Unset: metadata user_ids are trusted as sent (logs a warning).",
     )
     store_connect_timeout_s: float = Field(
         default=2.0, gt=0, description="Give up connecting to the store after this long."
@@ -119,10 +134,29 @@ class Settings(BaseSettings):
         description="Tag rules re-applied to customers with new events; missing file: none.",
     )
 
+    webhook_token: SecretStr | None = Field(
+        default=None,
+        description="Shared secret Rasa must send with every call to /webhook and /actions "
+        "(endpoints.yml `token:`, a Bearer header or the Basic auth password); unset: the "
+        "webhook is open to whoever reaches it.",
+    )
+
+    _check_webhook_token = field_validator("webhook_token")(_webhook_token_long_enough)
+
     @field_validator("secret_key")
     @classmethod
     def _secret_key_long_enough(cls, value: str) -> str:
         if len(value) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("identity_secret")
+    @classmethod
+    def _identity_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Set but empty is refused, not read as "not configured": an unexported variable
+        # must not turn verification off without anyone noticing. The message never
+        # quotes the value.
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters long")
         return value
 
@@ -154,6 +188,39 @@ class Settings(BaseSettings):
     def uses_development_secret(self) -> bool:
         """Whether the built-in development secret is in use (unsafe outside a laptop)."""
         return self.secret_key == DEVELOPMENT_SECRET_KEY
+
+    @property
+    def identity_secret_value(self) -> str | None:
+        """The identity secret as text, or None when user ids are not verified."""
+        return self.identity_secret.get_secret_value() if self.identity_secret else None
+
+
+class _WebhookTokenSettings(BaseSettings):
+    """``PERSONALIZE_WEBHOOK_TOKEN`` alone, read and checked exactly as :class:`Settings` does."""
+
+    model_config = Settings.model_config
+
+    webhook_token: SecretStr | None = None
+
+    _check_webhook_token = field_validator("webhook_token")(_webhook_token_long_enough)
+
+
+def load_webhook_token() -> SecretStr | None:
+    """``PERSONALIZE_WEBHOOK_TOKEN`` from the environment, without the other settings.
+
+    The server guards its webhook with it at start, before the store is configured: a
+    mistake in another setting must neither stop the server nor open the webhook.
+
+    Raises:
+        ConfigurationError: the token is set but too short (the value is never quoted).
+    """
+    try:
+        return _WebhookTokenSettings().webhook_token
+    except ValidationError as error:
+        problem = error.errors()[0]["msg"]
+        raise ConfigurationError(
+            f"invalid settings: PERSONALIZE_WEBHOOK_TOKEN: {problem}"
+        ) from None
 
 
 def load_settings(**overrides: object) -> Settings:

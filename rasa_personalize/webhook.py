@@ -1,14 +1,19 @@
-"""Webhook hardening for rasa-sdk's Sanic app: input validation, safe errors, lifecycle.
+"""Webhook hardening for rasa-sdk's Sanic app: a token, input validation, safe errors.
 
 Stock rasa-sdk answers an exception with a 500 whose body echoes the whole request (the
-tracker, i.e. the conversation). :func:`attach_extensions` replaces that handler, rejects
-malformed webhook bodies with a short 4xx before they reach an action, and closes the
-store when the server stops. :func:`rasa_personalize.plugin.install` attaches it, from
-``personalize serve`` and from rasa-sdk's own server (through ``rasa_sdk_plugins``).
+tracker, i.e. the conversation), and runs any action for whoever reaches it.
+:func:`attach_extensions` refuses calls without the webhook token when one is configured,
+replaces that handler, rejects malformed webhook bodies with a short 4xx before they
+reach an action, and closes the store when the server stops.
+:func:`rasa_personalize.plugin.install` attaches it, from ``personalize serve`` and
+from rasa-sdk's own server (through ``rasa_sdk_plugins``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import logging
 import zlib
@@ -26,7 +31,13 @@ from rasa_personalize.runtime import personalization_service, shutdown_service
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-WEBHOOK_PATH = "/webhook"
+# rasa-sdk's routes by their declared path: Sanic matches "/webhook/" (and any other
+# spelling it routes there) to the same route object, so checks keyed on the route cannot
+# be sidestepped by writing the URL differently.
+WEBHOOK_ROUTE = "webhook"
+TOKEN_GUARDED_ROUTES = frozenset({WEBHOOK_ROUTE, "actions"})
+# The query parameter Rasa's EndpointConfig sends ``token:`` as (its ``token_name``).
+TOKEN_QUERY_PARAMETER = "token"  # noqa: S105  # a parameter name, not a secret
 
 
 class _TrackerEnvelope(BaseModel):
@@ -53,6 +64,46 @@ def _bad_request(message: str, status: int = 400) -> HTTPResponse:
     return json_response({"error": message}, status=status)
 
 
+def _route_path(request: Request) -> str | None:
+    """The declared path of the route Sanic matched, without slashes (None: no route)."""
+    route = request.route
+    return route.path.strip("/") if route is not None else None
+
+
+def _presented_tokens(request: Request) -> list[bytes]:
+    """Every token the request offers, in the forms Rasa's ``action_endpoint`` can send.
+
+    ``token:`` arrives as ``?token=...``; ``headers: {Authorization: "Bearer ..."}`` as a
+    bearer token; ``basic_auth:`` as HTTP Basic, whose password is the token (any user).
+    """
+    offered: list[bytes] = [
+        value.encode() for value in request.args.getlist(TOKEN_QUERY_PARAMETER, [])
+    ]
+    scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        offered.append(credentials.encode())
+    elif scheme.lower() == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True)
+        except (binascii.Error, ValueError):
+            return offered
+        _user, colon, password = decoded.partition(b":")
+        if colon:
+            offered.append(password)
+    return offered
+
+
+def token_matches(request: Request, expected: bytes) -> bool:
+    """Whether any token the request offers is ``expected``, compared in constant time."""
+    # Compare every offered token, without stopping at the first match: how long the
+    # check takes must not depend on which form, or how much of the token, was right.
+    matched = False
+    for offered in _presented_tokens(request):
+        matched |= hmac.compare_digest(offered, expected)
+    return matched
+
+
 def _decode_body(request: Request, max_bytes: int) -> Any:
     """The webhook body as JSON, inflating ``deflate`` bodies with a size cap."""
     body = request.body
@@ -77,14 +128,39 @@ def _describe(error: ValidationError) -> str:
 
 
 def attach_extensions(
-    app: Sanic[Any, Any], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    app: Sanic[Any, Any],
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    webhook_token: str | None = None,
 ) -> Sanic[Any, Any]:
-    """Harden a rasa-sdk Sanic app: validation, no echoing errors, store shutdown."""
+    """Harden a rasa-sdk Sanic app: token, validation, no echoing errors, store shutdown.
+
+    Args:
+        app: an app built by rasa-sdk's ``create_app``.
+        max_body_bytes: the largest request body accepted.
+        webhook_token: when given, ``/webhook`` and ``/actions`` answer only requests
+            that carry it (see :func:`token_matches`); ``/health`` stays open and the
+            ``/personalize/*`` API keeps its own keys.
+    """
     app.config.REQUEST_MAX_SIZE = max_body_bytes
 
+    if webhook_token is not None:
+        expected = webhook_token.encode()
+
+        async def require_webhook_token(request: Request) -> HTTPResponse | None:
+            # CORS preflights never carry credentials; rasa-sdk's CORS layer answers them.
+            if _route_path(request) not in TOKEN_GUARDED_ROUTES or request.method == "OPTIONS":
+                return None
+            if token_matches(request, expected):
+                return None
+            response = _bad_request("missing or wrong webhook token", status=401)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="rasa-personalize"'
+            return response
+
+        # Before the body is read or validated: a caller without the token learns nothing.
+        app.on_request(require_webhook_token, priority=200)
+
     async def validate_webhook_body(request: Request) -> HTTPResponse | None:
-        # Sanic routes "/webhook/" to the same handler, so it gets the same checks.
-        if request.path.rstrip("/") != WEBHOOK_PATH or request.method != "POST":
+        if _route_path(request) != WEBHOOK_ROUTE or request.method != "POST":
             return None
         try:
             payload = _decode_body(request, max_body_bytes)

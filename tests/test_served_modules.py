@@ -158,8 +158,8 @@ MAIN_PROCESS = """
 import json, sys
 import rasa_personalize.server as server
 
-def report(*, port, host, action_packages, workers):
-    server.create_personalize_app(action_packages)  # what serve() builds before forking
+def report(*, port, host, action_packages, workers, cors_origins):
+    server.create_personalize_app(action_packages, cors_origins)  # what serve() builds first
     print(json.dumps(sorted(sys.modules)))
 
 server.serve = report

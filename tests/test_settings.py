@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from rasa_personalize.errors import ConfigurationError
-from rasa_personalize.settings import load_settings
+from rasa_personalize.settings import load_settings, load_webhook_token
 from rasa_personalize.store.database import async_database_url, describe_database
 
 
@@ -103,3 +103,62 @@ def test_described_url_hides_credentials() -> None:
     """Logs and CLI output never show the password or user."""
     described = describe_database("postgresql://shop:s3cret@db:6543/orders")
     assert described == "postgresql://db:6543/orders"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",  # set but empty: refused, so an unexported variable cannot turn verification off
+        "only-15-chars!!",  # one short of the 16-character minimum
+    ],
+)
+def test_identity_secret_is_long_enough_and_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A short identity secret is refused by name, without its value."""
+    monkeypatch.setenv("PERSONALIZE_IDENTITY_SECRET", value)
+    with pytest.raises(ConfigurationError, match=r"PERSONALIZE_IDENTITY_SECRET: .*16") as error:
+        load_settings()
+    if value:
+        assert value not in str(error.value)
+
+
+def test_identity_secret_is_read_and_hidden_in_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret is available to verify hashes, but never printed with the settings."""
+    monkeypatch.setenv("PERSONALIZE_IDENTITY_SECRET", "shop-identity-secret-0123")
+    settings = load_settings()
+    assert settings.identity_secret_value == "shop-identity-secret-0123"
+    assert "shop-identity-secret-0123" not in repr(settings)
+    monkeypatch.delenv("PERSONALIZE_IDENTITY_SECRET")
+    assert load_settings().identity_secret_value is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",  # set but empty: refused, so an unexported variable cannot open the webhook
+        "only-15-chars!!",  # one short of the 16-character minimum
+    ],
+)
+def test_webhook_token_is_long_enough_and_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A short webhook token is refused by name, by the settings and by the server's read."""
+    monkeypatch.setenv("PERSONALIZE_WEBHOOK_TOKEN", value)
+    for load in (load_settings, load_webhook_token):
+        with pytest.raises(ConfigurationError, match=r"PERSONALIZE_WEBHOOK_TOKEN: .*16") as error:
+            load()
+        if value:
+            assert value not in str(error.value)
+
+
+def test_webhook_token_is_read_and_hidden_in_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token is there to compare with, never printed with the settings; unset: None."""
+    monkeypatch.setenv("PERSONALIZE_WEBHOOK_TOKEN", "shop-webhook-token-0123")
+    token = load_webhook_token()
+    assert token is not None
+    assert token.get_secret_value() == "shop-webhook-token-0123"
+    assert "shop-webhook-token-0123" not in repr(load_settings())
+    monkeypatch.delenv("PERSONALIZE_WEBHOOK_TOKEN")
+    assert load_webhook_token() is None
+    assert load_settings().webhook_token is None

@@ -39,7 +39,9 @@ PANEL_SERVING: Final = "Serving"
 PANEL_DEMO: Final = "Demo"
 
 console = Console()
-errors = Console(stderr=True)
+# An error is one line however long: rich would otherwise wrap it at 80 columns when
+# stderr is not a terminal, splitting it in logs and in `2>&1 | grep`.
+errors = Console(stderr=True, soft_wrap=True)
 
 DatabaseOption = Annotated[
     str | None,

@@ -25,7 +25,30 @@ def register_commands(app: typer.Typer) -> None:
 
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5055,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "0.0.0.0",  # noqa: S104  # Rasa connects from other hosts
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Interface to bind (this machine only by default; another interface needs "
+            "PERSONALIZE_WEBHOOK_TOKEN or --insecure-no-token)."
+        ),
+    ] = "127.0.0.1",
+    insecure_no_token: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-token",
+            help="Serve a non-loopback --host without PERSONALIZE_WEBHOOK_TOKEN: whoever "
+            "reaches the webhook can act as any customer.",
+        ),
+    ] = False,
+    cors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors",
+            metavar="ORIGIN",
+            help="Allow browser calls from this origin (repeatable; `*` for any). "
+            "Default: none, Rasa calls the action server from a server.",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Server processes (one per core).")] = 1,
     extra_actions: Annotated[
         list[str] | None,
@@ -37,10 +60,16 @@ def serve(
     ] = None,
 ) -> None:
     """Run the action server: the plugin's actions, your own, and the /personalize API."""
+    from rasa_personalize.server import is_loopback, user_action_packages
     from rasa_personalize.server import serve as run_server
-    from rasa_personalize.server import user_action_packages
 
     settings = load_cli_settings(None)  # fail now, clearly, rather than on the first request
+    if settings.webhook_token is None and not is_loopback(host) and not insecure_no_token:
+        fail(
+            f"--host {host} is reachable from other machines: set PERSONALIZE_WEBHOOK_TOKEN "
+            "(and the same token in Rasa's endpoints.yml), or pass --insecure-no-token",
+            EXIT_USAGE,
+        )
     try:
         packages = user_action_packages(tuple(extra_actions or ()))
     except PersonalizeError as error:
@@ -49,4 +78,4 @@ def serve(
     console.print(
         f"Action server on http://{host}:{port}/webhook, store {describe_store(settings)}"
     )
-    run_server(port=port, host=host, action_packages=packages, workers=workers)
+    run_server(port=port, host=host, action_packages=packages, workers=workers, cors_origins=cors)

@@ -2,15 +2,16 @@
 
 Rasa 3.6 lives in its own Python 3.10 environment and talks to the action server over
 HTTP only, as in production. This module starts both on loopback ports, talks to Rasa
-through its REST channel with ``metadata.user_id`` (as a web shop's chat widget would), and
-reads slots back from Rasa's tracker API. ``personalize demo``, ``personalize chat`` and
-the end-to-end tests use it.
+through its REST channel with ``metadata.user_id`` and its ``user_hash`` (as a web shop's
+chat widget would for a logged-in customer), and reads slots back from Rasa's tracker
+API. ``personalize demo``, ``personalize chat`` and the end-to-end tests use it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import urllib.error
 import urllib.parse
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from rasa_personalize.errors import PersonalizeError
+from rasa_personalize.identity import sign_user_id
 from rasa_personalize.processes import ServerProcess, free_port
 
 RASA_VENV = ".venv-rasa"
@@ -77,6 +79,16 @@ class RunningAssistant:
         self.rasa_port = free_port()
         self.rasa_url = f"http://127.0.0.1:{self.rasa_port}"
         env = {**os.environ, **(extra_env or {}), "PERSONALIZE_DATABASE_URL": database_url}
+        # The demo signs its customers as a shop's server would: with the secret its
+        # action server verifies (the configured one, else a fresh one for this run).
+        self.identity_secret = env.get("PERSONALIZE_IDENTITY_SECRET") or secrets.token_hex(16)
+        env["PERSONALIZE_IDENTITY_SECRET"] = self.identity_secret
+        # Rasa proves itself to the action server with the webhook token, as in production:
+        # the configured one, else a fresh one for this run. Rasa reads it from its
+        # environment (``${PERSONALIZE_WEBHOOK_TOKEN}`` in the endpoints file), so the
+        # token is never written to disk.
+        self.webhook_token = env.get("PERSONALIZE_WEBHOOK_TOKEN") or secrets.token_urlsafe(24)
+        env["PERSONALIZE_WEBHOOK_TOKEN"] = self.webhook_token
         self.action_server = ServerProcess(
             [
                 sys.executable,
@@ -100,6 +112,7 @@ class RunningAssistant:
             "RASA_TELEMETRY_ENABLED": "false",
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "PYTHONWARNINGS": "ignore",
+            "PERSONALIZE_WEBHOOK_TOKEN": self.webhook_token,
         }
         self.rasa = ServerProcess(
             [
@@ -127,7 +140,9 @@ class RunningAssistant:
         """Start the action server, then Rasa (which takes a while to load its model)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._endpoints.write_text(
-            f'action_endpoint:\n  url: "http://127.0.0.1:{self.action_port}/webhook"\n',
+            "action_endpoint:\n"
+            f'  url: "http://127.0.0.1:{self.action_port}/webhook"\n'
+            "  token: ${PERSONALIZE_WEBHOOK_TOKEN}\n",
             encoding="utf-8",
         )
         self.action_server.start(timeout_s=60)
@@ -138,11 +153,27 @@ class RunningAssistant:
             raise
         return self
 
-    def say(self, sender: str, text: str, user_id: str | None = None) -> list[str]:
-        """Send one customer message through the REST channel; the bot's texts in order."""
+    def say(
+        self,
+        sender: str,
+        text: str,
+        user_id: str | None = None,
+        *,
+        signed: bool = True,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Send one customer message through the REST channel; the bot's texts in order.
+
+        ``user_id`` goes with its ``user_hash`` unless ``signed`` is False (a visitor's
+        unproven claim); ``metadata`` is added on top (a forged hash, for example).
+        """
         payload: dict[str, Any] = {"sender": sender, "message": text}
         if user_id is not None:
             payload["metadata"] = {"user_id": user_id}
+            if signed:
+                payload["metadata"]["user_hash"] = sign_user_id(self.identity_secret, user_id)
+        if metadata:
+            payload["metadata"] = {**payload.get("metadata", {}), **metadata}
         try:
             answers = _http("POST", f"{self.rasa_url}/webhooks/rest/webhook", payload)
         except (urllib.error.URLError, TimeoutError) as error:

@@ -2,7 +2,8 @@
 
 With the Rasa environment and a trained model (``make rasa-train``) it is a real
 conversation: Rasa 3.6 and our action server on loopback ports, messages through Rasa's
-REST channel with ``metadata.user_id``. Without them it falls back to a scripted walk over
+REST channel with ``metadata.user_id`` and its ``user_hash`` (signed with the identity
+secret the demo's action server verifies). Without them it falls back to a scripted walk over
 the webhook alone, rendering the bot's answers from ``domain.yml`` by the same
 conditional-variation rules that Rasa's response generator uses.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,6 +32,7 @@ from rich.table import Table
 from rasa_personalize.demo.assistant import RasaSetup, RunningAssistant
 from rasa_personalize.demo.generator import DEMO_CUSTOMERS
 from rasa_personalize.errors import InvalidInputError, PersonalizeError
+from rasa_personalize.identity import sign_user_id
 from rasa_personalize.processes import ServerProcess, free_port
 from rasa_personalize.settings import Settings
 from rasa_personalize.testing import action_call, slots_from_events, tracker_state
@@ -120,19 +124,28 @@ def _post(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def play_customer(
-    webhook: str, customer: str, domain_responses: Mapping[str, Any]
+    webhook: str,
+    customer: str,
+    domain_responses: Mapping[str, Any],
+    *,
+    identity_secret: str | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """Play the script for one customer; returns (customer, bot) lines and the final slots."""
+    """Play the script for one customer; returns (customer, bot) lines and the final slots.
+
+    With ``identity_secret`` the customer's id goes with its ``user_hash``, as a shop's
+    server signs a logged-in customer.
+    """
     slots: dict[str, Any] = {}
     lines: list[tuple[str, str]] = []
+    metadata: dict[str, Any] = {"user_id": customer}
+    if identity_secret is not None:
+        metadata["user_hash"] = sign_user_id(identity_secret, customer)
     for turn in SCRIPT:
         if turn.action is not None:
             state = tracker_state(
                 sender_id=f"web-{customer}",
-                user_id=customer,
-                session_metadata={"user_id": customer}
-                if turn.action == "action_session_start"
-                else None,
+                message_metadata=metadata,
+                session_metadata=metadata if turn.action == "action_session_start" else None,
                 slots=slots,
             )
             answer = _post(webhook, action_call(turn.action, state))
@@ -211,7 +224,19 @@ def run_webhook_walkthrough(
     """Start the server on ``port``, play the script for each demo customer, stop it."""
     responses = load_responses(domain_path)
     base_url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PERSONALIZE_DATABASE_URL": settings.database_url}
+    # Sign the customers with the secret the server verifies: the configured one, else
+    # a fresh one for this run.
+    identity_secret = settings.identity_secret_value or secrets.token_hex(16)
+    # Call the webhook as Rasa would, with the token (endpoints.yml ``token:``, sent as
+    # ``?token=``): the configured one, else a fresh one for this run.
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    token = token or secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "PERSONALIZE_DATABASE_URL": settings.database_url,
+        "PERSONALIZE_IDENTITY_SECRET": identity_secret,
+        "PERSONALIZE_WEBHOOK_TOKEN": token,
+    }
     server = ServerProcess(
         [
             sys.executable,
@@ -231,7 +256,12 @@ def run_webhook_walkthrough(
         server.start(timeout_s=60)
         summary = _summary_table()
         for customer in WALKTHROUGH_CUSTOMERS:
-            lines, slots = play_customer(f"{base_url}/webhook", customer, responses)
+            lines, slots = play_customer(
+                f"{base_url}/webhook?token={urllib.parse.quote(token, safe='')}",
+                customer,
+                responses,
+                identity_secret=identity_secret,
+            )
             _print_turns(console, customer, lines)
             _add_summary_row(summary, customer, slots)
         console.print(summary, width=120)

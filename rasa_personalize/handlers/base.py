@@ -14,13 +14,25 @@ from rasa_personalize.context import context_from_metadata
 from rasa_personalize.engine import ConversationRef, PersonalizationRequest, default_plan
 from rasa_personalize.identity import resolve_customer
 from rasa_personalize.runtime import personalization_service
+from rasa_personalize.settings import Settings
 from rasa_personalize.slots import SlotPlan
 
 logger = logging.getLogger(__name__)
 
 
-def request_from_tracker(tracker: Tracker, *, at_session_start: bool) -> PersonalizationRequest:
-    """Pull who and where out of a tracker: the only place that reads trackers for this."""
+def request_from_tracker(
+    tracker: Tracker, *, at_session_start: bool, settings: Settings | None = None
+) -> PersonalizationRequest:
+    """Pull who and where out of a tracker: the only place that reads trackers for this.
+
+    Args:
+        tracker: the conversation.
+        at_session_start: True inside ``action_session_start``.
+        settings: whose identity secret verifies ``user_id`` claims; None (the usual case)
+            takes the running service's, so a shop's own action verifies like ours.
+    """
+    if settings is None:
+        settings = personalization_service().settings
     message: dict[str, Any] = tracker.latest_message or {}
     message_metadata = message.get("metadata")
     session_metadata = tracker.get_slot("session_started_metadata")
@@ -29,6 +41,7 @@ def request_from_tracker(tracker: Tracker, *, at_session_start: bool) -> Persona
         latest_message_metadata=message_metadata,
         session_started_metadata=session_metadata,
         at_session_start=at_session_start,
+        identity_secret=settings.identity_secret_value,
     )
     context_metadata = session_metadata if at_session_start else message_metadata
     channel = tracker.get_latest_input_channel()

@@ -1,7 +1,8 @@
 """Real conversations: Rasa 3.6 (own environment) + our action server + a seeded store.
 
-Each test talks to Rasa's REST channel with ``metadata.user_id`` like a shop's chat widget
-and checks the bot's actual words, then reads slots from Rasa's tracker API.
+Each test talks to Rasa's REST channel with ``metadata.user_id`` and its ``user_hash`` like a
+shop's chat widget for a logged-in customer (the action server runs with an identity
+secret) and checks the bot's actual words, then reads slots from Rasa's tracker API.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from rasa_personalize.clock import utc_now
 from rasa_personalize.demo.assistant import RasaSetup, RunningAssistant
 from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
+from rasa_personalize.identity import customer_key
 from rasa_personalize.recommend.training import train_from_store
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.migrate import upgrade
@@ -192,6 +194,53 @@ def test_liking_recommendations_is_stored_as_feedback(assistant: RunningAssistan
     reply = " ".join(assistant.say(sender, "yes", user_id="demo-lapsed"))
     assert "Great choice" in reply
     assert feedback_count() == before + len(shown)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {},  # no user_hash at all: what a visitor editing the widget's customData sends
+        {"user_hash": "0" * 64},  # a wrong hash
+    ],
+)
+def test_an_unsigned_claim_is_an_anonymous_visitor(
+    assistant: RunningAssistant, forged: dict[str, str]
+) -> None:
+    """Claiming demo-loyal without its hash: new-visitor defaults, no feedback for demo-loyal."""
+    path = assistant.database_url.removeprefix("sqlite:///")
+
+    def feedback_of(external_id: str) -> int:
+        with sqlite3.connect(path) as db:
+            return int(
+                db.execute(
+                    "SELECT count(*) FROM interactions i JOIN customers c ON c.id = i.customer_id"
+                    " WHERE i.kind = 'feedback' AND c.customer_key = ?",
+                    (customer_key(SECRET, external_id),),
+                ).fetchone()[0]
+            )
+
+    before = feedback_of("demo-loyal")
+    sender = conversation()
+
+    def say(text: str) -> str:
+        return " ".join(
+            assistant.say(sender, text, user_id="demo-loyal", signed=False, metadata=forged)
+        )
+
+    greeting = say("hi there")
+    status = say("what's my membership status?")
+    assert "Welcome back" not in greeting
+    assert "Gold member" not in status
+    assert "not in our loyalty programme" in status
+    slots = assistant.slots(sender)
+    assert (slots["customer_segment"], slots["loyalty_tier"]) == ("new_visitor", "none")
+    assert slots["is_returning_customer"] is False
+    say("what do you recommend?")
+    assert assistant.slots(sender)["recommended_products"]
+    assert "because you bought" not in say("yes")
+    assert feedback_of("demo-loyal") == before
+    # the anonymous visitor's 'yes' is stored under the conversation, as for any visitor
+    assert feedback_of(sender) == len(assistant.slots(sender)["recommended_products"])
 
 
 def test_rasa_still_answers_with_the_action_server_stopped(

@@ -17,12 +17,15 @@ from rasa_personalize.handlers.recommend import (
 from rasa_personalize.runtime import install_service, shutdown_service
 from rasa_personalize.slots import SlotPlan
 from rasa_personalize.testing import make_tracker, run_action, slots_from_events, user_message
+from tests.conftest import make_settings
 
 
 class RecordingService:
     """Stands in for the engine and records what the actions ask of it."""
 
     def __init__(self) -> None:
+        # No identity secret: the actions take user ids as sent, as before verification.
+        self.settings = make_settings("sqlite:///unused.db")
         self.calls: list[tuple[str, Any]] = []
 
         self.requests: list[Any] = []
