@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -28,8 +27,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from proctree import tree_rss_kb
+
 ROOT = Path(__file__).resolve().parent.parent
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") / 1024
 
 
 def free_port() -> int:
@@ -60,29 +60,6 @@ def recommend_call(user_id: str) -> bytes:
     }
     body = {"next_action": "action_recommend_products", "tracker": tracker, "domain": {}}
     return json.dumps(body).encode()
-
-
-def tree_rss_kb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, in kB."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            resident = int((Path("/proc") / str(current) / "statm").read_text().split()[1])
-        except OSError:
-            continue
-        total += resident * PAGE_KB
-        todo.extend(children.get(current, []))
-    return total
 
 
 def one_run(

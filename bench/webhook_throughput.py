@@ -44,6 +44,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from proctree import tree_cpu_s
 from rasa_personalize.processes import free_port
 from rasa_personalize.testing import action_call
 
@@ -51,7 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TRACKER = ROOT / "tests" / "data" / "tracker_mid_conversation.json"
 LUA_SCRIPT = Path(__file__).resolve().parent / "webhook_post.lua"
 NOOP_ACTION = "action_bench_noop"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # (key, label, server, action): the no-op first, so each round starts with the baseline.
 TARGETS = (
@@ -92,37 +92,6 @@ def write_bodies(path: Path, action: str, users: list[str]) -> Path:
     """One call of ``action`` per user, one JSON document per line (read by the Lua script)."""
     path.write_text("".join(call_body(action, user) + "\n" for user in users))
     return path
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (Sanic serves from a child process)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds used so far by ``pid`` and its descendants."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            fields = (Path("/proc") / str(member) / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLOCK_TICKS
 
 
 @contextmanager
