@@ -100,9 +100,11 @@ test: lint
 	    $(MAKE) --no-print-directory pytest; \
 	fi
 
+# Serves the demo store, keyed with the public development secret unless
+# PERSONALIZE_SECRET_KEY is set: allowed here only (demo-only; never in production).
 serve: install
 	$(BIN)/personalize db upgrade
-	$(BIN)/personalize serve --port $(PORT)
+	PERSONALIZE_ALLOW_DEV_SECRET=$${PERSONALIZE_ALLOW_DEV_SECRET:-true} $(BIN)/personalize serve --port $(PORT)
 
 bench: seed
 	@command -v wrk >/dev/null || apt-get install -y wrk

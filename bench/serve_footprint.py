@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -71,6 +72,8 @@ def one_run(
     process = subprocess.Popen(
         [personalize, "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=project,
+        # The seeded demo store (development secret unless one is set): demo only.
+        env={"PERSONALIZE_ALLOW_DEV_SECRET": "true", **os.environ},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

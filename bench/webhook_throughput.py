@@ -213,6 +213,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     (plugins / "__init__.py").write_text(STUB_PLUGINS)
 
     workers = {"ACTION_SERVER_SANIC_WORKERS": "1", "SANIC_HOST": "127.0.0.1"}
+    # The seeded demo store (development secret unless one is set): demo only.
+    demo_secret = {"PERSONALIZE_ALLOW_DEV_SECRET": "true"}
     stock_port, ours_port = free_port(), free_port()
     # python -m puts the working directory first on sys.path: the stand-in shadows the hook.
     stock_env = {**os.environ, **workers, "PYTHONPATH": str(ROOT)}
@@ -226,7 +228,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             server("stock", stock_cmd, stock_env, plugins.parent, scratch)
         )
         ours_pid, ours = stack.enter_context(
-            server("ours", ours_cmd, {**os.environ, **workers}, ROOT, scratch)
+            server("ours", ours_cmd, {**demo_secret, **os.environ, **workers}, ROOT, scratch)
         )
         check_servers(stock, ours)
         where = {"stock": (stock, stock_pid), "ours": (ours, ours_pid)}

@@ -8,8 +8,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from rasa_personalize.text import MAX_TEXT_LENGTH, bounded_text
+
 # Metadata values are free text from a channel; keep what is plausible, drop the rest.
+# The limits are those of the store's columns (chat events carry channel, device and
+# location), so a value that fits here never fails a write.
 _MAX_LABEL = 32
+_MAX_LOCATION = 64
 _MAX_OFFSET_MINUTES = 14 * 60
 
 
@@ -32,27 +37,38 @@ class ConversationContext:
         return now.astimezone()
 
 
+def _plausible(value: Any, max_length: int) -> str | None:
+    # Control characters stripped (PostgreSQL refuses NUL); longer than max_length after
+    # that is no label a channel sends, so it is ignored rather than cut.
+    if not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH:
+        return None
+    text = bounded_text(value)
+    return text if text is not None and len(text) <= max_length else None
+
+
 def _label(value: Any) -> str | None:
-    if isinstance(value, str) and 0 < len(value.strip()) <= _MAX_LABEL:
-        return value.strip().lower()
-    return None
+    text = _plausible(value, _MAX_LABEL)
+    return text.lower() if text is not None else None
 
 
 def _location(value: Any) -> str | None:
     # A city or region name, as a channel sends it; never coordinates or an address.
-    if isinstance(value, str) and 0 < len(value.strip()) <= 64:
-        return value.strip()
-    return None
+    return _plausible(value, _MAX_LOCATION)
 
 
 def context_from_metadata(
     metadata: Mapping[str, Any] | None, input_channel: str | None = None
 ) -> ConversationContext:
-    """Read channel, device and time zone from message metadata, ignoring bad values."""
+    """Read channel, device and time zone from message metadata, ignoring bad values.
+
+    Control characters are stripped; a channel or device over 32 characters, a location
+    over 64 or a time zone over 64 is ignored (never an error to the shopper).
+    """
     metadata = metadata if isinstance(metadata, Mapping) else {}
     timezone_name: str | None = None
     raw_zone = metadata.get("timezone")
-    if isinstance(raw_zone, str) and 0 < len(raw_zone) <= 64:
+    # Zone names are plain ASCII paths: anything with a control character is no zone.
+    if isinstance(raw_zone, str) and 0 < len(raw_zone) <= 64 and raw_zone.isprintable():
         try:
             ZoneInfo(raw_zone)
             timezone_name = raw_zone

@@ -40,9 +40,10 @@ from rasa_personalize.store.catalogue import (
     insert_chat_interactions,
 )
 from rasa_personalize.store.database import StoreTimeouts
-from rasa_personalize.store.errors import DatabaseError
+from rasa_personalize.store.errors import DatabaseError, is_outage
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.text import MAX_LIST_ITEMS, bounded_text
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -179,7 +180,7 @@ def recommendation_plan(answer: Recommendation | None, category: str | None) -> 
 class PersonalizationService:
     """Answers personalization requests within a bounded time, whatever the store does.
 
-    After a store failure it answers defaults without touching the store for
+    After a store outage it answers defaults without touching the store for
     ``settings.store_retry_after_s`` (so an outage costs every conversation nothing), then
     tries again; the first success closes the breaker.
 
@@ -296,6 +297,7 @@ class PersonalizationService:
         In a conversation, the products shown (and, with ``category_asked``, the category
         the request was narrowed to) are recorded as chat-side events in the background.
         """
+        category = bounded_text(category) if category is not None else None
         now = self._clock()
         key = self.key_for(request.identity)
         (snapshot, items), session = await asyncio.gather(
@@ -400,7 +402,10 @@ class PersonalizationService:
         """Slots for "something like X": products like the one the customer names.
 
         With a ``request`` in a conversation, the products shown are recorded (background).
+        ``product_text`` is read up to :data:`~rasa_personalize.text.MAX_TEXT_LENGTH`
+        characters, without control characters.
         """
+        product_text = bounded_text(product_text) or ""
         try:
             anchor, similar = await asyncio.wait_for(
                 self.recommendations.similar(product_text, n),
@@ -432,6 +437,9 @@ class PersonalizationService:
         The answer counts once in the conversation's accepted/rejected counter. Returns
         how many interactions were new.
         """
+        # The skus come from a slot the caller controls: a page shows a handful, and
+        # thousands would overflow a statement's parameters (SQLite allows 32,766).
+        skus = skus[:MAX_LIST_ITEMS]
         if not skus:
             return 0
         value = 1.0 if liked else -1.0
@@ -579,7 +587,11 @@ class PersonalizationService:
             return error
 
     async def _guarded(self, work: Awaitable[T]) -> T:
-        """Await store work within the action budget, through the breaker."""
+        """Await store work within the action budget, through the breaker.
+
+        Only an outage (timeout, connection or server failure) opens the breaker; an
+        error caused by this request's values fails this request alone.
+        """
         if time.monotonic() < self._store_down_until:
             if inspect.iscoroutine(work):
                 work.close()  # never started: nothing to wait for
@@ -587,6 +599,14 @@ class PersonalizationService:
         try:
             result = await asyncio.wait_for(work, timeout=self.settings.action_budget_s)
         except (asyncio.TimeoutError, DatabaseError, OSError) as error:
+            if not is_outage(error):
+                # One request's data (a value the database refuses, a duplicate): that
+                # request answers defaults, everyone else's go on being personalized.
+                logger.warning(
+                    "A store call failed on this request's data (%s); answering defaults.",
+                    type(error).__name__,
+                )
+                raise StoreUnavailableError("store refused this request") from error
             self._mark_store_down(error)
             raise StoreUnavailableError("store unavailable") from error
         if self._store_down:

@@ -59,12 +59,23 @@ class Settings(BaseSettings):
         min_length=1,
         description="The Redis Stream that ingested events go through (with Redis only).",
     )
+    stream_max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="Store failures of one stream message before the worker moves it to the "
+        "dead letters (<event stream>:dead) and goes on.",
+    )
     model_dir: Path = Field(
         default=Path("models/personalize"), description="Where trained artifacts live."
     )
     secret_key: str = Field(
         default=DEVELOPMENT_SECRET_KEY,
         description="HMAC key that turns channel ids into pseudonymous customer keys.",
+    )
+    allow_dev_secret: bool = Field(
+        default=False,
+        description="Let serve, worker and import run with the public development secret "
+        "(demo stores only).",
     )
     identity_secret: SecretStr | None = Field(
         default=None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import zlib
 from typing import Any
@@ -26,6 +25,7 @@ from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 
 from rasa_personalize.errors import PersonalizeError
+from rasa_personalize.json_input import JsonBodyError, load_json_body
 from rasa_personalize.runtime import personalization_service, shutdown_service
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,13 @@ def token_matches(request: Request, expected: bytes) -> bool:
 
 
 def _decode_body(request: Request, max_bytes: int) -> Any:
-    """The webhook body as JSON, inflating ``deflate`` bodies with a size cap."""
+    """The webhook body as JSON, inflating ``deflate`` bodies with a size cap.
+
+    Raises:
+        OverflowError: larger than ``max_bytes``, before or after inflating.
+        zlib.error: not valid deflate data.
+        JsonBodyError: not JSON, or nested too deep.
+    """
     body = request.body
     if len(body) > max_bytes:
         raise OverflowError
@@ -114,7 +120,7 @@ def _decode_body(request: Request, max_bytes: int) -> Any:
         body = inflater.decompress(body, max_bytes + 1)
         if len(body) > max_bytes or inflater.unconsumed_tail:
             raise OverflowError
-    return json.loads(body)
+    return load_json_body(body)
 
 
 def _describe(error: ValidationError) -> str:
@@ -168,8 +174,9 @@ def attach_extensions(
             return _bad_request("body too large", status=413)
         except zlib.error:
             return _bad_request("body is not valid deflate data")
-        except (ValueError, UnicodeDecodeError):
-            return _bad_request("body is not valid JSON")
+        except JsonBodyError as error:
+            # The decoder's message names the problem and quotes none of the body.
+            return _bad_request(str(error))
         try:
             _WebhookEnvelope.model_validate(payload)
         except ValidationError as error:

@@ -31,6 +31,16 @@ MYSQL_URL_VARIABLE = "PERSONALIZE_TEST_MYSQL_URL"
 TEST_SECRET = "test-secret-key-0123456789"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without the caller's ``PERSONALIZE_*`` settings (a shell with
+    PERSONALIZE_CONTACT_KEY or a real secret set must not change results); the
+    ``PERSONALIZE_TEST_*`` service URLs stay. Fixtures and tests set what they need."""
+    for name in list(os.environ):
+        if name.startswith("PERSONALIZE_") and not name.startswith("PERSONALIZE_TEST_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""

@@ -229,3 +229,87 @@ def test_segment_report_without_matplotlib_names_the_extra(
     line = one_error_line(result.output)
     assert "personalize segment --report needs the 'reports' extra" in line
     assert not (tmp_path / "report").exists()
+
+
+# Each command that writes or serves customer data, with what it does once past the check.
+SECRET_GUARDED = {
+    "serve": ["serve"],
+    "worker": ["worker", "--until-idle"],
+    "import customers": ["import", "customers"],
+    "import interactions": ["import", "interactions"],
+}
+
+
+def _guarded_command(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The command line, its input file written and the server replaced by a stub."""
+    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setattr("rasa_personalize.server.serve", lambda **_: print("serving"))
+    args = list(SECRET_GUARDED[name])
+    if name.startswith("import"):
+        data = tmp_path / "rows.csv"
+        # A header only: the import runs and finds nothing to store.
+        header = {"import customers": "customer,name", "import interactions": "customer,sku"}
+        data.write_text(header[name] + "\n", encoding="utf-8")
+        args.append(str(data))
+    return args
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_GUARDED))
+def test_development_secret_is_refused(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PERSONALIZE_SECRET_KEY: one line saying how to set one, and exit 2."""
+    result = runner.invoke(app, _guarded_command(name, tmp_path, monkeypatch))
+    assert result.exit_code == 2
+    line = one_error_line(result.output)
+    assert "PERSONALIZE_SECRET_KEY is not set" in line
+    assert "export PERSONALIZE_SECRET_KEY=" in line
+    assert "PERSONALIZE_ALLOW_DEV_SECRET=true" in line
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        # The demo's opt-in keeps the development key.
+        ("PERSONALIZE_ALLOW_DEV_SECRET", "true"),
+        # A real key needs no opt-in.
+        ("PERSONALIZE_SECRET_KEY", "a-real-secret-key-of-this-shop"),
+    ],
+)
+@pytest.mark.parametrize("name", sorted(SECRET_GUARDED))
+def test_development_secret_override_or_real_key_is_accepted(
+    name: str, variable: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the override or a key of its own, the command gets past the check."""
+    monkeypatch.setenv(*variable)
+    args = _guarded_command(name, tmp_path, monkeypatch)
+    if name.startswith("import"):
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, args)
+    assert "PERSONALIZE_SECRET_KEY is not set" not in result.output
+    if name == "serve":
+        assert result.exit_code == 0
+        assert "serving" in result.output
+    elif name == "worker":  # past the check: the next one wants Redis
+        assert result.exit_code == 1
+        assert "PERSONALIZE_REDIS_URL" in result.output
+    else:
+        assert result.exit_code == 0, result.output
+
+
+def test_development_secret_refusal_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    """As users see it (logging on): no development-key warning before the one error line."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PERSONALIZE_")},
+        "PERSONALIZE_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "rasa_personalize.cli", "-v", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "PERSONALIZE_SECRET_KEY is not set" in one_error_line(result.stderr)

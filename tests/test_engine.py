@@ -7,8 +7,10 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy import text
 
 from rasa_personalize.context import ConversationContext
@@ -261,3 +263,48 @@ async def test_rule_file_edits_reach_the_next_request(
     after = await service.personalize(request("ada"))
     assert (before["offer_type"], before["discount_pct"]) == ("bundle", 0)
     assert (after["offer_type"], after["discount_pct"]) == ("discount", 20)
+
+
+def _data_error() -> Exception:
+    # What the driver raises for a value the database refuses (NUL, a too-long text).
+    return sqlalchemy_exc.DataError("SELECT 1", {}, ValueError("invalid byte sequence"))
+
+
+def _connection_refused() -> Exception:
+    return sqlalchemy_exc.OperationalError("SELECT 1", {}, OSError("connection refused"))
+
+
+@pytest.mark.parametrize(
+    ("failure", "next_tier"),
+    [
+        # a value one request carried: that request gets defaults, the next one is served
+        (_data_error, "gold"),
+        # the store cannot answer anyone: the breaker opens and the next one waits it out
+        (_connection_refused, "none"),
+    ],
+)
+async def test_only_an_outage_opens_the_store_breaker(
+    sqlite_store: SqlStore,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Any,
+    next_tier: str,
+) -> None:
+    """A data error fails its own request alone; an operational error opens the breaker."""
+    async with sqlite_store.sessions.begin() as session:
+        await add_customer(session, "ada", tier="gold")
+    settings = make_settings(sqlite_url, store_retry_after_s=60.0)
+    service = PersonalizationService(settings, sqlite_store, clock=lambda: NOW)
+    real_load = sqlite_store.load_snapshot
+
+    async def failing_load(customer_key: str) -> CustomerSnapshot | None:
+        raise failure()
+
+    monkeypatch.setattr(sqlite_store, "load_snapshot", failing_load)
+    failed = await service.personalize(request("ada"))
+    monkeypatch.setattr(sqlite_store, "load_snapshot", real_load)
+    following = await service.personalize(request("ada"))
+    await service.close()
+
+    assert failed["loyalty_tier"] == "none"
+    assert following["loyalty_tier"] == next_tier

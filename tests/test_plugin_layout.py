@@ -169,6 +169,7 @@ def test_a_users_action_of_the_same_name_wins(tmp_path: Path, command: str) -> N
     env = {
         **os.environ,
         "PERSONALIZE_DATABASE_URL": f"sqlite:///{project / 'store.db'}",
+        "PERSONALIZE_SECRET_KEY": "layout-test-secret-key",
         "SANIC_HOST": "127.0.0.1",
     }
     base = f"http://127.0.0.1:{port}"
@@ -188,7 +189,11 @@ def test_personalize_serve_names_a_missing_package(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PERSONALIZE_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"},
+        env={
+            **os.environ,
+            "PERSONALIZE_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+            "PERSONALIZE_SECRET_KEY": "layout-test-secret-key",
+        },
         check=False,
     )
     assert result.returncode == 2

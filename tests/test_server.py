@@ -149,3 +149,11 @@ async def test_health_and_actions_endpoints_still_work(app: Sanic[Any, Any]) -> 
     _, actions = await app.asgi_client.get("/actions")
     assert health.json == {"status": "ok"}
     assert {a["name"] for a in actions.json} >= {"action_session_start"}
+
+
+async def test_json_nested_ten_thousand_deep_is_a_400(app: Sanic[Any, Any]) -> None:
+    """A body deeper than the interpreter's recursion limit: a short 400, not a 500."""
+    body = b'{"next_action": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    _, response = await app.asgi_client.post("/webhook", content=body)
+    assert response.status == 400
+    assert response.json == {"error": "body is nested deeper than 64 levels"}

@@ -9,6 +9,7 @@ the functions that need it, so ``personalize --help`` answers without loading an
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeVar
@@ -67,21 +68,51 @@ def fail(error: PersonalizeError | str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_cli_settings(database_url: str | None) -> Settings:
+def load_cli_settings(database_url: str | None, *, real_secret: bool = False) -> Settings:
     """Settings from the environment, ``--database-url`` on top; exit with the reason if
-    they are invalid (the URL is checked now, not in the middle of a job)."""
+    they are invalid (the URL is checked now, not in the middle of a job).
+
+    With ``real_secret`` (commands that serve or write customer data) the public
+    development secret is refused: exit 2 with one line, and no warning before it.
+    """
     from rasa_personalize.settings import load_settings
     from rasa_personalize.store.database import describe_database
 
     overrides: dict[str, object] = {}
     if database_url:
         overrides["database_url"] = database_url
+    # The refusal replaces the development-key warning: the error stays one line.
+    settings_log = logging.getLogger("rasa_personalize.settings")
+    level = settings_log.level
+    if real_secret:
+        settings_log.setLevel(logging.ERROR)
     try:
         settings = load_settings(**overrides)
         describe_database(settings.database_url)  # validates the URL now, not mid-job
     except PersonalizeError as error:
         fail(error)
+    finally:
+        settings_log.setLevel(level)
+    if real_secret:
+        refuse_development_secret(settings)
     return settings
+
+
+def refuse_development_secret(settings: Settings) -> None:
+    """Exit 2 with one line if the public development secret is in use and not allowed.
+
+    Anyone who knows that key can recompute customer keys from channel ids, and the
+    contact encryption key is derived from it when none is set: so commands that write or
+    serve customer data refuse it unless ``PERSONALIZE_ALLOW_DEV_SECRET=true`` (demo
+    stores)."""
+    if settings.uses_development_secret and not settings.allow_dev_secret:
+        fail(
+            "PERSONALIZE_SECRET_KEY is not set and the built-in development key is public: "
+            'set a secret of your own, e.g. export PERSONALIZE_SECRET_KEY="$(python -c '
+            "'import secrets; print(secrets.token_urlsafe(32))')\" (keep it: customer keys "
+            "depend on it), or PERSONALIZE_ALLOW_DEV_SECRET=true for a demo store",
+            EXIT_USAGE,
+        )
 
 
 def describe_store(settings: Settings) -> str:

@@ -1,4 +1,5 @@
-"""``personalize worker`` and ``personalize apikey create|list|revoke``: the events side."""
+"""``personalize worker`` (with ``worker dead-letters list|retry|drop``) and
+``personalize apikey create|list|revoke``: the events side."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import asyncio
 import dataclasses
 import json
 import signal
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -26,17 +28,36 @@ from rasa_personalize.cli.common import (
 from rasa_personalize.errors import PersonalizeError
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from rasa_personalize.events.apikeys import ApiKeyRecord
+    from rasa_personalize.events.dead_letters import DeadLetter
     from rasa_personalize.events.worker import WorkerOptions, WorkerStats
     from rasa_personalize.segments.tag_rules import TagRules
     from rasa_personalize.settings import Settings
 
+T = TypeVar("T")
 
 apikey_app = typer.Typer(
     help="API keys of the events and profiles HTTP API.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
+
+
+# `personalize worker [options]` runs the worker, as it did when it was a plain command;
+# its sub-group manages the messages the worker gave up on.
+worker_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode="markdown",
+)
+dead_letters_app = typer.Typer(
+    help="Stream messages the store refused PERSONALIZE_STREAM_MAX_DELIVERIES times.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+worker_app.add_typer(dead_letters_app, name="dead-letters")
 
 
 class ScopeChoice(str, Enum):
@@ -49,7 +70,8 @@ class ScopeChoice(str, Enum):
 
 def register_commands(app: typer.Typer) -> None:
     """Add ``worker`` and the ``apikey`` group to ``app``."""
-    app.command("worker", rich_help_panel=PANEL_SERVING)(worker)
+    worker_app.callback()(worker)
+    app.add_typer(worker_app, name="worker", rich_help_panel=PANEL_SERVING)
     app.add_typer(apikey_app, name="apikey", rich_help_panel=PANEL_SERVING)
 
 
@@ -146,6 +168,7 @@ def revoke(
 
 
 def worker(
+    ctx: typer.Context,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -187,15 +210,27 @@ def worker(
             "events pour in; a worker that has caught up with the stream does it at once.",
         ),
     ] = 1.0,
+    max_deliveries: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Store failures of one message before it goes to the dead letters "
+            "(default: $PERSONALIZE_STREAM_MAX_DELIVERIES or 5).",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Store events from the Redis Stream in SQL (needs PERSONALIZE_REDIS_URL).
 
     Several workers may run at once (one consumer group); a worker that stops leaves its
     unacknowledged events to be claimed by the others after --claim-idle-s. Stops
-    cleanly on Ctrl-C or SIGTERM after the batch in hand.
+    cleanly on Ctrl-C or SIGTERM after the batch in hand. A message the store refuses
+    --max-deliveries times goes to the dead letters (`personalize worker dead-letters`).
     """
-    settings = load_cli_settings(database_url)
+    if ctx.invoked_subcommand is not None:
+        return  # `worker dead-letters ...`: the subcommand does the work
+    settings = load_cli_settings(database_url, real_secret=True)
     if not settings.redis_url:
         errors.print(
             "[red]error:[/red] the worker reads the Redis event stream: set "
@@ -218,6 +253,7 @@ def worker(
         claim_idle_ms=int(claim_idle_s * 1000),
         exit_when_idle=until_idle,
         refresh_every_s=refresh_every_s,
+        max_deliveries=max_deliveries or settings.stream_max_deliveries,
     )
     if consumer:
         options = dataclasses.replace(options, consumer=consumer)
@@ -226,7 +262,8 @@ def worker(
         f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
         f"{stats.already_stored} already stored, {stats.claimed} messages claimed from "
         f"stopped workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
-        f"{stats.refreshed_customers} profiles refreshed in {stats.refreshes} refreshes."
+        f"{stats.refreshed_customers} profiles refreshed in {stats.refreshes} refreshes; "
+        f"{stats.dead_letters} messages moved to the dead letters."
     )
 
 
@@ -275,3 +312,134 @@ async def run_worker(
         await store.dispose()
         if invalidate is not None:
             await invalidate.close()
+
+
+IdsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Dead-letter ids (see `personalize worker dead-letters list`).", show_default=False
+    ),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
+
+
+def _stream_settings() -> Settings:
+    settings = load_cli_settings(None)
+    if not settings.redis_url:
+        errors.print(
+            "[red]error:[/red] dead letters live beside the Redis event stream: set "
+            "PERSONALIZE_REDIS_URL."
+        )
+        raise typer.Exit(1)
+    return settings
+
+
+async def _with_stream_client(settings: Settings, work: Callable[[Redis, str], Awaitable[T]]) -> T:
+    from redis import asyncio as redis_asyncio
+    from redis.exceptions import RedisError
+
+    from rasa_personalize.cache.breaker import RedisUnavailableError
+
+    assert settings.redis_url is not None
+    client = redis_asyncio.from_url(
+        settings.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0
+    )
+    try:
+        return await work(client, settings.event_stream)
+    except (RedisError, OSError) as error:
+        raise RedisUnavailableError(f"Redis did not answer ({type(error).__name__})") from None
+    finally:
+        await client.aclose()
+
+
+@dead_letters_app.command("list")
+def list_dead_letters_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many, oldest first.")] = 100,
+) -> None:
+    """List dead letters: id, when, deliveries, error class and event count (never the
+    events themselves), and their total."""
+    from rasa_personalize.events.dead_letters import count_dead_letters, list_dead_letters
+
+    settings = _stream_settings()
+
+    async def work(client: Redis, stream: str) -> tuple[int, list[DeadLetter]]:
+        return await count_dead_letters(client, stream), await list_dead_letters(
+            client, stream, limit=limit
+        )
+
+    total, letters = run_job(lambda: _with_stream_client(settings, work))
+    if as_json:
+        typer.echo(json.dumps({"total": total, "dead_letters": [d.as_dict() for d in letters]}))
+        return
+    table = Table(title=f"Dead letters of {settings.event_stream}: {total}")
+    for header in ("id", "dead at", "deliveries", "failures", "reason", "events"):
+        table.add_column(header)
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            letter.dead_at.isoformat(timespec="seconds"),
+            str(letter.deliveries),
+            str(letter.failures),
+            letter.reason,
+            str(letter.events),
+        )
+    console.print(table)
+    if total > len(letters):
+        console.print(f"{total - len(letters)} more (--limit).")
+
+
+def _chosen_ids(ids: list[str] | None, every: bool) -> list[str] | None:
+    """The ids given, or None for --all; exit 2 unless exactly one of them is given."""
+    if bool(ids) == every:
+        errors.print("[red]error:[/red] name dead-letter ids or pass --all (not both)")
+        raise typer.Exit(2)
+    return None if every else list(ids or ())
+
+
+def _report(action: str, done: list[str], asked: list[str] | None) -> None:
+    console.print(f"{len(done)} dead letters {action}.")
+    missing = [entry_id for entry_id in asked or () if entry_id not in set(done)]
+    if missing:
+        errors.print(f"[red]error:[/red] no dead letter with id {', '.join(missing)}")
+        raise typer.Exit(1)
+
+
+@dead_letters_app.command("retry")
+def retry_dead_letters_command(ids: IdsArgument = None, every: AllOption = False) -> None:
+    """Move dead letters back to the event stream, for the worker to store again (after
+    fixing what the store refused)."""
+    from rasa_personalize.events.dead_letters import retry_dead_letters
+
+    chosen = _chosen_ids(ids, every)
+    settings = _stream_settings()
+    done = run_job(
+        lambda: _with_stream_client(
+            settings, lambda client, stream: retry_dead_letters(client, stream, chosen)
+        )
+    )
+    _report("moved back to the event stream", done, chosen)
+
+
+@dead_letters_app.command("drop")
+def drop_dead_letters_command(
+    ids: IdsArgument = None,
+    every: AllOption = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: their events are lost for good.")
+    ] = False,
+) -> None:
+    """Delete dead letters for good (their events are never stored)."""
+    from rasa_personalize.events.dead_letters import drop_dead_letters
+
+    chosen = _chosen_ids(ids, every)
+    if not yes:
+        errors.print("[red]error:[/red] dropping loses these events for good: pass --yes")
+        raise typer.Exit(2)
+    settings = _stream_settings()
+    done = run_job(
+        lambda: _with_stream_client(
+            settings, lambda client, stream: drop_dead_letters(client, stream, chosen)
+        )
+    )
+    _report("dropped", done, chosen)

@@ -110,7 +110,7 @@ def import_customers_command(
     from rasa_personalize.imports.customers import CustomerImportOptions, import_customers
     from rasa_personalize.imports.normalise import FieldError
 
-    settings = load_cli_settings(database_url)
+    settings = load_cli_settings(database_url, real_secret=True)
     try:
         options = CustomerImportOptions(
             default_region=default_region or settings.import_default_region,
@@ -188,7 +188,7 @@ def import_interactions_command(
         import_interactions,
     )
 
-    settings = load_cli_settings(database_url)
+    settings = load_cli_settings(database_url, real_secret=True)
     # Rule tags follow new interactions here as they do for ingested events.
     rules = _tag_rules(settings.tags_path)
     options = InteractionImportOptions(
@@ -234,7 +234,7 @@ def import_movielens(
     """
     from rasa_personalize.recommend.movielens_import import import_movielens as run_import
 
-    settings = load_cli_settings(database_url)
+    settings = load_cli_settings(database_url, real_secret=True)
     movielens = load_movielens()
 
     async def job() -> MovieLensImportReport:

@@ -63,7 +63,8 @@ def serve(
     from rasa_personalize.server import is_loopback, user_action_packages
     from rasa_personalize.server import serve as run_server
 
-    settings = load_cli_settings(None)  # fail now, clearly, rather than on the first request
+    # Fail now, clearly, rather than on the first request.
+    settings = load_cli_settings(None, real_secret=True)
     if settings.webhook_token is None and not is_loopback(host) and not insecure_no_token:
         fail(
             f"--host {host} is reachable from other machines: set PERSONALIZE_WEBHOOK_TOKEN "

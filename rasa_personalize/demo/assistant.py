@@ -79,6 +79,9 @@ class RunningAssistant:
         self.rasa_port = free_port()
         self.rasa_url = f"http://127.0.0.1:{self.rasa_port}"
         env = {**os.environ, **(extra_env or {}), "PERSONALIZE_DATABASE_URL": database_url}
+        # The demo store is keyed with the development secret unless one is set: its own
+        # server may use it (demo only; `personalize serve` refuses it otherwise).
+        env.setdefault("PERSONALIZE_ALLOW_DEV_SECRET", "true")
         # The demo signs its customers as a shop's server would: with the secret its
         # action server verifies (the configured one, else a fresh one for this run).
         self.identity_secret = env.get("PERSONALIZE_IDENTITY_SECRET") or secrets.token_hex(16)

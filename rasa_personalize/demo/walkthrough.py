@@ -236,6 +236,9 @@ def run_webhook_walkthrough(
         "PERSONALIZE_DATABASE_URL": settings.database_url,
         "PERSONALIZE_IDENTITY_SECRET": identity_secret,
         "PERSONALIZE_WEBHOOK_TOKEN": token,
+        # The demo store is keyed with the development secret unless one is set: its
+        # own server may use it (demo only; `personalize serve` refuses it otherwise).
+        "PERSONALIZE_ALLOW_DEV_SECRET": os.environ.get("PERSONALIZE_ALLOW_DEV_SECRET", "true"),
     }
     server = ServerProcess(
         [

@@ -8,7 +8,6 @@ quotes nothing the caller sent about a person.
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from dataclasses import asdict
@@ -27,6 +26,7 @@ from rasa_personalize.events.ingest import IngestResult, check_events, ingest_ev
 from rasa_personalize.events.profiles import parse_profile_update, profile_document, write_profile
 from rasa_personalize.events.stream import EventStream
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
+from rasa_personalize.json_input import JsonBodyError, load_json_body
 from rasa_personalize.runtime import personalization_service
 from rasa_personalize.segments.tag_rules import TagRules, load_ingest_tag_rules
 from rasa_personalize.settings import Settings
@@ -75,7 +75,8 @@ def decode_json_body(request: Request, max_bytes: int) -> Any:
     """The body as JSON, inflating gzip/deflate bodies; the size cap holds after inflating.
 
     Raises:
-        RequestRejectedError: 413 too large, 415 unknown encoding, 400 not JSON.
+        RequestRejectedError: 413 too large, 415 unknown encoding, 400 not JSON or
+            nested deeper than :data:`~rasa_personalize.json_input.MAX_JSON_DEPTH`.
     """
     body = request.body
     if len(body) > max_bytes:
@@ -93,9 +94,9 @@ def decode_json_body(request: Request, max_bytes: int) -> Any:
     elif encoding != "identity":
         raise RequestRejectedError(415, "unsupported content encoding")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestRejectedError(400, "body is not valid JSON") from None
+        return load_json_body(body)
+    except JsonBodyError as error:
+        raise RequestRejectedError(400, str(error)) from None
 
 
 def _bearer_key(request: Request) -> str | None:

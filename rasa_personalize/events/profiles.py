@@ -12,6 +12,7 @@ from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.store.profiles import ProfileChange, apply_profile_change
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.types import Session
+from rasa_personalize.text import has_control_characters
 
 # The attributes document is read on the hot path: keep it small.
 MAX_ATTRIBUTES_BYTES: Final = 16 * 1024
@@ -26,6 +27,13 @@ class DemographicsUpdate(BaseModel):
     gender: str | None = Field(default=None, max_length=32)
     country: str | None = Field(default=None, max_length=64)
     city: str | None = Field(default=None, max_length=128)
+
+    @field_validator("gender", "country", "city")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and has_control_characters(value):
+            raise ValueError("contains a control character")
+        return value
 
 
 class ProfileUpdate(BaseModel):
@@ -43,7 +51,26 @@ class ProfileUpdate(BaseModel):
     def _attributes_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and len(json.dumps(value)) > MAX_ATTRIBUTES_BYTES:
             raise ValueError(f"must encode to at most {MAX_ATTRIBUTES_BYTES} bytes of JSON")
+        if value is not None and _holds_control_characters(value):
+            # PostgreSQL's jsonb refuses \u0000; tab and line breaks are fine in free text.
+            raise ValueError("contains a control character")
         return value
+
+
+def _holds_control_characters(document: Any) -> bool:
+    """Whether any key or string in a JSON document holds a control character."""
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if has_control_characters(item, free_text=True):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from rasa_personalize.store.models import INTERACTION_KINDS
+from rasa_personalize.text import has_control_characters
 
 MAX_EVENT_ID_LENGTH: Final = 128
 MAX_SKU_LENGTH: Final = 64
@@ -112,6 +113,10 @@ def _text(event: Mapping[str, Any], field: str, max_length: int, *, required: bo
     if not isinstance(value, str):
         raise EventRejectedError(field, f"must be a string, not {type(value).__name__}")
     value = value.strip()
+    # Ids and labels are never free text: a NUL would be refused by PostgreSQL (and take
+    # the batch with it), a line break would forge lines in logs and exports.
+    if has_control_characters(value):
+        raise EventRejectedError(field, "contains a control character")
     if not value:
         if required:
             raise EventRejectedError(field, "must not be empty")
@@ -244,7 +249,11 @@ def _event_id_of(raw: Any) -> str | None:
     event_id = raw.get("event_id")
     if isinstance(event_id, int) and not isinstance(event_id, bool):
         event_id = str(event_id)
-    if isinstance(event_id, str) and 0 < len(event_id.strip()) <= MAX_EVENT_ID_LENGTH:
+    if (
+        isinstance(event_id, str)
+        and 0 < len(event_id.strip()) <= MAX_EVENT_ID_LENGTH
+        and not has_control_characters(event_id.strip())
+    ):
         return event_id.strip()
     return None
 

@@ -22,7 +22,11 @@ again meanwhile (each mark carries a version), so a refresh that read the store 
 newer batch committed never clears that batch's mark.
 
 Redis errors (down, restarted, slow) and store errors back off and retry; the worker
-never exits because a dependency is away, and resumes when it returns.
+never exits because a dependency is away, and resumes when it returns. A batch the store
+refuses while it answers otherwise holds a message it cannot take: the batch is stored
+again message by message, the good ones are acknowledged, and each refused one counts a
+failure (in Redis, so restarts do not reset it). After ``max_deliveries`` failures it goes
+to the dead letters (:mod:`rasa_personalize.events.dead_letters`) and the stream moves on.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from rasa_personalize.errors import MissingExtraError
-from rasa_personalize.events.ingest import store_events
+from rasa_personalize.events import ingest
+from rasa_personalize.events.dead_letters import bury, failure_counts_key
 from rasa_personalize.events.stream import (
     EVENTS_PER_MESSAGE,
     GROUP,
@@ -114,6 +119,8 @@ class WorkerOptions:
     retry_delay_s: float = 0.5
     # How often metrics and tags of customers with new events are recomputed.
     refresh_every_s: float = 1.0
+    # Store failures of one message before it goes to the dead letters.
+    max_deliveries: int = 5
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -124,6 +131,8 @@ class WorkerOptions:
             raise ValueError("claim_idle_ms must not be negative")
         if self.refresh_every_s < 0:
             raise ValueError("refresh_every_s must not be negative")
+        if self.max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
 
 
 @dataclass
@@ -140,6 +149,8 @@ class WorkerStats:
     refreshed_customers: int = 0
     redis_errors: int = 0
     store_errors: int = 0
+    refused: int = 0
+    dead_letters: int = 0
 
 
 class StreamWorker:
@@ -179,6 +190,7 @@ class StreamWorker:
         self._claim_cursor = "0-0"
         self._failures = 0
         self._last_housekeeping = 0.0
+        self.failures_key = failure_counts_key(stream)
         self.dirty_key = f"{stream}:dirty"
         self._dirty_version_key = f"{stream}:dirty-version"
         self._mark_dirty = client.register_script(_MARK_DIRTY)
@@ -255,33 +267,27 @@ class StreamWorker:
         try:
             async with self.sessions.begin() as session:
                 # Metrics and tags are refreshed per customer by refresh_dirty().
-                stored = await store_events(session, events, refresh=False)
+                stored = await ingest.store_events(session, events, refresh=False)
         except (DatabaseError, OSError) as error:
             self.stats.store_errors += 1
-            self._failures += 1
             self._own_pending = True
-            logger.warning(
-                "Storing a batch of %d events failed (%s); retrying.",
-                len(events),
-                type(error).__name__,
-            )
-            return None
+            if not await self._store_answers():
+                self._failures += 1
+                logger.warning(
+                    "Storing a batch of %d events failed (%s); retrying.",
+                    len(events),
+                    type(error).__name__,
+                )
+                return None
+            # The store answers but refused the batch: find the message it refuses.
+            return await self._store_one_by_one(messages, type(error).__name__)
         if malformed:
             self.stats.malformed += len(malformed)
             logger.error("Dropped %d stream messages that hold no events.", len(malformed))
-        try:
-            await self._acknowledge([message_id for message_id, _ in messages], stored.customer_ids)
-            acknowledged = True
-        except (RedisError, OSError) as error:
-            # Stored but not acknowledged: redelivered later, then found already stored.
-            self._redis_failed(error)
-            acknowledged = False
-        self.stats.batches += 1
-        self.stats.stored += len(stored.inserted)
-        self.stats.already_stored += len(stored.already_stored)
-        self.stats.dropped += len(stored.dropped)
-        if stored.dropped:
-            logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
+        acknowledged = await self._finish(
+            [message_id for message_id, _ in messages], stored.customer_ids
+        )
+        self._count(stored)
         if not acknowledged:
             return None
         self._failures = 0
@@ -289,6 +295,122 @@ class StreamWorker:
             self._caught_up.set()  # a short read: the stream held no more than this
         # Never 0 for a batch of messages, even when none held events: 0 means idle.
         return len(events) + len(malformed)
+
+    async def _finish(self, message_ids: Sequence[str], customer_ids: Collection[int]) -> bool:
+        """Acknowledge stored messages; False if Redis failed (they come back, already
+        stored)."""
+        try:
+            await self._acknowledge(message_ids, customer_ids)
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return False
+        return True
+
+    def _count(self, stored: ingest.StoredEvents) -> None:
+        self.stats.batches += 1
+        self.stats.stored += len(stored.inserted)
+        self.stats.already_stored += len(stored.already_stored)
+        self.stats.dropped += len(stored.dropped)
+        if stored.dropped:
+            logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
+
+    async def _store_answers(self) -> bool:
+        """Whether the store takes connections: tells an outage (retry everything, count
+        nothing) from a message it refuses."""
+        try:
+            async with self.sessions() as session:
+                await session.connection()
+        except (DatabaseError, OSError):
+            return False
+        return True
+
+    async def _store_one_by_one(self, messages: Sequence[Message], batch_error: str) -> int | None:
+        """Store each message in its own transaction after its batch failed.
+
+        The stored ones are acknowledged; each refused one counts a failure and, at
+        ``max_deliveries``, goes to the dead letters. None while refused messages stay
+        pending (the worker backs off, then reads them again).
+        """
+        done: list[str] = []
+        customer_ids: set[int] = set()
+        refused: list[tuple[Message, str]] = []
+        handled = 0
+        for message in messages:
+            try:
+                events = decode_events(message[1])
+            except MalformedMessageError:
+                self.stats.malformed += 1
+                logger.error("Dropped a stream message that holds no events.")
+                done.append(message[0])
+                handled += 1
+                continue
+            if len(messages) == 1:
+                # The failed batch was this message alone: that was its attempt.
+                refused.append((message, batch_error))
+                continue
+            try:
+                async with self.sessions.begin() as session:
+                    stored = await ingest.store_events(session, events, refresh=False)
+            except (DatabaseError, OSError) as error:
+                refused.append((message, type(error).__name__))
+                continue
+            done.append(message[0])
+            customer_ids.update(stored.customer_ids)
+            self._count(stored)
+            handled += len(events)
+        if done and not await self._finish(done, customer_ids):
+            return None
+        still_pending = False
+        try:
+            for (message_id, fields), reason in refused:
+                if not await self._refused(message_id, fields, reason):
+                    still_pending = True
+        except (RedisError, OSError) as error:
+            self._redis_failed(error)
+            return None
+        if still_pending:
+            self._failures += 1
+            return None
+        self._failures = 0
+        # Never 0: the messages were handled, even if only into the dead letters.
+        return max(handled, 1)
+
+    async def _refused(self, message_id: str, fields: dict[Any, Any], reason: str) -> bool:
+        """Count a refusal of one message; at ``max_deliveries`` move it to the dead
+        letters (True). Only the error's class is logged: its text may quote values."""
+        self.stats.refused += 1
+        failures = int(await self.client.hincrby(self.failures_key, message_id, 1))
+        if failures < self.options.max_deliveries:
+            logger.warning(
+                "The store refused stream message %s (%s, failure %d of %d).",
+                message_id,
+                reason,
+                failures,
+                self.options.max_deliveries,
+            )
+            return False
+        details: Any = await self.client.xpending_range(
+            self.stream, GROUP, min=message_id, max=message_id, count=1
+        )
+        deliveries = int(details[0]["times_delivered"]) if details else failures
+        await bury(
+            self.client,
+            self.stream,
+            message_id,
+            fields,
+            deliveries=deliveries,
+            failures=failures,
+            reason=reason,
+        )
+        self.stats.dead_letters += 1
+        logger.error(
+            "Stream message %s moved to the dead letters after %d failures (%s); see "
+            "`personalize worker dead-letters list`.",
+            message_id,
+            failures,
+            reason,
+        )
+        return True
 
     async def _next_messages(self) -> list[Message]:
         options = self.options
@@ -350,6 +472,8 @@ class StreamWorker:
             pipe.xack(self.stream, GROUP, *message_ids)
             # Stored messages leave the stream, so it holds only work still to do.
             pipe.xdel(self.stream, *message_ids)
+            # A message that failed before and is stored now starts afresh if redelivered.
+            pipe.hdel(self.failures_key, *message_ids)
             if customer_ids:
                 await self._mark_dirty(
                     keys=[self.dirty_key, self._dirty_version_key],

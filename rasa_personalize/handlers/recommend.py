@@ -11,9 +11,16 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from rasa_personalize.engine import ConversationRef
+from rasa_personalize.events.validation import MAX_SKU_LENGTH
 from rasa_personalize.handlers.base import request_from_tracker, slot_events
 from rasa_personalize.runtime import personalization_service
 from rasa_personalize.slots import SlotPlan
+from rasa_personalize.text import (
+    MAX_LIST_ITEMS,
+    MAX_TEXT_LENGTH,
+    bounded_text,
+    has_control_characters,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +36,47 @@ NO_RECOMMENDATIONS = SlotPlan(
 
 
 def latest_entity(tracker: Tracker, name: str) -> str | None:
-    """The latest message's entity ``name``, trimmed, if it is plausible text."""
+    """The latest message's entity ``name``, cleaned, if it is plausible text.
+
+    Control characters are stripped; a value longer than ``MAX_ENTITY_LENGTH`` is no
+    product or category name and is ignored.
+    """
     value = next(tracker.get_latest_entity_values(name), None)
-    if isinstance(value, str) and 0 < len(value.strip()) <= MAX_ENTITY_LENGTH:
-        return value.strip()
+    if isinstance(value, str) and len(value) <= MAX_TEXT_LENGTH:
+        text = bounded_text(value)
+        if text is not None and len(text) <= MAX_ENTITY_LENGTH:
+            return text
     return None
 
 
-def shown_skus(tracker: Tracker) -> list[str]:
-    """The skus in the ``recommended_products`` slot (what the customer was last shown)."""
+def shown_products(tracker: Tracker) -> list[dict[str, Any]]:
+    """The first ``MAX_LIST_ITEMS`` products of the ``recommended_products`` slot.
+
+    The slot comes back from whoever calls the webhook: more items than a page shows
+    are ignored rather than sent to the store.
+    """
     shown: Any = tracker.get_slot("recommended_products") or []
     if not isinstance(shown, list):
         return []
-    return [str(p["sku"]) for p in shown if isinstance(p, dict) and isinstance(p.get("sku"), str)]
+    return [product for product in shown[:MAX_LIST_ITEMS] if isinstance(product, dict)]
+
+
+def shown_skus(tracker: Tracker) -> list[str]:
+    """The skus in the ``recommended_products`` slot (what the customer was last shown).
+
+    At most ``MAX_LIST_ITEMS``; a sku that is not plausible (too long, control
+    characters) is skipped.
+    """
+    skus: list[str] = []
+    for product in shown_products(tracker):
+        sku = product.get("sku")
+        if (
+            isinstance(sku, str)
+            and 0 < len(sku) <= MAX_SKU_LENGTH
+            and not has_control_characters(sku)
+        ):
+            skus.append(sku)
+    return skus
 
 
 class ActionRecommendProducts(Action):
@@ -57,12 +92,13 @@ class ActionRecommendProducts(Action):
         """recommended_products, recommendation_text/_reason/_source."""
         try:
             entity = latest_entity(tracker, "category")
-            category = entity or tracker.get_slot("category")
+            category = entity or bounded_text(tracker.get_slot("category"))
             message: dict[str, Any] = tracker.latest_message or {}
             asked_for_category = message.get("intent", {}).get("name") == "ask_category"
             if not category and asked_for_category:
-                # NLU missed the entity: the engine finds a category named in the words.
-                category = message.get("text")
+                # NLU missed the entity: the engine finds a category named in the words
+                # (the first MAX_TEXT_LENGTH characters).
+                category = bounded_text(message.get("text"))
             plan = await personalization_service().recommend(
                 request_from_tracker(tracker, at_session_start=False),
                 category=category.lower() if isinstance(category, str) else None,
@@ -90,9 +126,8 @@ class ActionSimilarProducts(Action):
         """The recommendation slots, filled with products like the named one."""
         product = latest_entity(tracker, "product")
         if product is None:
-            shown = tracker.get_slot("recommended_products") or []
-            first = shown[0] if isinstance(shown, list) and shown else None
-            product = first.get("title") if isinstance(first, dict) else None
+            shown = shown_products(tracker)
+            product = bounded_text(shown[0].get("title")) if shown else None
         if not product:
             return slot_events(
                 SlotPlan(

@@ -49,7 +49,6 @@ from rasa_personalize.imports.dedupe import (
 from rasa_personalize.imports.normalise import (
     FieldError,
     check_region,
-    clean_text,
     normalise_age,
     normalise_city,
     normalise_country,
@@ -78,6 +77,7 @@ from rasa_personalize.store.customers import (
     update_customers,
 )
 from rasa_personalize.store.types import Session
+from rasa_personalize.text import clean_text
 
 CUSTOMER_FIELDS: Final = frozenset(
     {"customer", "name", "email", "phone", "age", "gender", "country", "city",

@@ -25,7 +25,6 @@ from rasa_personalize.events.validation import KNOWN_FIELDS
 from rasa_personalize.identity import customer_key
 from rasa_personalize.imports.normalise import (
     FieldError,
-    clean_text,
     normalise_category,
     parse_timestamp,
 )
@@ -34,6 +33,7 @@ from rasa_personalize.imports.source import CsvSource, ImportFileError, JsonLine
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.store.customers import resolve_keys
 from rasa_personalize.store.types import Session, SessionFactory
+from rasa_personalize.text import clean_text
 
 EVENT_HEADER_ALIASES: Final = {
     "id": "event_id", "customer_id": "customer", "user_id": "customer", "user": "customer",

@@ -19,6 +19,9 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import geocoder
 
+# Shared with the webhook and the events API; imported here for the normalisers below.
+from rasa_personalize.text import clean_text
+
 LOYALTY_TIERS: Final = ("none", "silver", "gold", "platinum")
 GENDERS: Final = ("female", "male", "non_binary")
 MAX_NAME_LENGTH: Final = 200
@@ -48,8 +51,6 @@ _EXTRA_COUNTRY_NAMES: Final[Mapping[str, str]] = {
     "holland": "NL", "the netherlands": "NL", "czech republic": "CZ",
 }  # fmt: skip
 
-_WHITESPACE = re.compile(r"\s+")
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _EPOCH = re.compile(r"^[+-]?\d{9,10}(?:\.\d+)?$")
 _TIME = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?"
@@ -65,14 +66,6 @@ class FieldError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-def clean_text(value: object) -> str | None:
-    """Trim, collapse inner whitespace, drop invisible characters; empty -> None."""
-    if value is None:
-        return None
-    text = _WHITESPACE.sub(" ", str(value).translate(_INVISIBLE)).strip()
-    return text or None
 
 
 def _recased(text: str) -> str:

@@ -18,10 +18,26 @@ from typing import Any, Final
 
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.imports.report import Rejection
+from rasa_personalize.text import has_control_characters, strip_control_characters
 
 # A cell longer than this is not data from a shop system (csv's own default is 128 KiB).
 MAX_FIELD_BYTES: Final = 64 * 1024
 _DELIMITERS: Final = (",", ";", "\t", "|")
+
+
+def control_character_rejection(line: int, values: Mapping[str, Any]) -> Rejection | None:
+    """A rejection naming the first column whose text holds a control character, if any.
+
+    NUL and the like are refused by PostgreSQL and corrupt exports; tab and line breaks
+    are ordinary whitespace in a cell (the normalisers collapse them).
+    """
+    for field, value in values.items():
+        if isinstance(value, str) and has_control_characters(value, free_text=True):
+            # A JSON key is the caller's text too: shown cleaned and short.
+            return Rejection(
+                line, strip_control_characters(field)[:40], "contains a control character"
+            )
+    return None
 
 
 class ImportFileError(InvalidInputError):
@@ -147,7 +163,8 @@ class CsvSource:
                         line, "row", f"has {len(cells)} cells, the header has {len(self.fields)}"
                     )
                     continue
-                yield SourceRow(line, dict(zip(self.fields, cells, strict=True)))
+                values = dict(zip(self.fields, cells, strict=True))
+                yield control_character_rejection(line, values) or SourceRow(line, values)
 
 
 class JsonLinesSource:
@@ -179,6 +196,5 @@ class JsonLinesSource:
                         line, "line", f"is a JSON {type(value).__name__}, not an object"
                     )
                     continue
-                yield SourceRow(
-                    line, {canonical_name(str(k), self._aliases): v for k, v in value.items()}
-                )
+                values = {canonical_name(str(k), self._aliases): v for k, v in value.items()}
+                yield control_character_rejection(line, values) or SourceRow(line, values)

@@ -271,6 +271,10 @@ async def test_profile_reflects_ingested_events(api: Any) -> None:
         ({"attributes": [PRIVATE]}, "attributes"),
         # not an object at all
         ([PRIVATE], "body"),
+        # NUL in a demographic (refused by PostgreSQL)
+        ({"demographics": {"city": "Ber\x00lin"}}, "demographics.city"),
+        # NUL deep inside the attributes document (jsonb refuses it)
+        ({"attributes": {"notes": [{"text": "a\x00b"}]}}, "attributes"),
     ],
 )
 async def test_profile_put_validation(api: Any, body: Any, field: str) -> None:
@@ -300,3 +304,36 @@ async def test_a_revoked_key_stops_working_once_its_cached_lookup_expires(api: A
 
     assert cached.status == 404
     assert expired.status == 401
+
+
+async def test_json_nested_ten_thousand_deep_is_a_400(api: Any) -> None:
+    """A body deeper than the interpreter's recursion limit: a short 400, not a 500."""
+    app, _, keys = api
+    body = b'{"events": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    _, response = await app.asgi_client.post(
+        "/personalize/events", content=body, headers=auth(keys["ingest"])
+    )
+    assert response.status == 400
+    assert response.json == {"error": "body is nested deeper than 64 levels"}
+
+
+async def test_a_nul_in_one_event_rejects_that_event_alone(api: Any) -> None:
+    """NUL (refused by PostgreSQL) rejects its event, naming the field; the rest go in."""
+    app, store, keys = api
+    batch = [
+        event("ok-1"),
+        event("bad-1", device="mob\x00ile"),
+        event("bad-2", location="Ber\x00lin"),
+        event("ok-2", channel="web"),
+    ]
+    _, response = await app.asgi_client.post(
+        "/personalize/events", json={"events": batch}, headers=auth(keys["ingest"])
+    )
+    assert response.status == 200
+    assert response.json["accepted"] == ["ok-1", "ok-2"]
+    assert [(r["event_id"], r["field"], r["reason"]) for r in response.json["rejected"]] == [
+        ("bad-1", "device", "contains a control character"),
+        ("bad-2", "location", "contains a control character"),
+    ]
+    async with store.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Interaction)) == 2

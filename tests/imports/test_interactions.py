@@ -193,3 +193,27 @@ def test_numbers_that_are_not_numbers_are_rejected() -> None:
         normalise_event({"price": "twelve"}, dayfirst=False)
     with pytest.raises(FieldError, match="quantity: is not a whole number"):
         normalise_event({"quantity": "1.5"}, dayfirst=False)
+
+
+async def test_a_control_character_rejects_its_row_naming_the_column(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """NUL (refused by PostgreSQL) in a cell rejects that row, CSV or JSON Lines alike."""
+    await seed(store)
+    csv_text = (
+        "event_id,customer,product,kind,timestamp,device\n"
+        "c-1,u-1,SKU-1,view,2026-05-01T10:00:00Z,mobile\n"
+        "c-2,u-1,SKU-1,view,2026-05-01T10:00:00Z,mob\x00ile\n"
+    )
+    csv_report = await run(store, write(tmp_path, "events.csv", csv_text))
+    lines = [
+        json.dumps({"event_id": "j-1", "customer": "u-2", "product": "SKU-1", "kind": "view",
+                    "timestamp": "2026-05-01T10:00:00Z", "location": "Ber\x00lin"}),
+        json.dumps({"event_id": "j-2", "customer": "u-2", "product": "SKU-1", "kind": "view",
+                    "timestamp": "2026-05-01T10:00:00Z", "location": "Berlin"}),
+    ]  # fmt: skip
+    jsonl_report = await run(store, write(tmp_path, "events.jsonl", "\n".join(lines) + "\n"))
+
+    assert csv_report.rejections == (Rejection(3, "device", "contains a control character"),)
+    assert jsonl_report.rejections == (Rejection(1, "location", "contains a control character"),)
+    assert sorted(row[0] for row in await stored(store)) == ["c-1", "j-2"]

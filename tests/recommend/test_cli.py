@@ -269,8 +269,11 @@ def test_import_table_reports_read_inserted_skipped(
 
 
 @pytest.mark.usefixtures("no_network")
-def test_import_without_the_dataset_writes_nothing(empty_url: str) -> None:
+def test_import_without_the_dataset_writes_nothing(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No network: exit 1 with one line; the store stays empty."""
+    monkeypatch.setenv("PERSONALIZE_SECRET_KEY", TEST_SECRET)
     result = runner.invoke(APP, ["import", "movielens", "--database-url", empty_url])
     assert result.exit_code == 1
     assert "MovieLens-100k is unavailable" in result.output

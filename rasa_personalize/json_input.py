@@ -1,0 +1,55 @@
+"""JSON request bodies, decoded with a nesting bound: one decoder for every HTTP route.
+
+Python's ``json`` recurses once per nesting level, so a body of ten thousand ``[``
+raises ``RecursionError`` (a 500 if nobody catches it), and anything nested a few hundred
+deep that does parse makes every later walk over it slow and fragile. No action call or
+event batch comes near :data:`MAX_JSON_DEPTH`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from rasa_personalize.errors import InvalidInputError
+
+MAX_JSON_DEPTH: Final = 64
+
+
+class JsonBodyError(InvalidInputError):
+    """The body is not JSON, or is nested too deep; the message quotes none of it."""
+
+
+def json_depth_exceeds(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests objects or arrays deeper than ``max_depth`` (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def load_json_body(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode a request body, refusing invalid JSON and nesting deeper than ``max_depth``.
+
+    Raises:
+        JsonBodyError: not UTF-8 JSON, or nested too deep.
+    """
+    too_deep = f"body is nested deeper than {max_depth} levels"
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise JsonBodyError(too_deep) from None
+    except (ValueError, UnicodeDecodeError):
+        raise JsonBodyError("body is not valid JSON") from None
+    if json_depth_exceeds(value, max_depth):
+        raise JsonBodyError(too_deep)
+    return value

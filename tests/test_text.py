@@ -1,0 +1,80 @@
+"""Clean text and bounded JSON: the shared rules every input path applies."""
+
+from __future__ import annotations
+
+import pytest
+
+from rasa_personalize.json_input import JsonBodyError, load_json_body
+from rasa_personalize.text import (
+    MAX_TEXT_LENGTH,
+    bounded_text,
+    clean_text,
+    has_control_characters,
+    strip_control_characters,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "free_text", "expected"),
+    [
+        # NUL is a control character everywhere
+        ("a\x00b", True, True),
+        # so are DEL and the C1 range
+        ("a\x7fb", False, True),
+        ("a\x85b", False, True),
+        # tab and line breaks are whitespace in free text ...
+        ("a\tb\nc\r", True, False),
+        # ... and control characters in an id or a label
+        ("a\tb", False, True),
+        # plain and non-ASCII text is fine
+        ("Zürich \u2013 東京", False, False),
+    ],
+)
+def test_control_characters(text: str, free_text: bool, expected: bool) -> None:
+    """What counts as a control character depends on whether the text is free text."""
+    assert has_control_characters(text, free_text=free_text) is expected
+
+
+def test_strip_and_clean() -> None:
+    """Stripping drops the controls; clean_text also collapses whitespace and trims."""
+    assert strip_control_characters("mob\x00ile\n") == "mobile"
+    assert strip_control_characters("two\nlines\x00", free_text=True) == "two\nlines"
+    assert clean_text("  Ber\x00lin \t\u200b Mitte ") == "Berlin Mitte"
+    assert clean_text("\x00\x01") is None
+
+
+def test_bounded_text_cuts_and_ignores_non_text() -> None:
+    """Tracker strings are cut at MAX_TEXT_LENGTH; other types read as absent."""
+    assert bounded_text("x" * 10_000) == "x" * MAX_TEXT_LENGTH
+    assert bounded_text("  shoes\x00 ") == "shoes"
+    assert bounded_text(["shoes"]) is None
+    assert bounded_text("\x00") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # deeper than the interpreter's recursion limit: RecursionError inside json
+        (b"[" * 10_000 + b"]" * 10_000, "body is nested deeper than 64 levels"),
+        # parseable, but deeper than the bound
+        (b'{"a":' * 65 + b"1" + b"}" * 65, "body is nested deeper than 64 levels"),
+        # not JSON
+        (b"{not json", "body is not valid JSON"),
+        # not UTF-8
+        (b'"\xff"', "body is not valid JSON"),
+    ],
+)
+def test_json_bodies_that_are_refused(body: bytes, message: str) -> None:
+    """Malformed or too-deep bodies raise one error type, quoting none of the body."""
+    with pytest.raises(JsonBodyError) as caught:
+        load_json_body(body)
+    assert str(caught.value) == message
+
+
+def test_json_at_the_depth_bound_is_read() -> None:
+    """64 levels of nesting are accepted as they are."""
+    body = b"[" * 64 + b"]" * 64
+    value = load_json_body(body)
+    for _ in range(63):
+        value = value[0]
+    assert value == []
