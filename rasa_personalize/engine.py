@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from rasa_personalize.cache.breaker import RedisBreaker
+from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
 from rasa_personalize.cache.counters import SessionCounters, SessionCounts
 from rasa_personalize.cache.precomputed import PrecomputedCache
 from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, ProfileTicket, redis_client
@@ -545,6 +545,26 @@ class PersonalizationService:
         """Wait for the background writes in flight (each bounded by a budget)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def ping_redis(self, timeout_s: float = 1.0) -> None:
+        """PING the profile cache's Redis directly (readiness probes).
+
+        Outside the breaker on purpose: a probe must report Redis as it is now, not as
+        the breaker last saw it, and its failure must not pause the hot path's use.
+
+        Raises:
+            RedisUnavailableError: no Redis is configured, or it failed to answer in time
+                (the cause is the driver's error).
+        """
+        if self._redis is None:
+            raise RedisUnavailableError("no Redis is configured")
+        # Only a configured Redis gets here, so the extra is installed.
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
+        try:
+            await asyncio.wait_for(self._redis.ping(), timeout=timeout_s)
+        except (asyncio.TimeoutError, RedisError, OSError) as error:
+            raise RedisUnavailableError("Redis did not answer PING") from error
 
     async def warm_up(self) -> None:
         """Load what recommending needs before the first customer asks."""

@@ -9,7 +9,8 @@ Two ways start an action server, and both end here:
 
 :func:`install` registers the plugin's actions, hardens the webhook (with the
 ``PERSONALIZE_WEBHOOK_TOKEN`` check when that is set), mounts the
-``/personalize/*`` API, warms the service up and closes the store on shutdown.
+``/personalize/*`` API and ``GET /ready`` (:mod:`rasa_personalize.readiness`), warms the
+service up and closes the store on shutdown.
 
 A user action with the same name as one of ours wins: the name is in the user's domain,
 so the user's code decides. To keep personalization in such an action, subclass ours
@@ -30,6 +31,7 @@ from sanic import Sanic
 
 from rasa_personalize.errors import PluginError
 from rasa_personalize.events.api import attach_event_routes
+from rasa_personalize.readiness import attach_readiness_route
 from rasa_personalize.settings import load_webhook_token
 from rasa_personalize.webhook import DEFAULT_MAX_BODY_BYTES, attach_extensions
 
@@ -152,5 +154,6 @@ def install(
         webhook_token=token.get_secret_value() if token is not None else None,
     )
     attach_event_routes(app)
+    attach_readiness_route(app)
     setattr(app.ctx, _INSTALLED, True)
     return app

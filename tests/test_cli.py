@@ -165,7 +165,7 @@ def test_help_lists_commands_in_workflow_order() -> None:
     result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0
     names = ["db", "seed-demo", "import", "train", "evaluate", "segment", "tag", "rules",
-             "profile", "stats", "serve", "worker", "apikey", "demo", "chat"]  # fmt: skip
+             "profile", "stats", "domain", "serve", "worker", "apikey", "demo", "chat"]  # fmt: skip
     listed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")]
     assert [name for name in listed if name in names] == names
 

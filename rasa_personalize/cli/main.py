@@ -12,7 +12,18 @@ from typing import Annotated, Any, Final
 import typer
 from typer.core import TyperGroup
 
-from rasa_personalize.cli import db, demo, events, imports, profiles, rules, segments, serve, train
+from rasa_personalize.cli import (
+    db,
+    demo,
+    domain,
+    events,
+    imports,
+    profiles,
+    rules,
+    segments,
+    serve,
+    train,
+)
 
 # `personalize --help` lists commands as the work goes: the store and its data, models
 # and segments, decisions, serving, then the demo.
@@ -27,6 +38,7 @@ WORKFLOW: Final = (
     "rules",
     "profile",
     "stats",
+    "domain",
     "serve",
     "worker",
     "apikey",
@@ -53,7 +65,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold customer data
     rich_markup_mode="markdown",  # docstring line breaks are wrapping, not breaks
 )
-for module in (db, demo, imports, train, segments, rules, profiles, serve, events):
+for module in (db, demo, imports, train, segments, rules, profiles, domain, serve, events):
     module.register_commands(app)
 
 

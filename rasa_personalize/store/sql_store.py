@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -57,6 +57,10 @@ def _read_customer_items(
     return read_customer_items(
         connection, customer_id, since, with_precomputed=with_precomputed, history=history
     )
+
+
+def _select_one(connection: Connection) -> None:
+    connection.execute(text("SELECT 1"))
 
 
 def _read_recommendation_inputs(
@@ -130,6 +134,16 @@ class SqlStore:
     ) -> tuple[list[ProductRecord], list[tuple[str, str | None, str, int]]]:
         """The catalogue and popularity counts, for building recommendation resources."""
         return await self._read(_read_recommendation_inputs)
+
+    async def ping(self, timeout_s: float = 1.0) -> None:
+        """Run ``SELECT 1`` (readiness probes): returns once the database has answered.
+
+        Raises:
+            TimeoutError: no answer within ``timeout_s`` (a SQLite thread may still be
+                waiting on a lock after this returns; it ends at its busy timeout).
+            DatabaseError: the database refused the connection or the statement.
+        """
+        await asyncio.wait_for(self._read(_select_one), timeout=timeout_s)
 
     async def _read(self, reader: Callable[..., T], *args: Any) -> T:
         if self._thread_engine is not None:
