@@ -313,3 +313,19 @@ def test_development_secret_refusal_is_one_line_in_a_real_process(tmp_path: Path
     )
     assert result.returncode == 2
     assert "PERSONALIZE_SECRET_KEY is not set" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["rules", "check", "/nowhere/[/red]rules.yml"],  # a path that reads as markup
+        ["rules", "explain", "someone", "--context", "[/red]"],  # an argument that does too
+    ],
+)
+def test_errors_quote_what_was_typed_as_text(arguments: list[str], tmp_path: Path) -> None:
+    """Brackets in a path or argument are printed, not read as console markup (a crash)."""
+    database = ["--database-url", f"sqlite:///{tmp_path / 'store.db'}"]
+    result = runner.invoke(app, arguments + (database if arguments[1] == "explain" else []))
+    assert result.exit_code in (1, 2)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "[/red]" in result.output

@@ -61,10 +61,14 @@ def missing_extra(error: MissingExtraError) -> NoReturn:
 
 
 def fail(error: PersonalizeError | str, code: int = EXIT_FAILED) -> NoReturn:
-    """``error: <message>`` on stderr and exit ``code`` (a missing extra: 2, one line)."""
+    """``error: <message>`` on stderr, one line, and exit ``code`` (a missing extra: 2).
+
+    The message is printed as text: it may quote a path or an argument, and a ``[`` in
+    those must not be read as console markup.
+    """
     if isinstance(error, MissingExtraError):
         missing_extra(error)
-    errors.print(f"[red]error:[/red] {error}")
+    errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
     raise typer.Exit(code)
 
 

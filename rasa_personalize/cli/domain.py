@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
-from rich.markup import escape
 
 from rasa_personalize.cli.common import EXIT_USAGE, PANEL_SERVING, console, fail
 
@@ -183,7 +182,7 @@ def domain_add(
         else:
             raise DomainFileError(f"{path}: no such file or directory")
     except DomainFileError as error:
-        fail(escape(str(error)), EXIT_USAGE)
+        fail(str(error), EXIT_USAGE)
     verb = "would add" if dry_run else "added"
     if dry_run and not plan.empty:
         console.print(f"{target}: {verb}:", **SUMMARY_STYLE)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Final, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rasa_personalize.cli.common import (
@@ -21,6 +23,7 @@ from rasa_personalize.cli.common import (
     batch_store,
     console,
     errors,
+    fail,
     guarded,
     load_cli_settings,
     run_job,
@@ -162,8 +165,7 @@ def revoke(
             await store.dispose()
 
     if not run_job(job):
-        errors.print(f"[red]error:[/red] no active API key with id {key_id}")
-        raise typer.Exit(1)
+        fail(f"no active API key with id {key_id}")
     console.print(f"API key {key_id} revoked.")
 
 
@@ -245,8 +247,7 @@ def worker(
     try:
         rules = None if no_tags else load_ingest_tag_rules(tags or settings.tags_path)
     except PersonalizeError as error:
-        errors.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(1) from None
+        fail(error)
     options = WorkerOptions(
         batch_size=batch_size,
         block_ms=block_ms,
@@ -389,10 +390,23 @@ def list_dead_letters_command(
         console.print(f"{total - len(letters)} more (--limit).")
 
 
+# A Redis stream entry id: milliseconds, a dash, a sequence number.
+STREAM_ID: Final = re.compile(r"\d{1,20}-\d{1,20}")
+
+
 def _chosen_ids(ids: list[str] | None, every: bool) -> list[str] | None:
     """The ids given, or None for --all; exit 2 unless exactly one of them is given."""
     if bool(ids) == every:
         errors.print("[red]error:[/red] name dead-letter ids or pass --all (not both)")
+        raise typer.Exit(2)
+    # Redis refuses a malformed id with an error that would read as Redis being down.
+    malformed = [entry_id for entry_id in ids or () if not STREAM_ID.fullmatch(entry_id)]
+    if malformed:
+        errors.print(
+            f"[red]error:[/red] not a dead-letter id: {escape(', '.join(malformed))} "
+            "(ids look like 1765000000000-0; see `personalize worker dead-letters list`)",
+            highlight=False,
+        )
         raise typer.Exit(2)
     return None if every else list(ids or ())
 
@@ -401,7 +415,7 @@ def _report(action: str, done: list[str], asked: list[str] | None) -> None:
     console.print(f"{len(done)} dead letters {action}.")
     missing = [entry_id for entry_id in asked or () if entry_id not in set(done)]
     if missing:
-        errors.print(f"[red]error:[/red] no dead letter with id {', '.join(missing)}")
+        errors.print(f"[red]error:[/red] no dead letter with id {escape(', '.join(missing))}")
         raise typer.Exit(1)
 
 

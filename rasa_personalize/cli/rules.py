@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from rasa_personalize.cli.common import (
+    EXIT_USAGE,
     PANEL_DECISIONS,
     DatabaseOption,
     batch_store,
     console,
     errors,
+    fail,
     guarded,
     load_cli_settings,
     run_job,
@@ -45,8 +47,7 @@ def rules_check(
 
     rules_path = path or load_cli_settings(None).rules_path
     if not rules_path.exists():
-        errors.print(f"[red]error:[/red] {rules_path}: no such file")
-        raise typer.Exit(1)
+        fail(f"{rules_path}: no such file")
     problems = check_file(rules_path)
     for problem in problems:
         errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
@@ -80,8 +81,7 @@ def rules_explain(
     for item in context or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            errors.print(f"[red]error:[/red] --context {item!r}: expected key=value")
-            raise typer.Exit(2)
+            fail(f"--context {item!r}: expected key=value", EXIT_USAGE)
         overrides[key.strip()] = value.strip()
 
     async def job() -> Any:

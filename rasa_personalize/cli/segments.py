@@ -20,6 +20,7 @@ from rasa_personalize.cli.common import (
     batch_store,
     console,
     errors,
+    fail,
     guarded,
     invalidate_profile_cache,
     load_cli_settings,
@@ -131,8 +132,7 @@ def segment(
         try:
             files = write_report(run, report, seed=seed)
         except PersonalizeError as error:
-            errors.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(1) from None
+            fail(error)
     if as_json:
         typer.echo(json.dumps(_run_summary(run, files)))
         return

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from rich.table import Table
@@ -25,6 +25,7 @@ from rasa_personalize.cli.common import (
     batch_store,
     console,
     errors,
+    fail,
     guarded,
     load_cli_settings,
     load_movielens,
@@ -155,19 +156,13 @@ def evaluate(
                 progress=advance,
             )
     except PersonalizeError as error:
-        _fail(error)
+        fail(error)
     report["recommender_config"] = _describe(recommender)
     report["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         typer.echo(json.dumps(report))
         return
     _print_report(report, targets=dataset is DatasetName.movielens_100k)
-
-
-def _fail(message: PersonalizeError | str) -> NoReturn:
-    """One line on stderr (never wrapped, so it stays greppable) and exit code 1."""
-    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _movielens_setup() -> tuple[EvaluationData, ModelConfig, dict[str, ModelConfig]]:
@@ -200,12 +195,12 @@ def _store_setup(
         with errors.status("Reading interactions from the store"):
             data = asyncio.run(read())
     except PersonalizeError as error:
-        _fail(error)
+        fail(error)
     try:
         with _stages() as advance:
             tuning = tune_for_store(data, k=k, progress=advance)
     except PersonalizeError as error:
-        _fail(f"{error} (while tuning on validation: the store may hold too little history)")
+        fail(f"{error} (while tuning on validation: the store may hold too little history)")
     extra: dict[str, ModelConfig] = {}
     if isinstance(tuning.recommender, HybridConfig):
         extra["als_tuned"] = tuning.als
