@@ -389,12 +389,7 @@ class PersonalizationService:
             )
         except (asyncio.TimeoutError, StoreUnavailableError):
             return []
-        counts: dict[str, int] = {}
-        for product in resources.products.values():
-            if product.in_stock:
-                counts[product.category] = counts.get(product.category, 0) + 1
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        return [CategoryCount(name, products) for name, products in ranked]
+        return [CategoryCount(name, count) for name, count in resources.in_stock_by_category]
 
     async def similar(
         self, product_text: str, n: int = 3, *, request: PersonalizationRequest | None = None

@@ -7,6 +7,7 @@ thread by the service), and read by every request without I/O.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,6 +47,12 @@ class Resources:
     def categories(self) -> frozenset[str]:
         """The catalogue's categories (computed once per build: read on every request)."""
         return frozenset(p.category for p in self.products.values())
+
+    @cached_property
+    def in_stock_by_category(self) -> tuple[tuple[str, int], ...]:
+        """(category, products in stock), most first, ties by name; computed once per build."""
+        counts = Counter(p.category for p in self.products.values() if p.in_stock)
+        return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def build_resources(
