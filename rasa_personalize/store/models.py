@@ -289,3 +289,99 @@ class ApiKey(Base):
         CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="ck_api_keys_scope"),
         MYSQL_TABLE_OPTIONS,
     )
+
+
+CONSENT_PURPOSES: Final = ("personalization", "tracking", "marketing")
+CONSENT_SOURCES: Final = ("chat", "api", "import", "cli")
+
+
+class ConsentState(Base):
+    """A customer's current answer for one purpose, by customer key.
+
+    Keyed by the customer key, not the customer row: a visitor who says "don't use my
+    data" before the store knows them is still heard, and the answer survives until they
+    become a customer (and is what stops their events from being stored).
+    """
+
+    __tablename__ = "consent_states"
+
+    customer_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16))
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        CheckConstraint(
+            "purpose IN ('personalization', 'tracking', 'marketing')",
+            name="ck_consent_states_purpose",
+        ),
+        CheckConstraint(
+            "source IN ('chat', 'api', 'import', 'cli')", name="ck_consent_states_source"
+        ),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+CONSENT_DECISIONS: Final = ("granted", "denied", "erased")
+
+
+class ConsentChange(Base):
+    """Append-only history of consent: every grant and denial, and an erasure marker.
+
+    An erasure deletes the customer's states and history and leaves one row with decision
+    "erased" (purpose, source and policy empty): the record that consent ended there.
+    """
+
+    __tablename__ = "consent_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_key: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str | None] = mapped_column(String(32))
+    decision: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(16))
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        CheckConstraint(
+            "decision IN ('granted', 'denied', 'erased')", name="ck_consent_history_decision"
+        ),
+        Index("ix_consent_history_customer", "customer_key", "recorded_at"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+class AuditEntry(Base):
+    """Append-only log of privacy operations, profile reads and writes, and key changes.
+
+    ``customer_key`` is the keyed hash, never a raw id; ``detail`` holds counts and names
+    (never personal data).
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, index=True)
+    # "cli", or "api" with the key's id and label.
+    actor: Mapped[str] = mapped_column(String(16))
+    api_key_id: Mapped[int | None] = mapped_column(BigId)
+    api_key_label: Mapped[str | None] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    customer_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+
+class ErasureTombstone(Base):
+    """An erased customer's key and when: late or replayed events from before it are dropped."""
+
+    __tablename__ = "erasure_tombstones"
+
+    customer_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = MYSQL_TABLE_OPTIONS
