@@ -37,6 +37,7 @@ PANEL_DATA: Final = "Store and data"
 PANEL_MODELS: Final = "Models and segments"
 PANEL_DECISIONS: Final = "Decisions and profiles"
 PANEL_SERVING: Final = "Serving"
+PANEL_PRIVACY: Final = "Privacy and keys"
 PANEL_DEMO: Final = "Demo"
 
 console = Console()

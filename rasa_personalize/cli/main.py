@@ -18,6 +18,7 @@ from rasa_personalize.cli import (
     domain,
     events,
     imports,
+    privacy,
     profiles,
     rules,
     segments,
@@ -42,6 +43,9 @@ WORKFLOW: Final = (
     "serve",
     "worker",
     "apikey",
+    "privacy",
+    "audit",
+    "keys",
     "demo",
     "chat",
 )
@@ -65,7 +69,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold customer data
     rich_markup_mode="markdown",  # docstring line breaks are wrapping, not breaks
 )
-for module in (db, demo, imports, train, segments, rules, profiles, domain, serve, events):
+for module in (db, demo, imports, train, segments, rules, profiles, domain, serve, events, privacy):
     module.register_commands(app)
 
 
