@@ -42,7 +42,7 @@ from rasa_personalize.store.catalogue import (
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
 from rasa_personalize.store.records import CustomerSnapshot
-from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
 from rasa_personalize.text import MAX_LIST_ITEMS, bounded_text
 
 logger = logging.getLogger(__name__)
@@ -264,10 +264,16 @@ class PersonalizationService:
     async def personalize(self, request: PersonalizationRequest) -> SlotPlan:
         """The slot plan for this customer now; defaults if unknown or the store fails."""
         now = self._clock()
-        loaded, session = await asyncio.gather(
-            self._load_snapshot_or_error(self.key_for(request.identity)),
-            self.session_counts(request),
-        )
+        key = self.key_for(request.identity)
+        if self._redis is None:
+            # Both answer without waiting on anything here (an inline read, in-process
+            # counters): in turn is cheaper than two tasks.
+            loaded = await self._load_snapshot_or_error(key)
+            session = await self.session_counts(request)
+        else:
+            loaded, session = await asyncio.gather(
+                self._load_snapshot_or_error(key), self.session_counts(request)
+            )
         if isinstance(loaded, StoreUnavailableError):
             return default_plan(now, request.context)
         return plan_for_snapshot(
@@ -571,6 +577,11 @@ class PersonalizationService:
         Raises:
             StoreUnavailableError: not cached, and the store cannot answer.
         """
+        if time.monotonic() >= self._store_down_until:
+            # A SQLite file answers on this thread faster than Redis or a thread would.
+            inline = self.store.inline_snapshot(key)
+            if inline is not NOT_INLINE:
+                return inline
         lookup = await self.profile_cache.lookup(key) if self.profile_cache else None
         if isinstance(lookup, CachedProfile):
             return lookup.snapshot

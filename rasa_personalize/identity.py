@@ -16,7 +16,10 @@ import hmac
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rasa_personalize.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +142,13 @@ def customer_key(secret_key: str, external_id: str) -> str:
     """
     normalized = external_id.strip()
     return hmac.new(secret_key.encode(), normalized.encode(), hashlib.sha256).hexdigest()
+
+
+def previous_customer_keys(settings: Settings, external_id: str) -> tuple[str, ...]:
+    """The keys ``external_id`` had under each former secret, most recent first.
+
+    From ``PERSONALIZE_PREVIOUS_SECRET_KEYS``; empty when none are configured, so callers
+    can skip the lookup. A customer stored under one of these keys has not been seen since
+    the secret changed (:func:`rasa_personalize.store.rekey.rekey_customer` moves them).
+    """
+    return tuple(customer_key(secret, external_id) for secret in settings.previous_secrets)

@@ -106,7 +106,9 @@ def _executor_of(app: Sanic[Any, Any]) -> ActionExecutor | None:
     # rasa-sdk's create_app keeps its executor only in the closures of its route handlers;
     # a test guards this against rasa-sdk changing that.
     for route in app.router.routes:
-        for cell in getattr(route.handler, "__closure__", None) or ():
+        # Through the guards the webhook module puts in front (functools.wraps).
+        handler = inspect.unwrap(route.handler)
+        for cell in getattr(handler, "__closure__", None) or ():
             try:
                 contents = cell.cell_contents
             except ValueError:  # an empty cell

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rasa_personalize.errors import ConfigurationError
 from rasa_personalize.extras import check_settings_extras
+from rasa_personalize.text import has_control_characters
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +22,9 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
 DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"  # noqa: S105  # public on purpose; warned about on use
 MIN_WEBHOOK_TOKEN_LENGTH = 16
+CONTACT_KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+CONTACT_KEY_BYTES = 32
+MIN_SECRET_KEY_LENGTH = 16
 
 
 def _webhook_token_long_enough(value: SecretStr | None) -> SecretStr | None:
@@ -27,6 +33,52 @@ def _webhook_token_long_enough(value: SecretStr | None) -> SecretStr | None:
     if value is not None and len(value.get_secret_value()) < MIN_WEBHOOK_TOKEN_LENGTH:
         raise ValueError(f"must be at least {MIN_WEBHOOK_TOKEN_LENGTH} characters long")
     return value
+
+
+def parse_contact_keys(text: str) -> dict[str, bytes]:
+    """``PERSONALIZE_CONTACT_KEYS``: comma-separated ``id:base64key`` pairs, as id -> key.
+
+    Raises:
+        ValueError: names the pair by position (and its id once that is valid), never a
+            key: the text may be pasted into a ticket.
+    """
+    keys: dict[str, bytes] = {}
+    for position, pair in enumerate(text.split(","), start=1):
+        key_id, separator, encoded = pair.strip().partition(":")
+        key_id = key_id.strip()
+        if not separator:
+            raise ValueError(f"pair {position} is not id:base64key")
+        if not CONTACT_KEY_ID_PATTERN.match(key_id):
+            raise ValueError(f"pair {position}: a key id is 1-32 of A-Z a-z 0-9 _ -")
+        if key_id in keys:
+            raise ValueError(f"key id {key_id!r} appears twice")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not base64 text") from None
+        if len(key) != CONTACT_KEY_BYTES:
+            raise ValueError(
+                f"key {key_id!r} must decode to {CONTACT_KEY_BYTES} bytes (AES-256), not {len(key)}"
+            )
+        keys[key_id] = key
+    return keys
+
+
+def parse_previous_secrets(text: str) -> tuple[str, ...]:
+    """``PERSONALIZE_PREVIOUS_SECRET_KEYS``: comma-separated former HMAC secrets, in order.
+
+    Raises:
+        ValueError: names a secret by position, never by value.
+    """
+    secrets = tuple(part.strip() for part in text.split(","))
+    for position, secret in enumerate(secrets, start=1):
+        if len(secret) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"secret {position} must be at least {MIN_SECRET_KEY_LENGTH} characters long"
+            )
+        if secret in secrets[: position - 1]:
+            raise ValueError(f"secret {position} repeats an earlier one")
+    return secrets
 
 
 class Settings(BaseSettings):
@@ -76,6 +128,12 @@ class Settings(BaseSettings):
         default=False,
         description="Let serve, worker and import run with the public development secret "
         "(demo stores only).",
+    )
+    previous_secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Former PERSONALIZE_SECRET_KEY values, comma-separated, most recent "
+        "first: customers stored under a former secret's keys move to the current one when "
+        "they are next seen. Keep them until every returning customer has moved.",
     )
     identity_secret: SecretStr | None = Field(
         default=None,
@@ -130,10 +188,18 @@ class Settings(BaseSettings):
         description="AES-256-GCM key for contact details (base64 of 32 bytes); unset: a "
         "development key derived from the secret key.",
     )
+    contact_keys: SecretStr | None = Field(
+        default=None,
+        description="Several contact keys, comma-separated id:base64key pairs (instead of "
+        "PERSONALIZE_CONTACT_KEY): ciphertexts name the id of the key that opens them, and "
+        "PERSONALIZE_CONTACT_KEY_ID names the one new ciphertexts are made with.",
+    )
     contact_key_id: str = Field(
         default="k1",
         pattern=r"^[A-Za-z0-9_-]{1,32}$",
-        description="Id stored with every ciphertext, so keys can be rotated later.",
+        validate_default=True,
+        description="Id stored with every ciphertext, so keys can be rotated later; with "
+        "PERSONALIZE_CONTACT_KEYS, the id of the key new ciphertexts are made with.",
     )
     import_default_region: str = Field(
         default="US",
@@ -143,6 +209,29 @@ class Settings(BaseSettings):
     tags_path: Path = Field(
         default=Path("tags.yml"),
         description="Tag rules re-applied to customers with new events; missing file: none.",
+    )
+    consent_default: Literal["granted", "denied"] = Field(
+        default="granted",
+        description="What a purpose (personalization, tracking, marketing) a customer never "
+        "answered for allows: granted is opt-out (CCPA-style: use data until told not to), "
+        "denied is opt-in (GDPR-style: nothing without a yes).",
+    )
+    consent_policy_version: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Version of the privacy policy recorded with each consent change that "
+        "names none (e.g. 2026-01); unset or empty: none recorded.",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete interactions older than this many days (`personalize privacy "
+        "retention`, and once a day in `personalize worker`); unset: keep them forever.",
+    )
+    audit_retention_days: int = Field(
+        default=730,
+        ge=1,
+        description="Delete audit log rows older than this many days (with retention).",
     )
 
     webhook_token: SecretStr | None = Field(
@@ -171,6 +260,22 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters long")
         return value
 
+    @field_validator("consent_policy_version")
+    @classmethod
+    def _policy_version_is_one_line(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # set but empty: none recorded
+        value = value.strip()
+        if has_control_characters(value):
+            raise ValueError("must be one line of text")
+        return value
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _empty_retention_keeps_forever(cls, value: object) -> object:
+        # PERSONALIZE_RETENTION_DAYS= (empty) means unset, as an empty Redis URL does.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_has_a_redis_scheme(cls, value: str | None) -> str | None:
@@ -195,6 +300,52 @@ class Settings(BaseSettings):
             raise ValueError(f"must decode to 32 bytes (AES-256), not {len(raw)}")
         return value
 
+    @field_validator("contact_keys")
+    @classmethod
+    def _contact_keys_are_pairs(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # set but empty: unset, as for PERSONALIZE_REDIS_URL
+        if info.data.get("contact_key") is not None:
+            # Two sources of keys would leave it unclear which one PERSONALIZE_CONTACT_KEY_ID
+            # names; the single key is one pair of the list.
+            raise ValueError(
+                "set it or PERSONALIZE_CONTACT_KEY, not both (put the single key in the list "
+                "as <its id>:<key>)"
+            )
+        parse_contact_keys(value.get_secret_value())
+        return value
+
+    @field_validator("contact_key_id")
+    @classmethod
+    def _contact_key_id_names_a_key(cls, value: str, info: ValidationInfo) -> str:
+        keys = info.data.get("contact_keys")
+        if isinstance(keys, SecretStr):
+            known = parse_contact_keys(keys.get_secret_value())
+            if value not in known:
+                raise ValueError(
+                    f"{value!r} is not an id of PERSONALIZE_CONTACT_KEYS "
+                    f"({', '.join(known)}): name the key new contacts are encrypted with"
+                )
+        return value
+
+    @field_validator("previous_secret_keys")
+    @classmethod
+    def _previous_secrets_are_former_ones(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # set but empty: none
+        secrets = parse_previous_secrets(value.get_secret_value())
+        current = info.data.get("secret_key")
+        if current in secrets:
+            position = secrets.index(current) + 1
+            raise ValueError(
+                f"secret {position} is the current PERSONALIZE_SECRET_KEY: list former ones only"
+            )
+        return value
+
     @property
     def uses_development_secret(self) -> bool:
         """Whether the built-in development secret is in use (unsafe outside a laptop)."""
@@ -204,6 +355,24 @@ class Settings(BaseSettings):
     def identity_secret_value(self) -> str | None:
         """The identity secret as text, or None when user ids are not verified."""
         return self.identity_secret.get_secret_value() if self.identity_secret else None
+
+    @property
+    def previous_secrets(self) -> tuple[str, ...]:
+        """Former HMAC secrets (``PERSONALIZE_PREVIOUS_SECRET_KEYS``), most recent first."""
+        if self.previous_secret_keys is None:
+            return ()
+        return parse_previous_secrets(self.previous_secret_keys.get_secret_value())
+
+    @property
+    def contact_keys_by_id(self) -> dict[str, bytes]:
+        """Every configured contact key by id: ``PERSONALIZE_CONTACT_KEYS``, or
+        ``PERSONALIZE_CONTACT_KEY`` under ``PERSONALIZE_CONTACT_KEY_ID``; empty when neither
+        is set (then a development key is used)."""
+        if self.contact_keys is not None:
+            return parse_contact_keys(self.contact_keys.get_secret_value())
+        if self.contact_key is not None:
+            return {self.contact_key_id: base64.b64decode(self.contact_key.get_secret_value())}
+        return {}
 
 
 class _WebhookTokenSettings(BaseSettings):

@@ -6,7 +6,7 @@ and a test checks that the declarations match what is here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -83,11 +83,24 @@ class SlotPlan:
             check_slot_value(name, value)
 
     def merged(self, **updates: Any) -> SlotPlan:
-        """A new plan with ``updates`` on top of this one."""
-        return SlotPlan({**self.values, **updates})
+        """A new plan with ``updates`` on top of this one (only the updates are checked)."""
+        for name, value in updates.items():
+            check_slot_value(name, value)
+        plan = object.__new__(SlotPlan)
+        # This plan's own values were checked when it was made: skip __post_init__.
+        object.__setattr__(plan, "values", {**self.values, **updates})
+        return plan
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+
+_VALUE_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "text": lambda v: isinstance(v, str),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+}
 
 
 def check_slot_value(name: str, value: Any) -> None:
@@ -97,12 +110,7 @@ def check_slot_value(name: str, value: Any) -> None:
         raise SlotContractError(f"{name!r} is not a contract slot")
     if value is None:
         return
-    valid = {
-        "categorical": lambda v: v in spec.values,
-        "bool": lambda v: isinstance(v, bool),
-        "list": lambda v: isinstance(v, list),
-        "text": lambda v: isinstance(v, str),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    }[spec.type](value)
+    check = _VALUE_CHECKS.get(spec.type)
+    valid = check(value) if check is not None else value in spec.values
     if not valid:
         raise SlotContractError(f"slot {name!r} ({spec.type}) cannot hold {value!r}")

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -62,12 +64,6 @@ class _WebhookEnvelope(BaseModel):
 
 def _bad_request(message: str, status: int = 400) -> HTTPResponse:
     return json_response({"error": message}, status=status)
-
-
-def _route_path(request: Request) -> str | None:
-    """The declared path of the route Sanic matched, without slashes (None: no route)."""
-    route = request.route
-    return route.path.strip("/") if route is not None else None
 
 
 def _presented_tokens(request: Request) -> list[bytes]:
@@ -123,6 +119,34 @@ def _decode_body(request: Request, max_bytes: int) -> Any:
     return load_json_body(body)
 
 
+Refusal = Callable[[Request], HTTPResponse | None]
+
+
+def _guard_routes(app: Sanic[Any, Any], path: str, *refusals: Refusal) -> None:
+    """Put ``refusals`` in front of the handler of rasa-sdk's route at ``path``.
+
+    In the route's own handler rather than request middleware: Sanic runs middleware with
+    a signal dispatched around each one, which cost more than the checks themselves on
+    every webhook call. Keyed on the route, so every URL Sanic sends there is guarded.
+    """
+    for route in app.router.routes:
+        if route.path.strip("/") != path:
+            continue
+        handler = route.handler
+
+        @functools.wraps(handler)
+        async def guarded(
+            request: Request, *args: Any, _handler: Any = handler, **kwargs: Any
+        ) -> Any:
+            for refusal in refusals:
+                refused = refusal(request)
+                if refused is not None:
+                    return refused
+            return await _handler(request, *args, **kwargs)
+
+        route.handler = guarded
+
+
 def _describe(error: ValidationError) -> str:
     # Field paths and reasons only: pydantic's own message would quote the input values.
     first = error.errors()[0]
@@ -148,25 +172,18 @@ def attach_extensions(
             ``/personalize/*`` API keeps its own keys.
     """
     app.config.REQUEST_MAX_SIZE = max_body_bytes
+    expected = webhook_token.encode() if webhook_token is not None else None
 
-    if webhook_token is not None:
-        expected = webhook_token.encode()
+    def token_refusal(request: Request) -> HTTPResponse | None:
+        # CORS preflights never carry credentials; rasa-sdk's CORS layer answers them.
+        if expected is None or request.method == "OPTIONS" or token_matches(request, expected):
+            return None
+        response = _bad_request("missing or wrong webhook token", status=401)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="rasa-personalize"'
+        return response
 
-        async def require_webhook_token(request: Request) -> HTTPResponse | None:
-            # CORS preflights never carry credentials; rasa-sdk's CORS layer answers them.
-            if _route_path(request) not in TOKEN_GUARDED_ROUTES or request.method == "OPTIONS":
-                return None
-            if token_matches(request, expected):
-                return None
-            response = _bad_request("missing or wrong webhook token", status=401)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="rasa-personalize"'
-            return response
-
-        # Before the body is read or validated: a caller without the token learns nothing.
-        app.on_request(require_webhook_token, priority=200)
-
-    async def validate_webhook_body(request: Request) -> HTTPResponse | None:
-        if _route_path(request) != WEBHOOK_ROUTE or request.method != "POST":
+    def body_refusal(request: Request) -> HTTPResponse | None:
+        if request.method != "POST":
             return None
         try:
             payload = _decode_body(request, max_body_bytes)
@@ -181,7 +198,15 @@ def attach_extensions(
             _WebhookEnvelope.model_validate(payload)
         except ValidationError as error:
             return _bad_request(_describe(error))
+        if "content-encoding" not in request.headers:
+            # rasa-sdk reads ``request.json``: hand it this parse instead of a second one.
+            request.parsed_json = payload
         return None
+
+    # The token first: a caller without it learns nothing about what its body would get.
+    _guard_routes(app, WEBHOOK_ROUTE, token_refusal, body_refusal)
+    for path in TOKEN_GUARDED_ROUTES - {WEBHOOK_ROUTE}:
+        _guard_routes(app, path, token_refusal)
 
     async def answer_without_echo(request: Request, exception: Exception) -> HTTPResponse:
         if isinstance(exception, SanicException) and 400 <= exception.status_code < 500:
@@ -196,7 +221,6 @@ def attach_extensions(
         )
         return json_response({"error": "internal error in the action server"}, status=500)
 
-    app.on_request(validate_webhook_body, priority=100)
     # Sanic refuses a second handler for Exception, so replace rasa-sdk's echoing one in
     # place; a test guards this against Sanic changing its handler table.
     app.error_handler.cached_handlers[(Exception, None)] = answer_without_echo

@@ -31,14 +31,28 @@ MYSQL_URL_VARIABLE = "PERSONALIZE_TEST_MYSQL_URL"
 TEST_SECRET = "test-secret-key-0123456789"
 
 
+def _without_callers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PERSONALIZE_") and not name.startswith("PERSONALIZE_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session_environment() -> Iterator[None]:
+    """The same for the whole session, so that module- and session-scoped fixtures (which
+    are set up before any test's own fixtures, and start servers that inherit the
+    environment) do not see the caller's settings either."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _without_callers_settings(monkeypatch)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts without the caller's ``PERSONALIZE_*`` settings (a shell with
     PERSONALIZE_CONTACT_KEY or a real secret set must not change results); the
     ``PERSONALIZE_TEST_*`` service URLs stay. Fixtures and tests set what they need."""
-    for name in list(os.environ):
-        if name.startswith("PERSONALIZE_") and not name.startswith("PERSONALIZE_TEST_"):
-            monkeypatch.delenv(name)
+    _without_callers_settings(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from rasa_personalize.store.records import (
     SegmentRecord,
 )
 from rasa_personalize.store.repository import rebuild_profile_metrics
-from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
 from tests.conftest import make_settings, migrated_store
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
@@ -301,6 +301,8 @@ async def test_only_an_outage_opens_the_store_breaker(
         raise failure()
 
     monkeypatch.setattr(sqlite_store, "load_snapshot", failing_load)
+    # The failure is staged on the threaded read: no inline read may answer first.
+    monkeypatch.setattr(sqlite_store, "inline_snapshot", lambda customer_key: NOT_INLINE)
     failed = await service.personalize(request("ada"))
     monkeypatch.setattr(sqlite_store, "load_snapshot", real_load)
     following = await service.personalize(request("ada"))

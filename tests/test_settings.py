@@ -162,3 +162,127 @@ def test_webhook_token_is_read_and_hidden_in_reprs(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("PERSONALIZE_WEBHOOK_TOKEN")
     assert load_webhook_token() is None
     assert load_settings().webhook_token is None
+
+
+def test_consent_default_and_policy_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consent is opt-out (granted) by default; opt-in and a policy version are read by name."""
+    settings = load_settings()
+    assert (settings.consent_default, settings.consent_policy_version) == ("granted", None)
+    monkeypatch.setenv("PERSONALIZE_CONSENT_DEFAULT", "denied")
+    monkeypatch.setenv("PERSONALIZE_CONSENT_POLICY_VERSION", " 2026-01 ")
+    settings = load_settings()
+    assert (settings.consent_default, settings.consent_policy_version) == ("denied", "2026-01")
+    monkeypatch.setenv("PERSONALIZE_CONSENT_POLICY_VERSION", "")
+    assert load_settings().consent_policy_version is None
+    monkeypatch.setenv("PERSONALIZE_CONSENT_DEFAULT", "maybe")
+    with pytest.raises(ConfigurationError, match="PERSONALIZE_CONSENT_DEFAULT: Input should be"):
+        load_settings()
+    monkeypatch.setenv("PERSONALIZE_CONSENT_DEFAULT", "granted")
+    monkeypatch.setenv("PERSONALIZE_CONSENT_POLICY_VERSION", "v" * 33)
+    with pytest.raises(ConfigurationError, match="PERSONALIZE_CONSENT_POLICY_VERSION"):
+        load_settings()
+
+
+def test_retention_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interactions are kept forever unless a retention is set; audit rows two years."""
+    settings = load_settings()
+    assert (settings.retention_days, settings.audit_retention_days) == (None, 730)
+    monkeypatch.setenv("PERSONALIZE_RETENTION_DAYS", "365")
+    monkeypatch.setenv("PERSONALIZE_AUDIT_RETENTION_DAYS", "90")
+    settings = load_settings()
+    assert (settings.retention_days, settings.audit_retention_days) == (365, 90)
+    monkeypatch.setenv("PERSONALIZE_RETENTION_DAYS", "")
+    assert load_settings().retention_days is None
+    monkeypatch.setenv("PERSONALIZE_RETENTION_DAYS", "0")
+    with pytest.raises(ConfigurationError, match="PERSONALIZE_RETENTION_DAYS"):
+        load_settings()
+
+
+# Key material for the contact key tests: each must never appear in an error.
+_KEY_A = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # base64 of bytes 0..31
+_KEY_B = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="  # base64 of bytes 1..32
+_SHORT = "MDEyMzQ1Njc4OQ=="  # base64 of 10 bytes
+
+
+def test_contact_keys_are_read_as_pairs_with_a_write_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PERSONALIZE_CONTACT_KEYS holds id:key pairs; the single key is one pair; neither
+    leaves the list empty (the development key is used then)."""
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEYS", f" old:{_KEY_A} , new:{_KEY_B}")
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEY_ID", "new")
+    settings = load_settings()
+    assert settings.contact_keys_by_id == {"old": bytes(range(32)), "new": bytes(range(1, 33))}
+    assert _KEY_A not in repr(settings)
+    monkeypatch.delenv("PERSONALIZE_CONTACT_KEYS")
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEY", _KEY_A)
+    assert load_settings().contact_keys_by_id == {"new": bytes(range(32))}
+    monkeypatch.delenv("PERSONALIZE_CONTACT_KEY")
+    assert load_settings().contact_keys_by_id == {}
+
+
+@pytest.mark.parametrize(
+    ("keys", "key_id", "message"),
+    [
+        # the write key must be one of the list (the default id k1 is not)
+        (
+            f"a:{_KEY_A},b:{_KEY_B}",
+            None,
+            r"PERSONALIZE_CONTACT_KEY_ID: .*'k1' is not an id of PERSONALIZE_CONTACT_KEYS \(a, b\)",
+        ),
+        # a typo in the write id
+        (f"a:{_KEY_A}", "A", "'A' is not an id of PERSONALIZE_CONTACT_KEYS"),
+        # one id twice
+        (f"a:{_KEY_A},a:{_KEY_B}", "a", "PERSONALIZE_CONTACT_KEYS: .*key id 'a' appears twice"),
+        # not base64
+        (f"a:{_KEY_A},b:not*base64", "a", "key 'b' is not base64 text"),
+        # wrong length
+        (f"a:{_SHORT}", "a", "key 'a' must decode to 32 bytes \\(AES-256\\), not 10"),
+        # a key without its id
+        (_KEY_A, "a", "pair 1 is not id:base64key"),
+        # an id with a character ciphertexts cannot carry
+        (f"a:{_KEY_A},b/c:{_KEY_B}", "a", "pair 2: a key id is 1-32 of"),
+    ],
+)
+def test_bad_contact_keys_are_named_without_key_material(
+    monkeypatch: pytest.MonkeyPatch, keys: str, key_id: str | None, message: str
+) -> None:
+    """Each mistake gets its own message, naming the variable, the pair or id, never a key."""
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEYS", keys)
+    if key_id is not None:
+        monkeypatch.setenv("PERSONALIZE_CONTACT_KEY_ID", key_id)
+    with pytest.raises(ConfigurationError, match=message) as error:
+        load_settings()
+    for secret in (_KEY_A, _KEY_B, _SHORT, "not*base64"):
+        assert secret not in str(error.value)
+
+
+def test_single_key_and_key_list_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both set would leave unclear which key the id names: refused, no key quoted."""
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEY", _KEY_B)
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEYS", f"k1:{_KEY_A}")
+    with pytest.raises(ConfigurationError, match=r"PERSONALIZE_CONTACT_KEYS: .*not both") as error:
+        load_settings()
+    assert _KEY_A not in str(error.value)
+    assert _KEY_B not in str(error.value)
+
+
+def test_previous_secret_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Former secrets are a comma-separated list in order; short, repeated or current ones
+    are refused by position, never quoted."""
+    monkeypatch.setenv("PERSONALIZE_SECRET_KEY", "current-secret-0123456789")
+    assert load_settings().previous_secrets == ()
+    monkeypatch.setenv(
+        "PERSONALIZE_PREVIOUS_SECRET_KEYS", " former-secret-0123456 ,older-secret-0123456"
+    )
+    settings = load_settings()
+    assert settings.previous_secrets == ("former-secret-0123456", "older-secret-0123456")
+    assert "former-secret" not in repr(settings)
+    for value, message in [
+        ("former-secret-0123456,short", "secret 2 must be at least 16 characters"),
+        ("former-secret-0123456,former-secret-0123456", "secret 2 repeats an earlier one"),
+        ("current-secret-0123456789", "secret 1 is the current PERSONALIZE_SECRET_KEY"),
+    ]:
+        monkeypatch.setenv("PERSONALIZE_PREVIOUS_SECRET_KEYS", value)
+        with pytest.raises(ConfigurationError, match=message) as error:
+            load_settings()
+        assert "former-secret" not in str(error.value)
+        assert "current-secret" not in str(error.value)

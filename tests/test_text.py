@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rasa_personalize.json_input import JsonBodyError, load_json_body
+from rasa_personalize.json_input import JsonBodyError, json_depth_exceeds, load_json_body
 from rasa_personalize.text import (
     MAX_TEXT_LENGTH,
     bounded_text,
@@ -78,3 +78,21 @@ def test_json_at_the_depth_bound_is_read() -> None:
     for _ in range(63):
         value = value[0]
     assert value == []
+
+
+@pytest.mark.parametrize(
+    ("value", "deepest"),
+    [
+        (1, 0),
+        ("text", 0),
+        ({}, 1),
+        ([1, "a", None], 1),
+        ({"a": [1, {"b": []}], "c": 2}, 4),
+        ([[], [[[]]], {"x": {}}], 4),
+    ],
+)
+def test_json_depth_is_the_deepest_branch(value: object, deepest: int) -> None:
+    """Depth counts containers on the deepest path, whichever branch holds it."""
+    assert json_depth_exceeds(value, deepest) is False
+    if deepest:
+        assert json_depth_exceeds(value, deepest - 1) is True

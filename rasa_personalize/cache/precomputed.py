@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Final
 
 from rasa_personalize.extras import require_redis
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +84,14 @@ class PrecomputedCache:
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+
+async def delete_precomputed(client: RedisClient, customer_keys: Iterable[str]) -> int:
+    """Delete these customers' lists (erasure); returns how many keys existed.
+
+    Redis errors propagate: the caller reports them.
+    """
+    keys = [cache_key(key) for key in dict.fromkeys(customer_keys)]
+    if not keys:
+        return 0
+    return int(await client.delete(*keys))

@@ -484,3 +484,27 @@ def profile_cache_for(settings: Settings, *, timeout_s: float | None = None) -> 
         ttl_s=settings.profile_cache_ttl_s,
         breaker=breaker,
     )
+
+
+async def forget_profiles(
+    client: RedisClient, customer_keys: Iterable[str], *, namespace: str = NAMESPACE
+) -> int:
+    """Erase customers from the cache: their entries and versions, then a generation bump.
+
+    For erasure, after the SQL rows are gone. Unlike :meth:`ProfileCache.invalidate` it
+    leaves no key naming the customer; the new generation outdates any read that noted
+    the old state before the erasure (its write-back is stored under the old generation
+    and reads as a miss), at the price of every cached profile being read from SQL once.
+
+    Returns:
+        How many keys were deleted. Redis errors propagate: the caller reports them.
+    """
+    keys = list(dict.fromkeys(customer_keys))
+    if not keys:
+        return 0
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.delete(entry_key(key, namespace), version_key(key, namespace))
+        pipe.set(generation_key(namespace), uuid.uuid4().hex)
+        results = await pipe.execute()
+    return sum(int(count) for count in results[:-1])

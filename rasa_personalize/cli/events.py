@@ -96,6 +96,7 @@ def create(
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
     from rasa_personalize.events.apikeys import create_api_key
+    from rasa_personalize.privacy.audit import APIKEY_CREATE, OUTCOME_OK, Actor, record_audit
 
     settings = load_cli_settings(database_url)
 
@@ -103,7 +104,18 @@ def create(
         store = batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                return await guarded(create_api_key(session, scope.value, label))
+                record, key = await guarded(create_api_key(session, scope.value, label))
+                # Audited in the key's own transaction; the detail never holds the key.
+                await guarded(
+                    record_audit(
+                        session,
+                        Actor.cli(),
+                        APIKEY_CREATE,
+                        OUTCOME_OK,
+                        detail={"key_id": record.id, "scope": record.scope, "label": label},
+                    )
+                )
+                return record, key
         finally:
             await store.dispose()
 
@@ -153,6 +165,14 @@ def revoke(
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
     from rasa_personalize.events.apikeys import revoke_api_key
+    from rasa_personalize.privacy.audit import (
+        APIKEY_REVOKE,
+        OUTCOME_NOT_FOUND,
+        OUTCOME_OK,
+        Actor,
+        record_audit,
+    )
+    from rasa_personalize.store.apikeys import get_api_key
 
     settings = load_cli_settings(database_url)
 
@@ -160,7 +180,21 @@ def revoke(
         store = batch_store(settings)
         try:
             async with store.sessions.begin() as session:
-                return await guarded(revoke_api_key(session, key_id))
+                record = await guarded(get_api_key(session, key_id))
+                revoked = await guarded(revoke_api_key(session, key_id))
+                detail: dict[str, object] = {"key_id": key_id}
+                if record is not None:
+                    detail.update(scope=record.scope, label=record.label)
+                await guarded(
+                    record_audit(
+                        session,
+                        Actor.cli(),
+                        APIKEY_REVOKE,
+                        OUTCOME_OK if revoked else OUTCOME_NOT_FOUND,
+                        detail=detail,
+                    )
+                )
+                return revoked
         finally:
             await store.dispose()
 
@@ -262,7 +296,8 @@ def worker(
     console.print(
         f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
         f"{stats.already_stored} already stored, {stats.claimed} messages claimed from "
-        f"stopped workers, {stats.dropped} for removed products, {stats.malformed} malformed; "
+        f"stopped workers, {stats.dropped} for removed products, {stats.malformed} malformed, "
+        f"{stats.suppressed} suppressed (no tracking consent, or erased); "
         f"{stats.refreshed_customers} profiles refreshed in {stats.refreshes} refreshes; "
         f"{stats.dead_letters} messages moved to the dead letters."
     )
@@ -276,6 +311,7 @@ async def run_worker(
 
     from rasa_personalize.cache.profiles import profile_cache_for
     from rasa_personalize.events.worker import StreamWorker, redis_persists
+    from rasa_personalize.privacy.retention import worker_retention
 
     assert settings.redis_url is not None
     # Socket reads must outlast a blocking XREADGROUP.
@@ -304,6 +340,9 @@ async def run_worker(
             options=options,
             tag_rules=rules,
             on_stored=invalidate.invalidate if invalidate is not None else None,
+            consent_default=settings.consent_default,
+            # Daily retention when PERSONALIZE_RETENTION_DAYS is set.
+            periodic=worker_retention(settings, store.sessions, rules, invalidate),
         )
         return await worker.run(stop)
     finally:

@@ -139,6 +139,7 @@ def import_customers_command(
                                 options=options,
                                 progress=advance,
                                 tag_rules=rules,
+                                previous_secret_keys=settings.previous_secrets,
                             )
                         )
                     except BaseException:
@@ -210,6 +211,8 @@ def import_interactions_command(
                         dry_run=dry_run,
                         progress=advance,
                         tag_rules=rules,
+                        consent_default=settings.consent_default,
+                        previous_secret_keys=settings.previous_secrets,
                     )
                 )
             if not dry_run:

@@ -1,15 +1,21 @@
 """The HTTP API on the action server's own Sanic app: events in, profiles in and out.
 
 ``POST /personalize/events`` (scope ingest), ``GET /personalize/profiles/<customer>``
-(scope read) and ``PUT /personalize/profiles/<customer>`` (scope admin); an admin key may
-call all three. Every answer to a bad request is a short JSON ``{"error": ...}`` that
-quotes nothing the caller sent about a person.
+(scope read) and ``PUT /personalize/profiles/<customer>`` (scope admin), and the same two
+on ``/personalize/profiles/<customer>/consent``, and
+``GET /personalize/profiles/<customer>/export`` (scope admin); an admin key may call them
+all. Profile reads, writes and exports are audited with the key's id and label.
+``DELETE /personalize/profiles/<customer>`` (scope admin) erases the customer and answers
+the receipt (``rasa_personalize.privacy.erasure``). Every
+answer to a bad request is a short JSON ``{"error": ...}`` that quotes nothing the caller
+sent about a person.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any, Final
 
@@ -19,14 +25,37 @@ from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 
 from rasa_personalize.cache.breaker import RedisUnavailableError
+from rasa_personalize.clock import utc_now
 from rasa_personalize.engine import PersonalizationService
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.events.apikeys import ApiKeyRecord, find_api_key, hash_key
 from rasa_personalize.events.ingest import IngestResult, check_events, ingest_events, store_events
-from rasa_personalize.events.profiles import parse_profile_update, profile_document, write_profile
+from rasa_personalize.events.profiles import (
+    ProfileUpdate,
+    changed_fields,
+    parse_profile_update,
+    profile_document,
+    write_profile,
+)
 from rasa_personalize.events.stream import EventStream
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from rasa_personalize.json_input import JsonBodyError, load_json_body
+from rasa_personalize.privacy.audit import (
+    OUTCOME_NOT_FOUND,
+    OUTCOME_OK,
+    PROFILE_READ,
+    PROFILE_WRITE,
+    Actor,
+    record_audit,
+)
+from rasa_personalize.privacy.consent import (
+    ConsentInputError,
+    load_consent_document,
+    parse_consent_body,
+    record_consent,
+)
+from rasa_personalize.privacy.erasure import erase_with_settings
+from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 from rasa_personalize.runtime import personalization_service
 from rasa_personalize.segments.tag_rules import TagRules, load_ingest_tag_rules
 from rasa_personalize.settings import Settings
@@ -34,6 +63,7 @@ from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.interactions import stored_event_ids
 from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.types import Session
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +137,10 @@ def _bearer_key(request: Request) -> str | None:
     return key.strip()
 
 
-async def _authorize(service: PersonalizationService, request: Request, needed: str) -> None:
+async def _authorize(
+    service: PersonalizationService, request: Request, needed: str
+) -> ApiKeyRecord:
+    """The caller's API key, if it allows ``needed``; else a 401 or 403 refusal."""
     key = _bearer_key(request)
     if key is None:
         raise RequestRejectedError(401, "missing API key: send Authorization: Bearer <key>")
@@ -125,6 +158,7 @@ async def _authorize(service: PersonalizationService, request: Request, needed: 
         raise RequestRejectedError(401, "unknown or revoked API key")
     if not record.allows(needed):
         raise RequestRejectedError(403, f"this API key's scope does not allow {needed}")
+    return record
 
 
 def _external_id(customer: str) -> str:
@@ -157,6 +191,109 @@ async def _guarded(request: Request, handler: Any) -> HTTPResponse:
         )
         return _error(503, "the store is unavailable; retry later")
     return response
+
+
+async def _audit_profile_read(
+    service: PersonalizationService, caller: ApiKeyRecord, key: str, *, found: bool
+) -> None:
+    """Record a profile read (found or not) in its own short transaction."""
+    async with service.store.sessions.begin() as session:
+        await record_audit(
+            session,
+            Actor.api(caller.id, caller.label),
+            PROFILE_READ,
+            OUTCOME_OK if found else OUTCOME_NOT_FOUND,
+            customer_key=key,
+        )
+
+
+async def _write_profile_audited(
+    session: Session, caller: ApiKeyRecord, key: str, change: ProfileUpdate
+) -> bool:
+    """Write a profile and its audit entry in the caller's transaction; True if created."""
+    created = await write_profile(session, key, change)
+    await record_audit(
+        session,
+        Actor.api(caller.id, caller.label),
+        PROFILE_WRITE,
+        OUTCOME_OK,
+        customer_key=key,
+        detail={"created": created, "fields": changed_fields(change)},
+    )
+    return created
+
+
+async def _export_profile(request: Request, customer: str) -> HTTPResponse | None:
+    """``GET /personalize/profiles/<customer>/export``: the export document, streamed."""
+    pieces: list[AsyncIterator[str]] = []
+
+    async def begin() -> HTTPResponse:
+        # Exports are rare and admin-only: their decryption code stays out of the server
+        # until one is asked for.
+        from rasa_personalize.imports.contacts import contact_cipher  # noqa: PLC0415
+        from rasa_personalize.privacy.export import (  # noqa: PLC0415
+            CustomerNotFoundError,
+            export_chunks,
+        )
+
+        service = _service()
+        caller = await _authorize(service, request, "admin")
+        external_id = _external_id(customer)
+        # A customer not seen since the secret changed is still under a former key.
+        await rekey_on_miss(service.store.sessions, service.settings, external_id)
+        key = customer_key(service.settings.secret_key, external_id)
+        chunks = export_chunks(
+            service.store.sessions,
+            key,
+            cipher=contact_cipher(service.settings),
+            actor=Actor.api(caller.id, caller.label),
+        )
+        try:
+            # Audited and read before any byte is sent: an unknown customer is a 404.
+            first = await anext(chunks)
+        except CustomerNotFoundError:
+            raise RequestRejectedError(404, "no such customer") from None
+        response: HTTPResponse = await request.respond(
+            content_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="export.json"'},
+        )
+        await response.send(first)
+        pieces.append(chunks)
+        return response
+
+    response = await _guarded(request, begin)
+    if not pieces:
+        return response  # a refusal, not sent yet
+    try:
+        async for piece in pieces[0]:
+            await response.send(piece)
+    except (DatabaseError, OSError) as error:
+        # Too late for an error status: the body breaks off and does not parse.
+        logger.error("Store failure %s during an export", type(error).__name__)
+        raise PersonalizeError("the export broke off: the store failed") from None
+    await response.send("", end_stream=True)
+    return None
+
+
+async def _erase_profile(request: Request, customer: str) -> HTTPResponse:
+    """``DELETE /personalize/profiles/<customer>``: erase the customer, answer the receipt."""
+
+    async def handle() -> HTTPResponse:
+        service = _service()
+        caller = await _authorize(service, request, "admin")
+        key = customer_key(service.settings.secret_key, _external_id(customer))
+        # The writer's connections: a big customer's batches outlast the reads' limit.
+        sessions = _ingestion_path(request.app, service).writer.sessions
+        receipt = await erase_with_settings(
+            service.settings, sessions, key, actor=Actor.api(caller.id, caller.label)
+        )
+        if not receipt.complete:
+            # The SQL rows are gone; Redis or the models were not reached: erase again.
+            body = {"error": "erasure incomplete; retry later", **receipt.to_dict()}
+            return json_response(body, status=503, headers={"Retry-After": "5"})
+        return json_response(receipt.to_dict())
+
+    return await _guarded(request, handle)
 
 
 class IngestionPath:
@@ -197,13 +334,21 @@ class IngestionPath:
         if self.stream is None:
             async with self.writer.sessions.begin() as session:
                 result = await ingest_events(
-                    session, events, secret_key=secret, tag_rules=self.tag_rules
+                    session,
+                    events,
+                    secret_key=secret,
+                    tag_rules=self.tag_rules,
+                    consent_default=service.settings.consent_default,
                 )
             await _invalidate_profiles(service, result.changed_keys)
             return result, False
         async with service.store.sessions() as session:
             checked = await check_events(
-                session, events, secret_key=secret, known_skus=self.known_skus.keys()
+                session,
+                events,
+                secret_key=secret,
+                known_skus=self.known_skus.keys(),
+                consent_default=service.settings.consent_default,
             )
             known = await stored_event_ids(session, [e.event_id for e in checked.storable])
         self.known_skus.update(dict.fromkeys(checked.found_skus, True))
@@ -215,13 +360,28 @@ class IngestionPath:
         except RedisUnavailableError:
             # Redis is down or slow: the same batch goes to SQL now, nothing is lost.
             async with self.writer.sessions.begin() as session:
-                stored = await store_events(session, fresh, tag_rules=self.tag_rules)
+                stored = await store_events(
+                    session,
+                    fresh,
+                    tag_rules=self.tag_rules,
+                    consent_default=service.settings.consent_default,
+                )
             await _invalidate_profiles(service, stored.changed_keys)
             accepted = [e.event_id for e in fresh if e.event_id in stored.inserted]
             duplicates.extend(e.event_id for e in fresh if e.event_id in stored.already_stored)
-            return IngestResult(accepted, duplicates, list(checked.rejected)), False
+            suppressed = [*checked.suppressed]
+            suppressed.extend(e.event_id for e in fresh if e.event_id in stored.suppressed)
+            return (
+                IngestResult(accepted, duplicates, list(checked.rejected), suppressed=suppressed),
+                False,
+            )
         accepted = [e.event_id for e in fresh]
-        return IngestResult(accepted, duplicates, list(checked.rejected)), True
+        return (
+            IngestResult(
+                accepted, duplicates, list(checked.rejected), suppressed=list(checked.suppressed)
+            ),
+            True,
+        )
 
     async def close(self) -> None:
         """Close the stream's and the writer's connections."""
@@ -251,6 +411,74 @@ def _ingestion_path(app: Sanic[Any, Any], service: PersonalizationService) -> In
         path = IngestionPath(service.settings)
         app.ctx.personalize_ingestion = path
     return path
+
+
+async def _get_consent(request: Request, customer: str) -> HTTPResponse:
+    """``GET /personalize/profiles/<customer>/consent``: the consent document."""
+
+    async def handle() -> HTTPResponse:
+        service = _service()
+        await _authorize(service, request, "read")
+        external_id = _external_id(customer)
+        key = customer_key(service.settings.secret_key, external_id)
+        # Consent is kept by key: a visitor the store does not know yet has it too.
+        async with service.store.sessions() as session:
+            document = await load_consent_document(
+                session, external_id, key, service.settings.consent_default
+            )
+        return json_response(document)
+
+    return await _guarded(request, handle)
+
+
+def _consent_writer(max_body_bytes: int) -> Any:
+    """The handler of ``PUT /personalize/profiles/<customer>/consent``."""
+
+    async def put_consent(request: Request, customer: str) -> HTTPResponse:
+        async def handle() -> HTTPResponse:
+            service = _service()
+            caller = await _authorize(service, request, "admin")
+            external_id = _external_id(customer)
+            key = customer_key(service.settings.secret_key, external_id)
+            try:
+                change = parse_consent_body(decode_json_body(request, max_bytes=max_body_bytes))
+            except ConsentInputError as error:
+                raise RequestRejectedError(400, f"invalid consent: {error}") from None
+            settings = service.settings
+            async with service.store.sessions.begin() as session:
+                await record_consent(
+                    session,
+                    key,
+                    change,
+                    source="api",
+                    actor=Actor.api(caller.id, caller.label),
+                    now=utc_now(),
+                    default_policy_version=settings.consent_policy_version,
+                )
+            # The hot path caches consent with the profile.
+            await _invalidate_profiles(service, frozenset({key}))
+            async with service.store.sessions() as session:
+                document = await load_consent_document(
+                    session, external_id, key, settings.consent_default
+                )
+            return json_response(document)
+
+        return await _guarded(request, handle)
+
+    return put_consent
+
+
+def _add_consent_routes(app: Sanic[Any, Any], max_body_bytes: int) -> None:
+    """``GET`` (scope read) and ``PUT`` (scope admin) of a customer's consent."""
+    for handler, method in ((_get_consent, "GET"), (_consent_writer(max_body_bytes), "PUT")):
+        app.add_route(
+            handler,
+            f"{PROFILES_PATH}/<customer:str>/consent",
+            methods=[method],
+            name=f"personalize_consent_{method.lower()}",
+            # External ids such as e-mail addresses arrive percent-encoded.
+            unquote=True,
+        )
 
 
 def attach_event_routes(
@@ -283,6 +511,8 @@ def attach_event_routes(
                     "accepted": result.accepted,
                     "duplicates": result.duplicates,
                     "rejected": [asdict(rejection) for rejection in result.rejected],
+                    # Valid events not stored: no tracking consent, or from before an erasure.
+                    "suppressed": result.suppressed,
                     # Queued events are in the Redis Stream; `personalize worker` stores them.
                     "queued": queued,
                 }
@@ -293,9 +523,10 @@ def attach_event_routes(
     async def get_profile(request: Request, customer: str) -> HTTPResponse:
         async def handle() -> HTTPResponse:
             service = _service()
-            await _authorize(service, request, "read")
+            caller = await _authorize(service, request, "read")
             key = customer_key(service.settings.secret_key, _external_id(customer))
             snapshot = await service.store.load_snapshot(key)
+            await _audit_profile_read(service, caller, key, found=snapshot is not None)
             if snapshot is None:
                 return _error(404, "no such customer")
             return json_response(profile_document(snapshot))
@@ -305,7 +536,7 @@ def attach_event_routes(
     async def put_profile(request: Request, customer: str) -> HTTPResponse:
         async def handle() -> HTTPResponse:
             service = _service()
-            await _authorize(service, request, "admin")
+            caller = await _authorize(service, request, "admin")
             key = customer_key(service.settings.secret_key, _external_id(customer))
             try:
                 change = parse_profile_update(decode_json_body(request, max_bytes=max_body_bytes))
@@ -314,7 +545,7 @@ def attach_event_routes(
                     raise
                 raise RequestRejectedError(400, f"invalid profile: {error}") from None
             async with service.store.sessions.begin() as session:
-                created = await write_profile(session, key, change)
+                created = await _write_profile_audited(session, caller, key, change)
             await _invalidate_profiles(service, frozenset({key}))
             snapshot = await service.store.load_snapshot(key)
             if snapshot is None:  # erased between the write and the read
@@ -341,10 +572,25 @@ def attach_event_routes(
         unquote=True,
     )
     app.add_route(
+        _export_profile,
+        f"{PROFILES_PATH}/<customer:str>/export",
+        methods=["GET"],
+        name="personalize_profile_export",
+        unquote=True,
+    )
+    app.add_route(
         put_profile,
         f"{PROFILES_PATH}/<customer:str>",
         methods=["PUT"],
         name="personalize_profile_put",
         unquote=True,
     )
+    app.add_route(
+        _erase_profile,
+        f"{PROFILES_PATH}/<customer:str>",
+        methods=["DELETE"],
+        name="personalize_profile_delete",
+        unquote=True,
+    )
+    _add_consent_routes(app, max_body_bytes)
     return app

@@ -8,16 +8,26 @@ customers, inserts once per event id and refreshes metrics; rule tags follow in 
 transaction. :func:`ingest_events` does both for a batch stored at once. The session and
 its transaction belong to the caller (one ``sessions.begin()`` per batch), so a batch is
 stored entirely or not at all.
+
+Valid events of customers who may not be tracked (no ``tracking`` consent, or erased at
+or after the event's time: :mod:`rasa_personalize.privacy.tracking`) are *suppressed*:
+dropped and reported by event id, with one lookup per batch. Each step checks: the
+answer to the sender, and again when storing, since consent may be withdrawn (or the
+customer erased) while a batch waits in the stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rasa_personalize.events.validation import Rejection, ValidatedBatch, ValidEvent, validate_batch
+from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH
+from rasa_personalize.privacy.consent import ConsentDefault
+from rasa_personalize.privacy.secret_rotation import adopt_previous_keys
+from rasa_personalize.privacy.tracking import split_trackable, tracking_gate
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.interactions import WrittenInteractions, find_skus, write_interactions
@@ -35,6 +45,8 @@ class IngestResult:
     refreshed_customers: int = 0
     # Customer keys with new interactions (their cached profiles are now stale).
     changed_keys: frozenset[str] = frozenset()
+    # Valid events not stored: no tracking consent, or from before the customer's erasure.
+    suppressed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class CheckedBatch:
     rejected: tuple[Rejection, ...]
     # Skus looked up in the catalogue and found there (for the caller's cache).
     found_skus: frozenset[str] = frozenset()
+    # Event ids of valid events whose customer may not be tracked (never stored).
+    suppressed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,8 @@ class StoredEvents:
     # Store ids of every customer of the stored and already-stored events: a redelivered
     # batch changes no rows, but its customers' metrics may still be waiting for refresh.
     customer_ids: frozenset[int] = frozenset()
+    # Event ids not stored because their customer may not be tracked (any more).
+    suppressed: frozenset[str] = frozenset()
 
 
 async def check_events(
@@ -72,24 +88,51 @@ async def check_events(
     secret_key: str,
     now: datetime | None = None,
     known_skus: Collection[str] = frozenset(),
+    consent_default: ConsentDefault = "granted",
 ) -> CheckedBatch:
     """Validate raw events (JSON objects) and reject those naming an unknown sku.
 
-    Events repeating an event id of the same batch are duplicates; whether an id was
-    stored by an earlier batch is found out when storing. Skus in ``known_skus`` (seen
-    in the catalogue a moment ago) are not looked up again: a product removed since is
-    caught when storing (:attr:`StoredEvents.dropped`).
+    Valid events of customers who may not be tracked are suppressed first (their skus
+    are not looked at). Events repeating an event id of the same batch are duplicates;
+    whether an id was stored by an earlier batch is found out when storing. Skus in
+    ``known_skus`` (seen in the catalogue a moment ago) are not looked up again: a
+    product removed since is caught when storing (:attr:`StoredEvents.dropped`).
+    ``consent_default`` is ``PERSONALIZE_CONSENT_DEFAULT``.
     """
-    batch = validate_batch(events, secret_key=secret_key, now=now)
+    batch, suppressed = await _suppress(
+        session, validate_batch(events, secret_key=secret_key, now=now), consent_default
+    )
     named = {e.sku for _, e in batch.valid if e.sku}
     wanted = {sku for sku in named if sku not in known_skus}
     found = await find_skus(session, wanted)
     unknown = wanted - found
-    return _split(batch, unknown, found_skus=found)
+    return _split(batch, unknown, found_skus=found, suppressed=suppressed)
+
+
+async def _suppress(
+    session: Session, batch: ValidatedBatch, consent_default: ConsentDefault
+) -> tuple[ValidatedBatch, tuple[str, ...]]:
+    """The batch without the valid events that may not be stored, and their event ids."""
+    if not batch.valid:
+        return batch, ()
+    gate = await tracking_gate(session, {e.customer_key for _, e in batch.valid}, consent_default)
+    valid: list[tuple[int, ValidEvent]] = []
+    suppressed: list[str] = []
+    for index, event in batch.valid:
+        if gate.allows(event.customer_key, event.occurred_at):
+            valid.append((index, event))
+        else:
+            suppressed.append(event.event_id)
+    if not suppressed:
+        return batch, ()
+    return ValidatedBatch(tuple(valid), batch.rejected), tuple(suppressed)
 
 
 def _split(
-    batch: ValidatedBatch, unknown_skus: Collection[str], found_skus: frozenset[str] = frozenset()
+    batch: ValidatedBatch,
+    unknown_skus: Collection[str],
+    found_skus: frozenset[str] = frozenset(),
+    suppressed: tuple[str, ...] = (),
 ) -> CheckedBatch:
     """Reject the events naming an unknown sku; of the others, the first of each id is
     storable and the repeats are duplicates."""
@@ -109,7 +152,7 @@ def _split(
         seen_ids.add(event.event_id)
         storable.append(event)
     rejected.sort(key=lambda rejection: rejection.index)
-    return CheckedBatch(tuple(storable), tuple(duplicates), tuple(rejected), found_skus)
+    return CheckedBatch(tuple(storable), tuple(duplicates), tuple(rejected), found_skus, suppressed)
 
 
 async def store_events(
@@ -119,13 +162,18 @@ async def store_events(
     now: datetime | None = None,
     refresh: bool = True,
     tag_rules: TagRules | None = None,
+    consent_default: ConsentDefault = "granted",
 ) -> StoredEvents:
     """Store checked events once each, creating first-seen customers.
 
     Idempotent by event id: an id stored before is skipped, so a redelivered stream
     message has no second effect. With ``refresh`` the behavioural metrics of customers
     with new interactions are recomputed, and with ``tag_rules`` their rule tags too.
+    Events whose customer may not be tracked now (consent withdrawn or an erasure since
+    they were checked) are suppressed, in the same transaction as the write.
     """
+    kept, suppressed = await split_trackable(session, events, consent_default)
+    events = kept
     written = await _write(session, events, now=now, refresh=refresh, tag_rules=tag_rules)
     return StoredEvents(
         inserted=written.inserted,
@@ -138,6 +186,7 @@ async def store_events(
         changed_keys=written.changed_keys,
         refreshed_customers=written.refreshed_profiles,
         customer_ids=written.customer_ids,
+        suppressed=frozenset(event.event_id for event in suppressed),
     )
 
 
@@ -172,11 +221,14 @@ async def ingest_events(
     now: datetime | None = None,
     refresh: bool = True,
     tag_rules: TagRules | None = None,
+    consent_default: ConsentDefault = "granted",
+    previous_secret_keys: Sequence[str] = (),
 ) -> IngestResult:
     """Validate and store a batch of raw events (JSON objects) in one go.
 
-    Invalid events and events naming an unknown sku are rejected with a reason; the
-    others are stored once each: an event id already stored, or repeated within the
+    Invalid events are rejected with a reason; valid events of customers who may not be
+    tracked are suppressed; of the others, those naming an unknown sku are rejected and
+    the rest stored once each: an event id already stored, or repeated within the
     batch, is reported as a duplicate. Customers seen for the first time are created.
 
     Args:
@@ -186,11 +238,23 @@ async def ingest_events(
         now: The time that "in the future" is measured from (default: now).
         refresh: Recompute the behavioural metrics of the customers with new events.
         tag_rules: Re-apply these tag rules to the customers with new events.
+        consent_default: ``PERSONALIZE_CONSENT_DEFAULT``, for customers who never
+            answered for tracking.
+        previous_secret_keys: ``PERSONALIZE_PREVIOUS_SECRET_KEYS``: customers of the
+            batch still stored under a former secret's key move to their current key
+            first (:func:`adopt_event_customers`).
 
     Returns:
-        Accepted and duplicate event ids, and the rejections, each in batch order.
+        Accepted, duplicate and suppressed event ids, and the rejections, each in batch
+        order.
     """
-    batch = validate_batch(events, secret_key=secret_key, now=now)
+    # Before anything reads by key: consent and tombstones move with the customer.
+    await adopt_event_customers(
+        session, events, secret_key=secret_key, previous_secret_keys=previous_secret_keys
+    )
+    batch, suppressed = await _suppress(
+        session, validate_batch(events, secret_key=secret_key, now=now), consent_default
+    )
     # One store call for the whole write: it looks the skus up itself and skips the
     # events naming unknown ones, which are then rejected here exactly as check_events
     # would have (the same transaction sees the same catalogue).
@@ -207,4 +271,46 @@ async def ingest_events(
         list(checked.rejected),
         written.refreshed_profiles,
         written.changed_keys,
+        list(suppressed),
+    )
+
+
+def _external_ids(events: Sequence[Any]) -> set[str]:
+    """The customer ids of raw events that could be valid (validation decides the rest)."""
+    found: set[str] = set()
+    for event in events:
+        customer = event.get("customer") if isinstance(event, Mapping) else None
+        if isinstance(customer, int) and not isinstance(customer, bool):
+            customer = str(customer)
+        if isinstance(customer, str) and 0 < len(customer.strip()) <= MAX_EXTERNAL_ID_LENGTH:
+            found.add(customer.strip())
+    return found
+
+
+async def adopt_event_customers(
+    session: Session,
+    events: Sequence[Any],
+    *,
+    secret_key: str,
+    previous_secret_keys: Sequence[str],
+) -> int:
+    """Move the customers of raw events that are still stored under a former secret's
+    key (``PERSONALIZE_PREVIOUS_SECRET_KEYS``) to their key under ``secret_key``.
+
+    :func:`ingest_events` does it in the batch's transaction. A caller that checks a
+    batch now and stores it later (the Redis Stream) calls it in a transaction of its
+    own before :func:`check_events`, so that consent is read, and events are stored,
+    under the customer's current key. One lookup per batch for the keys not found; none
+    without former secrets.
+
+    Returns:
+        How many customers moved.
+    """
+    if not previous_secret_keys:
+        return 0
+    return await adopt_previous_keys(
+        session,
+        sorted(_external_ids(events)),
+        secret_key=secret_key,
+        previous_secret_keys=previous_secret_keys,
     )

@@ -108,6 +108,17 @@ def profile_change(update: ProfileUpdate) -> ProfileChange:
     )
 
 
+def changed_fields(update: ProfileUpdate) -> list[str]:
+    """The names of the fields an update sets (``demographics.city``), never their values:
+    what the audit log keeps of a profile write."""
+    change = profile_change(update)
+    names = ["loyalty_tier"] if change.loyalty_tier is not None else []
+    names.extend(f"demographics.{name}" for name in sorted(change.demographics))
+    if change.attributes is not None:
+        names.append("attributes")
+    return names
+
+
 async def write_profile(session: Session, key: str, change: ProfileUpdate) -> bool:
     """Apply ``change`` to the customer with ``key``, creating them if missing.
 

@@ -52,6 +52,7 @@ from rasa_personalize.events.stream import (
     ensure_group,
 )
 from rasa_personalize.events.validation import ValidEvent
+from rasa_personalize.privacy.consent import ConsentDefault
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.errors import DatabaseError
@@ -97,6 +98,8 @@ return removed
 
 Message = tuple[str, dict[Any, Any]]
 OnStored = Callable[[frozenset[str]], Awaitable[None]]
+# A job run beside the worker: it returns once the event it is given is set.
+Periodic = Callable[[asyncio.Event], Awaitable[None]]
 
 
 def default_consumer_name() -> str:
@@ -143,6 +146,8 @@ class WorkerStats:
     stored: int = 0
     already_stored: int = 0
     dropped: int = 0
+    # Events not stored: no tracking consent, or from before the customer's erasure.
+    suppressed: int = 0
     malformed: int = 0
     claimed: int = 0
     refreshes: int = 0
@@ -164,6 +169,11 @@ class StreamWorker:
         tag_rules: Re-applied to the customers with new events at each refresh.
         on_stored: Called with the customer keys whose metrics and tags were refreshed
             (cache invalidation); its failures are logged, never retried.
+        consent_default: ``PERSONALIZE_CONSENT_DEFAULT``: events of customers who never
+            answered for tracking are stored only when it is ``granted``.
+        periodic: Jobs that run beside the worker until it stops, each given an event
+            that is set then (daily retention:
+            ``rasa_personalize.privacy.retention.RetentionSchedule.run``).
     """
 
     def __init__(
@@ -175,6 +185,8 @@ class StreamWorker:
         options: WorkerOptions | None = None,
         tag_rules: TagRules | None = None,
         on_stored: OnStored | None = None,
+        consent_default: ConsentDefault = "granted",
+        periodic: Sequence[Periodic] = (),
     ) -> None:
         self.client = client
         self.stream = stream
@@ -182,6 +194,8 @@ class StreamWorker:
         self.options = options or WorkerOptions()
         self.tag_rules = tag_rules
         self.on_stored = on_stored
+        self.consent_default: ConsentDefault = consent_default
+        self.periodic = tuple(periodic)
         self.stats = WorkerStats()
         self._group_ready = False
         # Read our own pending list first: after a restart under the same name, or a
@@ -212,6 +226,9 @@ class StreamWorker:
         logger.info("Worker %s reading %s.", self.options.consumer, self.stream)
         storing_done = asyncio.Event()
         refresher = asyncio.create_task(self._refresh_until(storing_done))
+        background: list[asyncio.Future[None]] = [
+            asyncio.ensure_future(job(storing_done)) for job in self.periodic
+        ]
         try:
             while not stop.is_set() and not refresher.done():
                 handled = await self.step()
@@ -223,6 +240,7 @@ class StreamWorker:
             storing_done.set()
             # Stopping: refresh what this worker marked, rather than leave it to the next.
             await refresher
+            await asyncio.gather(*background)
         return self.stats
 
     async def _refresh_until(self, storing_done: asyncio.Event) -> None:
@@ -267,7 +285,9 @@ class StreamWorker:
         try:
             async with self.sessions.begin() as session:
                 # Metrics and tags are refreshed per customer by refresh_dirty().
-                stored = await ingest.store_events(session, events, refresh=False)
+                stored = await ingest.store_events(
+                    session, events, refresh=False, consent_default=self.consent_default
+                )
         except (DatabaseError, OSError) as error:
             self.stats.store_errors += 1
             self._own_pending = True
@@ -311,6 +331,7 @@ class StreamWorker:
         self.stats.stored += len(stored.inserted)
         self.stats.already_stored += len(stored.already_stored)
         self.stats.dropped += len(stored.dropped)
+        self.stats.suppressed += len(stored.suppressed)
         if stored.dropped:
             logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
 
@@ -350,7 +371,9 @@ class StreamWorker:
                 continue
             try:
                 async with self.sessions.begin() as session:
-                    stored = await ingest.store_events(session, events, refresh=False)
+                    stored = await ingest.store_events(
+                        session, events, refresh=False, consent_default=self.consent_default
+                    )
             except (DatabaseError, OSError) as error:
                 refused.append((message, type(error).__name__))
                 continue

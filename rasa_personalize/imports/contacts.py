@@ -81,7 +81,7 @@ class ContactCipher:
         if cipher is None:
             raise ContactDecryptionError(
                 f"{field}: encrypted with key id {key_id[:32]!r}, which is not configured "
-                "(PERSONALIZE_CONTACT_KEY / PERSONALIZE_CONTACT_KEY_ID)"
+                "(PERSONALIZE_CONTACT_KEYS, or PERSONALIZE_CONTACT_KEY / _KEY_ID)"
             )
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -105,19 +105,23 @@ def development_contact_key(secret_key: str) -> bytes:
 
 
 def contact_cipher(settings: Settings) -> ContactCipher:
-    """The cipher that ``settings`` configure; warns when it is the development key."""
-    if settings.contact_key is None:
+    """The cipher that ``settings`` configure; warns when it is the development key.
+
+    It encrypts with ``PERSONALIZE_CONTACT_KEY_ID``'s key and decrypts with any key of
+    ``PERSONALIZE_CONTACT_KEYS`` (or the one ``PERSONALIZE_CONTACT_KEY``). Ciphertexts made
+    with the development key before a key was set still open (unless a configured key
+    takes its id), so ``personalize keys rotate-contacts`` can move them to a real key.
+    """
+    keys = settings.contact_keys_by_id
+    development = {DEVELOPMENT_KEY_ID: development_contact_key(settings.secret_key)}
+    if not keys:
         logger.warning(
             "PERSONALIZE_CONTACT_KEY is not set: contact details are encrypted with a key "
             "derived from the secret key. Set a key of your own (base64 of 32 random "
             "bytes) before importing real customers."
         )
-        return ContactCipher(
-            {DEVELOPMENT_KEY_ID: development_contact_key(settings.secret_key)},
-            DEVELOPMENT_KEY_ID,
-        )
-    key = base64.b64decode(settings.contact_key.get_secret_value())
-    return ContactCipher({settings.contact_key_id: key}, settings.contact_key_id)
+        return ContactCipher(development, DEVELOPMENT_KEY_ID)
+    return ContactCipher({**development, **keys}, settings.contact_key_id)
 
 
 class BlindIndex:

@@ -76,6 +76,7 @@ from rasa_personalize.store.customers import (
     resolve_keys,
     update_customers,
 )
+from rasa_personalize.store.rekey import rekey_customers
 from rasa_personalize.store.types import Session
 from rasa_personalize.text import clean_text
 
@@ -140,11 +141,16 @@ class CustomerFields:
 
 @dataclass(frozen=True)
 class FileCustomer:
-    """One customer id of the file: its key, first line, and its rows folded."""
+    """One customer id of the file: its key, first line, and its rows folded.
+
+    ``previous_keys``: the id's keys under former secrets (``PERSONALIZE_PREVIOUS_SECRET_KEYS``),
+    most recent first; a customer stored under one of them moves to ``key``.
+    """
 
     key: str
     line: int
     fields: CustomerFields
+    previous_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,8 +198,11 @@ def read_customer_file(
     options: CustomerImportOptions,
     now: datetime,
     progress: Progress | None = None,
+    previous_secret_keys: Sequence[str] = (),
 ) -> CustomerFile:
     """Read, check and normalise a customers CSV.
+
+    With ``previous_secret_keys``, each customer also gets its keys under them.
 
     Raises:
         ImportFileError: the file or its header is unusable (nothing is read then).
@@ -218,7 +227,7 @@ def read_customer_file(
         valid += 1
         known = by_key.get(key)
         by_key[key] = (
-            FileCustomer(key, item.line, values)
+            FileCustomer(key, item.line, values, _previous_keys(item, previous_secret_keys))
             if known is None
             else replace(known, fields=known.fields.overlaid(values))
         )
@@ -226,6 +235,14 @@ def read_customer_file(
         progress("reading", read, read)
     customers = tuple(sorted(by_key.values(), key=lambda customer: customer.line))
     return CustomerFile(customers, tuple(rejections), read, valid - len(customers))
+
+
+def _previous_keys(row: SourceRow, previous_secret_keys: Sequence[str]) -> tuple[str, ...]:
+    """The row's customer id (valid: the row parsed) keyed under each former secret."""
+    external_id = clean_text(row.values.get("customer"))
+    if external_id is None:
+        return ()
+    return tuple(customer_key(secret, external_id) for secret in previous_secret_keys)
 
 
 @dataclass
@@ -272,9 +289,11 @@ class CustomerImporter:
         now: datetime | None = None,
         progress: Progress | None = None,
         tag_rules: TagRules | None = None,
+        previous_secret_keys: Sequence[str] = (),
     ) -> None:
         self.session = session
         self.secret_key = secret_key
+        self.previous_secret_keys = tuple(previous_secret_keys)
         self.cipher = cipher
         self.options = options
         self.tag_rules = tag_rules
@@ -287,7 +306,7 @@ class CustomerImporter:
         started = time.perf_counter()
         parsed = read_customer_file(
             path, secret_key=self.secret_key, options=self.options, now=self.now,
-            progress=self.progress,
+            progress=self.progress, previous_secret_keys=self.previous_secret_keys,
         )  # fmt: skip
         nodes = await self._nodes(parsed.customers)
         groups = self._groups(nodes)
@@ -327,6 +346,10 @@ class CustomerImporter:
     async def _nodes(self, customers: Sequence[FileCustomer]) -> list[_Node]:
         """Stored customers that may be involved, and the file's customers attached to them."""
         session = self.session
+        # Customers stored under a former secret's key move to their current key first.
+        moves = {customer.key: customer.previous_keys for customer in customers}
+        if self.previous_secret_keys and moves:
+            await rekey_customers(session, moves)
         resolved = await resolve_keys(session, [customer.key for customer in customers])
         wanted = {customer_id for customer_id, _ in resolved.values()}
         wanted |= await customer_ids_by_contact_index(
@@ -555,11 +578,14 @@ async def import_customers(
     now: datetime | None = None,
     progress: Progress | None = None,
     tag_rules: TagRules | None = None,
+    previous_secret_keys: Sequence[str] = (),
 ) -> ImportReport:
     """Import a customers CSV inside the caller's transaction (see the module doc).
 
     ``tag_rules``: re-apply them to the customers the import inserted, changed or merged
     into (the CLI passes ``PERSONALIZE_TAGS_PATH``'s rules, as event ingestion does).
+    ``previous_secret_keys``: customers still stored under a key of one of these former
+    secrets (``PERSONALIZE_PREVIOUS_SECRET_KEYS``) move to their current key first.
 
     Raises:
         ImportFileError: the file or its header is unusable; nothing was written.
@@ -567,5 +593,6 @@ async def import_customers(
     importer = CustomerImporter(
         session, secret_key=secret_key, cipher=cipher, options=options or CustomerImportOptions(),
         now=now, progress=progress, tag_rules=tag_rules,
+        previous_secret_keys=previous_secret_keys,
     )  # fmt: skip
     return await importer.run(path)

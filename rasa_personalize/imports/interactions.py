@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from rasa_personalize.clock import utc_now
-from rasa_personalize.events.ingest import ingest_events
+from rasa_personalize.events.ingest import adopt_event_customers, ingest_events
 from rasa_personalize.events.validation import KNOWN_FIELDS
 from rasa_personalize.identity import customer_key
 from rasa_personalize.imports.normalise import (
@@ -30,6 +30,7 @@ from rasa_personalize.imports.normalise import (
 )
 from rasa_personalize.imports.report import ImportReport, Rejection
 from rasa_personalize.imports.source import CsvSource, ImportFileError, JsonLinesSource, SourceRow
+from rasa_personalize.privacy.consent import ConsentDefault
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.store.customers import resolve_keys
 from rasa_personalize.store.types import Session, SessionFactory
@@ -171,8 +172,12 @@ class InteractionImporter:
         now: datetime | None = None,
         progress: Progress | None = None,
         tag_rules: TagRules | None = None,
+        consent_default: ConsentDefault = "granted",
+        previous_secret_keys: Sequence[str] = (),
     ) -> None:
         self.sessions = sessions
+        self.consent_default: ConsentDefault = consent_default
+        self.previous_secret_keys = tuple(previous_secret_keys)
         self.tag_rules = tag_rules
         self.secret_key = secret_key
         self.options = options
@@ -181,6 +186,7 @@ class InteractionImporter:
         self.progress = progress or (lambda stage, done, total: None)
         self._dry_session: Session | None = None
         self.read = self.inserted = self.duplicates = self.customers_created = 0
+        self.suppressed = 0
         self.rejections: list[Rejection] = []
 
     async def run(self, path: Path) -> ImportReport:
@@ -219,6 +225,7 @@ class InteractionImporter:
             rejected=len(self.rejections),
             rejections=tuple(self.rejections),
             customers_created=self.customers_created,
+            suppressed=self.suppressed,
             dry_run=self.dry_run,
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -266,13 +273,26 @@ class InteractionImporter:
             for event in events
         ]
         async with self._transaction() as session:
+            # Customers under a former secret's key move first: they are not new ones.
+            await adopt_event_customers(
+                session,
+                events,
+                secret_key=self.secret_key,
+                previous_secret_keys=self.previous_secret_keys,
+            )
             known = await resolve_keys(session, sorted({key for key in keys if key}))
             result = await ingest_events(
-                session, events, secret_key=self.secret_key, now=self.now, tag_rules=self.tag_rules
+                session,
+                events,
+                secret_key=self.secret_key,
+                now=self.now,
+                tag_rules=self.tag_rules,
+                consent_default=self.consent_default,
             )
         accepted = set(result.accepted)
         self.inserted += len(result.accepted)
         self.duplicates += len(result.duplicates)
+        self.suppressed += len(result.suppressed)
         first_seen = {
             key
             for key, event in zip(keys, events, strict=True)
@@ -294,11 +314,17 @@ async def import_interactions(
     now: datetime | None = None,
     progress: Progress | None = None,
     tag_rules: TagRules | None = None,
+    consent_default: ConsentDefault = "granted",
+    previous_secret_keys: Sequence[str] = (),
 ) -> ImportReport:
     """Import an interactions file (see the module doc); each chunk commits on its own.
 
     Metrics of the customers with new interactions are recomputed per chunk, and with
-    ``tag_rules`` their rule tags too (as event ingestion does).
+    ``tag_rules`` their rule tags too (as event ingestion does). Events of customers who
+    may not be tracked (``consent_default``: ``PERSONALIZE_CONSENT_DEFAULT`` for those
+    who never answered) are counted as suppressed and not stored. Customers still stored
+    under a key of one of ``previous_secret_keys`` (``PERSONALIZE_PREVIOUS_SECRET_KEYS``)
+    move to their current key first.
 
     Raises:
         ImportFileError: the file or its header is unusable; nothing was written.
@@ -306,5 +332,6 @@ async def import_interactions(
     importer = InteractionImporter(
         sessions, secret_key=secret_key, options=options or InteractionImportOptions(),
         dry_run=dry_run, now=now, progress=progress, tag_rules=tag_rules,
+        consent_default=consent_default, previous_secret_keys=previous_secret_keys,
     )  # fmt: skip
     return await importer.run(path)

@@ -38,8 +38,9 @@ class ImportReport:
     (one per distinct customer id, after deduplication), ``duplicates`` counts rows
     repeating an id seen earlier in the file and ``already_merged`` rows whose id an
     earlier run merged into another customer (so every row read is counted once). For
-    interactions, ``inserted`` counts new events and ``duplicates`` events already
-    stored or repeated in the file.
+    interactions, ``inserted`` counts new events, ``duplicates`` events already
+    stored or repeated in the file, and ``suppressed`` valid events not stored because
+    their customer may not be tracked (no tracking consent, or erased after the event).
     """
 
     kind: ImportKind
@@ -60,6 +61,8 @@ class ImportReport:
     merges: tuple[Merge, ...] = ()
     # Interactions only: customers seen for the first time (created, as event ingestion does).
     customers_created: int = 0
+    # Interactions only: events of customers without tracking consent, or erased since.
+    suppressed: int = 0
 
     def to_document(self) -> dict[str, Any]:
         """The report as one JSON-ready object."""
@@ -82,6 +85,7 @@ def counts_of(report: ImportReport) -> list[tuple[str, int]]:
         rows += [
             ("duplicates (already stored)", report.duplicates),
             ("customers first seen", report.customers_created),
+            ("suppressed (no tracking consent, or erased)", report.suppressed),
         ]
     rows.append(("rejected", report.rejected))
     return rows

@@ -223,52 +223,50 @@ def facts_from(
     """
     local = context.local_time(now)
     weekday = WEEKDAYS[local.weekday()]
-    situation = Facts(
-        segment=segment,
-        time_of_day=time_of_day(local),
-        weekday=weekday,
-        hour=local.hour,
-        is_weekend=weekday in _WEEKEND,
-        channel=context.channel,
-        device=context.device,
-        location=_location(location),
-    )
+    # One Facts built from one dict: the hot path pays for a single __init__.
+    values: dict[str, Any] = {
+        "segment": segment,
+        "time_of_day": time_of_day(local),
+        "weekday": weekday,
+        "hour": local.hour,
+        "is_weekend": weekday in _WEEKEND,
+        "channel": context.channel,
+        "device": context.device,
+        "location": _location(location),
+    }
     if session is not None:
-        situation = replace(
-            situation,
-            session_recommendations_shown=session.recommendations_shown,
-            session_recommendations_accepted=session.recommendations_accepted,
-            session_recommendations_rejected=session.recommendations_rejected,
-            session_categories_asked=session.categories_asked,
+        values["session_recommendations_shown"] = session.recommendations_shown
+        values["session_recommendations_accepted"] = session.recommendations_accepted
+        values["session_recommendations_rejected"] = session.recommendations_rejected
+        values["session_categories_asked"] = session.categories_asked
+    if snapshot is not None:
+        metrics = snapshot.metrics
+        demographics = snapshot.demographics
+        purchases = metrics.purchase_count
+        values.update(
+            loyalty_tier=(
+                snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
+            ),
+            tags=tuple(tag.tag for tag in snapshot.tags),
+            is_known_customer=True,
+            is_returning_customer=metrics.interaction_count > 0,
+            interaction_count=metrics.interaction_count,
+            view_count=metrics.view_count,
+            purchase_count=purchases,
+            total_spent=metrics.total_spent,
+            average_order_value=metrics.total_spent / purchases if purchases > 0 else None,
+            discounted_purchase_share=metrics.discounted_purchase_share,
+            days_since_last_purchase=_days_since(metrics.last_purchase_at, now),
+            days_since_last_seen=_days_since(metrics.last_seen_at, now),
+            favorite_category=metrics.favorite_category,
+            category_affinity=MappingProxyType(dict(metrics.category_affinity)),
+            age=demographics.age,
+            gender=demographics.gender,
+            country=demographics.country,
+            city=demographics.city,
+            attributes=MappingProxyType(dict(snapshot.attributes)),
         )
-    if snapshot is None:
-        return situation
-    metrics = snapshot.metrics
-    demographics = snapshot.demographics
-    return replace(
-        situation,
-        loyalty_tier=snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none",
-        tags=tuple(tag.tag for tag in snapshot.tags),
-        is_known_customer=True,
-        is_returning_customer=metrics.interaction_count > 0,
-        interaction_count=metrics.interaction_count,
-        view_count=metrics.view_count,
-        purchase_count=metrics.purchase_count,
-        total_spent=metrics.total_spent,
-        average_order_value=(
-            metrics.total_spent / metrics.purchase_count if metrics.purchase_count > 0 else None
-        ),
-        discounted_purchase_share=metrics.discounted_purchase_share,
-        days_since_last_purchase=_days_since(metrics.last_purchase_at, now),
-        days_since_last_seen=_days_since(metrics.last_seen_at, now),
-        favorite_category=metrics.favorite_category,
-        category_affinity=MappingProxyType(dict(metrics.category_affinity)),
-        age=demographics.age,
-        gender=demographics.gender,
-        country=demographics.country,
-        city=demographics.city,
-        attributes=MappingProxyType(dict(snapshot.attributes)),
-    )
+    return Facts(**values)
 
 
 def _location(value: str | None) -> str | None:

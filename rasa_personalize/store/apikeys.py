@@ -60,6 +60,12 @@ async def list_api_keys(session: Session) -> list[ApiKeyRecord]:
     return [_record(row) for row in rows.all()]
 
 
+async def get_api_key(session: Session, key_id: int) -> ApiKeyRecord | None:
+    """The key with this id (revoked or not), or None."""
+    row = await session.get(ApiKey, key_id)
+    return _record(row) if row is not None else None
+
+
 async def revoke_api_key(session: Session, key_id: int, revoked_at: datetime) -> bool:
     """Revoke a key; False when no active key has that id."""
     result = await session.execute(

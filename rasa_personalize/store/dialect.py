@@ -8,6 +8,9 @@ dialect themselves:
   where a condition holds);
 - :func:`member_of`: ``column IN values`` in the form each database plans best;
 - :func:`lock_for_update`: lock the selected rows until the transaction ends;
+- :func:`lock_for_key_update`: the same, before changing a unique column of them;
+- :func:`failure_keeps_transaction`: let one statement fail (a unique violation)
+  without losing the transaction;
 - :func:`count_where`: how many rows of a group meet a condition, as an integer;
 - the column types and table options whose MySQL form differs (:data:`DOUBLE`,
   :data:`UTC_DATETIME`, :data:`MYSQL_TABLE_OPTIONS`), used by the models and the
@@ -16,7 +19,8 @@ dialect themselves:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
@@ -229,6 +233,38 @@ def lock_for_update(statement: LockableT, dialect: str) -> LockableT:
     if dialect == MYSQL:
         return statement.with_for_update()
     return statement
+
+
+def lock_for_key_update(statement: LockableT, dialect: str) -> LockableT:
+    """Lock the rows ``statement`` selects before changing one of their unique columns.
+
+    - PostgreSQL: ``FOR UPDATE``. Changing a column with a unique index (one a foreign key
+      could reference) needs this stronger lock; taking :func:`lock_for_update`'s weaker
+      one first and upgrading at the UPDATE can deadlock against a transaction that
+      inserted referencing rows in between.
+    - MySQL/MariaDB: ``FOR UPDATE``, as :func:`lock_for_update`.
+    - SQLite: nothing to add.
+    """
+    if dialect in (POSTGRESQL, MYSQL):
+        return statement.with_for_update()
+    return statement
+
+
+@asynccontextmanager
+async def failure_keeps_transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """Run a statement that may fail (a unique violation) so that the transaction survives.
+
+    PostgreSQL aborts the whole transaction on any error: there the statement runs inside
+    a SAVEPOINT, rolled back to on failure. SQLite and MySQL/MariaDB undo only the failed
+    statement already, and a SAVEPOINT on SQLite could even begin a transaction of its
+    own (the driver starts one only before a write). The error still propagates: catch it
+    outside this block.
+    """
+    if dialect_of(session) == POSTGRESQL:
+        async with session.begin_nested():
+            yield
+    else:
+        yield
 
 
 def lock_before_referencing_insert(statement: LockableT, dialect: str) -> LockableT | None:

@@ -111,17 +111,43 @@ def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot
             return None
     tags = connection.execute(tags_statement, {"customer_id": row.id}).all()
     segment = connection.execute(segment_statement, {"customer_id": row.id}).one_or_none()
+    return snapshot_from_rows(row, tags, segment)
+
+
+def snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
+    """The snapshot's statements: customer by key, customer by alias key, tags, segment.
+
+    Parameters: ``key`` for the first two, ``customer_id`` for the others. For readers
+    that execute them another way (``rasa_personalize.store.inline``).
+    """
+    return _snapshot_statements()
+
+
+def snapshot_from_rows(
+    customer: Sequence[Any], tags: Sequence[Sequence[Any]], segment: Sequence[Any] | None
+) -> CustomerSnapshot:
+    """Assemble a snapshot from the rows of :func:`snapshot_statements`, values converted."""
+    (
+        customer_id,
+        created_at,
+        loyalty_tier,
+        age,
+        gender,
+        country,
+        city,
+        attributes,
+        metrics,
+        version,
+    ) = customer
     return CustomerSnapshot(
-        customer_id=row.id,
-        created_at=row.created_at,
-        loyalty_tier=row.loyalty_tier,
-        demographics=Demographics(
-            age=row.age, gender=row.gender, country=row.country, city=row.city
-        ),
-        attributes=dict(row.attributes or {}),
-        metrics=ProfileMetrics.from_document(row.metrics or {}),
-        profile_version=row.version or 0,
-        tags=tuple(TagRecord(t.tag, t.source, t.weight, t.updated_at) for t in tags),
+        customer_id=customer_id,
+        created_at=created_at,
+        loyalty_tier=loyalty_tier,
+        demographics=Demographics(age=age, gender=gender, country=country, city=city),
+        attributes=dict(attributes or {}),
+        metrics=ProfileMetrics.from_document(metrics or {}),
+        profile_version=version or 0,
+        tags=tuple(TagRecord(t[0], t[1], t[2], t[3]) for t in tags),
         segment=SegmentRecord(*segment) if segment is not None else None,
     )
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
@@ -17,6 +18,7 @@ from rasa_personalize.store.catalogue import (
     read_popularity_rows,
     read_products,
 )
+from rasa_personalize.store.consent import ConsentStateRecord, read_consent_states
 from rasa_personalize.store.database import (
     StoreTimeouts,
     async_database_url,
@@ -25,10 +27,21 @@ from rasa_personalize.store.database import (
     sqlite_pragmas,
 )
 from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_customer_history
+from rasa_personalize.store.inline import InlineReadUnavailableError, InlineSnapshotReader
 from rasa_personalize.store.records import CustomerSnapshot, ProductRecord, StoreStats
 from rasa_personalize.store.repository import read_customer_snapshot, store_stats
 
 T = TypeVar("T")
+
+
+class NotInline(enum.Enum):
+    """The type of :data:`NOT_INLINE`."""
+
+    MARKER = "not inline"
+
+
+NOT_INLINE: Final = NotInline.MARKER
+"""What :meth:`SqlStore.inline_snapshot` returns when the read must take the thread."""
 
 
 def _read_customer_context(
@@ -72,9 +85,12 @@ def _read_recommendation_inputs(
 class SqlStore:
     """The SQL store of one process. Creating it connects to nothing.
 
-    On SQLite the hot-path read runs on a plain sqlite3 engine inside one worker thread:
+    On SQLite the hot-path reads run on a plain sqlite3 engine inside one worker thread:
     aiosqlite hops to its thread for every cursor call, which measured about eight times
-    slower per snapshot. PostgreSQL reads go through asyncpg.
+    slower per snapshot. A SQLite file in WAL mode is read inline instead, on the event
+    loop's thread with a connection that never waits for a lock (see
+    ``rasa_personalize.store.inline``); the thread answers when it cannot. PostgreSQL
+    reads go through asyncpg.
     """
 
     def __init__(
@@ -83,6 +99,10 @@ class SqlStore:
         self.engine: AsyncEngine = create_store_engine(database_url, timeouts, pool_size)
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
         self._thread_engine: Engine | None = None
+        self._database_url = database_url
+        # None: not tried yet (the file may not exist before the first migration).
+        self._inline: InlineSnapshotReader | None = None
+        self._inline_tried = False
         url = async_database_url(database_url)
         if url.get_backend_name() == "sqlite":
             busy_timeout = (timeouts or StoreTimeouts()).statement_s or 30.0
@@ -95,7 +115,39 @@ class SqlStore:
 
     async def load_snapshot(self, customer_key: str) -> CustomerSnapshot | None:
         """The customer's snapshot, or None when the key is unknown."""
+        inline = self.inline_snapshot(customer_key)
+        if inline is not NOT_INLINE:
+            return inline
         return await self._read(read_customer_snapshot, customer_key)
+
+    def inline_snapshot(
+        self, customer_key: str
+    ) -> CustomerSnapshot | Literal[NotInline.MARKER] | None:
+        """The snapshot read without leaving the loop's thread, or :data:`NOT_INLINE`.
+
+        :data:`NOT_INLINE` when this store has no inline reader (not a SQLite file in WAL
+        mode) or SQLite could not answer at once; then :meth:`load_snapshot` reads it.
+        """
+        reader = self._inline_reader()
+        if reader is None:
+            return NOT_INLINE
+        try:
+            return reader.snapshot(customer_key)
+        except InlineReadUnavailableError:
+            return NOT_INLINE
+
+    def _inline_reader(self) -> InlineSnapshotReader | None:
+        if not self._inline_tried and self._thread_engine is not None:
+            self._inline_tried = True
+            self._inline = InlineSnapshotReader.open(
+                self._database_url, self._thread_engine.dialect
+            )
+        return self._inline
+
+    async def load_consent_states(self, customer_key: str) -> tuple[ConsentStateRecord, ...]:
+        """The customer's stored consent answers (none: empty), by key: a visitor has them
+        too. ``rasa_personalize.privacy.consent.resolve_consent`` applies the default."""
+        return await self._read(read_consent_states, customer_key)
 
     async def load_customer_context(
         self,
@@ -164,5 +216,8 @@ class SqlStore:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._thread_engine is not None:
             self._thread_engine.dispose()

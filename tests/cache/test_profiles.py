@@ -47,7 +47,7 @@ from rasa_personalize.store.records import (
     TagRecord,
 )
 from rasa_personalize.store.repository import rebuild_profile_metrics
-from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
@@ -77,6 +77,12 @@ SNAPSHOT = CustomerSnapshot(
     ),
     segment=SegmentRecord("loyal", "kmeans", "v7", None, NOW),
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_inline_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLite file is read inline, ahead of Redis: this module is about the cache path."""
+    monkeypatch.setattr(SqlStore, "inline_snapshot", lambda _store, _key: NOT_INLINE)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""``personalize apikey``: a key is printed once, listed without it, and can be revoked."""
+"""``personalize apikey``: a key is printed once, listed without it, can be revoked, and
+both are audited."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from rasa_personalize.cli.events import register_commands
 from rasa_personalize.events.apikeys import find_api_key
+from rasa_personalize.store.audit import list_audit_entries
 from tests.conftest import migrated_store
 
 runner = CliRunner()
@@ -85,3 +87,37 @@ def test_unknown_scope_is_refused(cli_app: typer.Typer, url: str) -> None:
     """Only ingest, read and admin are scopes."""
     result = runner.invoke(cli_app, ["apikey", "create", "--scope", "root", "--database-url", url])
     assert result.exit_code == 2
+
+
+def audit_entries(url: str) -> list[tuple[str, str, str, dict[str, object]]]:
+    async def read() -> list[tuple[str, str, str, dict[str, object]]]:
+        store = await migrated_store(url)
+        try:
+            async with store.sessions() as session:
+                records = await list_audit_entries(session)
+        finally:
+            await store.dispose()
+        return [(r.actor, r.action, r.outcome, dict(r.detail)) for r in records]
+
+    return asyncio.run(read())
+
+
+def test_creation_and_revocation_are_audited_without_the_key(
+    cli_app: typer.Typer, url: str
+) -> None:
+    """Each creation and revocation leaves an entry with the key's id, scope and label,
+    and no entry holds the key itself."""
+    created = runner.invoke(
+        cli_app, ["apikey", "create", "--scope", "read", "--label", "crm", "--database-url", url]
+    )
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    assert runner.invoke(cli_app, ["apikey", "revoke", "1", "--database-url", url]).exit_code == 0
+    assert runner.invoke(cli_app, ["apikey", "revoke", "9", "--database-url", url]).exit_code == 1
+    entries = audit_entries(url)
+    assert entries == [
+        ("cli", "apikey.create", "ok", {"key_id": 1, "scope": "read", "label": "crm"}),
+        ("cli", "apikey.revoke", "ok", {"key_id": 1, "scope": "read", "label": "crm"}),
+        ("cli", "apikey.revoke", "not_found", {"key_id": 9}),
+    ]
+    assert key not in json.dumps(entries)

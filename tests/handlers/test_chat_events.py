@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import pytest
 from sqlalchemy import select
 
 from rasa_personalize.cache.breaker import RedisBreaker
@@ -27,7 +28,7 @@ from rasa_personalize.recommend.training import train_content
 from rasa_personalize.rules import RuleBook
 from rasa_personalize.runtime import install_service, shutdown_service
 from rasa_personalize.store.models import Interaction, Product
-from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
 from rasa_personalize.testing import make_tracker, run_action, user_message
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_product
@@ -249,9 +250,11 @@ async def test_session_counts_reach_the_decision_rules(
 
 
 async def test_chat_writes_outdate_the_cached_profile(
-    service: PersonalizationService, store: SqlStore
+    service: PersonalizationService, store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new customer's cached 'unknown' is invalidated once their first chat event is stored."""
+    # A SQLite file is read inline, ahead of the cache: this is about the cache.
+    monkeypatch.setattr(store, "inline_snapshot", lambda customer_key: NOT_INLINE)
     await add_catalogue(store, service)
     fake = fakeredis.FakeAsyncRedis()
     cache = ProfileCache(fake, ttl_s=600.0, breaker=RedisBreaker("test", timeout_s=1.0))

@@ -14,6 +14,7 @@ from rasa_personalize.imports.contacts import (
     ContactCipher,
     ContactDecryptionError,
     contact_cipher,
+    development_contact_key,
 )
 from rasa_personalize.settings import load_settings
 from tests.conftest import TEST_SECRET
@@ -116,3 +117,26 @@ def test_blind_index_is_keyed_and_separates_fields() -> None:
     )
     assert index("email", "+4930901820") != index("phone", "+4930901820")
     assert len(index("phone", "+4930901820")) == 64
+
+
+def test_several_configured_keys_decrypt_and_the_named_one_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With PERSONALIZE_CONTACT_KEYS, ciphertexts of every listed key (and of the
+    development key used before any was set) open; new ones use the write id's key."""
+    monkeypatch.setenv(
+        "PERSONALIZE_CONTACT_KEYS",
+        f"k1:{base64.b64encode(KEY_A).decode()},k2:{base64.b64encode(KEY_B).decode()}",
+    )
+    monkeypatch.setenv("PERSONALIZE_CONTACT_KEY_ID", "k2")
+    settings = load_settings(secret_key=TEST_SECRET)
+    cipher = contact_cipher(settings)
+    under_k1 = ContactCipher({"k1": KEY_A}, "k1").encrypt("email", "bob@example.org")
+    under_dev = ContactCipher(
+        {DEVELOPMENT_KEY_ID: development_contact_key(TEST_SECRET)}, DEVELOPMENT_KEY_ID
+    ).encrypt("name", "Bob")
+    assert cipher.decrypt("email", under_k1) == "bob@example.org"
+    assert cipher.decrypt("name", under_dev) == "Bob"
+    sealed = cipher.encrypt("phone", "+4930901820")
+    assert sealed.startswith("k2:")
+    assert ContactCipher({"k2": KEY_B}, "k2").decrypt("phone", sealed) == "+4930901820"

@@ -1,0 +1,155 @@
+"""Inline snapshot reads of a SQLite file: the same snapshots as the threaded read, fresh,
+never waiting for a writer, and out of the way whenever they cannot answer at once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from rasa_personalize.identity import customer_key
+from rasa_personalize.store.inline import InlineReadUnavailableError, InlineSnapshotReader
+from rasa_personalize.store.models import CustomerAlias
+from rasa_personalize.store.records import CustomerSnapshot
+from rasa_personalize.store.repository import rebuild_profile_metrics
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
+from tests.conftest import TEST_SECRET
+from tests.factories import NOW, add_customer, add_interactions, add_product
+
+
+def key(name: str) -> str:
+    return customer_key(TEST_SECRET, name)
+
+
+def inline(store: SqlStore, name: str) -> CustomerSnapshot | None:
+    """The inline answer, which must be there."""
+    answer = store.inline_snapshot(key(name))
+    assert answer is not NOT_INLINE
+    return answer
+
+
+def inline_tier(store: SqlStore, name: str) -> str:
+    snapshot = inline(store, name)
+    assert snapshot is not None
+    return snapshot.loyalty_tier
+
+
+async def threaded(store: SqlStore, customer: str) -> object:
+    """The snapshot through the worker thread, inline reads switched off."""
+    reader = store._inline
+    store._inline = None
+    try:
+        return await store.load_snapshot(key(customer))
+    finally:
+        store._inline = reader
+
+
+async def seeded(store: SqlStore) -> None:
+    async with store.sessions.begin() as session:
+        shoes = await add_product(session, "SKU-RUN-1", "running", price=100.0)
+        ada = await add_customer(
+            session, "ada", tier="gold", tags=("premium", "runner"), segment="loyal", age=36
+        )
+        await add_interactions(session, ada, shoes, "purchase", 2, days_ago=3, paid=80.0)
+        await add_customer(session, "bare")  # no profile, no tags, no segment
+        session.add(CustomerAlias(alias_key=key("ada-old"), customer_id=ada.id, match="exact"))
+        await rebuild_profile_metrics(session, now=NOW)
+
+
+@pytest.mark.parametrize("customer", ["ada", "bare", "ada-old", "nobody"])
+async def test_inline_snapshot_equals_the_threaded_one(
+    sqlite_store: SqlStore, customer: str
+) -> None:
+    """Tier, demographics, metrics, tags in order, segment, aliases, unknown keys: equal."""
+    await seeded(sqlite_store)
+
+    assert inline(sqlite_store, customer) == await threaded(sqlite_store, customer)
+
+
+async def test_inline_snapshot_values_are_converted(sqlite_store: SqlStore) -> None:
+    """Times are aware UTC datetimes and documents are mappings, as the ORM types give."""
+    await seeded(sqlite_store)
+
+    snapshot = inline(sqlite_store, "ada")
+
+    assert snapshot is not None
+    assert snapshot.created_at.tzinfo is not None
+    assert snapshot.metrics.purchase_count == 2
+    assert snapshot.metrics.favorite_category == "running"
+    assert [t.tag for t in snapshot.tags] == ["premium", "runner"]
+    assert snapshot.tags[0].updated_at.tzinfo is not None
+    assert snapshot.segment.segment == "loyal"
+
+
+async def test_a_committed_write_is_seen_by_the_next_inline_read(sqlite_store: SqlStore) -> None:
+    """No cache: the read after a commit sees the new tier."""
+    await seeded(sqlite_store)
+    assert inline_tier(sqlite_store, "ada") == "gold"
+
+    async with sqlite_store.sessions.begin() as session:
+        await session.execute(
+            text("UPDATE customers SET loyalty_tier = 'platinum' WHERE customer_key = :k"),
+            {"k": key("ada")},
+        )
+
+    assert inline_tier(sqlite_store, "ada") == "platinum"
+
+
+async def test_an_open_write_transaction_neither_blocks_nor_leaks(
+    sqlite_store: SqlStore, sqlite_url: str
+) -> None:
+    """A writer holding its lock: the inline read answers at once, with the committed data."""
+    await seeded(sqlite_store)
+    sqlite_store.inline_snapshot(key("ada"))  # the reader exists
+    writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute(
+            "UPDATE customers SET loyalty_tier = 'silver' WHERE customer_key = ?", (key("ada"),)
+        )
+
+        during = inline_tier(sqlite_store, "ada")
+
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+    assert during == "gold"
+    assert inline_tier(sqlite_store, "ada") == "silver"
+
+
+async def test_a_failing_inline_read_falls_back_to_the_thread(sqlite_store: SqlStore) -> None:
+    """Any sqlite3 error: inline_snapshot steps aside and load_snapshot still answers."""
+    await seeded(sqlite_store)
+    reader = sqlite_store._inline_reader()
+    assert reader is not None
+    reader.close()  # every statement now raises sqlite3.ProgrammingError
+
+    with pytest.raises(InlineReadUnavailableError):
+        reader.snapshot(key("ada"))
+    assert sqlite_store.inline_snapshot(key("ada")) is NOT_INLINE
+    snapshot = await sqlite_store.load_snapshot(key("ada"))
+    assert snapshot is not None
+    assert snapshot.loyalty_tier == "gold"
+    sqlite_store._inline = None
+
+
+def test_no_inline_reader_without_wal_or_a_file(tmp_path: Path, sqlite_store: SqlStore) -> None:
+    """Rollback-journal files, in-memory databases, missing files and servers: no reader."""
+    dialect = sqlite_store.engine.sync_engine.dialect
+    journal = tmp_path / "journal.db"
+    sqlite3.connect(journal).execute("CREATE TABLE t (x)").connection.close()
+
+    assert InlineSnapshotReader.open(f"sqlite:///{journal}", dialect) is None
+    assert InlineSnapshotReader.open("sqlite://", dialect) is None
+    assert InlineSnapshotReader.open(f"sqlite:///{tmp_path / 'missing.db'}", dialect) is None
+    assert InlineSnapshotReader.open("postgresql://localhost/x", dialect) is None
+
+
+async def test_stores_on_a_server_have_no_inline_reads(database_url: str, store: SqlStore) -> None:
+    """PostgreSQL and MariaDB are read through their async drivers."""
+    expected_inline = database_url.startswith("sqlite")
+    await seeded(store)
+
+    assert (store.inline_snapshot(key("ada")) is not NOT_INLINE) is expected_inline
