@@ -24,6 +24,9 @@ from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.privacy.consent import MARKETING, PERSONALIZATION, ConsentDefault
+from rasa_personalize.privacy.secret_rotation import rekey_on_miss
+from rasa_personalize.privacy.tracking import tracking_gate
 from rasa_personalize.recommend.service import (
     Recommendation,
     RecommendationRequest,
@@ -47,6 +50,10 @@ from rasa_personalize.text import MAX_LIST_ITEMS, bounded_text
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The customer key recommendations are asked under for a customer whose profile may not be
+# used: no customer has it (a customer key is 64 hex digits), so no model row answers.
+ANONYMOUS_KEY: Final = "anonymous"
 
 # Interactions this recent count as "in session" for the session fallback.
 RECENT_WINDOW: Final = timedelta(days=30)
@@ -90,7 +97,7 @@ class CategoryCount:
 def default_plan(now: datetime, context: ConversationContext | None = None) -> SlotPlan:
     """The safe answer for an unknown customer or an unreachable store."""
     local = (context or ConversationContext()).local_time(now)
-    return SlotPlan(
+    return SlotPlan.of_checked(
         {
             "customer_segment": "new_visitor",
             "loyalty_tier": "none",
@@ -100,6 +107,7 @@ def default_plan(now: datetime, context: ConversationContext | None = None) -> S
             "offer_type": "none",
             "discount_pct": 0,
             "time_of_day": time_of_day(local),
+            "personalization_consent": "unknown",
         }
     )
 
@@ -119,12 +127,32 @@ def plan_for_snapshot(
     rules: RuleSet,
     *,
     session: SessionCounts | None = None,
+    consent_default: ConsentDefault = "granted",
 ) -> SlotPlan:
     """The slots for a customer (None: not in the store), with the decision rules applied.
 
-    Pure: the same snapshot, time, context, rules and session counts give the same plan.
+    Pure: the same snapshot, time, context, rules, session counts and consent default give
+    the same plan.
     """
-    return decide(snapshot, now, context, rules, session=session)[0]
+    return decide(snapshot, now, context, rules, session=session, consent_default=consent_default)[
+        0
+    ]
+
+
+def consent_slot(snapshot: CustomerSnapshot | None) -> str:
+    """The ``personalization_consent`` slot: the customer's own answer, else unknown."""
+    answer = snapshot.consent.get(PERSONALIZATION) if snapshot is not None else None
+    if answer is None:
+        return "unknown"
+    return "granted" if answer else "denied"
+
+
+def allows(
+    snapshot: CustomerSnapshot | None, purpose: str, consent_default: ConsentDefault
+) -> bool:
+    """Whether the customer's answer (or, without one, the default) allows ``purpose``."""
+    answer = snapshot.consent.get(purpose) if snapshot is not None else None
+    return answer if answer is not None else consent_default == "granted"
 
 
 def decide(
@@ -134,14 +162,26 @@ def decide(
     rules: RuleSet,
     *,
     session: SessionCounts | None = None,
+    consent_default: ConsentDefault = "granted",
 ) -> tuple[SlotPlan, Decision]:
-    """The slot plan and the rules' full decision (price cap and strategy included)."""
+    """The slot plan and the rules' full decision (price cap and strategy included).
+
+    Without ``personalization`` consent the customer is decided as an unknown visitor:
+    nothing of their profile shapes the answer. Without ``marketing`` consent no offer is
+    made, whatever the rules say.
+    """
+    consent = consent_slot(snapshot)
+    marketing = allows(snapshot, MARKETING, consent_default)
+    if not allows(snapshot, PERSONALIZATION, consent_default):
+        snapshot = None
     base = default_plan(now, context)
     segment = segment_of(snapshot, now) if snapshot else "new_visitor"
     facts = facts_from(snapshot, segment, context, now, context.location, session=session)
     decision = evaluate(rules, facts)
+    if not marketing:
+        decision = replace(decision, offer_type="none", discount_pct=0.0)
     if snapshot is None:
-        return base.merged(**decision.slot_values()), decision
+        return base.merged(**decision.slot_values(), personalization_consent=consent), decision
     tier = snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
     return base.merged(
         customer_segment=segment,
@@ -149,6 +189,7 @@ def decide(
         is_returning_customer=snapshot.metrics.interaction_count > 0,
         user_tags=[tag.tag for tag in snapshot.tags],
         favorite_category=snapshot.metrics.favorite_category,
+        personalization_consent=consent,
         **decision.slot_values(),
     ), decision
 
@@ -274,10 +315,40 @@ class PersonalizationService:
             loaded, session = await asyncio.gather(
                 self._load_snapshot_or_error(key), self.session_counts(request)
             )
+        if loaded is None and self.settings.previous_secrets and await self._moved(request):
+            loaded = await self._load_snapshot_or_error(key)
         if isinstance(loaded, StoreUnavailableError):
             return default_plan(now, request.context)
         return plan_for_snapshot(
-            loaded, now, request.context, self.rules.current(), session=session
+            loaded,
+            now,
+            request.context,
+            self.rules.current(),
+            session=session,
+            consent_default=self.settings.consent_default,
+        )
+
+    async def _moved(self, request: PersonalizationRequest) -> bool:
+        """Whether an unknown customer was found under a former secret's key and moved.
+
+        Only for an id the conversation may act on: an unverified claim moves nobody.
+        """
+        identity = request.identity
+        if self._unverified_claim(identity):
+            return False
+        try:
+            return await self._guarded(
+                rekey_on_miss(self.store.sessions, self.settings, identity.external_id)
+            )
+        except StoreUnavailableError:
+            return False
+
+    def _unverified_claim(self, identity: CustomerIdentity) -> bool:
+        """A ``user_id`` claim nobody proved while proof is required: never written for."""
+        return (
+            self.settings.identity_secret is not None
+            and identity.is_claim
+            and not identity.verified
         )
 
     async def session_counts(self, request: PersonalizationRequest) -> SessionCounts | None:
@@ -309,7 +380,18 @@ class PersonalizationService:
         (snapshot, items), session = await asyncio.gather(
             self._customer_context(key, now), self.session_counts(request)
         )
-        _, decision = decide(snapshot, now, request.context, self.rules.current(), session=session)
+        default = self.settings.consent_default
+        _, decision = decide(
+            snapshot,
+            now,
+            request.context,
+            self.rules.current(),
+            session=session,
+            consent_default=default,
+        )
+        if not allows(snapshot, PERSONALIZATION, default):
+            # Recommended as to a visitor: no history, no model row, no tags.
+            snapshot, items, key = None, None, ANONYMOUS_KEY
         ask = RecommendationRequest(
             customer_key=key,
             segment=segment_of(snapshot, now) if snapshot else "new_visitor",
@@ -493,11 +575,7 @@ class PersonalizationService:
         ``user_id`` claim (none are new).
         """
         identity = request.identity
-        if (
-            self.settings.identity_secret is not None
-            and identity.is_claim
-            and not identity.verified
-        ):
+        if self._unverified_claim(identity):
             # resolve_customer never gives this; an identity built by hand could. Writing
             # would let an unproven claim shape another customer's profile.
             logger.warning("Chat events for an unverified customer id were not stored.")
@@ -506,7 +584,13 @@ class PersonalizationService:
         context = request.context
 
         async def write() -> set[str]:
+            occurred_at = self._clock()
             async with self.store.sessions.begin() as session:
+                # Without tracking consent (or after an erasure) nothing is stored, and
+                # so nothing is counted in the conversation either.
+                gate = await tracking_gate(session, [key], self.settings.consent_default)
+                if not gate.allows(key, occurred_at):
+                    return set()
                 return await insert_chat_interactions(
                     session,
                     key,
@@ -514,7 +598,7 @@ class PersonalizationService:
                     channel=context.channel,
                     device=context.device,
                     location=context.location,
-                    occurred_at=self._clock(),
+                    occurred_at=occurred_at,
                 )
 
         try:

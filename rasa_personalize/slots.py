@@ -24,6 +24,8 @@ LOYALTY_TIERS: Final = ("none", "silver", "gold", "platinum")
 OFFER_TYPES: Final = ("discount", "free_shipping", "exclusive_access", "bundle", "none")
 RECOMMENDATION_SOURCES: Final = ("als", "session", "content", "segment_popular", "popular")
 TIMES_OF_DAY: Final = ("morning", "afternoon", "evening", "night")
+# "unknown": the customer never answered (PERSONALIZE_CONSENT_DEFAULT decided for them).
+CONSENT_VALUES: Final = ("granted", "denied", "unknown")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ SLOT_CONTRACT: Final[Mapping[str, SlotSpec]] = {
         SlotSpec("recommendation_reason", "text"),
         SlotSpec("recommendation_source", "categorical", RECOMMENDATION_SOURCES),
         SlotSpec("time_of_day", "categorical", TIMES_OF_DAY),
+        SlotSpec("personalization_consent", "categorical", CONSENT_VALUES, True),
+        SlotSpec("data_summary", "text"),
     )
 }
 
@@ -65,6 +69,7 @@ PROFILE_SLOTS: Final = (
     "offer_type",
     "discount_pct",
     "time_of_day",
+    "personalization_consent",
 )
 
 
@@ -81,6 +86,17 @@ class SlotPlan:
     def __post_init__(self) -> None:
         for name, value in self.values.items():
             check_slot_value(name, value)
+
+    @classmethod
+    def of_checked(cls, values: Mapping[str, Any]) -> SlotPlan:
+        """A plan of values known to be in the contract (constants), without re-checking.
+
+        For the engine's defaults, built on every turn; tests check them against the
+        contract once.
+        """
+        plan = object.__new__(cls)
+        object.__setattr__(plan, "values", dict(values))
+        return plan
 
     def merged(self, **updates: Any) -> SlotPlan:
         """A new plan with ``updates`` on top of this one (only the updates are checked)."""

@@ -17,9 +17,10 @@ from rasa_personalize.context import ConversationContext
 from rasa_personalize.engine import (
     PersonalizationRequest,
     PersonalizationService,
+    default_plan,
     plan_for_snapshot,
 )
-from rasa_personalize.identity import CustomerIdentity
+from rasa_personalize.identity import CustomerIdentity, customer_key
 from rasa_personalize.rules import RuleBook, builtin_rules
 from rasa_personalize.slots import SLOT_CONTRACT, SlotPlan
 from rasa_personalize.store.migrate import upgrade
@@ -31,7 +32,7 @@ from rasa_personalize.store.records import (
 )
 from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
-from tests.conftest import make_settings, migrated_store
+from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
 UTC_NOON = ConversationContext(utc_offset_minutes=0)
@@ -79,6 +80,7 @@ def test_plan_for_a_bargain_hunter() -> None:
         "offer_type": "discount",
         "discount_pct": 15,
         "time_of_day": "afternoon",
+        "personalization_consent": "unknown",
     }
 
 
@@ -310,3 +312,35 @@ async def test_only_an_outage_opens_the_store_breaker(
 
     assert failed["loyalty_tier"] == "none"
     assert following["loyalty_tier"] == next_tier
+
+
+async def test_a_customer_under_a_former_secret_is_found_and_moved(
+    sqlite_store: SqlStore, sqlite_url: str
+) -> None:
+    """After the secret changed: the first conversation finds them, the next one directly."""
+    async with sqlite_store.sessions.begin() as session:
+        await add_customer(session, "ada", tier="gold")  # keyed under TEST_SECRET
+    settings = make_settings(
+        sqlite_url,
+        secret_key="a-new-secret-for-customer-keys-0123456789",
+        previous_secret_keys=TEST_SECRET,
+    )
+    service = PersonalizationService(settings, sqlite_store, clock=lambda: NOW)
+
+    first = await service.personalize(request("ada"))
+    moved = await sqlite_store.load_snapshot(customer_key(settings.secret_key, "ada"))
+    await service.close()
+
+    assert first["loyalty_tier"] == "gold"
+    assert moved is not None
+    assert moved.loyalty_tier == "gold"
+    assert await sqlite_store.load_snapshot(customer_key(TEST_SECRET, "ada")) is None
+
+
+@pytest.mark.parametrize("hour", [3, 9, 15, 21])
+def test_the_defaults_are_in_the_slot_contract(hour: int) -> None:
+    """default_plan skips the per-turn check: its values are checked here instead."""
+    plan = default_plan(NOW.replace(hour=hour), UTC_NOON)
+
+    assert SlotPlan(plan.values) == plan
+    assert set(plan.values) >= {"customer_segment", "loyalty_tier", "personalization_consent"}

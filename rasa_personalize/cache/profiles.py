@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 # Every key starts with this (a ProfileCache may be given another, e.g. per test).
 NAMESPACE: Final = "personalize"
 # Bumped when the stored document changes shape: older entries then read as misses.
-SCHEMA: Final = 1
+SCHEMA: Final = 2  # 2: consent answers
 # "Not in the store" is cached too (new visitors are common), but briefly: a path that
 # creates customers without invalidating would otherwise hide them for the full TTL.
 NEGATIVE_TTL_S: Final = 60.0
@@ -145,6 +145,7 @@ def snapshot_to_document(snapshot: CustomerSnapshot) -> dict[str, Any]:
             if segment is not None
             else None
         ),
+        "consent": dict(snapshot.consent),
     }
 
 
@@ -191,6 +192,7 @@ def snapshot_from_document(document: Mapping[str, Any]) -> CustomerSnapshot:
             if segment is not None
             else None
         ),
+        consent={str(purpose): bool(granted) for purpose, granted in document["consent"].items()},
     )
 
 

@@ -100,10 +100,13 @@ async def _consent_job(
     from rasa_personalize.identity import customer_key
     from rasa_personalize.privacy.audit import Actor
     from rasa_personalize.privacy.consent import load_consent_document, record_consent
+    from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 
     key = customer_key(settings.secret_key, customer)
     store = batch_store(settings)
     try:
+        # A customer not seen since the secret changed is still under a former key.
+        await guarded(rekey_on_miss(store.sessions, settings, customer))
         if request is not None:
             async with store.sessions.begin() as session:
                 await guarded(

@@ -50,6 +50,7 @@ def erase(
     from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
     from rasa_personalize.privacy.audit import Actor
     from rasa_personalize.privacy.erasure import erase_with_settings
+    from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 
     settings = load_cli_settings(database_url, real_secret=True)
     external_id = customer.strip()
@@ -60,6 +61,8 @@ def erase(
     async def job() -> ErasureReceipt:
         store = batch_store(settings)
         try:
+            # A customer not seen since the secret changed is still under a former key.
+            await guarded(rekey_on_miss(store.sessions, settings, external_id))
             return await guarded(
                 erase_with_settings(settings, store.sessions, key, actor=Actor.cli())
             )

@@ -29,7 +29,13 @@ from rasa_personalize.clock import utc_now
 from rasa_personalize.engine import PersonalizationService
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.events.apikeys import ApiKeyRecord, find_api_key, hash_key
-from rasa_personalize.events.ingest import IngestResult, check_events, ingest_events, store_events
+from rasa_personalize.events.ingest import (
+    IngestResult,
+    adopt_event_customers,
+    check_events,
+    ingest_events,
+    store_events,
+)
 from rasa_personalize.events.profiles import (
     ProfileUpdate,
     changed_fields,
@@ -281,7 +287,10 @@ async def _erase_profile(request: Request, customer: str) -> HTTPResponse:
     async def handle() -> HTTPResponse:
         service = _service()
         caller = await _authorize(service, request, "admin")
-        key = customer_key(service.settings.secret_key, _external_id(customer))
+        external_id = _external_id(customer)
+        # A customer not seen since the secret changed is still under a former key.
+        await rekey_on_miss(service.store.sessions, service.settings, external_id)
+        key = customer_key(service.settings.secret_key, external_id)
         # The writer's connections: a big customer's batches outlast the reads' limit.
         sessions = _ingestion_path(request.app, service).writer.sessions
         receipt = await erase_with_settings(
@@ -339,9 +348,20 @@ class IngestionPath:
                     secret_key=secret,
                     tag_rules=self.tag_rules,
                     consent_default=service.settings.consent_default,
+                    previous_secret_keys=service.settings.previous_secrets,
                 )
             await _invalidate_profiles(service, result.changed_keys)
             return result, False
+        if service.settings.previous_secrets:
+            # Moved in a transaction of its own: the check below reads, and the worker
+            # later stores, under the current keys.
+            async with self.writer.sessions.begin() as session:
+                await adopt_event_customers(
+                    session,
+                    events,
+                    secret_key=secret,
+                    previous_secret_keys=service.settings.previous_secrets,
+                )
         async with service.store.sessions() as session:
             checked = await check_events(
                 session,
@@ -420,6 +440,7 @@ async def _get_consent(request: Request, customer: str) -> HTTPResponse:
         service = _service()
         await _authorize(service, request, "read")
         external_id = _external_id(customer)
+        await rekey_on_miss(service.store.sessions, service.settings, external_id)
         key = customer_key(service.settings.secret_key, external_id)
         # Consent is kept by key: a visitor the store does not know yet has it too.
         async with service.store.sessions() as session:
@@ -439,6 +460,7 @@ def _consent_writer(max_body_bytes: int) -> Any:
             service = _service()
             caller = await _authorize(service, request, "admin")
             external_id = _external_id(customer)
+            await rekey_on_miss(service.store.sessions, service.settings, external_id)
             key = customer_key(service.settings.secret_key, external_id)
             try:
                 change = parse_consent_body(decode_json_body(request, max_bytes=max_body_bytes))

@@ -109,6 +109,9 @@ class CustomerSnapshot:
     profile_version: int
     tags: tuple[TagRecord, ...]
     segment: SegmentRecord | None
+    # The customer's own consent answers, purpose -> granted (purposes never answered are
+    # absent: PERSONALIZE_CONSENT_DEFAULT decides those).
+    consent: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

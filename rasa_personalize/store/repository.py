@@ -15,6 +15,7 @@ from rasa_personalize.clock import utc_now
 from rasa_personalize.store.dialect import count_where, member_of
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
+    ConsentState,
     Customer,
     CustomerAlias,
     CustomerProfile,
@@ -48,8 +49,11 @@ CATEGORY_AFFINITY_WEIGHTS = {
 DISCOUNT_THRESHOLD = 0.95
 
 
+SnapshotStatements = tuple[Select[Any], Select[Any], Select[Any], Select[Any], Select[Any]]
+
+
 @lru_cache(maxsize=1)
-def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
+def _snapshot_statements() -> SnapshotStatements:
     """The hot path's statements, built once: building them costs more than running."""
     customers, profiles = Customer.__table__, CustomerProfile.__table__
     tags, segments = CustomerTag.__table__, SegmentAssignment.__table__
@@ -91,17 +95,23 @@ def _snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any], Selec
         .order_by(segments.c.assigned_at.desc(), segments.c.id.desc())
         .limit(1)
     )
-    return customer, aliased_customer, customer_tags, latest_segment
+    # By the key asked with: consent is given under the id the customer uses.
+    answers = ConsentState.__table__
+    consent = select(answers.c.purpose, answers.c.granted).where(
+        answers.c.customer_key == bindparam("key")
+    )
+    return customer, aliased_customer, customer_tags, latest_segment, consent
 
 
 def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot | None:
     """Everything the hot path needs about the customer with ``key``, or None if unknown.
 
     Synchronous on purpose: it runs in one worker thread (SQLite) or one greenlet hop
-    (PostgreSQL) instead of a thread hop per cursor call. Three indexed point reads; the
-    alias of a merged customer costs a fourth, and only when the key is not a customer's.
+    (PostgreSQL) instead of a thread hop per cursor call. Four indexed point reads (the
+    customer, tags, latest segment, consent); the alias of a merged customer costs a
+    fifth, and only when the key is not a customer's.
     """
-    customer_statement, aliased_statement, tags_statement, segment_statement = (
+    customer_statement, aliased_statement, tags_statement, segment_statement, consent = (
         _snapshot_statements()
     )
     row = connection.execute(customer_statement, {"key": key}).one_or_none()
@@ -111,20 +121,25 @@ def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot
             return None
     tags = connection.execute(tags_statement, {"customer_id": row.id}).all()
     segment = connection.execute(segment_statement, {"customer_id": row.id}).one_or_none()
-    return snapshot_from_rows(row, tags, segment)
+    answers = connection.execute(consent, {"key": key}).all()
+    return snapshot_from_rows(row, tags, segment, answers)
 
 
-def snapshot_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
-    """The snapshot's statements: customer by key, customer by alias key, tags, segment.
+def snapshot_statements() -> SnapshotStatements:
+    """The snapshot's statements: customer by key, customer by alias key, tags, segment,
+    consent answers.
 
-    Parameters: ``key`` for the first two, ``customer_id`` for the others. For readers
-    that execute them another way (``rasa_personalize.store.inline``).
+    Parameters: ``key`` for the customer, alias and consent, ``customer_id`` for tags and
+    segment. For readers that execute them another way (``rasa_personalize.store.inline``).
     """
     return _snapshot_statements()
 
 
 def snapshot_from_rows(
-    customer: Sequence[Any], tags: Sequence[Sequence[Any]], segment: Sequence[Any] | None
+    customer: Sequence[Any],
+    tags: Sequence[Sequence[Any]],
+    segment: Sequence[Any] | None,
+    consent: Sequence[Sequence[Any]] = (),
 ) -> CustomerSnapshot:
     """Assemble a snapshot from the rows of :func:`snapshot_statements`, values converted."""
     (
@@ -149,6 +164,7 @@ def snapshot_from_rows(
         profile_version=version or 0,
         tags=tuple(TagRecord(t[0], t[1], t[2], t[3]) for t in tags),
         segment=SegmentRecord(*segment) if segment is not None else None,
+        consent={str(purpose): bool(granted) for purpose, granted in consent},
     )
 
 

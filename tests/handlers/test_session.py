@@ -86,6 +86,7 @@ async def test_refresh_mid_conversation_uses_the_latest_message(
         SlotSet("offer_type", "exclusive_access"),
         SlotSet("discount_pct", 0),
         SlotSet("time_of_day", "afternoon"),
+        SlotSet("personalization_consent", "unknown"),
     ]
 
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from rasa_personalize.identity import customer_key
+from rasa_personalize.store.consent import set_consent
 from rasa_personalize.store.inline import InlineReadUnavailableError, InlineSnapshotReader
 from rasa_personalize.store.models import CustomerAlias
 from rasa_personalize.store.records import CustomerSnapshot
@@ -55,6 +56,14 @@ async def seeded(store: SqlStore) -> None:
         await add_interactions(session, ada, shoes, "purchase", 2, days_ago=3, paid=80.0)
         await add_customer(session, "bare")  # no profile, no tags, no segment
         session.add(CustomerAlias(alias_key=key("ada-old"), customer_id=ada.id, match="exact"))
+        await set_consent(
+            session,
+            key("ada"),
+            {"personalization": True, "marketing": False},
+            source="cli",
+            policy_version=None,
+            now=NOW,
+        )
         await rebuild_profile_metrics(session, now=NOW)
 
 
@@ -81,6 +90,7 @@ async def test_inline_snapshot_values_are_converted(sqlite_store: SqlStore) -> N
     assert [t.tag for t in snapshot.tags] == ["premium", "runner"]
     assert snapshot.tags[0].updated_at.tzinfo is not None
     assert snapshot.segment.segment == "loyal"
+    assert snapshot.consent == {"personalization": True, "marketing": False}
 
 
 async def test_a_committed_write_is_seen_by_the_next_inline_read(sqlite_store: SqlStore) -> None:
