@@ -32,6 +32,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,19 @@ def run_wrk(
     }
 
 
+def scratch_store(scratch: Path) -> dict[str, str]:
+    """A consistent copy of the embedded demo store in ``scratch`` (SQLite's backup API),
+    as the environment that points the server at it; nothing for a server database."""
+    url = os.environ.get("PERSONALIZE_DATABASE_URL", "sqlite:///personalize.db")
+    if not url.startswith("sqlite:///"):
+        return {}
+    source = ROOT / url.removeprefix("sqlite:///")
+    copy = scratch / "store.db"
+    with sqlite3.connect(source) as original, sqlite3.connect(copy) as target:
+        original.backup(target)
+    return {"PERSONALIZE_DATABASE_URL": f"sqlite:///{copy}"}
+
+
 def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """Start both servers, warm them up, run the rounds; per-round figures per target."""
     users = customer_ids(args.bodies, args.customers, seed=0)
@@ -223,12 +237,22 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     ours_cmd = [args.personalize, "serve", "--host", "127.0.0.1", "--workers", "1"]
     ours_cmd += ["--port", str(ours_port)]
 
+    # The recommend action stores what it shows: run on a copy, so that every run starts
+    # from the seeded store and the demo store is left as it was.
+    store_env = scratch_store(scratch)
+
     with ExitStack() as stack:
         stock_pid, stock = stack.enter_context(
             server("stock", stock_cmd, stock_env, plugins.parent, scratch)
         )
         ours_pid, ours = stack.enter_context(
-            server("ours", ours_cmd, {**demo_secret, **os.environ, **workers}, ROOT, scratch)
+            server(
+                "ours",
+                ours_cmd,
+                {**demo_secret, **os.environ, **workers, **store_env},
+                ROOT,
+                scratch,
+            )
         )
         check_servers(stock, ours)
         where = {"stock": (stock, stock_pid), "ours": (ours, ours_pid)}

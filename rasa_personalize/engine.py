@@ -22,11 +22,11 @@ from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, Profile
 from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import NotFoundError, StoreUnavailableError
+from rasa_personalize.events.chat_writer import ChatEventWriter
 from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
 from rasa_personalize.privacy.consent import MARKETING, PERSONALIZATION, ConsentDefault
 from rasa_personalize.privacy.secret_rotation import rekey_on_miss
-from rasa_personalize.privacy.tracking import tracking_gate
 from rasa_personalize.recommend.service import (
     Recommendation,
     RecommendationRequest,
@@ -37,11 +37,7 @@ from rasa_personalize.rules import Decision, RuleBook, RuleSet, evaluate, facts_
 from rasa_personalize.segments.archetypes import archetype_for
 from rasa_personalize.settings import Settings
 from rasa_personalize.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
-from rasa_personalize.store.catalogue import (
-    ChatInteraction,
-    CustomerItems,
-    insert_chat_interactions,
-)
+from rasa_personalize.store.catalogue import ChatInteraction, ChatWrite, CustomerItems
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
 from rasa_personalize.store.records import CustomerSnapshot
@@ -291,6 +287,9 @@ class PersonalizationService:
             breaker=self.redis_breaker if self._redis is not None else None,
         )
         self._background: set[asyncio.Task[None]] = set()
+        self.chat_writer = ChatEventWriter(
+            self.store.sessions, settings.consent_default, self._guarded
+        )
         self.recommendations = RecommendationService(
             self.store,
             settings.model_dir,
@@ -430,23 +429,27 @@ class PersonalizationService:
         # The history the serving model has not seen yet comes in the same read.
         history = self.recommendations.history_query(key)
 
+        async def items_of(known: CustomerSnapshot) -> CustomerItems | None:
+            try:
+                return await self._guarded(
+                    self.store.load_customer_items(
+                        known.customer_id, since, with_precomputed=cache is None, history=history
+                    )
+                )
+            except StoreUnavailableError:
+                return None
+
         async def from_sql() -> tuple[CustomerSnapshot | None, CustomerItems | None]:
+            if time.monotonic() >= self._store_down_until:
+                # A SQLite file gives the snapshot on this thread: only the items hop.
+                inline = self.store.inline_snapshot(key)
+                if inline is not NOT_INLINE:
+                    return inline, (await items_of(inline) if inline is not None else None)
             lookup = await self.profile_cache.lookup(key) if self.profile_cache else None
             if isinstance(lookup, CachedProfile):
                 if lookup.snapshot is None:
                     return None, None
-                try:
-                    items = await self._guarded(
-                        self.store.load_customer_items(
-                            lookup.snapshot.customer_id,
-                            since,
-                            with_precomputed=cache is None,
-                            history=history,
-                        )
-                    )
-                except StoreUnavailableError:
-                    items = None
-                return lookup.snapshot, items
+                return lookup.snapshot, await items_of(lookup.snapshot)
             try:
                 snapshot, items = await self._guarded(
                     self.store.load_customer_context(
@@ -582,29 +585,18 @@ class PersonalizationService:
             return set()
         key = self.key_for(identity)
         context = request.context
-
-        async def write() -> set[str]:
-            occurred_at = self._clock()
-            async with self.store.sessions.begin() as session:
-                # Without tracking consent (or after an erasure) nothing is stored, and
-                # so nothing is counted in the conversation either.
-                gate = await tracking_gate(session, [key], self.settings.consent_default)
-                if not gate.allows(key, occurred_at):
-                    return set()
-                return await insert_chat_interactions(
-                    session,
-                    key,
-                    events,
-                    channel=context.channel,
-                    device=context.device,
-                    location=context.location,
-                    occurred_at=occurred_at,
-                )
-
-        try:
-            new = await self._guarded(write())
-        except StoreUnavailableError:
-            return None
+        # Stored with other conversations' events in one transaction (group commit);
+        # without tracking consent, or after an erasure, nothing is (and none are new).
+        new = await self.chat_writer.write(
+            ChatWrite(
+                key,
+                events,
+                self._clock(),
+                channel=context.channel,
+                device=context.device,
+                location=context.location,
+            )
+        )
         if new and self.profile_cache is not None:
             await self.profile_cache.invalidate([key])
         return new

@@ -245,6 +245,18 @@ def _storable(event: ChatInteraction, product_ids: dict[str, int]) -> bool:
     return bool(event.category)
 
 
+@dataclass(frozen=True)
+class ChatWrite:
+    """One action's chat-side events for one customer, with where and when they happened."""
+
+    customer_key: str
+    events: Sequence[ChatInteraction]
+    occurred_at: datetime
+    channel: str | None = None
+    device: str | None = None
+    location: str | None = None
+
+
 async def insert_chat_interactions(
     session: AsyncSession,
     customer_key: str,
@@ -261,26 +273,43 @@ async def insert_chat_interactions(
     are skipped, as are product-less events without a category; an event id already
     stored is skipped too, so a retried action call stores nothing twice.
     """
+    write = ChatWrite(customer_key, events, occurred_at, channel, device, location)
+    return (await insert_chat_writes(session, [write]))[0]
+
+
+async def insert_chat_writes(session: AsyncSession, writes: Sequence[ChatWrite]) -> list[set[str]]:
+    """:func:`insert_chat_interactions` for many actions at once, in set-wise statements.
+
+    The same rules per write; one lookup of customers, aliases and products and one insert
+    for the whole batch, whatever its size. Returns each write's new event ids, in order.
+    """
+    if not writes:
+        return []
     dialect = dialect_of(session)
-    customer_id = await session.scalar(
-        select(Customer.id).where(Customer.customer_key == customer_key)
-    )
-    if customer_id is None:
+    keys = sorted({write.customer_key for write in writes})
+    customer_ids = await _customer_ids(session, keys)
+    missing = [key for key in keys if key not in customer_ids]
+    if missing:
         # The old key of a customer merged into another (an import's dedupe) must reach
         # the survivor, not create a new customer that splits the history again.
-        customer_id = await session.scalar(
-            select(CustomerAlias.customer_id).where(CustomerAlias.alias_key == customer_key)
-        )
-    if customer_id is None:
-        await session.execute(
-            insert_ignoring(dialect, Customer, ["customer_key"]).values(
-                customer_key=customer_key, created_at=occurred_at, loyalty_tier="none"
+        aliases = await session.execute(
+            select(CustomerAlias.alias_key, CustomerAlias.customer_id).where(
+                CustomerAlias.alias_key.in_(missing)
             )
         )
-        customer_id = await session.scalar(
-            select(Customer.id).where(Customer.customer_key == customer_key)
+        customer_ids.update({key: int(customer_id) for key, customer_id in aliases.all()})
+    first_seen = {w.customer_key: w.occurred_at for w in reversed(writes)}
+    new_keys = [key for key in keys if key not in customer_ids]
+    if new_keys:
+        await session.execute(
+            insert_ignoring(dialect, Customer, ["customer_key"]),
+            [
+                {"customer_key": key, "created_at": first_seen[key], "loyalty_tier": "none"}
+                for key in new_keys
+            ],
         )
-    skus = {event.sku for event in events if event.sku is not None}
+        customer_ids.update(await _customer_ids(session, new_keys))
+    skus = {e.sku for write in writes for e in write.events if e.sku is not None}
     product_ids: dict[str, int] = {}
     if skus:
         found = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus)))
@@ -288,25 +317,38 @@ async def insert_chat_interactions(
     rows = [
         {
             "event_id": event.event_id,
-            "customer_id": customer_id,
+            "customer_id": customer_ids[write.customer_key],
             "product_id": product_ids[event.sku] if event.sku is not None else None,
             "kind": event.kind,
             "value": event.value,
             "quantity": 1,
-            "channel": channel,
-            "device": device,
-            "location": location[:_MAX_LOCATION] if location else None,
+            "channel": write.channel,
+            "device": write.device,
+            "location": write.location[:_MAX_LOCATION] if write.location else None,
             "category": event.category[:_MAX_CATEGORY] if event.category else None,
-            "occurred_at": occurred_at,
+            "occurred_at": write.occurred_at,
         }
-        for event in events
+        for write in writes
+        for event in write.events
         if _storable(event, product_ids)
     ]
-    if not rows:
-        return set()
     # Looked up as a Table, which is what Core insert() is typed for.
     interactions = Interaction.metadata.tables[Interaction.__tablename__]
-    return set(await insert_new_rows(session, interactions, "event_id", rows))
+    inserted = set(await insert_new_rows(session, interactions, "event_id", rows))
+    new_per_write = []
+    for write in writes:
+        # A retried call in the same batch repeats ids: the first write owns them.
+        new = {event.event_id for event in write.events if event.event_id in inserted}
+        inserted -= new
+        new_per_write.append(new)
+    return new_per_write
+
+
+async def _customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
+    rows = await session.execute(
+        select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(keys))
+    )
+    return {key: int(customer_id) for key, customer_id in rows.all()}
 
 
 async def record_interactions(

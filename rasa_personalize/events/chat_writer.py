@@ -1,0 +1,109 @@
+"""Chat-side events of many conversations, stored together: one transaction per batch.
+
+Every recommendation shown is stored ("shown" per product) in the background of the
+answer. One transaction per action made a busy server queue its own writes behind each
+other on a single-writer store (SQLite) and pay a commit and several driver round trips
+per turn. The writer keeps one flush running: what arrives while a batch is being
+written goes into the next one, so batches grow with the load and stay at one when the
+shop is quiet (group commit).
+
+Each write keeps its own outcome: the event ids that were new (a retried action stores
+nothing twice), an empty set when tracking consent or an erasure says no, or None when
+the store could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+from rasa_personalize.errors import StoreUnavailableError
+from rasa_personalize.privacy.consent import ConsentDefault
+from rasa_personalize.privacy.tracking import tracking_gate
+from rasa_personalize.store.catalogue import ChatWrite, insert_chat_writes
+from rasa_personalize.store.errors import is_outage
+from rasa_personalize.store.types import SessionFactory
+
+logger = logging.getLogger(__name__)
+
+# Writes per transaction at most: big enough for a burst, small enough to stay well
+# inside one action budget.
+MAX_BATCH: Final = 200
+
+Outcome = set[str] | None
+Guard = Callable[[Awaitable[list[set[str]]]], Awaitable[list[set[str]]]]
+
+
+class ChatEventWriter:
+    """Stores :class:`ChatWrite` values in shared transactions, through a guard.
+
+    ``guard`` bounds each transaction (the engine's store breaker and action budget) and
+    raises :class:`StoreUnavailableError` when the store cannot take it.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        consent_default: ConsentDefault,
+        guard: Guard,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._sessions = sessions
+        self._consent_default = consent_default
+        self._guard = guard
+        self._max_batch = max_batch
+        self._queue: list[tuple[ChatWrite, asyncio.Future[Outcome]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, write: ChatWrite) -> Outcome:
+        """Store one action's events; their new ids, or None with the store unavailable."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.append((write, done))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                outcomes = await self._outcomes([write for write, _ in batch])
+                for (_, done), outcome in zip(batch, outcomes, strict=True):
+                    if not done.done():
+                        done.set_result(outcome)
+        finally:
+            self._flusher = None
+            # Whatever is still queued (the flush was cancelled) is answered as unstored.
+            for _, done in self._queue:
+                if not done.done():
+                    done.set_result(None)
+            self._queue.clear()
+
+    async def _outcomes(self, writes: Sequence[ChatWrite]) -> list[Outcome]:
+        try:
+            return list(await self._guard(self._store(writes)))
+        except StoreUnavailableError as error:
+            if len(writes) > 1 and error.__cause__ is not None and not is_outage(error.__cause__):
+                # One write's values were refused: the others must not pay for it.
+                return [outcome for write in writes for outcome in await self._outcomes([write])]
+            return [None] * len(writes)
+        except Exception:
+            # A bug, not an outage: logged once for the batch, and nothing is counted.
+            logger.exception("Storing %d chat-side writes failed", len(writes))
+            return [None] * len(writes)
+
+    async def _store(self, writes: Sequence[ChatWrite]) -> list[set[str]]:
+        async with self._sessions.begin() as session:
+            # Without tracking consent, or from before an erasure, nothing is stored.
+            gate = await tracking_gate(
+                session, {write.customer_key for write in writes}, self._consent_default
+            )
+            allowed = [w for w in writes if gate.allows(w.customer_key, w.occurred_at)]
+            stored = iter(await insert_chat_writes(session, allowed))
+        return [
+            next(stored) if gate.allows(w.customer_key, w.occurred_at) else set() for w in writes
+        ]
