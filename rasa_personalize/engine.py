@@ -287,9 +287,7 @@ class PersonalizationService:
             breaker=self.redis_breaker if self._redis is not None else None,
         )
         self._background: set[asyncio.Task[None]] = set()
-        self.chat_writer = ChatEventWriter(
-            self.store.sessions, settings.consent_default, self._guarded
-        )
+        self.chat_writer = ChatEventWriter(self.store, settings.consent_default, self._guarded)
         self.recommendations = RecommendationService(
             self.store,
             settings.model_dir,

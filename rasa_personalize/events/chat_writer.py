@@ -21,10 +21,9 @@ from typing import Final
 
 from rasa_personalize.errors import StoreUnavailableError
 from rasa_personalize.privacy.consent import ConsentDefault
-from rasa_personalize.privacy.tracking import tracking_gate
-from rasa_personalize.store.catalogue import ChatWrite, insert_chat_writes
+from rasa_personalize.store.catalogue import ChatWrite
 from rasa_personalize.store.errors import is_outage
-from rasa_personalize.store.types import SessionFactory
+from rasa_personalize.store.sql_store import SqlStore
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +44,13 @@ class ChatEventWriter:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        store: SqlStore,
         consent_default: ConsentDefault,
         guard: Guard,
         max_batch: int = MAX_BATCH,
     ) -> None:
-        self._sessions = sessions
-        self._consent_default = consent_default
+        self._store_batch = store.store_chat_batch
+        self._default_granted = consent_default == "granted"
         self._guard = guard
         self._max_batch = max_batch
         self._queue: list[tuple[ChatWrite, asyncio.Future[Outcome]]] = []
@@ -97,13 +96,5 @@ class ChatEventWriter:
             return [None] * len(writes)
 
     async def _store(self, writes: Sequence[ChatWrite]) -> list[set[str]]:
-        async with self._sessions.begin() as session:
-            # Without tracking consent, or from before an erasure, nothing is stored.
-            gate = await tracking_gate(
-                session, {write.customer_key for write in writes}, self._consent_default
-            )
-            allowed = [w for w in writes if gate.allows(w.customer_key, w.occurred_at)]
-            stored = iter(await insert_chat_writes(session, allowed))
-        return [
-            next(stored) if gate.allows(w.customer_key, w.occurred_at) else set() for w in writes
-        ]
+        # Without tracking consent, or from before an erasure, nothing is stored.
+        return await self._store_batch(writes, self._default_granted)

@@ -43,11 +43,7 @@ class TrackingGate:
 
     def allows(self, customer_key: str, occurred_at: datetime) -> bool:
         """Whether an event of this customer at this time may be stored."""
-        erased_at = self.facts.erased_at.get(customer_key)
-        if erased_at is not None and occurred_at <= erased_at:
-            return False
-        answer = self.facts.tracking.get(customer_key)
-        return answer if answer is not None else self.default == "granted"
+        return self.facts.allows(customer_key, occurred_at, self.default == "granted")
 
 
 async def tracking_gate(

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Numeric, String, Table, TextClause, text
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 
 from rasa_personalize.store.dialect import POSTGRESQL, dialect_of, insert_ignoring
 from rasa_personalize.store.types import Session
@@ -45,14 +45,24 @@ async def insert_new_rows(
     """
     if not rows:
         return frozenset()
+    connection = await session.connection()
+    return await connection.run_sync(insert_new_rows_on, table, key, rows)
+
+
+def insert_new_rows_on(
+    connection: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]]
+) -> frozenset[Any]:
+    """:func:`insert_new_rows` on a synchronous connection (one thread hop for a batch)."""
+    if not rows:
+        return frozenset()
     columns = tuple(rows[0])
-    dialect = dialect_of(session)
+    dialect = dialect_of(connection)
     if dialect == POSTGRESQL:
         arrays = {name: [row[name] for row in rows] for name in columns}
-        statement = _unnest_insert(session.get_bind().dialect, table, key, columns)
-        result = await session.execute(statement, arrays)
+        statement = _unnest_insert(connection.dialect, table, key, columns)
+        result = connection.execute(statement, arrays)
     else:
-        result = await session.execute(
+        result = connection.execute(
             insert_ignoring(dialect, table, [key]).returning(table.c[key]), rows
         )
     return frozenset(result.scalars().all())

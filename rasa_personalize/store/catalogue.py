@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
-from rasa_personalize.store.bulk import insert_new_rows
+from rasa_personalize.store.bulk import insert_new_rows_on
+from rasa_personalize.store.consent import read_tracking_facts
 from rasa_personalize.store.dialect import dialect_of, insert_ignoring
 from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_customer_history
 from rasa_personalize.store.models import (
@@ -74,6 +75,10 @@ def read_products(connection: Connection) -> list[ProductRecord]:
     return [ProductRecord(*row) for row in rows]
 
 
+# How many of a customer's latest purchases a recommendation excludes (and reads).
+PURCHASES_READ = 1_000
+
+
 @lru_cache(maxsize=1)
 def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
     interactions, products = Interaction.__table__, Product.__table__
@@ -84,6 +89,9 @@ def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
         .where(interactions.c.customer_id == bindparam("customer_id"))
         .where(interactions.c.kind == "purchase")
         .order_by(interactions.c.occurred_at.desc())
+        # Bounded, so that every read of the hot path is: the latest purchases are the
+        # ones a shopper would not want offered again.
+        .limit(PURCHASES_READ)
     )
     recent = (
         select(
@@ -278,21 +286,44 @@ async def insert_chat_interactions(
 
 
 async def insert_chat_writes(session: AsyncSession, writes: Sequence[ChatWrite]) -> list[set[str]]:
-    """:func:`insert_chat_interactions` for many actions at once, in set-wise statements.
+    """:func:`insert_chat_interactions` for many actions at once (see :func:`store_chat_batch`,
+    which also applies consent, on a synchronous connection)."""
+    connection = await session.connection()
+    return await connection.run_sync(_insert_chat_writes, writes)
 
-    The same rules per write; one lookup of customers, aliases and products and one insert
-    for the whole batch, whatever its size. Returns each write's new event ids, in order.
+
+def store_chat_batch(
+    connection: Connection, writes: Sequence[ChatWrite], default_granted: bool
+) -> list[set[str]]:
+    """Store many actions' chat-side events in the caller's transaction, in set-wise
+    statements; each write's new event ids, in order.
+
+    A write of a customer without tracking consent (their answer, else
+    ``default_granted``), or dated at or before their erasure, stores nothing. Synchronous,
+    so that a whole batch is one thread hop on SQLite (one greenlet hop elsewhere).
     """
+    facts = read_tracking_facts(connection, {write.customer_key for write in writes})
+    allowed = [w for w in writes if facts.allows(w.customer_key, w.occurred_at, default_granted)]
+    stored = iter(_insert_chat_writes(connection, allowed))
+    return [
+        next(stored) if facts.allows(w.customer_key, w.occurred_at, default_granted) else set()
+        for w in writes
+    ]
+
+
+def _insert_chat_writes(connection: Connection, writes: Sequence[ChatWrite]) -> list[set[str]]:
+    """The same rules per write as :func:`insert_chat_interactions`; one lookup of
+    customers, aliases and products and one insert for the whole batch."""
     if not writes:
         return []
-    dialect = dialect_of(session)
+    dialect = dialect_of(connection)
     keys = sorted({write.customer_key for write in writes})
-    customer_ids = await _customer_ids(session, keys)
+    customer_ids = _customer_ids(connection, keys)
     missing = [key for key in keys if key not in customer_ids]
     if missing:
         # The old key of a customer merged into another (an import's dedupe) must reach
         # the survivor, not create a new customer that splits the history again.
-        aliases = await session.execute(
+        aliases = connection.execute(
             select(CustomerAlias.alias_key, CustomerAlias.customer_id).where(
                 CustomerAlias.alias_key.in_(missing)
             )
@@ -301,18 +332,18 @@ async def insert_chat_writes(session: AsyncSession, writes: Sequence[ChatWrite])
     first_seen = {w.customer_key: w.occurred_at for w in reversed(writes)}
     new_keys = [key for key in keys if key not in customer_ids]
     if new_keys:
-        await session.execute(
+        connection.execute(
             insert_ignoring(dialect, Customer, ["customer_key"]),
             [
                 {"customer_key": key, "created_at": first_seen[key], "loyalty_tier": "none"}
                 for key in new_keys
             ],
         )
-        customer_ids.update(await _customer_ids(session, new_keys))
+        customer_ids.update(_customer_ids(connection, new_keys))
     skus = {e.sku for write in writes for e in write.events if e.sku is not None}
     product_ids: dict[str, int] = {}
     if skus:
-        found = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus)))
+        found = connection.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus)))
         product_ids = {sku: int(product_id) for sku, product_id in found.all()}
     rows = [
         {
@@ -334,7 +365,7 @@ async def insert_chat_writes(session: AsyncSession, writes: Sequence[ChatWrite])
     ]
     # Looked up as a Table, which is what Core insert() is typed for.
     interactions = Interaction.metadata.tables[Interaction.__tablename__]
-    inserted = set(await insert_new_rows(session, interactions, "event_id", rows))
+    inserted = set(insert_new_rows_on(connection, interactions, "event_id", rows))
     new_per_write = []
     for write in writes:
         # A retried call in the same batch repeats ids: the first write owns them.
@@ -344,8 +375,8 @@ async def insert_chat_writes(session: AsyncSession, writes: Sequence[ChatWrite])
     return new_per_write
 
 
-async def _customer_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
-    rows = await session.execute(
+def _customer_ids(connection: Connection, keys: Sequence[str]) -> dict[str, int]:
+    rows = connection.execute(
         select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(keys))
     )
     return {key: int(customer_id) for key, customer_id in rows.all()}

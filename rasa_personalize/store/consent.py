@@ -86,6 +86,18 @@ class TrackingFacts:
     tracking: Mapping[str, bool] = field(default_factory=dict)
     erased_at: Mapping[str, datetime] = field(default_factory=dict)
 
+    def allows(self, customer_key: str, occurred_at: datetime, default_granted: bool) -> bool:
+        """Whether an event of this customer at this time may be stored.
+
+        Not when it happened at or before their erasure; otherwise their tracking
+        answer, or ``default_granted`` when they never gave one.
+        """
+        erased_at = self.erased_at.get(customer_key)
+        if erased_at is not None and occurred_at <= erased_at:
+            return False
+        answer = self.tracking.get(customer_key)
+        return answer if answer is not None else default_granted
+
 
 def _check_purposes(purposes: Iterable[str]) -> None:
     unknown = sorted(set(purposes) - set(CONSENT_PURPOSES))
@@ -308,9 +320,15 @@ async def load_tracking_facts(session: Session, customer_keys: Collection[str]) 
     keys on SQLite and MySQL; one statement on PostgreSQL), so ingestion asks once per
     batch, whatever its size.
     """
+    connection = await session.connection()
+    return await connection.run_sync(read_tracking_facts, customer_keys)
+
+
+def read_tracking_facts(connection: Connection, customer_keys: Collection[str]) -> TrackingFacts:
+    """:func:`load_tracking_facts` on a synchronous connection."""
     tracking: dict[str, bool] = {}
     erased_at: dict[str, datetime] = {}
-    dialect = dialect_of(session)
+    dialect = dialect_of(connection)
     for chunk in _chunks(sorted(set(customer_keys)), dialect):
         # Constants as literal text: a bound NULL or number in a UNION has no type
         # PostgreSQL can infer, and the timestamp columns keep theirs (MySQL's naive
@@ -331,7 +349,7 @@ async def load_tracking_facts(session: Session, customer_keys: Collection[str]) 
             literal_column(str(_ERASED), Integer),
             ErasureTombstone.erased_at,
         ).where(member_of(ErasureTombstone.customer_key, chunk, dialect))
-        rows = await session.execute(union_all(states, tombstones))
+        rows = connection.execute(union_all(states, tombstones))
         for key, kind, at in rows.all():
             if int(kind) == _ERASED:
                 erased_at[key] = at

@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import visitors
@@ -73,8 +74,8 @@ MYSQL_TABLE_OPTIONS: Final = {
 }
 
 
-def dialect_of(bind: AsyncSession | AsyncConnection) -> str:
-    """The dialect name of a session's or connection's database."""
+def dialect_of(bind: AsyncSession | AsyncConnection | Connection) -> str:
+    """The dialect name of a session's or connection's database (async or not)."""
     if isinstance(bind, AsyncSession):
         return bind.get_bind().dialect.name
     return bind.dialect.name

@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import Dialect, Select
+from sqlalchemy import Dialect, Engine, Select, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
 
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.repository import snapshot_from_rows, snapshot_statements
 
 Processor = Callable[[Any], Any] | None
+T = TypeVar("T")
 
 # Snapshots kept between commits: about 2 kB each, so at most a few tens of MB.
 CACHE_SIZE: Final = 10_000
@@ -71,8 +74,18 @@ class _Compiled:
 class InlineSnapshotReader:
     """Reads customer snapshots synchronously from a SQLite file in WAL mode."""
 
-    def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, dialect: Dialect, path: str | None = None
+    ) -> None:
         self._connection = connection
+        # A second read-only connection, for readers written on SQLAlchemy Core.
+        self._engine: Engine | None = (
+            create_engine(
+                "sqlite://", creator=lambda: _read_only_connection(path), poolclass=StaticPool
+            )
+            if path is not None
+            else None
+        )
         self._cache: dict[str, CustomerSnapshot | None] = {}
         self._data_version: int | None = None
         customer, aliased, tags, segment, consent = (
@@ -92,13 +105,7 @@ class InlineSnapshotReader:
         if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
             return None
         try:
-            connection = sqlite3.connect(
-                f"file:{path}?mode=ro",
-                uri=True,
-                timeout=0,
-                isolation_level=None,  # transactions are begun and ended here
-                check_same_thread=False,
-            )
+            connection = _read_only_connection(path)
             mode = connection.execute("PRAGMA journal_mode").fetchone()
         except sqlite3.Error:
             return None  # not there yet, or not readable: the threaded path reports it
@@ -106,7 +113,7 @@ class InlineSnapshotReader:
             # Outside WAL a reader can meet a writer's lock on every write: not worth it.
             connection.close()
             return None
-        return cls(connection, dialect)
+        return cls(connection, dialect, path)
 
     def snapshot(self, key: str) -> CustomerSnapshot | None:
         """The customer's snapshot, or None when the key is unknown.
@@ -161,6 +168,35 @@ class InlineSnapshotReader:
         finally:
             execute("COMMIT")
 
+    def run(self, reader: Callable[..., T], *args: Any) -> T:
+        """Run a synchronous reader (``reader(connection, *args)``) on this thread.
+
+        For bounded reads only: a reader must not fetch an unbounded number of rows.
+
+        Raises:
+            InlineReadUnavailableError: SQLite could not answer at once; use the thread.
+        """
+        if self._engine is None:
+            raise InlineReadUnavailableError("no engine")
+        try:
+            with self._engine.connect() as connection:
+                return reader(connection, *args)
+        except (sqlite3.Error, DBAPIError) as error:
+            raise InlineReadUnavailableError(type(error).__name__) from error
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         self._connection.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _read_only_connection(path: str | None) -> sqlite3.Connection:
+    """A connection that never writes and never waits for a lock."""
+    return sqlite3.connect(
+        f"file:{path}?mode=ro",
+        uri=True,
+        timeout=0,
+        isolation_level=None,  # transactions are begun and ended by the reader
+        check_same_thread=False,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
 
@@ -13,10 +13,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rasa_personalize.store.catalogue import (
+    ChatWrite,
     CustomerItems,
     read_customer_items,
     read_popularity_rows,
     read_products,
+    store_chat_batch,
 )
 from rasa_personalize.store.consent import ConsentStateRecord, read_consent_states
 from rasa_personalize.store.database import (
@@ -174,8 +176,34 @@ class SqlStore:
         with_precomputed: bool = True,
         history: HistoryQuery | None = None,
     ) -> CustomerItems:
-        """A known customer's items alone (the snapshot came from the profile cache)."""
+        """A known customer's items alone (the snapshot came from the profile cache, or was
+        read inline: then the items are too, when SQLite answers at once)."""
+        reader = self._inline_reader()
+        if reader is not None:
+            try:
+                return reader.run(
+                    _read_customer_items, customer_id, since, with_precomputed, history
+                )
+            except InlineReadUnavailableError:
+                pass  # the thread answers
         return await self._read(_read_customer_items, customer_id, since, with_precomputed, history)
+
+    async def store_chat_batch(
+        self, writes: Sequence[ChatWrite], default_granted: bool
+    ) -> list[set[str]]:
+        """Store chat-side writes in one transaction (see ``catalogue.store_chat_batch``):
+        one thread hop for the whole batch on SQLite, one greenlet hop elsewhere."""
+        if self._thread_engine is not None:
+            return await asyncio.to_thread(self._write_in_thread, writes, default_granted)
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(store_chat_batch, writes, default_granted)
+
+    def _write_in_thread(
+        self, writes: Sequence[ChatWrite], default_granted: bool
+    ) -> list[set[str]]:
+        assert self._thread_engine is not None
+        with self._thread_engine.begin() as connection:
+            return store_chat_batch(connection, writes, default_granted)
 
     async def load_customer_history(self, customer_id: int, query: HistoryQuery) -> CustomerHistory:
         """One customer's aggregated history on its own (when the items came without it)."""

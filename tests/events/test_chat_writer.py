@@ -61,7 +61,7 @@ async def test_concurrent_conversations_share_transactions(store: SqlStore) -> N
     """Forty turns at once: every write's ids come back, in far fewer transactions."""
     await catalogue(store)
     guard = CountingGuard()
-    writer = ChatEventWriter(store.sessions, "granted", guard)
+    writer = ChatEventWriter(store, "granted", guard)
 
     outcomes = await asyncio.gather(
         *(writer.write(shown(f"shopper-{n}", "SKU-1", "SKU-2")) for n in range(40))
@@ -77,7 +77,7 @@ async def test_concurrent_conversations_share_transactions(store: SqlStore) -> N
 async def test_a_repeated_write_stores_nothing_twice(store: SqlStore) -> None:
     """The same turn twice in one batch, then again later: its ids are new once."""
     await catalogue(store)
-    writer = ChatEventWriter(store.sessions, "granted", CountingGuard())
+    writer = ChatEventWriter(store, "granted", CountingGuard())
 
     first, again = await asyncio.gather(
         writer.write(shown("ada", "SKU-1")), writer.write(shown("ada", "SKU-1"))
@@ -102,7 +102,7 @@ async def test_a_customer_without_tracking_consent_is_left_out_alone(store: SqlS
             policy_version=None,
             now=NOW,
         )
-    writer = ChatEventWriter(store.sessions, "granted", CountingGuard())
+    writer = ChatEventWriter(store, "granted", CountingGuard())
 
     private, public = await asyncio.gather(
         writer.write(shown("private", "SKU-1")), writer.write(shown("public", "SKU-1"))
@@ -115,7 +115,7 @@ async def test_a_customer_without_tracking_consent_is_left_out_alone(store: SqlS
 
 async def test_an_unreachable_store_answers_none_for_every_write(store: SqlStore) -> None:
     """An outage: nothing is known to be new, and the writer is ready for the next turn."""
-    writer = ChatEventWriter(store.sessions, "granted", CountingGuard(OSError("down")))
+    writer = ChatEventWriter(store, "granted", CountingGuard(OSError("down")))
 
     outcomes = await asyncio.gather(*(writer.write(shown(f"s{n}", "SKU-1")) for n in range(5)))
 
@@ -141,7 +141,7 @@ async def refused_as_the_engine_does(work: Awaitable[list[set[str]]]) -> list[se
 async def test_a_refused_batch_is_retried_write_by_write(store: SqlStore) -> None:
     """A data error fails a batch: each write is tried on its own, so one cannot sink all."""
     await catalogue(store)
-    writer = RefusingBatches(store.sessions, "granted", refused_as_the_engine_does)
+    writer = RefusingBatches(store, "granted", refused_as_the_engine_does)
 
     outcomes = await asyncio.gather(
         *(writer.write(shown(name, "SKU-1")) for name in ("a", "b", "c"))

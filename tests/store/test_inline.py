@@ -4,6 +4,7 @@ never waiting for a writer, and out of the way whenever they cannot answer at on
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,23 @@ async def test_stores_on_a_server_have_no_inline_reads(database_url: str, store:
     await seeded(store)
 
     assert (store.inline_snapshot(key("ada")) is not NOT_INLINE) is expected_inline
+
+
+async def test_inline_items_equal_the_threaded_ones(sqlite_store: SqlStore) -> None:
+    """Purchases, recent interactions and the last purchase's title: the same either way."""
+    await seeded(sqlite_store)
+    snapshot = inline(sqlite_store, "ada")
+    assert snapshot is not None
+    since = NOW - timedelta(days=30)
+
+    inline_items = await sqlite_store.load_customer_items(snapshot.customer_id, since)
+    reader = sqlite_store._inline
+    sqlite_store._inline = None
+    try:
+        threaded_items = await sqlite_store.load_customer_items(snapshot.customer_id, since)
+    finally:
+        sqlite_store._inline = reader
+
+    assert inline_items == threaded_items
+    assert inline_items.purchased == frozenset({"SKU-RUN-1"})
+    assert inline_items.last_purchase_title is not None
