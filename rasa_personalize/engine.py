@@ -25,7 +25,15 @@ from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.events.chat_writer import ChatEventWriter
 from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
-from rasa_personalize.privacy.consent import MARKETING, PERSONALIZATION, ConsentDefault
+from rasa_personalize.privacy.audit import Actor
+from rasa_personalize.privacy.consent import (
+    MARKETING,
+    PERSONALIZATION,
+    ConsentDefault,
+    ConsentRequest,
+    record_consent,
+)
+from rasa_personalize.privacy.erasure import ErasureReceipt, erase_with_settings
 from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 from rasa_personalize.recommend.service import (
     Recommendation,
@@ -598,6 +606,81 @@ class PersonalizationService:
         if new and self.profile_cache is not None:
             await self.profile_cache.invalidate([key])
         return new
+
+    async def record_chat_consent(
+        self,
+        request: PersonalizationRequest,
+        *,
+        grant: tuple[str, ...] = (),
+        deny: tuple[str, ...] = (),
+    ) -> bool:
+        """Store what the customer said about their data in the conversation.
+
+        Source ``chat``, audited with the chat as actor. Returns False when nothing could
+        be stored: an unverified ``user_id`` claim (nobody may speak for another
+        customer), or a store that is unavailable.
+        """
+        if self._unverified_claim(request.identity):
+            return False
+        key = self.key_for(request.identity)
+        change = ConsentRequest(grant=grant, deny=deny, policy_version=None)
+
+        async def write() -> None:
+            async with self.store.sessions.begin() as session:
+                await record_consent(
+                    session,
+                    key,
+                    change,
+                    source="chat",
+                    actor=Actor.chat(),
+                    now=self._clock(),
+                    default_policy_version=self.settings.consent_policy_version,
+                )
+
+        try:
+            await self._guarded(write())
+        except StoreUnavailableError:
+            return False
+        if self.profile_cache is not None:
+            await self.profile_cache.invalidate([key])
+        return True
+
+    async def data_summary(self, request: PersonalizationRequest) -> str:
+        """What the store holds about the customer, as a sentence (never contacts)."""
+        try:
+            snapshot = await self._load_snapshot(self.key_for(request.identity))
+        except StoreUnavailableError:
+            return "I can't look that up right now, sorry."
+        if snapshot is None:
+            return "I don't have anything stored about you."
+        now = self._clock()
+        tags = ", ".join(tag.tag.replace("_", " ") for tag in snapshot.tags) or "none"
+        favourite = snapshot.metrics.favorite_category or "none yet"
+        return (
+            f"Your loyalty tier is {snapshot.loyalty_tier}, your segment is "
+            f"{segment_of(snapshot, now).replace('_', ' ')}, your tags are {tags}, your "
+            f"favourite category is {favourite}, and I have "
+            f"{snapshot.metrics.interaction_count} interactions of yours on record."
+        )
+
+    async def erase_from_chat(self, request: PersonalizationRequest) -> ErasureReceipt | None:
+        """Erase the customer who asks, everywhere; None unless their identity is verified.
+
+        Only a verified customer: erasure cannot be undone, so an anonymous visitor or an
+        unproven claim never erases anyone.
+
+        Raises:
+            StoreUnavailableError: the store could not be reached (nothing was erased).
+        """
+        if not request.identity.verified:
+            return None
+        key = self.key_for(request.identity)
+        try:
+            return await erase_with_settings(
+                self.settings, self.store.sessions, key, actor=Actor.chat(), now=self._clock()
+            )
+        except DatabaseError as error:
+            raise StoreUnavailableError("the erasure could not reach the store") from error
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` without making the answer wait; :meth:`drain` awaits it.

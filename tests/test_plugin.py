@@ -24,6 +24,9 @@ PLUGIN_ACTIONS = {
     "action_recommend_products",
     "action_similar_products",
     "action_record_recommendation_feedback",
+    "action_set_consent",
+    "action_data_summary",
+    "action_erase_customer",
 }
 
 

@@ -6,6 +6,11 @@ package can subclass them, for example to add its own session-start events.
 """
 
 from rasa_personalize.handlers.base import PersonalizingAction, request_from_tracker, slot_events
+from rasa_personalize.handlers.privacy import (
+    ActionDataSummary,
+    ActionEraseCustomer,
+    ActionSetConsent,
+)
 from rasa_personalize.handlers.recommend import (
     ActionRecommendProducts,
     ActionRecordRecommendationFeedback,
@@ -14,10 +19,13 @@ from rasa_personalize.handlers.recommend import (
 from rasa_personalize.handlers.session import ActionRefreshPersonalization, ActionSessionStart
 
 __all__ = [
+    "ActionDataSummary",
+    "ActionEraseCustomer",
     "ActionRecommendProducts",
     "ActionRecordRecommendationFeedback",
     "ActionRefreshPersonalization",
     "ActionSessionStart",
+    "ActionSetConsent",
     "ActionSimilarProducts",
     "PersonalizingAction",
     "request_from_tracker",

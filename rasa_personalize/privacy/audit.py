@@ -36,9 +36,10 @@ _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w":
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acted: the command line, or the HTTP API with the key that was used."""
+    """Who acted: the command line, the HTTP API with the key that was used, or the
+    customer in a conversation."""
 
-    kind: Literal["cli", "api"]
+    kind: Literal["cli", "api", "chat"]
     api_key_id: int | None = None
     api_key_label: str | None = None
 
@@ -46,6 +47,11 @@ class Actor:
     def cli(cls) -> Actor:
         """Someone at the ``personalize`` command line."""
         return cls("cli")
+
+    @classmethod
+    def chat(cls) -> Actor:
+        """The customer themself, in a conversation (their request, through an action)."""
+        return cls("chat")
 
     @classmethod
     def api(cls, key_id: int, label: str) -> Actor:

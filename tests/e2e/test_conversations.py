@@ -243,6 +243,43 @@ def test_an_unsigned_claim_is_an_anonymous_visitor(
     assert feedback_of(sender) == len(assistant.slots(sender)["recommended_products"])
 
 
+def test_dont_use_my_data_turns_personalization_off_at_once(
+    assistant: RunningAssistant,
+) -> None:
+    """demo-loyal says no: confirmed, and the next offer is the visitor's, not gold's."""
+    sender = conversation()
+    assistant.say(sender, "hi there", user_id="demo-loyal")
+    answer = " ".join(assistant.say(sender, "don't use my data", user_id="demo-loyal"))
+    offer = " ".join(assistant.say(sender, "any deals for me?", user_id="demo-loyal"))
+    summary = " ".join(assistant.say(sender, "what do you know about me?", "demo-loyal"))
+
+    assert "won't use your data" in answer
+    assert "exclusive access" not in offer
+    slots = assistant.slots(sender)
+    assert slots["personalization_consent"] == "denied"
+    assert slots["loyalty_tier"] == "none"
+    assert summary.startswith("Here is what I know about you: Your loyalty tier is gold")
+
+
+def test_forget_me_asks_first_then_erases(assistant: RunningAssistant) -> None:
+    """A verified customer says 'forget me', then yes: erased, and a stranger from then on."""
+    sender = conversation()
+    assistant.say(sender, "hello", user_id="demo-lapsed")
+    question = " ".join(assistant.say(sender, "please forget me", user_id="demo-lapsed"))
+    done = " ".join(assistant.say(sender, "yes", user_id="demo-lapsed"))
+    summary = " ".join(assistant.say(sender, "what do you know about me?", "demo-lapsed"))
+
+    assert "cannot be undone" in question
+    assert "deleted your data" in done
+    assert "don't have anything stored about you" in summary
+    path = assistant.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        key = customer_key(SECRET, "demo-lapsed")
+        assert db.execute(
+            "SELECT COUNT(*) FROM customers WHERE customer_key = ?", (key,)
+        ).fetchone() == (0,)
+
+
 def test_rasa_still_answers_with_the_action_server_stopped(
     assistant: RunningAssistant,
 ) -> None:
