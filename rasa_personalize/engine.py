@@ -49,7 +49,7 @@ from rasa_personalize.store.catalogue import ChatInteraction, ChatWrite, Custome
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
 from rasa_personalize.store.records import CustomerSnapshot
-from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, NotInline, SqlStore
 from rasa_personalize.text import MAX_LIST_ITEMS, bounded_text
 
 logger = logging.getLogger(__name__)
@@ -436,6 +436,8 @@ class PersonalizationService:
         history = self.recommendations.history_query(key)
 
         async def items_of(known: CustomerSnapshot) -> CustomerItems | None:
+            if not allows(known, PERSONALIZATION, self.settings.consent_default):
+                return None  # their history may not be used: it is not read either
             try:
                 return await self._guarded(
                     self.store.load_customer_items(
@@ -446,11 +448,9 @@ class PersonalizationService:
                 return None
 
         async def from_sql() -> tuple[CustomerSnapshot | None, CustomerItems | None]:
-            if time.monotonic() >= self._store_down_until:
-                # A SQLite file gives the snapshot on this thread: only the items hop.
-                inline = self.store.inline_snapshot(key)
-                if inline is not NOT_INLINE:
-                    return inline, (await items_of(inline) if inline is not None else None)
+            inline = self._inline_snapshot(key)
+            if inline is not NOT_INLINE:
+                return inline, (await items_of(inline) if inline is not None else None)
             lookup = await self.profile_cache.lookup(key) if self.profile_cache else None
             if isinstance(lookup, CachedProfile):
                 if lookup.snapshot is None:
@@ -670,7 +670,9 @@ class PersonalizationService:
         unproven claim never erases anyone.
 
         Raises:
-            StoreUnavailableError: the store could not be reached (nothing was erased).
+            StoreUnavailableError: the store failed part way: the tombstones and the batches
+                already committed stay (the customer cannot come back through late events);
+                asking again finishes the erasure.
         """
         if not request.identity.verified:
             return None
@@ -734,11 +736,9 @@ class PersonalizationService:
         Raises:
             StoreUnavailableError: not cached, and the store cannot answer.
         """
-        if time.monotonic() >= self._store_down_until:
-            # A SQLite file answers on this thread faster than Redis or a thread would.
-            inline = self.store.inline_snapshot(key)
-            if inline is not NOT_INLINE:
-                return inline
+        inline = self._inline_snapshot(key)
+        if inline is not NOT_INLINE:
+            return inline
         lookup = await self.profile_cache.lookup(key) if self.profile_cache else None
         if isinstance(lookup, CachedProfile):
             return lookup.snapshot
@@ -746,6 +746,13 @@ class PersonalizationService:
         if isinstance(lookup, ProfileTicket):
             self._write_back(lookup, snapshot)
         return snapshot
+
+    def _inline_snapshot(self, key: str) -> CustomerSnapshot | NotInline | None:
+        """A SQLite file's answer on this thread (faster than Redis or a thread hop), or
+        :data:`NOT_INLINE`: no inline reader, SQLite busy, or the store breaker open."""
+        if time.monotonic() < self._store_down_until:
+            return NOT_INLINE
+        return self.store.inline_snapshot(key)
 
     def _write_back(self, ticket: ProfileTicket, snapshot: CustomerSnapshot | None) -> None:
         """Cache a SQL answer without making the answer wait for Redis (three round trips).

@@ -66,6 +66,7 @@ class ChatEventWriter:
         return await done
 
     async def _flush(self) -> None:
+        batch: list[tuple[ChatWrite, asyncio.Future[Outcome]]] = []
         try:
             while self._queue:
                 batch = self._queue[: self._max_batch]
@@ -76,8 +77,9 @@ class ChatEventWriter:
                         done.set_result(outcome)
         finally:
             self._flusher = None
-            # Whatever is still queued (the flush was cancelled) is answered as unstored.
-            for _, done in self._queue:
+            # Cancelled (a shutdown): the batch in flight and the rest of the queue are
+            # answered as unknown, so that no action waits for an answer that never comes.
+            for _, done in (*batch, *self._queue):
                 if not done.done():
                     done.set_result(None)
             self._queue.clear()

@@ -282,14 +282,8 @@ async def insert_chat_interactions(
     stored is skipped too, so a retried action call stores nothing twice.
     """
     write = ChatWrite(customer_key, events, occurred_at, channel, device, location)
-    return (await insert_chat_writes(session, [write]))[0]
-
-
-async def insert_chat_writes(session: AsyncSession, writes: Sequence[ChatWrite]) -> list[set[str]]:
-    """:func:`insert_chat_interactions` for many actions at once (see :func:`store_chat_batch`,
-    which also applies consent, on a synchronous connection)."""
     connection = await session.connection()
-    return await connection.run_sync(_insert_chat_writes, writes)
+    return (await connection.run_sync(_insert_chat_writes, [write]))[0]
 
 
 def store_chat_batch(

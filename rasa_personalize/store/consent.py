@@ -4,10 +4,10 @@ Everything is by customer key (the keyed hash), so a visitor's answer counts bef
 store knows them as a customer. Writes happen in the caller's transaction: the caller
 appends the audit row in the same one (``rasa_personalize.privacy.consent`` does both).
 
-Reads come in two forms: async functions on a :data:`~rasa_personalize.store.types.Session`
-for the CLI, the HTTP API and ingestion, and :func:`read_consent_states` on a sync
-``Connection`` for the hot path, which reads the profile in one thread or greenlet hop
-(``SqlStore._read``) and can read consent in the same hop.
+Reads are async functions on a :data:`~rasa_personalize.store.types.Session` for the CLI,
+the HTTP API and ingestion; the conversation reads a customer's answers with their profile
+(``repository.snapshot_statements``). :func:`read_tracking_facts` also runs on a sync
+``Connection``, so that a batch of chat events is checked in the batch's own hop.
 """
 
 from __future__ import annotations
@@ -147,13 +147,6 @@ async def load_consent_states(
     return _state_records(rows.all())
 
 
-def read_consent_states(
-    connection: Connection, customer_key: str
-) -> tuple[ConsentStateRecord, ...]:
-    """:func:`load_consent_states` on a sync connection (the hot path's read hop)."""
-    return _state_records(connection.execute(_select_states(customer_key)).all())
-
-
 async def set_consent(
     session: Session,
     customer_key: str,
@@ -173,8 +166,10 @@ async def set_consent(
     decisions, not every click of a button, and ``updated_at`` stays the time the
     customer actually decided.
 
-    The customer's state rows are locked until the transaction ends, so two concurrent
-    answers for the same customer are compared and recorded one after the other.
+    The customer's existing state rows are locked until the transaction ends, so two
+    concurrent answers for a purpose already answered are compared and recorded one after
+    the other. A customer's very first answers have no row to lock: two concurrent first
+    answers both land in the history (the state keeps one of them, by its primary key).
 
     Returns:
         The states that changed, as now stored, in the order of ``CONSENT_PURPOSES``.

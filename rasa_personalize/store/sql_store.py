@@ -20,7 +20,6 @@ from rasa_personalize.store.catalogue import (
     read_products,
     store_chat_batch,
 )
-from rasa_personalize.store.consent import ConsentStateRecord, read_consent_states
 from rasa_personalize.store.database import (
     StoreTimeouts,
     async_database_url,
@@ -145,11 +144,6 @@ class SqlStore:
                 self._database_url, self._thread_engine.dialect
             )
         return self._inline
-
-    async def load_consent_states(self, customer_key: str) -> tuple[ConsentStateRecord, ...]:
-        """The customer's stored consent answers (none: empty), by key: a visitor has them
-        too. ``rasa_personalize.privacy.consent.resolve_consent`` applies the default."""
-        return await self._read(read_consent_states, customer_key)
 
     async def load_customer_context(
         self,

@@ -149,3 +149,26 @@ async def test_a_refused_batch_is_retried_write_by_write(store: SqlStore) -> Non
 
     assert outcomes == [{"chat-a-m1-SKU-1"}, {"chat-b-m1-SKU-1"}, {"chat-c-m1-SKU-1"}]
     assert await rows(store) == (3, 3)
+
+
+async def test_a_cancelled_flush_answers_every_waiting_write(store: SqlStore) -> None:
+    """A shutdown mid-write: the writes in flight and queued get None, none waits forever."""
+    await catalogue(store)
+    started = asyncio.Event()
+
+    async def stuck(work: Awaitable[list[set[str]]]) -> list[set[str]]:
+        if asyncio.iscoroutine(work):
+            work.close()
+        started.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    writer = ChatEventWriter(store, "granted", stuck)
+    first = asyncio.ensure_future(writer.write(shown("a", "SKU-1")))
+    await started.wait()
+    second = asyncio.ensure_future(writer.write(shown("b", "SKU-1")))
+    await asyncio.sleep(0)
+    assert writer._flusher is not None
+    writer._flusher.cancel()
+
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=5) == [None, None]

@@ -18,7 +18,7 @@ from rasa_personalize.identity import customer_key
 from rasa_personalize.runtime import install_service
 from rasa_personalize.store.consent import set_consent
 from rasa_personalize.store.models import Interaction
-from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
 from rasa_personalize.testing import load_tracker, run_action, slots_from_events
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW
@@ -181,3 +181,24 @@ async def test_with_tracking_consent_the_chat_is_stored(
     await service.drain()
 
     assert await chat_rows(store) > 0
+
+
+async def test_denied_personalization_reads_no_history(
+    service: PersonalizationService, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their purchases and recent interactions are not even read."""
+    await add_catalogue(store, service)
+    await answer(store, "demo-bargain", personalization=False)
+
+    async def must_not_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a denied customer's items were read")
+
+    monkeypatch.setattr(store, "load_customer_items", must_not_read)
+    monkeypatch.setattr(store, "load_customer_context", must_not_read)
+    monkeypatch.setattr(store, "inline_snapshot", store.inline_snapshot)  # kept as it is
+    if store.inline_snapshot(customer_key(TEST_SECRET, "demo-bargain")) is NOT_INLINE:
+        pytest.skip("the snapshot and items come in one read without an inline reader")
+
+    events = await run_action(ActionRecommendProducts(), ask("anything for me?", "recommend"))
+
+    assert slots_from_events(events)["recommendation_source"] == "popular"

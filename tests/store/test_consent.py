@@ -15,7 +15,6 @@ from rasa_personalize.store.consent import (
     load_consent_history,
     load_consent_states,
     load_tracking_facts,
-    read_consent_states,
     set_consent,
 )
 from rasa_personalize.store.models import ConsentChange, ErasureTombstone
@@ -62,9 +61,6 @@ async def test_states_are_stored_per_purpose_and_read_in_purpose_order(store: Sq
         ConsentStateRecord("personalization", True, "cli", "v1", NOW),
         ConsentStateRecord("tracking", False, "cli", "v1", NOW),
     )
-    # The hot path's sync read gives the same records.
-    async with store.engine.connect() as connection:
-        assert await connection.run_sync(read_consent_states, ANNA) == states
 
 
 async def test_the_same_answer_again_adds_no_history(store: SqlStore) -> None:
