@@ -8,3 +8,16 @@ from datetime import datetime, timezone
 def utc_now() -> datetime:
     """Now, as an aware UTC datetime."""
     return datetime.now(timezone.utc)
+
+
+def from_iso(text: str) -> datetime | None:
+    """An ISO 8601 date-time in UTC (UTC when it names no offset), or None."""
+    # Python 3.10's fromisoformat does not read a trailing Z.
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

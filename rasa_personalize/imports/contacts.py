@@ -78,9 +78,11 @@ class ContactCipher:
         """
         key_id, _, token = stored.partition(":")
         cipher = self._ciphers.get(key_id)
+        # A damaged or never-encrypted value has no key id: its text is never repeated.
+        shown = key_id if KEY_ID_PATTERN.match(key_id) else "?"
         if cipher is None:
             raise ContactDecryptionError(
-                f"{field}: encrypted with key id {key_id[:32]!r}, which is not configured "
+                f"{field}: encrypted with key id {shown!r}, which is not configured "
                 "(PERSONALIZE_CONTACT_KEYS, or PERSONALIZE_CONTACT_KEY / _KEY_ID)"
             )
         try:
@@ -88,7 +90,7 @@ class ContactCipher:
             plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], field.encode())
         except (InvalidTag, binascii.Error, ValueError):
             raise ContactDecryptionError(
-                f"{field}: ciphertext under key id {key_id!r} does not decrypt "
+                f"{field}: ciphertext under key id {shown!r} does not decrypt "
                 "(wrong key, or damaged data)"
             ) from None
         return plaintext.decode()

@@ -20,6 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import geocoder
 
 # Shared with the webhook and the events API; imported here for the normalisers below.
+from rasa_personalize.clock import from_iso
 from rasa_personalize.text import clean_text
 
 LOYALTY_TIERS: Final = ("none", "silver", "gold", "platinum")
@@ -266,7 +267,7 @@ def parse_timestamp(value: object, *, dayfirst: bool, field: str) -> datetime:
         raise FieldError(field, "is required")
     if _EPOCH.match(text):
         return _from_epoch(float(text), field)
-    moment = _from_iso(text)
+    moment = from_iso(text)
     if moment is None:
         moment = _from_pattern(text, dayfirst=dayfirst, field=field)
     if moment is not None:
@@ -274,18 +275,6 @@ def parse_timestamp(value: object, *, dayfirst: bool, field: str) -> datetime:
     raise FieldError(
         field, "is not a date in a known form (ISO 8601, YYYY/MM/DD, DD.MM.YYYY, epoch seconds)"
     )
-
-
-def _from_iso(text: str) -> datetime | None:
-    # Python 3.10's fromisoformat does not read a trailing Z.
-    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _from_pattern(text: str, *, dayfirst: bool, field: str) -> datetime | None:

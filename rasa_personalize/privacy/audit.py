@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Final, Literal
 
-from rasa_personalize.clock import utc_now
+from rasa_personalize.clock import from_iso, utc_now
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.store.audit import AuditRecord, append_audit_entry
 from rasa_personalize.store.types import Session
@@ -114,16 +114,20 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     if duration:
         amount, unit = duration.groups()
         return (now or utc_now()) - timedelta(**{_UNITS[unit]: int(amount)})
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), timezone.utc)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    moment: datetime | None = None
+    if len(text) == 10:
+        try:
+            moment = datetime.combine(date.fromisoformat(text), time(), timezone.utc)
+        except ValueError:
+            moment = None
+    else:
+        moment = from_iso(text)
+    if moment is None:
         raise InvalidInputError(
             f"--since {text[:40]!r} is neither a date (2026-01-31), a date-time "
             "(2026-01-31T08:00:00Z) nor a duration (7d, 12h, 30m, 2w)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        )
+    return moment
 
 
 def audit_entry_document(record: AuditRecord) -> dict[str, Any]:

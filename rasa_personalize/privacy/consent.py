@@ -52,6 +52,9 @@ TRACKING: Final = "tracking"
 MARKETING: Final = "marketing"
 # Audit actions of a consent change.
 GRANT_ACTION: Final = "consent.grant"
+# History rows the consent view shows: a caller switching back and forth must not make
+# every read of it grow without bound.
+HISTORY_SHOWN: Final = 100
 DENY_ACTION: Final = "consent.deny"
 # Only purpose-like words are quoted back in errors; anything else may be personal data
 # typed into the wrong field.
@@ -339,7 +342,8 @@ def consent_document(
 async def load_consent_document(
     session: Session, customer: str, customer_key: str, default: ConsentDefault
 ) -> dict[str, Any]:
-    """:func:`consent_document` of one customer, read in ``session``."""
+    """:func:`consent_document` of one customer, read in ``session``, with the newest
+    :data:`HISTORY_SHOWN` history rows (the export carries all of them)."""
     status = await load_consent(session, customer_key, default)
-    history = await load_consent_history(session, customer_key)
+    history = await load_consent_history(session, customer_key, limit=HISTORY_SHOWN)
     return consent_document(customer, status, history)

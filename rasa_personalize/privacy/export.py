@@ -21,7 +21,12 @@ from typing import Any, Final, Literal
 
 from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import NotFoundError
-from rasa_personalize.imports.contacts import ContactCipher, ContactDecryptionError, ContactField
+from rasa_personalize.imports.contacts import (
+    KEY_ID_PATTERN,
+    ContactCipher,
+    ContactDecryptionError,
+    ContactField,
+)
 from rasa_personalize.privacy.audit import (
     OUTCOME_NOT_FOUND,
     OUTCOME_OK,
@@ -73,7 +78,7 @@ def contacts_document(stored: StoredContacts, cipher: ContactCipher | None) -> d
         if cipher is None:
             problems.append(
                 f"{name}: no contact key is configured (PERSONALIZE_CONTACT_KEY), "
-                f"so it stays encrypted (key id {ContactCipher.key_id_of(ciphertext)[:32]!r})"
+                f"so it stays encrypted (key id {_shown_key_id(ciphertext)!r})"
             )
             continue
         try:
@@ -284,3 +289,9 @@ async def export_document(
     ]
     document: dict[str, Any] = json.loads("".join(pieces))
     return document
+
+
+def _shown_key_id(ciphertext: str) -> str:
+    """The key id a stored value names, or "?" when it names none (never its text)."""
+    key_id = ContactCipher.key_id_of(ciphertext)
+    return key_id if KEY_ID_PATTERN.match(key_id) else "?"

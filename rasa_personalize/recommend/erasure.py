@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import shutil
+import zipfile
 from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,7 +128,10 @@ def erase_from_models(model_dir: Path, customer_keys: Collection[str]) -> list[C
     for version in list_versions(directory):
         try:
             result = _clean_version(directory, version, keys)
-        except (ValueError, KeyError) as error:  # a corrupt .npz or metadata
+        # A damaged .npz (truncated: BadZipFile, EOFError) or metadata (ValueError, KeyError,
+        # TypeError): reported as ArtifactError, so the erasure still ends with its receipt
+        # and audit row.
+        except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
             raise ArtifactError(f"cannot clean model {version}: {type(error).__name__}") from None
         if result is not None:
             cleaned.append(result)

@@ -140,3 +140,13 @@ def test_several_configured_keys_decrypt_and_the_named_one_writes(
     sealed = cipher.encrypt("phone", "+4930901820")
     assert sealed.startswith("k2:")
     assert ContactCipher({"k2": KEY_B}, "k2").decrypt("phone", sealed) == "+4930901820"
+
+
+def test_a_value_that_was_never_encrypted_is_not_repeated() -> None:
+    """No key id in front (a plaintext slipped in, or damage): the error shows '?'."""
+    cipher = ContactCipher({"k1": KEY_A}, "k1")
+    for stored in ("jane.doe@example.com", "jane.doe@example.com:more"):
+        with pytest.raises(ContactDecryptionError) as error:
+            cipher.decrypt("email", stored)
+        assert "jane" not in str(error.value)
+        assert "key id '?'" in str(error.value)

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
 from rasa_personalize.recommend.artifacts import (
@@ -16,6 +17,7 @@ from rasa_personalize.recommend.artifacts import (
     save_artifact,
 )
 from rasa_personalize.recommend.erasure import erase_from_models
+from rasa_personalize.recommend.errors import ArtifactError
 from rasa_personalize.recommend.ids import IdMap
 from rasa_personalize.recommend.versions import als_dir
 
@@ -107,3 +109,14 @@ def test_a_copy_left_by_an_interrupted_erasure_is_reused(tmp_path: Path) -> None
     assert again.old_version == saved.version
     assert list_versions(directory) == [first.new_version]
     assert not load_artifact(directory / first.new_version).model.has_user("ada")
+
+
+def test_a_damaged_model_file_is_an_artifact_error(tmp_path: Path) -> None:
+    """A truncated factors file: a clear ArtifactError (the erasure reports it), not a crash."""
+    directory = als_dir(tmp_path)
+    saved = save_artifact(model(USERS, 1), directory, trained_at=T0)
+    for npz in (directory / saved.version).glob("*.npz"):
+        npz.write_bytes(npz.read_bytes()[:40])
+
+    with pytest.raises(ArtifactError, match="cannot clean model"):
+        erase_from_models(tmp_path, ["ada"])
