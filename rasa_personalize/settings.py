@@ -22,6 +22,8 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
 DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"  # noqa: S105  # public on purpose; warned about on use
 MIN_WEBHOOK_TOKEN_LENGTH = 16
+# A century: longer is no retention policy, and far past it dates stop being representable.
+MAX_RETENTION_DAYS = 36_500
 CONTACT_KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 CONTACT_KEY_BYTES = 32
 MIN_SECRET_KEY_LENGTH = 16
@@ -225,12 +227,14 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_RETENTION_DAYS,
         description="Delete interactions older than this many days (`personalize privacy "
         "retention`, and once a day in `personalize worker`); unset: keep them forever.",
     )
     audit_retention_days: int = Field(
         default=730,
         ge=1,
+        le=MAX_RETENTION_DAYS,
         description="Delete audit log rows older than this many days (with retention).",
     )
 

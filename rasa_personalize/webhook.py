@@ -18,6 +18,7 @@ import hmac
 import logging
 import zlib
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -64,6 +65,14 @@ class _WebhookEnvelope(BaseModel):
 
 def _bad_request(message: str, status: int = 400) -> HTTPResponse:
     return json_response({"error": message}, status=status)
+
+
+def _status_phrase(status: int) -> str:
+    """``404`` -> ``"not found"``: what an error says without quoting the request."""
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return "bad request"
 
 
 def _presented_tokens(request: Request) -> list[bytes]:
@@ -210,7 +219,10 @@ def attach_extensions(
 
     async def answer_without_echo(request: Request, exception: Exception) -> HTTPResponse:
         if isinstance(exception, SanicException) and 400 <= exception.status_code < 500:
-            return json_response({"error": str(exception)}, status=exception.status_code)
+            # The status's own name: Sanic's messages quote the URL, and a profile URL
+            # holds a customer id.
+            status = exception.status_code
+            return json_response({"error": _status_phrase(status)}, status=status)
         # No request content here or in the log: it is a customer's conversation.
         logger.error(
             "Unhandled %s on %s %s",

@@ -117,6 +117,8 @@ def test_table_output(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         (["--policy-version", "v2"], "--policy-version goes with --grant or --deny"),
         # too long for the column
         (["--deny", "tracking", "--policy-version", "v" * 40], "--policy-version: must be at most"),
+        # a number (a phone, perhaps) is not repeated back
+        (["--grant", "15551234567"], "--grant: unknown purpose a value: use personalization"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2(url: str, args: list[str], message: str) -> None:
@@ -156,3 +158,14 @@ def test_a_change_drops_the_customers_cached_profile(
     finally:
         client.delete(entry_key(key), version_key(key))
         client.close()
+
+
+@pytest.mark.parametrize("customer", ["", "   ", "x" * 10_000, "jane\x1bdoe"])
+def test_an_id_that_cannot_be_a_customer_is_refused(url: str, customer: str) -> None:
+    """Empty, too long or with control characters: exit 2, nothing recorded, not echoed."""
+    result = runner.invoke(app, ["privacy", "consent", customer, "--grant", "tracking"])
+
+    assert result.exit_code == 2
+    assert "the customer id must" in result.stderr
+    assert "jane" not in result.stderr
+    assert audit_rows(url) == []

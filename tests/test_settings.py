@@ -286,3 +286,11 @@ def test_previous_secret_keys(monkeypatch: pytest.MonkeyPatch) -> None:
             load_settings()
         assert "former-secret" not in str(error.value)
         assert "current-secret" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["PERSONALIZE_RETENTION_DAYS", "PERSONALIZE_AUDIT_RETENTION_DAYS"])
+def test_retention_beyond_a_century_is_refused(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A million days is no policy, and its cutoff date would not exist."""
+    monkeypatch.setenv(name, "1000000")
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()

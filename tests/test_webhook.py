@@ -213,3 +213,14 @@ async def test_cors_is_off_by_default_and_on_for_named_origins(
     _, opened = await opened_app.asgi_client.get("/health", headers=origin)
     assert "access-control-allow-origin" not in closed.headers
     assert opened.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+async def test_unknown_urls_and_methods_are_answered_without_quoting_the_url(
+    app: Sanic[Any, Any],
+) -> None:
+    """Sanic's own 404 and 405 messages name the URL, and a profile URL holds a customer id."""
+    _, wrong_path = await app.asgi_client.get(f"/personalize/profiles/{PRIVATE}/exports")
+    _, wrong_method = await app.asgi_client.patch("/webhook")
+
+    assert (wrong_path.status, wrong_path.json) == (404, {"error": "not found"})
+    assert (wrong_method.status, wrong_method.json) == (405, {"error": "method not allowed"})

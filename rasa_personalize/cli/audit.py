@@ -13,6 +13,7 @@ from rasa_personalize.cli.common import (
     DatabaseOption,
     batch_store,
     console,
+    customer_id_or_fail,
     fail,
     guarded,
     load_cli_settings,
@@ -78,7 +79,11 @@ def list_entries(
         start = parse_since(since) if since is not None else None
     except InvalidInputError as error:
         fail(error, 2)
-    key = customer_key(settings.secret_key, customer) if customer else None
+    key = (
+        customer_key(settings.secret_key, customer_id_or_fail(customer))
+        if customer is not None
+        else None
+    )
 
     async def job() -> list[AuditRecord]:
         store = batch_store(settings)

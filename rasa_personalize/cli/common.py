@@ -226,3 +226,19 @@ def load_movielens() -> MovieLens100k:
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def customer_id_or_fail(customer: str) -> str:
+    """The customer id as given (stripped), or exit 2 when it cannot be one.
+
+    The message never repeats the id: it may be an e-mail address or a phone number.
+    """
+    from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH
+    from rasa_personalize.text import has_control_characters
+
+    external_id = customer.strip()
+    if not external_id or len(external_id) > MAX_EXTERNAL_ID_LENGTH:
+        fail(f"the customer id must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters", EXIT_USAGE)
+    if has_control_characters(external_id):
+        fail("the customer id must not contain control characters", EXIT_USAGE)
+    return external_id

@@ -14,6 +14,7 @@ from rasa_personalize.cli.common import (
     DatabaseOption,
     batch_store,
     console,
+    customer_id_or_fail,
     errors,
     fail,
     guarded,
@@ -75,6 +76,7 @@ def consent(
     """
     from rasa_personalize.privacy.consent import ConsentInputError, consent_request
 
+    customer = customer_id_or_fail(customer)
     try:
         request = consent_request(grant or [], deny or [], policy_version)
     except ConsentInputError as error:

@@ -14,6 +14,7 @@ from rasa_personalize.cli.common import (
     DatabaseOption,
     batch_store,
     console,
+    customer_id_or_fail,
     errors,
     fail,
     guarded,
@@ -47,15 +48,13 @@ def erase(
     """
     if not yes:
         fail("erasure cannot be undone: add --yes to erase this customer", EXIT_USAGE)
-    from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
+    from rasa_personalize.identity import customer_key
     from rasa_personalize.privacy.audit import Actor
     from rasa_personalize.privacy.erasure import erase_with_settings
     from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 
     settings = load_cli_settings(database_url, real_secret=True)
-    external_id = customer.strip()
-    if not external_id or len(external_id) > MAX_EXTERNAL_ID_LENGTH:
-        fail(f"the customer id must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters", EXIT_USAGE)
+    external_id = customer_id_or_fail(customer)
     key = customer_key(settings.secret_key, external_id)
 
     async def job() -> ErasureReceipt:

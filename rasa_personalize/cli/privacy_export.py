@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from rasa_personalize.cli.common import (
-    EXIT_USAGE,
     DatabaseOption,
     batch_store,
+    customer_id_or_fail,
     errors,
     fail,
     guarded,
@@ -54,16 +54,14 @@ def export(
     audit log (`personalize audit list --action privacy.export`). An unknown customer
     exits 1.
     """
-    from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
+    from rasa_personalize.identity import customer_key
     from rasa_personalize.imports.contacts import contact_cipher
     from rasa_personalize.privacy.audit import Actor
     from rasa_personalize.privacy.export import export_chunks
     from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 
     settings = load_cli_settings(database_url)
-    external_id = customer.strip()
-    if not external_id or len(external_id) > MAX_EXTERNAL_ID_LENGTH:
-        fail(f"the customer id must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters", EXIT_USAGE)
+    external_id = customer_id_or_fail(customer)
     key = customer_key(settings.secret_key, external_id)
     cipher = contact_cipher(settings)
 
@@ -106,6 +104,9 @@ def write_atomically(path: Path, produce: Callable[[Write], None]) -> Path:
         ExportWriteError: the file cannot be created or written.
     """
     path = path.expanduser()
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # Replacing it would swap a link, a pipe or a device for a file of personal data.
+        raise ExportWriteError(f"cannot write {path}: not a regular file")
     try:
         # mkstemp makes the file readable by its owner only: it holds personal data.
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

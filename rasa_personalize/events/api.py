@@ -70,6 +70,7 @@ from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.interactions import stored_event_ids
 from rasa_personalize.store.sql_store import SqlStore
 from rasa_personalize.store.types import Session
+from rasa_personalize.text import has_control_characters
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,10 @@ def _external_id(customer: str) -> str:
         raise RequestRejectedError(
             400, f"customer id must be 1 to {MAX_EXTERNAL_ID_LENGTH} characters"
         )
+    # Control characters, or bytes that were not UTF-8 (decoded to U+FFFD, so that two
+    # different ids would read as one): no shop sends such an id.
+    if has_control_characters(customer) or "\ufffd" in customer:
+        raise RequestRejectedError(400, "customer id must be printable UTF-8 text")
     return customer
 
 

@@ -111,10 +111,14 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     """
     text = text.strip()
     duration = _DURATION.fullmatch(text)
+    moment: datetime | None = None
     if duration:
         amount, unit = duration.groups()
-        return (now or utc_now()) - timedelta(**{_UNITS[unit]: int(amount)})
-    moment: datetime | None = None
+        try:
+            moment = (now or utc_now()) - timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:  # further back than datetime reaches
+            moment = None
+        return _in_range(text, moment)
     if len(text) == 10:
         try:
             moment = datetime.combine(date.fromisoformat(text), time(), timezone.utc)
@@ -122,10 +126,15 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
             moment = None
     else:
         moment = from_iso(text)
-    if moment is None:
+    return _in_range(text, moment)
+
+
+def _in_range(text: str, moment: datetime | None) -> datetime:
+    # Years 2 to 9998 only: the store's timestamp types cannot take the edges of datetime.
+    if moment is None or not 1 < moment.year < 9999:
         raise InvalidInputError(
             f"--since {text[:40]!r} is neither a date (2026-01-31), a date-time "
-            "(2026-01-31T08:00:00Z) nor a duration (7d, 12h, 30m, 2w)"
+            "(2026-01-31T08:00:00Z) nor a duration (7d, 12h, 30m, 2w) in reach"
         )
     return moment
 

@@ -58,7 +58,7 @@ HISTORY_SHOWN: Final = 100
 DENY_ACTION: Final = "consent.deny"
 # Only purpose-like words are quoted back in errors; anything else may be personal data
 # typed into the wrong field.
-_QUOTABLE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_QUOTABLE: Final = re.compile(r"^[A-Za-z_]{1,32}$")  # no digits or dots: no phone, no name
 _REQUEST_FIELDS: Final = ("grant", "deny", "policy_version")
 
 

@@ -219,3 +219,16 @@ async def test_queued_batches_report_suppressed_events_too(
         await client.delete(stream)
         await client.aclose()
         await shutdown_service()
+
+
+@pytest.mark.parametrize("customer", ["%00", "jane%0Adoe", "%FF"])
+async def test_ids_with_control_characters_or_bad_utf8_are_refused(api: Any, customer: str) -> None:
+    """A 400 that says why, and nothing is recorded."""
+    app, _, keys, _ = api
+    body = {"grant": ["tracking"]}
+    _, response = await app.asgi_client.put(
+        f"/personalize/profiles/{customer}/consent", json=body, headers=auth(keys["admin"])
+    )
+
+    assert response.status == 400
+    assert response.json == {"error": "customer id must be printable UTF-8 text"}

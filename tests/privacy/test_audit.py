@@ -114,6 +114,8 @@ def test_parse_since(text: str, expected: datetime) -> None:
         "7y",  # no years
         "yesterday",
         "2026-13-01",  # no 13th month
+        "999999d",  # further back than a date reaches
+        "0001-01-01T00:00:00+14:00",  # before year 1 once in UTC
         "",
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -130,6 +131,25 @@ def test_export_to_a_file(url: str, tmp_path: Path) -> None:
     assert document["customer"]["customer_key"] == KEY
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["jane.json"]
+
+
+def test_export_never_replaces_a_link_a_pipe_or_a_device(url: str, tmp_path: Path) -> None:
+    """--out to something that is not a regular file: refused, and it is left as it was."""
+    target = tmp_path / "target.json"
+    target.write_text("kept")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out in (link, fifo):
+        result = runner.invoke(
+            app, ["privacy", "export", RAW_ID, "--out", str(out), "--database-url", url]
+        )
+        assert result.exit_code != 0
+        assert "not a regular file" in result.stderr
+    assert link.is_symlink()
+    assert target.read_text() == "kept"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 def test_unknown_customer_exits_1_without_echoing_the_id(url: str, tmp_path: Path) -> None:
