@@ -46,6 +46,7 @@ from rasa_personalize.segments.archetypes import archetype_for
 from rasa_personalize.settings import Settings
 from rasa_personalize.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
 from rasa_personalize.store.catalogue import ChatInteraction, ChatWrite, CustomerItems
+from rasa_personalize.store.customers import keys_of_person
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
 from rasa_personalize.store.records import CustomerSnapshot
@@ -625,7 +626,7 @@ class PersonalizationService:
         key = self.key_for(request.identity)
         change = ConsentRequest(grant=grant, deny=deny, policy_version=None)
 
-        async def write() -> None:
+        async def write() -> frozenset[str]:
             async with self.store.sessions.begin() as session:
                 await record_consent(
                     session,
@@ -636,13 +637,15 @@ class PersonalizationService:
                     now=self._clock(),
                     default_policy_version=self.settings.consent_policy_version,
                 )
+                # A merged customer's profile is cached under each of their keys.
+                return await keys_of_person(session, key)
 
         try:
-            await self._guarded(write())
+            keys = await self._guarded(write())
         except StoreUnavailableError:
             return False
         if self.profile_cache is not None:
-            await self.profile_cache.invalidate([key])
+            await self.profile_cache.invalidate(sorted(keys))
         return True
 
     async def data_summary(self, request: PersonalizationRequest) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from rasa_personalize import responses
 from rasa_personalize.cli import app
 from rasa_personalize.plugin import plugin_action_names
+from rasa_personalize.responses import PLUGIN_RESPONSES
 from rasa_personalize.slots import SLOT_CONTRACT
 
 runner = CliRunner()
@@ -71,6 +74,8 @@ def test_show_equals_the_contract_block_of_the_demo_domain() -> None:
     assert shown["slots"] == {name: demo["slots"][name] for name in SLOT_CONTRACT}
     assert shown["actions"] == plugin_action_names()
     assert set(shown["actions"]) <= set(demo["actions"])
+    # The demo assistant says what a new domain starts from.
+    assert shown["responses"] == {name: demo["responses"][name] for name in PLUGIN_RESPONSES}
 
 
 def test_show_as_json_has_the_same_content() -> None:
@@ -91,8 +96,12 @@ def test_add_keeps_the_users_content_and_comments(user_domain: Path) -> None:
                     "# my own slot comes first"):  # fmt: skip
         assert comment in text
     assert list(merged) == list(before)  # sections keep their order
-    assert {k: v for k, v in merged.items() if k not in ("slots", "actions")} == {
-        k: v for k, v in before.items() if k not in ("slots", "actions")
+    assert {k: v for k, v in merged.items() if k not in ("slots", "actions", "responses")} == {
+        k: v for k, v in before.items() if k not in ("slots", "actions", "responses")
+    }
+    assert merged["responses"] == {
+        **before["responses"],
+        **{name: [{"text": text}] for name, text in PLUGIN_RESPONSES.items()},
     }
     assert list(merged["slots"]) == ["name", *SLOT_CONTRACT]
     assert merged["slots"]["name"] == before["slots"]["name"]
@@ -112,6 +121,7 @@ def test_second_add_adds_nothing(user_domain: Path) -> None:
     assert user_domain.read_text(encoding="utf-8") == after_first
     assert "slots added: none" in result.stdout
     assert "actions added: none" in result.stdout
+    assert "responses added: none" in result.stdout
     assert "customer_segment" in result.stdout.split("already there:")[1]
 
 
@@ -121,6 +131,47 @@ def test_the_demo_domain_needs_nothing() -> None:
     assert result.exit_code == 0
     assert "slots would add: none" in result.stdout
     assert "actions would add: none" in result.stdout
+    assert "responses would add: none" in result.stdout
+
+
+def test_a_response_the_user_declares_keeps_their_wording(tmp_path: Path) -> None:
+    """Only the missing responses are added; a reworded one is left alone."""
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nresponses:\n  utter_erasure_done:\n    - text: "All gone, friend."\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["domain", "add", str(path)])
+    assert result.exit_code == 0, result.output
+    responses = load(path.read_text(encoding="utf-8"))["responses"]
+    assert responses["utter_erasure_done"] == [{"text": "All gone, friend."}]
+    assert set(responses) == set(PLUGIN_RESPONSES)
+    added = sorted(set(PLUGIN_RESPONSES) - {"utter_erasure_done"}, key=list(PLUGIN_RESPONSES).index)
+    assert f"responses added: {', '.join(added)}" in result.stdout
+
+
+def test_every_response_an_action_utters_is_declared() -> None:
+    """The plugin names responses only through `rasa_personalize.responses`, and uses them all:
+    so `domain add` writes every response an action can utter."""
+    package = Path(responses.__file__).parent
+    literal = [
+        str(source.relative_to(package))
+        for source in package.rglob("*.py")
+        if re.search(r"response=[\"']", source.read_text(encoding="utf-8"))
+    ]
+    assert literal == []
+    handlers = "".join(
+        source.read_text(encoding="utf-8") for source in (package / "handlers").glob("*.py")
+    )
+    constants = {
+        name
+        for name, value in vars(responses).items()
+        if isinstance(value, str) and value in PLUGIN_RESPONSES
+    }
+    assert {value for name, value in vars(responses).items() if name in constants} == set(
+        PLUGIN_RESPONSES
+    )
+    assert {name for name in constants if re.search(rf"\b{name}\b", handlers)} == constants
 
 
 @pytest.mark.parametrize(

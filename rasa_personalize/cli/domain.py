@@ -1,10 +1,11 @@
 """``personalize domain show|add``: the plugin's part of a Rasa domain, from the slot contract.
 
-The slots come from :data:`rasa_personalize.slots.SLOT_CONTRACT` and the actions from
-:func:`rasa_personalize.plugin.plugin_action_names`, so a user's domain never drifts from
-what the action server sets. ``add`` edits the user's file with ruamel.yaml's round trip:
-their comments, order and quoting stay; it only appends what is missing and never changes
-a slot they already declare.
+The slots come from :data:`rasa_personalize.slots.SLOT_CONTRACT`, the actions from
+:func:`rasa_personalize.plugin.plugin_action_names` and the responses those actions utter
+from :data:`rasa_personalize.responses.PLUGIN_RESPONSES`, so a user's domain never drifts
+from what the action server sets and says. ``add`` edits the user's file with ruamel.yaml's
+round trip: their comments, order and quoting stay; it only appends what is missing and
+never changes a slot or response they already declare.
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ class MergePlan:
 
     slots: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         """Nothing to add."""
-        return not self.slots and not self.actions
+        return not self.slots and not self.actions and not self.responses
 
 
 def slot_declaration(spec: SlotSpec) -> dict[str, Any]:
@@ -95,6 +97,13 @@ def plugin_actions() -> list[str]:
     from rasa_personalize.plugin import plugin_action_names
 
     return plugin_action_names()
+
+
+def plugin_responses() -> dict[str, list[dict[str, str]]]:
+    """The responses the plugin's actions utter, as a domain declares them."""
+    from rasa_personalize.responses import PLUGIN_RESPONSES
+
+    return {name: [{"text": text}] for name, text in PLUGIN_RESPONSES.items()}
 
 
 def round_trip_yaml() -> YAML:
@@ -129,8 +138,10 @@ def dump(yaml: YAML, data: Any) -> str:
     return buffer.getvalue()
 
 
-def fragment_yaml(slots: dict[str, dict[str, Any]], actions: list[str]) -> str:
-    """A domain file holding ``slots`` and ``actions`` (the ones not empty)."""
+def fragment_yaml(
+    slots: dict[str, dict[str, Any]], actions: list[str], responses: dict[str, Any]
+) -> str:
+    """A domain file holding ``slots``, ``actions`` and ``responses`` (the ones not empty)."""
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
     yaml = round_trip_yaml()
@@ -140,6 +151,8 @@ def fragment_yaml(slots: dict[str, dict[str, Any]], actions: list[str]) -> str:
         data["slots"] = to_yaml_nodes(slots)
     if actions:
         data["actions"] = to_yaml_nodes(actions)
+    if responses:
+        data["responses"] = to_yaml_nodes(responses)
     return dump(yaml, to_yaml_nodes(data))
 
 
@@ -149,13 +162,18 @@ def domain_show(
         OutputFormat, typer.Option("--format", help="yaml (a domain file) or json.")
     ] = OutputFormat.yaml,
 ) -> None:
-    """Print the plugin's slots and actions as a Rasa 3.x domain fragment."""
-    slots, actions = contract_slots(), plugin_actions()
+    """Print the plugin's slots, actions and responses as a Rasa 3.x domain fragment."""
+    slots, actions, responses = contract_slots(), plugin_actions(), plugin_responses()
     if output_format is OutputFormat.json:
-        document = {"version": RASA_DOMAIN_VERSION, "slots": slots, "actions": actions}
+        document = {
+            "version": RASA_DOMAIN_VERSION,
+            "slots": slots,
+            "actions": actions,
+            "responses": responses,
+        }
         print(json.dumps(document, indent=2))
         return
-    print(fragment_yaml(slots, actions), end="")
+    print(fragment_yaml(slots, actions, responses), end="")
 
 
 @domain_app.command("add")
@@ -168,7 +186,8 @@ def domain_add(
         bool, typer.Option("--dry-run", help="Print what would be added; write nothing.")
     ] = False,
 ) -> None:
-    """Add the missing contract slots and plugin actions to your domain; change nothing else.
+    """Add the missing contract slots, plugin actions and their responses to your domain;
+    change nothing else (a response you declare keeps your wording).
 
     Exits 2, writing nothing, if your domain declares one of our slots with another type
     or other values.
@@ -186,11 +205,19 @@ def domain_add(
     verb = "would add" if dry_run else "added"
     if dry_run and not plan.empty:
         console.print(f"{target}: {verb}:", **SUMMARY_STYLE)
-        console.print(fragment_yaml(added_slots(plan), plan.actions), markup=False, end="")
+        console.print(
+            fragment_yaml(added_slots(plan), plan.actions, added_responses(plan)),
+            markup=False,
+            end="",
+        )
     elif not plan.empty:
         target.write_text(text, encoding="utf-8")
     # One line each however long, so scripts can grep them.
-    for label, names in ((f"slots {verb}", plan.slots), (f"actions {verb}", plan.actions)):
+    for label, names in (
+        (f"slots {verb}", plan.slots),
+        (f"actions {verb}", plan.actions),
+        (f"responses {verb}", plan.responses),
+    ):
         console.print(f"{target}: {label}: {', '.join(names) or 'none'}", **SUMMARY_STYLE)
     console.print(f"already there: {', '.join(plan.present) or 'none'}", **SUMMARY_STYLE)
 
@@ -199,6 +226,12 @@ def added_slots(plan: MergePlan) -> dict[str, dict[str, Any]]:
     """The declarations of the slots ``plan`` adds."""
     slots = contract_slots()
     return {name: slots[name] for name in plan.slots}
+
+
+def added_responses(plan: MergePlan) -> dict[str, list[dict[str, str]]]:
+    """The declarations of the responses ``plan`` adds."""
+    responses = plugin_responses()
+    return {name: responses[name] for name in plan.responses}
 
 
 def load_domain(path: Path) -> CommentedMap:
@@ -229,21 +262,46 @@ def load_domain(path: Path) -> CommentedMap:
     return data
 
 
-def declared_names(path: Path, domain: CommentedMap) -> tuple[dict[str, Any], set[str]]:
-    """The slots (name -> declaration) and action names that ``domain`` declares.
+@dataclass
+class Declared:
+    """What a domain (one file, or all files of a directory) declares already."""
+
+    slots: dict[str, tuple[Path, Any]] = field(default_factory=dict)  # name -> file, decl.
+    actions: set[str] = field(default_factory=set)
+    responses: set[str] = field(default_factory=set)
+
+    def update(self, other: Declared) -> None:
+        """Add what ``other`` declares; ``other``'s slot declarations win."""
+        self.slots.update(other.slots)
+        self.actions |= other.actions
+        self.responses |= other.responses
+
+
+def declared_names(path: Path, domain: CommentedMap) -> Declared:
+    """The slots, action names and response names that ``domain`` declares.
 
     Raises:
-        DomainFileError: ``slots`` is not a mapping or ``actions`` not a list.
+        DomainFileError: ``slots`` or ``responses`` is not a mapping, or ``actions`` not a
+            list.
     """
-    slots = domain.get("slots") or {}
-    if not isinstance(slots, dict):
-        raise DomainFileError(f"{path}:{line_of(domain, 'slots')}: `slots` is not a mapping")
-    actions = domain.get("actions") or []
-    if not isinstance(actions, list):
-        raise DomainFileError(f"{path}:{line_of(domain, 'actions')}: `actions` is not a list")
+    found: dict[str, Any] = {}
+    for section, kind, wanted in (
+        ("slots", "a mapping", dict),
+        ("actions", "a list", list),
+        ("responses", "a mapping", dict),
+    ):
+        value = domain.get(section) or wanted()
+        if not isinstance(value, wanted):
+            raise DomainFileError(f"{path}:{line_of(domain, section)}: `{section}` is not {kind}")
+        found[section] = value
     # Rasa also accepts `- action_name: {send_domain: true}` entries.
+    actions = found["actions"]
     names = {name for item in actions for name in (item if isinstance(item, dict) else [item])}
-    return dict(slots), {str(name) for name in names}
+    return Declared(
+        slots={name: (path, declaration) for name, declaration in found["slots"].items()},
+        actions={str(name) for name in names},
+        responses={str(name) for name in found["responses"]},
+    )
 
 
 def line_of(domain: CommentedMap, key: str) -> int:
@@ -270,37 +328,37 @@ def conflict(name: str, declared: Any, wanted: dict[str, Any]) -> str | None:
     return None
 
 
-def classify(plan: MergePlan, slots: dict[str, tuple[Path, Any]], actions: set[str]) -> MergePlan:
-    """Fill ``plan`` from the slots (name -> file, declaration) and actions already declared.
+def classify(plan: MergePlan, declared: Declared) -> MergePlan:
+    """Fill ``plan`` from the slots, actions and responses already declared.
 
     Raises:
         DomainFileError: a contract slot declared differently (naming its file).
     """
     for name, wanted in contract_slots().items():
-        if name not in slots:
+        if name not in declared.slots:
             plan.slots.append(name)
             continue
-        where, declared = slots[name]
-        reason = conflict(name, declared, wanted)
+        where, declaration = declared.slots[name]
+        reason = conflict(name, declaration, wanted)
         if reason is not None:
             raise DomainFileError(
                 f"{where}: {reason}; change or remove it, the plugin never overwrites yours"
             )
         plan.present.append(name)
     for action in plugin_actions():
-        (plan.present if action in actions else plan.actions).append(action)
+        (plan.present if action in declared.actions else plan.actions).append(action)
+    for response in plugin_responses():
+        (plan.present if response in declared.responses else plan.responses).append(response)
     return plan
 
 
-def plan_file(
-    path: Path, elsewhere: tuple[dict[str, tuple[Path, Any]], set[str]] = ({}, set())
-) -> tuple[MergePlan, str]:
+def plan_file(path: Path, elsewhere: Declared | None = None) -> tuple[MergePlan, str]:
     """What to add to one domain file, and the file's new text.
 
     Args:
         path: the domain file.
-        elsewhere: slots (name -> file, declaration) and actions that other files of the
-            same domain directory declare already: checked the same way, never added twice.
+        elsewhere: what other files of the same domain directory declare already:
+            checked the same way, never added twice.
 
     Raises:
         DomainFileError: unreadable, or a contract slot declared differently.
@@ -308,14 +366,18 @@ def plan_file(
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     domain = load_domain(path)
-    slots, actions = declared_names(path, domain)
-    other_slots, other_actions = elsewhere
-    mine = {name: (path, declaration) for name, declaration in slots.items()}
-    plan = classify(MergePlan(), {**other_slots, **mine}, actions | other_actions)
+    declared = Declared()
+    if elsewhere is not None:
+        declared.update(elsewhere)
+    declared.update(declared_names(path, domain))
+    plan = classify(MergePlan(), declared)
     if plan.empty:
         return plan, ""
 
-    for section, empty in (("slots", CommentedMap), ("actions", CommentedSeq)):
+    sections = [("slots", CommentedMap), ("actions", CommentedSeq)]
+    if plan.responses:
+        sections.append(("responses", CommentedMap))
+    for section, empty in sections:
         if not isinstance(domain.get(section), empty):
             domain[section] = empty()
     yaml = round_trip_yaml()
@@ -328,6 +390,8 @@ def plan_file(
         if index == 0:
             domain["slots"].yaml_set_comment_before_after_key(name, before=SLOTS_HEADER, indent=2)
     domain["actions"].extend(plan.actions)
+    for name, declaration in to_yaml_nodes(added_responses(plan)).items():
+        domain["responses"][name] = declaration
     return plan, dump(yaml, domain)
 
 
@@ -338,16 +402,13 @@ def plan_directory(directory: Path) -> tuple[MergePlan, Path, str]:
         DomainFileError: a domain file there is unreadable or declares a slot differently.
     """
     target = directory / DIRECTORY_FILE_NAME
-    slots: dict[str, tuple[Path, Any]] = {}
-    actions: set[str] = set()
+    declared = Declared()
     # Rasa reads a domain directory recursively.
     for other in sorted([*directory.rglob("*.yml"), *directory.rglob("*.yaml")]):
         if other != target and other.is_file():
-            found_slots, found_actions = declared_names(other, load_domain(other))
-            slots.update({name: (other, found) for name, found in found_slots.items()})
-            actions |= found_actions
+            declared.update(declared_names(other, load_domain(other)))
     if target.is_file():
-        plan, text = plan_file(target, elsewhere=(slots, actions))
+        plan, text = plan_file(target, elsewhere=declared)
         return plan, target, text
-    plan = classify(MergePlan(), slots, actions)
-    return plan, target, fragment_yaml(added_slots(plan), plan.actions)
+    plan = classify(MergePlan(), declared)
+    return plan, target, fragment_yaml(added_slots(plan), plan.actions, added_responses(plan))

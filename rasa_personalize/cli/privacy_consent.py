@@ -103,6 +103,7 @@ async def _consent_job(
     from rasa_personalize.privacy.audit import Actor
     from rasa_personalize.privacy.consent import load_consent_document, record_consent
     from rasa_personalize.privacy.secret_rotation import rekey_on_miss
+    from rasa_personalize.store.customers import keys_of_person
 
     key = customer_key(settings.secret_key, customer)
     store = batch_store(settings)
@@ -122,8 +123,10 @@ async def _consent_job(
                         default_policy_version=settings.consent_policy_version,
                     )
                 )
-            # After the commit: the hot path caches consent with the profile.
-            await _invalidate_cached_profile(settings, key)
+                keys = await guarded(keys_of_person(session, key))
+            # After the commit: the hot path caches consent with the profile, under each
+            # of a merged customer's keys.
+            await _invalidate_cached_profiles(settings, keys)
         async with store.sessions() as session:
             return await guarded(
                 load_consent_document(session, customer, key, settings.consent_default)
@@ -132,15 +135,15 @@ async def _consent_job(
         await store.dispose()
 
 
-async def _invalidate_cached_profile(settings: Settings, key: str) -> None:
-    """Drop one customer's cached profile; warn if Redis could not be told."""
+async def _invalidate_cached_profiles(settings: Settings, keys: frozenset[str]) -> None:
+    """Drop one customer's cached profiles; warn if Redis could not be told."""
     from rasa_personalize.cache.profiles import profile_cache_for
 
     cache = profile_cache_for(settings, timeout_s=5.0)
     if cache is None:
         return
     try:
-        await cache.invalidate([key])
+        await cache.invalidate(sorted(keys))
         if cache.pending:
             errors.print(
                 "[yellow]warning:[/yellow] Redis did not answer, so the customer's cached "

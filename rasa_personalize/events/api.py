@@ -65,6 +65,7 @@ from rasa_personalize.privacy.secret_rotation import rekey_on_miss
 from rasa_personalize.runtime import personalization_service
 from rasa_personalize.segments.tag_rules import TagRules, load_ingest_tag_rules
 from rasa_personalize.settings import Settings
+from rasa_personalize.store.customers import keys_of_person
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.interactions import stored_event_ids
@@ -482,8 +483,10 @@ def _consent_writer(max_body_bytes: int) -> Any:
                     now=utc_now(),
                     default_policy_version=settings.consent_policy_version,
                 )
-            # The hot path caches consent with the profile.
-            await _invalidate_profiles(service, frozenset({key}))
+                keys = await keys_of_person(session, key)
+            # The hot path caches consent with the profile, under each of a merged
+            # customer's keys.
+            await _invalidate_profiles(service, keys)
             async with service.store.sessions() as session:
                 document = await load_consent_document(
                     session, external_id, key, settings.consent_default

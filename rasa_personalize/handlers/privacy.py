@@ -16,6 +16,15 @@ from rasa_personalize.engine import default_plan
 from rasa_personalize.errors import StoreUnavailableError
 from rasa_personalize.handlers.base import request_from_tracker, slot_events
 from rasa_personalize.privacy.consent import MARKETING, PERSONALIZATION, TRACKING
+from rasa_personalize.responses import (
+    CONSENT_DENIED,
+    CONSENT_GRANTED,
+    CONSENT_NOT_SAVED,
+    DATA_SUMMARY,
+    ERASURE_DONE,
+    ERASURE_FAILED,
+    ERASURE_NEEDS_LOGIN,
+)
 from rasa_personalize.runtime import personalization_service
 
 logger = logging.getLogger(__name__)
@@ -49,7 +58,7 @@ class ActionSetConsent(Action):
         asked = CONSENT_INTENTS.get(intent or "")
         if asked is None:
             logger.warning("action_set_consent ran after an intent it does not know")
-            dispatcher.utter_message(response="utter_consent_not_saved")
+            dispatcher.utter_message(response=CONSENT_NOT_SAVED)
             return []
         grant, deny = asked
         service = personalization_service()
@@ -62,11 +71,9 @@ class ActionSetConsent(Action):
             logger.exception("action_set_consent failed")
             stored, plan = False, default_plan(utc_now())
         if not stored:
-            dispatcher.utter_message(response="utter_consent_not_saved")
+            dispatcher.utter_message(response=CONSENT_NOT_SAVED)
             return slot_events(plan)
-        dispatcher.utter_message(
-            response="utter_consent_denied" if deny else "utter_consent_granted"
-        )
+        dispatcher.utter_message(response=CONSENT_DENIED if deny else CONSENT_GRANTED)
         return slot_events(plan)
 
 
@@ -90,7 +97,7 @@ class ActionDataSummary(Action):
         except Exception:
             logger.exception("action_data_summary failed")
             summary = "I can't look that up right now, sorry."
-        dispatcher.utter_message(response="utter_data_summary", data_summary=summary)
+        dispatcher.utter_message(response=DATA_SUMMARY, data_summary=summary)
         return [SlotSet("data_summary", summary)]
 
 
@@ -115,18 +122,18 @@ class ActionEraseCustomer(Action):
         try:
             receipt = await service.erase_from_chat(request)
         except StoreUnavailableError:
-            dispatcher.utter_message(response="utter_erasure_failed")
+            dispatcher.utter_message(response=ERASURE_FAILED)
             return []
         except Exception:
             logger.exception("action_erase_customer failed")
-            dispatcher.utter_message(response="utter_erasure_failed")
+            dispatcher.utter_message(response=ERASURE_FAILED)
             return []
         if receipt is None:
-            dispatcher.utter_message(response="utter_erasure_needs_login")
+            dispatcher.utter_message(response=ERASURE_NEEDS_LOGIN)
             return []
         if not receipt.complete:
             # The SQL rows are gone; Redis or the model files were not reached.
             logger.warning("A chat erasure was incomplete: %s", ", ".join(receipt.failed))
-        dispatcher.utter_message(response="utter_erasure_done")
+        dispatcher.utter_message(response=ERASURE_DONE)
         events: list[Any] = slot_events(default_plan(utc_now(), request.context))
         return [*events, SlotSet("data_summary", None)]

@@ -108,6 +108,23 @@ async def resolve_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, 
     return found
 
 
+async def keys_of_person(session: AsyncSession, customer_key: str) -> frozenset[str]:
+    """``customer_key`` and every other key of the customer it names: the customer's own
+    key and the alias keys of the customers merged into it (see :func:`merge_customers`).
+
+    The keys under which one person's cached profile and consent may be found.
+    """
+    found = await resolve_keys(session, [customer_key])
+    if customer_key not in found:
+        return frozenset({customer_key})
+    customer_id = found[customer_key][0]
+    own = select(Customer.customer_key).where(Customer.id == customer_id)
+    merged = select(CustomerAlias.alias_key).where(CustomerAlias.customer_id == customer_id)
+    keys = {customer_key, *(await session.scalars(own)).all()}
+    keys.update((await session.scalars(merged)).all())
+    return frozenset(str(key) for key in keys)
+
+
 async def customers_by_ids(session: AsyncSession, ids: Iterable[int]) -> list[StoredCustomer]:
     """The customers with these ids, by id."""
     found: list[StoredCustomer] = []

@@ -158,7 +158,9 @@ class InlineSnapshotReader:
                 self._segment.sql, self._segment.parameters(customer_id=customer_id)
             ).fetchone()
             tag_rows = [self._tags.convert(tag) for tag in tags.fetchall()]
-            answers = execute(self._consent.sql, self._consent.parameters(key=key)).fetchall()
+            answers = execute(
+                self._consent.sql, self._consent.parameters(key=key, customer_id=customer_id)
+            ).fetchall()
             return snapshot_from_rows(
                 customer,
                 tag_rows,

@@ -7,7 +7,19 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, delete, func, insert, select, true, update
+from sqlalchemy import (
+    Select,
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,10 +107,19 @@ def _snapshot_statements() -> SnapshotStatements:
         .order_by(segments.c.assigned_at.desc(), segments.c.id.desc())
         .limit(1)
     )
-    # By the key asked with: consent is given under the id the customer uses.
+    # Consent is given under the id the customer uses; a customer merged from several ids
+    # (see rasa_personalize/imports) is one person, so every one of their keys counts and
+    # the latest answer per purpose wins (rows come oldest first).
     answers = ConsentState.__table__
-    consent = select(answers.c.purpose, answers.c.granted).where(
-        answers.c.customer_key == bindparam("key")
+    person_keys = union_all(
+        select(bindparam("key", type_=String)),
+        select(customers.c.customer_key).where(customers.c.id == bindparam("customer_id")),
+        select(aliases.c.alias_key).where(aliases.c.customer_id == bindparam("customer_id")),
+    )
+    consent = (
+        select(answers.c.purpose, answers.c.granted, answers.c.updated_at)
+        .where(answers.c.customer_key.in_(person_keys))
+        .order_by(answers.c.updated_at, answers.c.customer_key == bindparam("key"))
     )
     return customer, aliased_customer, customer_tags, latest_segment, consent
 
@@ -108,8 +129,8 @@ def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot
 
     Synchronous on purpose: it runs in one worker thread (SQLite) or one greenlet hop
     (PostgreSQL) instead of a thread hop per cursor call. Four indexed point reads (the
-    customer, tags, latest segment, consent); the alias of a merged customer costs a
-    fifth, and only when the key is not a customer's.
+    customer, tags, latest segment, consent under each of the customer's keys); the alias
+    of a merged customer costs a fifth, and only when the key is not a customer's.
     """
     customer_statement, aliased_statement, tags_statement, segment_statement, consent = (
         _snapshot_statements()
@@ -121,7 +142,7 @@ def read_customer_snapshot(connection: Connection, key: str) -> CustomerSnapshot
             return None
     tags = connection.execute(tags_statement, {"customer_id": row.id}).all()
     segment = connection.execute(segment_statement, {"customer_id": row.id}).one_or_none()
-    answers = connection.execute(consent, {"key": key}).all()
+    answers = connection.execute(consent, {"key": key, "customer_id": row.id}).all()
     return snapshot_from_rows(row, tags, segment, answers)
 
 
@@ -164,7 +185,8 @@ def snapshot_from_rows(
         profile_version=version or 0,
         tags=tuple(TagRecord(t[0], t[1], t[2], t[3]) for t in tags),
         segment=SegmentRecord(*segment) if segment is not None else None,
-        consent={str(purpose): bool(granted) for purpose, granted in consent},
+        # Rows oldest first: a later answer for a purpose replaces an earlier one.
+        consent={str(purpose): bool(granted) for purpose, granted, *_ in consent},
     )
 
 

@@ -18,10 +18,11 @@ from rasa_personalize.events.apikeys import create_api_key
 from rasa_personalize.identity import customer_key
 from rasa_personalize.runtime import install_service, shutdown_service
 from rasa_personalize.store.audit import list_audit_entries
+from rasa_personalize.store.models import CustomerAlias
 from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.events.test_api import PRIVATE, auth, event, profile_path
-from tests.factories import add_product
+from tests.factories import add_customer, add_product
 
 KEY = customer_key(TEST_SECRET, PRIVATE)
 
@@ -232,3 +233,26 @@ async def test_ids_with_control_characters_or_bad_utf8_are_refused(api: Any, cus
 
     assert response.status == 400
     assert response.json == {"error": "customer id must be printable UTF-8 text"}
+
+
+async def test_a_merged_customers_answer_drops_the_profile_cached_under_each_key(
+    api: Any,
+) -> None:
+    """A PUT under one of a merged customer's ids invalidates every key they may chat under,
+    and the profile read with the other id holds the new answer."""
+    app, store, keys, service = api
+    cache = RecordingCache()
+    service.profile_cache = cache
+    old_key = customer_key(TEST_SECRET, "old-id@example.com")
+    async with store.sessions.begin() as session:
+        customer = await add_customer(session, PRIVATE)
+        session.add(CustomerAlias(alias_key=old_key, customer_id=customer.id, match="exact"))
+    body = {"deny": ["personalization"]}
+    _, changed = await app.asgi_client.put(
+        consent_path("old-id@example.com"), json=body, headers=auth(keys["admin"])
+    )
+    assert changed.status == 200
+    assert sorted(cache.invalidated) == sorted([KEY, old_key])
+    snapshot = await store.load_snapshot(KEY)
+    assert snapshot is not None
+    assert snapshot.consent == {"personalization": False}

@@ -17,10 +17,10 @@ from rasa_personalize.store.consent import (
     load_tracking_facts,
     set_consent,
 )
-from rasa_personalize.store.models import ConsentChange, ErasureTombstone
+from rasa_personalize.store.models import ConsentChange, CustomerAlias, ErasureTombstone
 from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
-from tests.factories import NOW
+from tests.factories import NOW, add_customer
 
 ANNA = customer_key(TEST_SECRET, "anna@example.com")
 BOB = customer_key(TEST_SECRET, "bob@example.com")
@@ -159,3 +159,29 @@ async def test_bad_answers_are_refused_before_any_write(
     """The store's own guard names what is wrong."""
     with pytest.raises(ValueError, match=message):
         await answer(sqlite_store, ANNA, decisions, source=source, policy=policy)
+
+
+async def test_a_merged_customer_answers_under_every_key_and_the_latest_wins(
+    store: SqlStore,
+) -> None:
+    """One person, two ids: a "no" given under the old id reaches the new one, and a later
+    "yes" under the new id replaces it, whichever id the snapshot is read with."""
+    async with store.sessions.begin() as session:
+        anna = await add_customer(session, "anna@example.com")
+        session.add(CustomerAlias(alias_key=BOB, customer_id=anna.id, match="exact"))
+    await answer(store, BOB, {"personalization": False, "marketing": False}, minutes=1)
+    for presented in (ANNA, BOB):
+        snapshot = await store.load_snapshot(presented)
+        assert snapshot is not None
+        assert snapshot.consent == {"personalization": False, "marketing": False}
+
+    await answer(store, ANNA, {"personalization": True}, minutes=2)
+    for presented in (ANNA, BOB):
+        snapshot = await store.load_snapshot(presented)
+        assert snapshot is not None
+        assert snapshot.consent == {"personalization": True, "marketing": False}
+    # Another customer's answers never join in.
+    await answer(store, CARLA, {"marketing": True}, minutes=3)
+    snapshot = await store.load_snapshot(ANNA)
+    assert snapshot is not None
+    assert snapshot.consent["marketing"] is False
