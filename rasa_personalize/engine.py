@@ -9,10 +9,11 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
@@ -25,6 +26,8 @@ from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.events.chat_writer import ChatEventWriter
 from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.metrics import breaker_changed, count_defaults, store_failure_reason
+from rasa_personalize.offers.artifacts import offer_model_holder
 from rasa_personalize.privacy.audit import Actor
 from rasa_personalize.privacy.consent import (
     MARKETING,
@@ -35,6 +38,7 @@ from rasa_personalize.privacy.consent import (
 )
 from rasa_personalize.privacy.erasure import ErasureReceipt, erase_with_settings
 from rasa_personalize.privacy.secret_rotation import rekey_on_miss
+from rasa_personalize.recommend.reranking import ListPolicy
 from rasa_personalize.recommend.service import (
     Recommendation,
     RecommendationRequest,
@@ -42,16 +46,33 @@ from rasa_personalize.recommend.service import (
     describe,
 )
 from rasa_personalize.rules import Decision, RuleBook, RuleSet, evaluate, facts_from
+from rasa_personalize.rules.experiments import (
+    OFFER_OUTPUTS,
+    RECOMMENDATION_OUTPUTS,
+    SLOT_OUTPUTS,
+    ExperimentUnit,
+    assign,
+    experiment_named,
+    experiment_secret,
+)
+from rasa_personalize.rules.offers import AcceptanceModel, choose_offer, offer_label
 from rasa_personalize.segments.archetypes import archetype_for
 from rasa_personalize.settings import Settings
-from rasa_personalize.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, SlotPlan
+from rasa_personalize.slots import (
+    CUSTOMER_SEGMENTS,
+    LOYALTY_TIERS,
+    PURCHASE_PROPENSITIES,
+    SlotPlan,
+)
 from rasa_personalize.store.catalogue import ChatInteraction, ChatWrite, CustomerItems
 from rasa_personalize.store.customers import keys_of_person
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
-from rasa_personalize.store.records import CustomerSnapshot
+from rasa_personalize.store.records import PURCHASE_7D, CustomerSnapshot
 from rasa_personalize.store.sql_store import NOT_INLINE, NotInline, SqlStore
+from rasa_personalize.store.tags import TagHolders, write_tags
 from rasa_personalize.text import MAX_LIST_ITEMS, bounded_text
+from rasa_personalize.tracing import RULES_SPAN, traced
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +80,13 @@ T = TypeVar("T")
 # The customer key recommendations are asked under for a customer whose profile may not be
 # used: no customer has it (a customer key is 64 hex digits), so no model row answers.
 ANONYMOUS_KEY: Final = "anonymous"
+
+# Exposures remembered per process, so that a customer's later turns write nothing; when
+# full it starts again (the store ignores a second exposure anyway).
+REMEMBERED_EXPOSURES: Final = 100_000
+
+# An interest the customer names in the chat, as tag rules name tags (a-z, 0-9, _; 64 at most).
+INTEREST_TAG: Final = re.compile(r"interested_in_[a-z0-9_]{1,50}")
 
 # Interactions this recent count as "in session" for the session fallback.
 RECENT_WINDOW: Final = timedelta(days=30)
@@ -113,6 +141,8 @@ def default_plan(now: datetime, context: ConversationContext | None = None) -> S
             "discount_pct": 0,
             "time_of_day": time_of_day(local),
             "personalization_consent": "unknown",
+            "response_variant": None,
+            "purchase_propensity": "unknown",
         }
     )
 
@@ -152,6 +182,15 @@ def consent_slot(snapshot: CustomerSnapshot | None) -> str:
     return "granted" if answer else "denied"
 
 
+def propensity_slot(snapshot: CustomerSnapshot | None) -> str:
+    """The ``purchase_propensity`` slot: the band of the stored 7-day purchase score, else
+    unknown (no score yet, or a band outside the contract)."""
+    record = snapshot.metrics.propensity.get(PURCHASE_7D) if snapshot is not None else None
+    if record is None or record.band not in PURCHASE_PROPENSITIES:
+        return "unknown"
+    return record.band
+
+
 def allows(
     snapshot: CustomerSnapshot | None, purpose: str, consent_default: ConsentDefault
 ) -> bool:
@@ -160,6 +199,7 @@ def allows(
     return answer if answer is not None else consent_default == "granted"
 
 
+@traced(RULES_SPAN, result=lambda decided: {"personalize.rules.rule": decided[1].rule or ""})
 def decide(
     snapshot: CustomerSnapshot | None,
     now: datetime,
@@ -168,23 +208,44 @@ def decide(
     *,
     session: SessionCounts | None = None,
     consent_default: ConsentDefault = "granted",
+    experiment_unit: ExperimentUnit | None = None,
+    offer_model: AcceptanceModel | None = None,
 ) -> tuple[SlotPlan, Decision]:
     """The slot plan and the rules' full decision (price cap and strategy included).
 
     Without ``personalization`` consent the customer is decided as an unknown visitor:
-    nothing of their profile shapes the answer. Without ``marketing`` consent no offer is
-    made, whatever the rules say.
+    nothing of their profile shapes the answer, and they take part in no experiment.
+    Without ``marketing`` consent no offer is made, whatever the rules say, and experiments
+    on the offer leave them out. With ``experiment_unit``, the first running experiment
+    they are eligible for applies their arm (:mod:`rasa_personalize.rules.experiments`).
+    An ``offer_type: best`` answer becomes the candidate with the highest expected value
+    under ``offer_model`` (:mod:`rasa_personalize.rules.offers`).
     """
     consent = consent_slot(snapshot)
     marketing = allows(snapshot, MARKETING, consent_default)
-    if not allows(snapshot, PERSONALIZATION, consent_default):
+    personalization = allows(snapshot, PERSONALIZATION, consent_default)
+    if not personalization:
         snapshot = None
     base = default_plan(now, context)
     segment = segment_of(snapshot, now) if snapshot else "new_visitor"
     facts = facts_from(snapshot, segment, context, now, context.location, session=session)
     decision = evaluate(rules, facts)
+    if rules.experiments and experiment_unit is not None and personalization:
+        decision = assign(
+            rules.experiments,
+            facts,
+            decision,
+            experiment_unit.secret,
+            experiment_unit.key,
+            excluded=frozenset() if marketing else OFFER_OUTPUTS,
+        )
     if not marketing:
-        decision = replace(decision, offer_type="none", discount_pct=0.0)
+        decision = replace(decision, offer_type="none", discount_pct=0.0, best_offer=None)
+    elif decision.best_offer is not None:
+        # "offer_type: best": the candidate with the highest expected value under
+        # ``offer_model`` (the rule's first without one); explored like an experiment arm.
+        unit = experiment_unit if personalization else None
+        decision = choose_offer(decision, offer_model, segment, unit)
     if snapshot is None:
         return base.merged(**decision.slot_values(), personalization_consent=consent), decision
     tier = snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
@@ -195,6 +256,7 @@ def decide(
         user_tags=[tag.tag for tag in snapshot.tags],
         favorite_category=snapshot.metrics.favorite_category,
         personalization_consent=consent,
+        purchase_propensity=propensity_slot(snapshot),
         **decision.slot_values(),
     ), decision
 
@@ -221,6 +283,17 @@ def recommendation_plan(answer: Recommendation | None, category: str | None) -> 
             "recommendation_source": answer.source if answer.products else None,
         }
     )
+
+
+def _first_time(remembered: set[Any], seen: Any) -> bool:
+    """Whether this process has not recorded ``seen`` yet; remembers it (a bounded set that
+    starts again when full: the store ignores a second row anyway)."""
+    if seen in remembered:
+        return False
+    if len(remembered) >= REMEMBERED_EXPOSURES:
+        remembered.clear()
+    remembered.add(seen)
+    return True
 
 
 class PersonalizationService:
@@ -296,12 +369,21 @@ class PersonalizationService:
             breaker=self.redis_breaker if self._redis is not None else None,
         )
         self._background: set[asyncio.Task[None]] = set()
+        # A key of its own for arm assignment, derived from the secret key.
+        self._experiment_secret = experiment_secret(settings.secret_key)
+        # (experiment, customer key) already stored: a customer is exposed once.
+        self._exposed: set[tuple[str, str]] = set()
+        # The acceptance model of "offer_type: best" rules, swapped in when retrained.
+        self.offer_models = offer_model_holder(settings.model_dir, settings.model_check_every_s)
+        # (customer key, offer, day) already stored: an offer is recorded once a day.
+        self._offers_shown: set[tuple[str, str, date]] = set()
         self.chat_writer = ChatEventWriter(self.store, settings.consent_default, self._guarded)
         self.recommendations = RecommendationService(
             self.store,
             settings.model_dir,
             refresh_every_s=settings.catalogue_refresh_s,
             model_check_every_s=settings.model_check_every_s,
+            policy=ListPolicy.from_settings(settings),
         )
 
     def key_for(self, identity: CustomerIdentity) -> str:
@@ -324,15 +406,111 @@ class PersonalizationService:
         if loaded is None and self.settings.previous_secrets and await self._moved(request):
             loaded = await self._load_snapshot_or_error(key)
         if isinstance(loaded, StoreUnavailableError):
+            count_defaults(store_failure_reason(loaded))
             return default_plan(now, request.context)
-        return plan_for_snapshot(
+        if loaded is None or not allows(loaded, PERSONALIZATION, self.settings.consent_default):
+            count_defaults("no_consent" if loaded else "unknown_customer")
+        rules = self.rules.current()
+        # Read only while a rule chooses offers; a check for a new version is rate-limited.
+        offer_model = await self.offer_models.get_async() if rules.chooses_offers else None
+        plan, decision = decide(
             loaded,
             now,
             request.context,
-            self.rules.current(),
+            rules,
             session=session,
             consent_default=self.settings.consent_default,
+            experiment_unit=self._experiment_unit(key, rules),
+            offer_model=offer_model,
         )
+        if decision.experiment is not None:
+            self._expose(request, key, rules, decision, used=SLOT_OUTPUTS, now=now)
+        if rules.chooses_offers and decision.offer_type != "none":
+            self._record_offer(request, key, decision, str(plan["customer_segment"]), now)
+        return plan
+
+    def _experiment_unit(self, key: str, rules: RuleSet) -> ExperimentUnit | None:
+        """Who experiments assign (and ``best`` offers explore): the customer's key (a
+        visitor's is the conversation's)."""
+        if rules.experiments or rules.chooses_offers:
+            return ExperimentUnit(key, self._experiment_secret)
+        return None
+
+    def _record_offer(
+        self,
+        request: PersonalizationRequest,
+        key: str,
+        decision: Decision,
+        segment: str,
+        now: datetime,
+    ) -> None:
+        """Record, once per customer, offer and day and in the background, the offer the
+        session actions showed: what the acceptance model of ``best`` rules learns from."""
+        if request.conversation is None or self._unverified_claim(request.identity):
+            return
+        offer = offer_label(decision.offer_type, decision.discount_pct)
+        seen = (key, offer, now.date())
+        if _first_time(self._offers_shown, seen):
+            shown = {"offers_shown": ((offer, segment),)}
+            self._in_background(
+                self._store_shown(
+                    request, key, now, remembered=self._offers_shown, seen=seen, shown=shown
+                )
+            )
+
+    async def _store_shown(
+        self,
+        request: PersonalizationRequest,
+        key: str,
+        now: datetime,
+        *,
+        remembered: set[Any],
+        seen: Any,
+        shown: dict[str, Any],
+    ) -> None:
+        """Store what an action showed (an experiment's arm, an offer), dated when it
+        decided: its outcomes come after. ``shown`` holds the :class:`ChatWrite` field."""
+        context = request.context
+        stored = await self.chat_writer.write(
+            ChatWrite(
+                key,
+                (),
+                now,
+                channel=context.channel,
+                device=context.device,
+                location=context.location,
+                **shown,
+            )
+        )
+        if stored is None:
+            # The store did not take it: let the customer's next turn try again.
+            remembered.discard(seen)
+
+    def _expose(
+        self,
+        request: PersonalizationRequest,
+        key: str,
+        rules: RuleSet,
+        decision: Decision,
+        *,
+        used: frozenset[str],
+        now: datetime,
+    ) -> None:
+        """Record, once per customer and in the background, that an action used the
+        outputs ``used`` of ``decision``'s experiment, if that experiment varies them."""
+        experiment = experiment_named(rules.experiments, decision.experiment)
+        if experiment is None or decision.arm is None or request.conversation is None:
+            return
+        if not experiment.used_by(used):
+            return
+        seen = (experiment.name, key)
+        if _first_time(self._exposed, seen):
+            shown = {"exposures": ((experiment.name, decision.arm),)}
+            self._in_background(
+                self._store_shown(
+                    request, key, now, remembered=self._exposed, seen=seen, shown=shown
+                )
+            )
 
     async def _moved(self, request: PersonalizationRequest) -> bool:
         """Whether an unknown customer was found under a former secret's key and moved.
@@ -387,14 +565,18 @@ class PersonalizationService:
             self._customer_context(key, now), self.session_counts(request)
         )
         default = self.settings.consent_default
+        rules = self.rules.current()
         _, decision = decide(
             snapshot,
             now,
             request.context,
-            self.rules.current(),
+            rules,
             session=session,
             consent_default=default,
+            experiment_unit=self._experiment_unit(key, rules),
         )
+        if decision.experiment is not None:
+            self._expose(request, key, rules, decision, used=RECOMMENDATION_OUTPUTS, now=now)
         if not allows(snapshot, PERSONALIZATION, default):
             # Recommended as to a visitor: no history, no model row, no tags.
             snapshot, items, key = None, None, ANONYMOUS_KEY
@@ -409,6 +591,7 @@ class PersonalizationService:
             n=n or self.settings.recommend_count,
             shown=shown,
             exclude_purchased=self.settings.recommend_exclude_purchased,
+            now=now,
         )
         try:
             answer = await asyncio.wait_for(
@@ -463,7 +646,8 @@ class PersonalizationService:
                         key, since, with_precomputed=cache is None, history=history
                     )
                 )
-            except StoreUnavailableError:
+            except StoreUnavailableError as error:
+                count_defaults(store_failure_reason(error))
                 return None, None
             if isinstance(lookup, ProfileTicket):
                 self._write_back(lookup, snapshot)
@@ -648,6 +832,56 @@ class PersonalizationService:
             await self.profile_cache.invalidate(sorted(keys))
         return True
 
+    async def record_chat_interest(self, request: PersonalizationRequest, category: str) -> bool:
+        """Store a catalogue category the customer says they shop for as their interest:
+        tag ``interested_in_<category>``, source ``chat``, which recommendations follow.
+
+        Only for a customer's own id (never an anonymous visitor, whose answer stays in the
+        conversation, nor a ``user_id`` claim unproven while an identity secret requires
+        proof) whose answers allow personalization. In a conversation the category is
+        stored first as a ``category_asked`` chat event (as ``action_recommend_products``
+        does for the same message, so once), which brings a customer who is not in the
+        store yet into it, with tracking consent only. Returns whether the tag is stored:
+        False for all of the above, a category the catalogue does not have, or a store that
+        is unavailable.
+        """
+        identity = request.identity
+        if not identity.is_claim or self._unverified_claim(identity):
+            return False
+        category = (bounded_text(category) or "").lower()
+        tag = "interested_in_" + "_".join(category.split())
+        known = {found.name for found in await self.categories()}
+        if category not in known or not INTEREST_TAG.fullmatch(tag):
+            return False
+        if request.conversation is not None:
+            prefix = request.conversation.event_prefix()
+            asked = ChatInteraction(f"{prefix}-category", "category_asked", category=category)
+            new = await self._store_chat_events(request, [asked])
+            if new:
+                sender = request.conversation.sender_id
+                await self.session_counters.add(sender, categories_asked=1)
+        key = self.key_for(identity)
+        try:
+            snapshot = await self._load_snapshot(key)
+        except StoreUnavailableError:
+            return False
+        if snapshot is None or not allows(snapshot, PERSONALIZATION, self.settings.consent_default):
+            return False
+        holders = [TagHolders(tag, 1.0, [snapshot.customer_id])]
+
+        async def write() -> frozenset[str]:
+            async with self.store.sessions.begin() as session:
+                await write_tags(session, holders, source="chat", now=self._clock())
+                return await keys_of_person(session, key)
+
+        try:
+            keys = await self._guarded(write())
+        except StoreUnavailableError:
+            return False
+        if self.profile_cache is not None:
+            await self.profile_cache.invalidate(sorted(keys))
+        return True
+
     async def data_summary(self, request: PersonalizationRequest) -> str:
         """What the store holds about the customer, as a sentence (never contacts)."""
         try:
@@ -730,8 +964,10 @@ class PersonalizationService:
             raise RedisUnavailableError("Redis did not answer PING") from error
 
     async def warm_up(self) -> None:
-        """Load what recommending needs before the first customer asks."""
+        """Load what recommending (and choosing offers) needs before the first customer asks."""
         await self.recommendations.warm_up()
+        if self.rules.current().chooses_offers:
+            await self.offer_models.get_async()
 
     async def _load_snapshot(self, key: str) -> CustomerSnapshot | None:
         """Through the profile cache when configured; SQL answers a miss or a Redis outage.
@@ -804,12 +1040,14 @@ class PersonalizationService:
             raise StoreUnavailableError("store unavailable") from error
         if self._store_down:
             self._store_down = False
+            breaker_changed("store", self, is_open=False)
             logger.info("The store answers again; personalization is back on.")
         return result
 
     def _mark_store_down(self, error: BaseException) -> None:
         self._store_down_until = time.monotonic() + self.settings.store_retry_after_s
         if not self._store_down:
+            breaker_changed("store", self, is_open=True)
             # The error's class only: its message may quote SQL parameters (customer keys).
             logger.warning(
                 "The store is unavailable (%s); answering default slots for %.0f s.",

@@ -9,7 +9,8 @@ Two ways start an action server, and both end here:
 
 :func:`install` registers the plugin's actions, hardens the webhook (with the
 ``PERSONALIZE_WEBHOOK_TOKEN`` check when that is set), mounts the
-``/personalize/*`` API and ``GET /ready`` (:mod:`rasa_personalize.readiness`), warms the
+``/personalize/*`` API, ``GET /ready`` (:mod:`rasa_personalize.readiness`) and
+``GET /metrics`` (:mod:`rasa_personalize.metrics`), warms the
 service up and closes the store on shutdown.
 
 A user action with the same name as one of ours wins: the name is in the user's domain,
@@ -31,7 +32,11 @@ from sanic import Sanic
 
 from rasa_personalize.errors import PluginError
 from rasa_personalize.events.api import attach_event_routes
+from rasa_personalize.instrumentation import instrument_app
+from rasa_personalize.logs import configure_logging
+from rasa_personalize.metrics import attach_metrics_route, time_actions
 from rasa_personalize.readiness import attach_readiness_route
+from rasa_personalize.runtime import personalization_service
 from rasa_personalize.settings import load_webhook_token
 from rasa_personalize.webhook import DEFAULT_MAX_BODY_BYTES, attach_extensions
 
@@ -102,6 +107,11 @@ def register_plugin_actions(executor: ActionExecutor) -> dict[str, str]:
     return replaced
 
 
+def _secret_key() -> str:
+    """The HMAC key of correlation ids: the running service's secret."""
+    return personalization_service().settings.secret_key
+
+
 def _executor_of(app: Sanic[Any, Any]) -> ActionExecutor | None:
     # rasa-sdk's create_app keeps its executor only in the closures of its route handlers;
     # a test guards this against rasa-sdk changing that.
@@ -134,12 +144,18 @@ def install(
     The webhook token is read from ``PERSONALIZE_WEBHOOK_TOKEN`` here, when the server
     starts; an invalid one stops the start rather than leave the webhook open.
 
+    Logs are formatted as ``PERSONALIZE_LOG_FORMAT`` asks when it is set (otherwise the
+    host program's logging is left alone), action calls and API requests get correlation
+    ids, and tracing starts with the server (:mod:`rasa_personalize.instrumentation`).
+
     Raises:
         PluginError: no executor was given and the app has none of rasa-sdk's routes.
-        ConfigurationError: ``PERSONALIZE_WEBHOOK_TOKEN`` is set but too short.
+        ConfigurationError: ``PERSONALIZE_WEBHOOK_TOKEN`` is set but too short, or
+            ``PERSONALIZE_LOG_FORMAT`` or ``PERSONALIZE_OTLP_ENDPOINT`` is invalid.
     """
     if getattr(app.ctx, _INSTALLED, False):
         return app
+    configure_logging(only_if_set=True)
     executor = executor or _executor_of(app)
     if executor is None:
         raise PluginError("the app has no rasa-sdk action executor: build it with create_app")
@@ -157,5 +173,9 @@ def install(
     )
     attach_event_routes(app)
     attach_readiness_route(app)
+    instrument_app(app, executor, _secret_key)
+    # After instrument_app, which replaces executor.run: the timing wraps the whole call.
+    time_actions(executor)
+    attach_metrics_route(app)
     setattr(app.ctx, _INSTALLED, True)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import logging
 import os
 import sys
 import types
@@ -29,6 +30,8 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from rasa_personalize.errors import PluginError
+from rasa_personalize.logs import configure_logging
+from rasa_personalize.metrics import multiprocess_directory
 from rasa_personalize.plugin import install
 from rasa_personalize.webhook import DEFAULT_MAX_BODY_BYTES
 
@@ -83,6 +86,23 @@ def create_personalize_app(
     return install(app, executor, max_body_bytes=max_body_bytes)
 
 
+def served_app(
+    action_packages: tuple[str, ...],
+    cors_origins: list[str] | None,
+    log_levels: tuple[int, int],
+) -> Sanic[Any, Any]:
+    """:func:`create_personalize_app` in a process of ``personalize serve``.
+
+    Sanic's workers start from this factory alone, so each formats its logs here
+    (``PERSONALIZE_LOG_FORMAT``) at the levels of the command that started it:
+    ``log_levels`` is (root, ``rasa_personalize``).
+    """
+    root_level, package_level = log_levels
+    configure_logging(level=root_level)
+    logging.getLogger("rasa_personalize").setLevel(package_level)
+    return create_personalize_app(action_packages, cors_origins)
+
+
 def is_loopback(host: str) -> bool:
     """Whether binding to ``host`` keeps the server reachable from this machine only."""
     if host.lower() == "localhost":
@@ -106,13 +126,15 @@ def serve(
     worker builds the app from the loader's factory alone, never from this process's
     main module (:func:`_main_module_hidden_from_workers`).
     """
-    loader = AppLoader(
-        factory=partial(create_personalize_app, action_packages, cors_origins or None)
-    )
-    app = loader.load()
-    app.prepare(host=host, port=port, workers=workers, access_log=False)
-    with _main_module_hidden_from_workers():
-        Sanic.serve(primary=app, app_loader=loader)
+    levels = (logging.getLogger().level, logging.getLogger("rasa_personalize").getEffectiveLevel())
+    loader = AppLoader(factory=partial(served_app, action_packages, cors_origins or None, levels))
+    # Metrics in multi-process mode: set up before the app and its workers exist (they
+    # inherit the environment), so /metrics on any worker sums them all.
+    with multiprocess_directory():
+        app = loader.load()
+        app.prepare(host=host, port=port, workers=workers, access_log=False)
+        with _main_module_hidden_from_workers():
+            Sanic.serve(primary=app, app_loader=loader)
 
 
 @contextmanager

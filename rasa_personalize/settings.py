@@ -19,6 +19,7 @@ from rasa_personalize.text import has_control_characters
 logger = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+AMQP_SCHEMES = ("amqp://", "amqps://")
 # Only good for a laptop: anyone who knows it can recompute customer keys from channel ids.
 DEVELOPMENT_SECRET_KEY = "rasa-personalize-development-key-change-me"  # noqa: S105  # public on purpose; warned about on use
 MIN_WEBHOOK_TOKEN_LENGTH = 16
@@ -34,6 +35,16 @@ def _webhook_token_long_enough(value: SecretStr | None) -> SecretStr | None:
     # container file must not open the webhook without anyone noticing.
     if value is not None and len(value.get_secret_value()) < MIN_WEBHOOK_TOKEN_LENGTH:
         raise ValueError(f"must be at least {MIN_WEBHOOK_TOKEN_LENGTH} characters long")
+    return value
+
+
+def _otlp_endpoint_is_http(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None  # set but empty: tracing stays off, as an empty Redis URL means none
+    value = value.strip()
+    if not value.lower().startswith(("http://", "https://")):
+        # The value may carry credentials: name the rule, not the value.
+        raise ValueError("must start with http:// or https:// (the collector's OTLP/HTTP URL)")
     return value
 
 
@@ -119,6 +130,11 @@ class Settings(BaseSettings):
         description="Store failures of one stream message before the worker moves it to the "
         "dead letters (<event stream>:dead) and goes on.",
     )
+    broker_url: str | None = Field(
+        default=None,
+        description="RabbitMQ that Rasa's pika event broker publishes to (amqp:// or "
+        "amqps://), read by `personalize broker` (its --url wins); unset: give --url.",
+    )
     model_dir: Path = Field(
         default=Path("models/personalize"), description="Where trained artifacts live."
     )
@@ -177,6 +193,25 @@ class Settings(BaseSettings):
     )
     recommend_count: int = Field(
         default=3, ge=1, le=20, description="How many products a recommendation shows."
+    )
+    recommend_max_per_category: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        description="At most this many products of one category in a list, unless the "
+        "customer asked for a category.",
+    )
+    recommend_substitute_days: float = Field(
+        default=14.0,
+        ge=0,
+        description="For this many days after a purchase, products of the same category and "
+        "type come last in a list (0: never).",
+    )
+    recommend_repeat_after_days: dict[str, float] = Field(
+        default_factory=dict,
+        description='Consumable categories, as JSON such as {"beauty": 30}: a product bought '
+        "there may be recommended again this many days after it was bought, and its "
+        "substitutes come last for as long.",
     )
     rules_path: Path = Field(
         default=Path("personalization.yml"),
@@ -247,11 +282,35 @@ class Settings(BaseSettings):
 
     _check_webhook_token = field_validator("webhook_token")(_webhook_token_long_enough)
 
+    log_format: Literal["console", "json"] = Field(
+        default="console",
+        description="Log lines for people (console) or one JSON object per line (json). "
+        "Under `rasa run actions` the plugin formats the process's logs only when it is set.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector (e.g. http://collector:4318): the action server "
+        "exports its spans to <endpoint>/v1/traces; unset: no tracing, unless endpoints.yml "
+        "configures rasa-sdk's.",
+    )
+
+    _check_otlp_endpoint = field_validator("otlp_endpoint")(_otlp_endpoint_is_http)
+
     @field_validator("secret_key")
     @classmethod
     def _secret_key_long_enough(cls, value: str) -> str:
         if len(value) < 16:
             raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("recommend_repeat_after_days")
+    @classmethod
+    def _repeat_days_per_category(cls, value: dict[str, float]) -> dict[str, float]:
+        for category, days in value.items():
+            if not category.strip():
+                raise ValueError("a category name is empty")
+            if not days >= 0:  # also refuses NaN
+                raise ValueError(f"days for {category!r} must be a number >= 0, got {days}")
         return value
 
     @field_validator("identity_secret")
@@ -289,6 +348,17 @@ class Settings(BaseSettings):
         if not value.lower().startswith(REDIS_SCHEMES):
             # The value itself may hold a password: name the rule, not the value.
             raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (or be empty: no Redis)")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_has_an_amqp_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # set but empty: none, as for PERSONALIZE_REDIS_URL
+        value = value.strip()
+        if not value.lower().startswith(AMQP_SCHEMES):
+            # It usually holds a password: name the rule, not the value.
+            raise ValueError(f"must start with {' or '.join(AMQP_SCHEMES)} (or be empty)")
         return value
 
     @field_validator("contact_key")
@@ -405,6 +475,37 @@ def load_webhook_token() -> SecretStr | None:
         raise ConfigurationError(
             f"invalid settings: PERSONALIZE_WEBHOOK_TOKEN: {problem}"
         ) from None
+
+
+class ObservabilitySettings(BaseSettings):
+    """``PERSONALIZE_LOG_FORMAT`` and ``PERSONALIZE_OTLP_ENDPOINT`` alone, checked as
+    :class:`Settings` does; ``log_format`` is None when the variable is not set."""
+
+    model_config = Settings.model_config
+
+    log_format: Literal["console", "json"] | None = None
+    otlp_endpoint: str | None = None
+
+    _check_otlp_endpoint = field_validator("otlp_endpoint")(_otlp_endpoint_is_http)
+
+
+def load_observability_settings() -> ObservabilitySettings:
+    """The logging and tracing variables, without the other settings.
+
+    Read when a process starts, before its logs are written: a mistake in another
+    setting must not change how that mistake is logged.
+
+    Raises:
+        ConfigurationError: a variable has an invalid value (the value is never quoted).
+    """
+    try:
+        return ObservabilitySettings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"PERSONALIZE_{'_'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
 
 
 def load_settings(**overrides: object) -> Settings:

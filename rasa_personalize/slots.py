@@ -22,10 +22,20 @@ CUSTOMER_SEGMENTS: Final = (
 )
 LOYALTY_TIERS: Final = ("none", "silver", "gold", "platinum")
 OFFER_TYPES: Final = ("discount", "free_shipping", "exclusive_access", "bundle", "none")
-RECOMMENDATION_SOURCES: Final = ("als", "session", "content", "segment_popular", "popular")
+RECOMMENDATION_SOURCES: Final = (
+    "als",
+    "session",
+    "content",
+    "segment_popular",
+    "popular",
+    "bought_together",
+)
 TIMES_OF_DAY: Final = ("morning", "afternoon", "evening", "night")
 # "unknown": the customer never answered (PERSONALIZE_CONSENT_DEFAULT decided for them).
 CONSENT_VALUES: Final = ("granted", "denied", "unknown")
+# The band of the calibrated 7-day purchase propensity (``personalize propensity train``);
+# "unknown": no score, or no consent to use the profile.
+PURCHASE_PROPENSITIES: Final = ("low", "medium", "high", "unknown")
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,15 @@ class SlotSpec:
 SLOT_CONTRACT: Final[Mapping[str, SlotSpec]] = {
     spec.name: spec
     for spec in (
+        # Only slots meant for stories and rules to branch on influence the policy; the
+        # others pick wording (conditional response variations work whatever this flag
+        # says), and each featurized slot multiplies the states a policy must learn.
         SlotSpec("customer_segment", "categorical", CUSTOMER_SEGMENTS, True),
-        SlotSpec("loyalty_tier", "categorical", LOYALTY_TIERS, True),
-        SlotSpec("is_returning_customer", "bool", influences_conversation=True),
+        SlotSpec("loyalty_tier", "categorical", LOYALTY_TIERS),
+        SlotSpec("is_returning_customer", "bool"),
         SlotSpec("user_tags", "list"),
         SlotSpec("favorite_category", "text"),
-        SlotSpec("offer_type", "categorical", OFFER_TYPES, True),
+        SlotSpec("offer_type", "categorical", OFFER_TYPES),
         SlotSpec("discount_pct", "float"),
         SlotSpec("recommended_products", "list"),
         SlotSpec("recommendation_text", "text"),
@@ -55,6 +68,9 @@ SLOT_CONTRACT: Final[Mapping[str, SlotSpec]] = {
         SlotSpec("time_of_day", "categorical", TIMES_OF_DAY),
         SlotSpec("personalization_consent", "categorical", CONSENT_VALUES, True),
         SlotSpec("data_summary", "text"),
+        # The arm's wording in a running experiment (personalization.yml), else unset.
+        SlotSpec("response_variant", "text"),
+        SlotSpec("purchase_propensity", "categorical", PURCHASE_PROPENSITIES, True),
     )
 }
 
@@ -70,6 +86,8 @@ PROFILE_SLOTS: Final = (
     "discount_pct",
     "time_of_day",
     "personalization_consent",
+    "response_variant",
+    "purchase_propensity",
 )
 
 

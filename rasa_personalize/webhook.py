@@ -223,12 +223,14 @@ def attach_extensions(
             # holds a customer id.
             status = exception.status_code
             return json_response({"error": _status_phrase(status)}, status=status)
-        # No request content here or in the log: it is a customer's conversation.
+        # No request content here or in the log: it is a customer's conversation. The
+        # route's pattern, not the path: a profile URL holds a customer id.
+        route = request.route
         logger.error(
-            "Unhandled %s on %s %s",
+            "Unhandled %s on %s /%s",
             type(exception).__name__,
             request.method,
-            request.path,
+            route.path if route is not None else "(no route)",
             exc_info=exception,
         )
         return json_response({"error": "internal error in the action server"}, status=500)

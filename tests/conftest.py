@@ -28,6 +28,7 @@ Sanic.test_mode = True
 POSTGRES_URL_VARIABLE = "PERSONALIZE_TEST_POSTGRES_URL"
 REDIS_URL_VARIABLE = "PERSONALIZE_TEST_REDIS_URL"
 MYSQL_URL_VARIABLE = "PERSONALIZE_TEST_MYSQL_URL"
+RABBITMQ_URL_VARIABLE = "PERSONALIZE_TEST_AMQP_URL"
 TEST_SECRET = "test-secret-key-0123456789"
 
 
@@ -115,6 +116,15 @@ def redis_url() -> str:
     url = os.environ.get(REDIS_URL_VARIABLE)
     if not url:
         pytest.skip(f"{REDIS_URL_VARIABLE} is not set: Redis suites skipped")
+    return url
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    """The test RabbitMQ (tests use queues of their own, named uniquely)."""
+    url = os.environ.get(RABBITMQ_URL_VARIABLE)
+    if not url:
+        pytest.skip(f"{RABBITMQ_URL_VARIABLE} is not set: RabbitMQ suites skipped")
     return url
 
 

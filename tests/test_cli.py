@@ -126,6 +126,25 @@ def test_rules_explain_names_the_deciding_rule_and_the_slots(seeded: str) -> Non
     assert explained["slots"]["offer_type"] == "discount"
     assert explained["slots"]["discount_pct"] == 15
     assert explained["slots"]["customer_segment"] == "price_sensitive"
+    assert explained["experiment"] is None  # the demo's experiment is a draft
+
+
+def test_rules_explain_names_the_experiment_arm(seeded: str, tmp_path: Path) -> None:
+    """With the demo's draft experiment running, demo-bargain's arm shows, and its slots."""
+    rules = tmp_path / "personalization.yml"
+    demo = Path("personalization.yml").read_text(encoding="utf-8")
+    rules.write_text(demo.replace("status: draft", "status: running"), encoding="utf-8")
+    result = runner.invoke(
+        app, ["rules", "explain", "demo-bargain", "--rules", str(rules), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    explained = json.loads(result.stdout.strip().splitlines()[-1])
+    arm = explained["experiment"]["arm"]
+    assert explained["experiment"]["name"] == "bigger_discount"
+    assert explained["slots"]["discount_pct"] == {"control": 15, "twenty": 20}[arm]
+    assert explained["rules"]  # the rules' explanation is still there
+    text = runner.invoke(app, ["rules", "explain", "demo-bargain", "--rules", str(rules)])
+    assert f"Experiment 'bigger_discount': arm {arm!r}" in text.output
 
 
 def test_rules_explain_rejects_an_unknown_context_field(seeded: str) -> None:
@@ -164,8 +183,9 @@ def test_help_lists_commands_in_workflow_order() -> None:
     """Set-up first, then models, decisions, serving and the demo."""
     result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0
-    names = ["db", "seed-demo", "import", "train", "evaluate", "segment", "tag", "rules",
-             "profile", "stats", "domain", "serve", "worker", "apikey", "demo", "chat"]  # fmt: skip
+    names = ["db", "seed-demo", "import", "train", "evaluate", "segment", "tag", "propensity",
+             "rules", "profile", "stats", "domain", "serve", "worker", "apikey", "demo",
+             "chat"]  # fmt: skip
     listed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")]
     assert [name for name in listed if name in names] == names
 

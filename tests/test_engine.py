@@ -81,6 +81,8 @@ def test_plan_for_a_bargain_hunter() -> None:
         "discount_pct": 15,
         "time_of_day": "afternoon",
         "personalization_consent": "unknown",
+        "response_variant": None,
+        "purchase_propensity": "unknown",
     }
 
 

@@ -37,6 +37,11 @@ OFFLINE = (
     "rapidfuzz",
     "phonenumbers",
     "email_validator",
+    # Rasa's event broker is read by `personalize broker`, never by a server.
+    "aio_pika",
+    "rasa_personalize.events.broker",
+    # Experiment reports and simulations run offline; the server only assigns arms.
+    "rasa_personalize.experiments",
 )
 # A worker has no command line either.
 WORKER_FORBIDDEN = (*OFFLINE, "rasa_personalize.cli", "typer")

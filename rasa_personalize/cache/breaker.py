@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from rasa_personalize.errors import PersonalizeError
+from rasa_personalize.metrics import breaker_changed
+from rasa_personalize.tracing import REDIS_SPAN, traced
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class RedisBreaker:
         """Whether calls are being refused without trying Redis."""
         return self._clock() < self._open_until
 
+    @traced(REDIS_SPAN, lambda breaker, *_: {"personalize.redis.target": breaker.name})
     async def call(self, work: Awaitable[T]) -> T:
         """Await ``work`` within the timeout.
 
@@ -83,6 +86,7 @@ class RedisBreaker:
         """Open the breaker (for callers that talk to Redis without :meth:`call`)."""
         self._open_until = self._clock() + self.retry_after_s
         if not self._failing:
+            breaker_changed("redis", self, is_open=True)
             logger.warning(
                 "Redis (%s) is unavailable (%s); using SQL for %g s before retrying.",
                 self.name,
@@ -94,6 +98,7 @@ class RedisBreaker:
     def record_success(self) -> None:
         """Close the breaker after a call that worked."""
         if self._failing:
+            breaker_changed("redis", self, is_open=False)
             logger.info("Redis (%s) answers again.", self.name)
         self._failing = False
         self._open_until = 0.0

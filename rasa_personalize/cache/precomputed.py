@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from rasa_personalize.extras import require_redis
+from rasa_personalize.tracing import REDIS_SPAN, traced
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as RedisClient
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX: Final = "personalize:precomputed:"
+# Items precomputed per customer by `personalize train --precompute`: more than the
+# recommendation pool (rasa_personalize.recommend.reranking), so that a list serves it.
+PRECOMPUTE_DEPTH: Final = 50
 # Lists outlive a missed training run or two, not a forgotten deployment.
 TIME_TO_LIVE_S: Final = 7 * 24 * 3600
 
@@ -60,6 +64,7 @@ class PrecomputedCache:
             written += len(lists[start : start + 1_000])
         return written
 
+    @traced(REDIS_SPAN, {"personalize.redis.target": "precomputed recommendations"})
     async def read(self, customer_key: str) -> tuple[tuple[tuple[str, float], ...], str] | None:
         """(items, model version) for a customer, or None when absent or Redis fails."""
         from redis.exceptions import RedisError  # noqa: PLC0415  # loaded with the client

@@ -42,11 +42,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
 from rasa_personalize.extras import require_redis
+from rasa_personalize.metrics import count_cache
 from rasa_personalize.settings import Settings
 from rasa_personalize.store.records import (
     CustomerSnapshot,
     Demographics,
     ProfileMetrics,
+    PropensityRecord,
     SegmentRecord,
     TagRecord,
 )
@@ -59,7 +61,7 @@ logger = logging.getLogger(__name__)
 # Every key starts with this (a ProfileCache may be given another, e.g. per test).
 NAMESPACE: Final = "personalize"
 # Bumped when the stored document changes shape: older entries then read as misses.
-SCHEMA: Final = 2  # 2: consent answers
+SCHEMA: Final = 3  # 2: consent answers; 3: propensity scores
 # "Not in the store" is cached too (new visitors are common), but briefly: a path that
 # creates customers without invalidating would otherwise hide them for the full TTL.
 NEGATIVE_TTL_S: Final = 60.0
@@ -131,6 +133,10 @@ def snapshot_to_document(snapshot: CustomerSnapshot) -> dict[str, Any]:
             "discounted_purchase_share": metrics.discounted_purchase_share,
             "favorite_category": metrics.favorite_category,
             "category_affinity": dict(metrics.category_affinity),
+            "propensity": {
+                target: [record.score, record.band, record.model_version, _time(record.scored_at)]
+                for target, record in metrics.propensity.items()
+            },
         },
         "profile_version": snapshot.profile_version,
         "tags": [[t.tag, t.source, t.weight, _time(t.updated_at)] for t in snapshot.tags],
@@ -175,6 +181,12 @@ def snapshot_from_document(document: Mapping[str, Any]) -> CustomerSnapshot:
             discounted_purchase_share=metrics["discounted_purchase_share"],
             favorite_category=metrics["favorite_category"],
             category_affinity=dict(metrics["category_affinity"]),
+            propensity={
+                str(target): PropensityRecord(
+                    float(score), str(band), str(version), _parse_time(scored_at)
+                )
+                for target, (score, band, version, scored_at) in metrics["propensity"].items()
+            },
         ),
         profile_version=int(document["profile_version"]),
         tags=tuple(
@@ -298,16 +310,20 @@ class ProfileCache:
         if self.pending:
             await self._replay()
             if customer_key in self._pending or self._pending_all is not None:
+                count_cache("error")  # an invalidation Redis missed: the entry may be stale
                 return None
         try:
             _, generation, version, raw = await self.breaker.call(self._read(customer_key))
         except RedisUnavailableError:
+            count_cache("error")
             return None
         current = _text(generation)
         if raw is not None:
             entry = decode_entry(raw)
             if entry is not None and entry[0] == current:
+                count_cache("hit")
                 return CachedProfile(entry[1])
+        count_cache("miss")
         return ProfileTicket(customer_key, version, current)
 
     async def _read(self, customer_key: str) -> list[Any]:

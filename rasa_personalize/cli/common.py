@@ -41,6 +41,8 @@ PANEL_PRIVACY: Final = "Privacy and keys"
 PANEL_DEMO: Final = "Demo"
 
 console = Console()
+# For lines scripts grep: printed as typed (no markup, no highlighting), never cut.
+SUMMARY_STYLE: Final[dict[str, Any]] = {"highlight": False, "markup": False, "soft_wrap": True}
 # An error is one line however long: rich would otherwise wrap it at 80 columns when
 # stderr is not a terminal, splitting it in logs and in `2>&1 | grep`.
 errors = Console(stderr=True, soft_wrap=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +24,9 @@ from rasa_personalize.cli.common import (
 )
 from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import PersonalizeError
+
+if TYPE_CHECKING:
+    from rasa_personalize.settings import Settings
 
 
 def register_commands(app: typer.Typer) -> None:
@@ -94,14 +98,49 @@ def demo(
         int | None,
         typer.Option(min=1, max=65535, help="Action server port (webhook-only mode)."),
     ] = None,
+    experiment: Annotated[
+        bool,
+        typer.Option(
+            "--experiment/--no-experiment",
+            help="Then run a simulated A/B test with known rates and show its report.",
+        ),
+    ] = True,
+    shoppers: Annotated[
+        int, typer.Option(min=100, max=100_000, help="Shoppers in the simulated A/B test.")
+    ] = 2_000,
 ) -> None:
-    """Play a conversation for each demo customer (real Rasa when set up) side by side."""
+    """Play a conversation for each demo customer (real Rasa when set up) side by side,
+    then a simulated A/B test of a bigger discount, reported as
+    `personalize experiments report` does."""
     from rasa_personalize.demo.walkthrough import run_walkthrough
 
+    settings = load_cli_settings(None)
     try:
-        run_walkthrough(load_cli_settings(None), console=console, project_dir=Path.cwd(), port=port)
+        run_walkthrough(settings, console=console, project_dir=Path.cwd(), port=port)
     except PersonalizeError as error:
         fail(error)
+    if experiment:
+        _simulated_experiment(settings, shoppers)
+
+
+def _simulated_experiment(settings: Settings, shoppers: int) -> None:
+    from rasa_personalize.demo.experiment import simulate_experiment
+    from rasa_personalize.experiments.report import print_report, write_html_report
+
+    console.print(
+        f"\n[bold]A simulated A/B test[/bold]: {shoppers:,} shoppers start a chat, hear 15% "
+        "or 20% off (their arm), and buy at known rates through the real pipeline "
+        "(assignment, exposures, event ingestion, report), on a store of its own."
+    )
+    result = run_job(lambda: simulate_experiment(settings, shoppers))
+    truth = ", ".join(f"{arm} {rate:.0%}" for arm, rate in result.true_rates.items())
+    console.print(f"True purchase rates: {truth}. What the report finds:")
+    print_report(console, result.experiment, result.analysis, result.outcomes)
+    report = Path("reports") / "experiment-demo.html"
+    report.parent.mkdir(exist_ok=True)
+    if importlib.util.find_spec("matplotlib") is not None:
+        write_html_report(report, result.experiment, result.analysis, result.outcomes)
+        console.print(f"The report with pictures: {report}")
 
 
 def chat(

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
@@ -255,6 +257,19 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /health, /ready and /metrics on this port (default: not served).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="Interface for --metrics-port (this machine only by default)."),
+    ] = "127.0.0.1",
     database_url: DatabaseOption = None,
 ) -> None:
     """Store events from the Redis Stream in SQL (needs PERSONALIZE_REDIS_URL).
@@ -274,6 +289,11 @@ def worker(
             "is needed."
         )
         raise typer.Exit(1)
+    # One process: its metrics live in memory, even where the environment names a
+    # multi-process directory for a server (read when prometheus_client is imported).
+    from rasa_personalize.metrics import MULTIPROC_ENV
+
+    os.environ.pop(MULTIPROC_ENV, None)
     # Only now: the worker module needs Redis, which the settings checked is installed.
     from rasa_personalize.events.worker import WorkerOptions
     from rasa_personalize.segments.tag_rules import load_ingest_tag_rules
@@ -292,7 +312,8 @@ def worker(
     )
     if consumer:
         options = dataclasses.replace(options, consumer=consumer)
-    stats = run_job(lambda: run_worker(settings, options, rules))
+    probes_at = (metrics_host, metrics_port) if metrics_port is not None else None
+    stats = run_job(lambda: run_worker(settings, options, rules, probes_at))
     console.print(
         f"Worker stopped: {stats.stored} events stored in {stats.batches} batches, "
         f"{stats.already_stored} already stored, {stats.claimed} messages claimed from "
@@ -304,12 +325,17 @@ def worker(
 
 
 async def run_worker(
-    settings: Settings, options: WorkerOptions, rules: TagRules | None
+    settings: Settings,
+    options: WorkerOptions,
+    rules: TagRules | None,
+    probes_at: tuple[str, int] | None = None,
 ) -> WorkerStats:
-    """Run a worker until SIGINT/SIGTERM (or idle, with ``exit_when_idle``)."""
+    """Run a worker until SIGINT/SIGTERM (or idle, with ``exit_when_idle``); with
+    ``probes_at`` (host, port), its /health, /ready and /metrics are served there."""
     from redis import asyncio as redis_asyncio
 
     from rasa_personalize.cache.profiles import profile_cache_for
+    from rasa_personalize.events.probes import serving_probes
     from rasa_personalize.events.worker import StreamWorker, redis_persists
     from rasa_personalize.privacy.retention import worker_retention
 
@@ -328,23 +354,34 @@ async def run_worker(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        if await redis_persists(client) is False:
-            errors.print(
-                "[yellow]warning:[/yellow] Redis keeps nothing on disk: events still in "
-                "the stream are lost if Redis restarts. Enable appendonly in production."
+        async with contextlib.AsyncExitStack() as probes:
+            periodic = list(worker_retention(settings, store.sessions, rules, invalidate))
+            if probes_at is not None:
+                server, gauges = await probes.enter_async_context(
+                    serving_probes(settings.redis_url, store, settings.event_stream, *probes_at)
+                )
+                periodic.append(gauges.run)
+                console.print(
+                    f"Worker probes on http://{probes_at[0]}:{server.port}/health, /ready "
+                    "and /metrics"
+                )
+            if await redis_persists(client) is False:
+                errors.print(
+                    "[yellow]warning:[/yellow] Redis keeps nothing on disk: events still in "
+                    "the stream are lost if Redis restarts. Enable appendonly in production."
+                )
+            worker = StreamWorker(
+                client,
+                settings.event_stream,
+                store.sessions,
+                options=options,
+                tag_rules=rules,
+                on_stored=invalidate.invalidate if invalidate is not None else None,
+                consent_default=settings.consent_default,
+                # Daily retention when PERSONALIZE_RETENTION_DAYS is set; the stream's gauges.
+                periodic=periodic,
             )
-        worker = StreamWorker(
-            client,
-            settings.event_stream,
-            store.sessions,
-            options=options,
-            tag_rules=rules,
-            on_stored=invalidate.invalidate if invalidate is not None else None,
-            consent_default=settings.consent_default,
-            # Daily retention when PERSONALIZE_RETENTION_DAYS is set.
-            periodic=worker_retention(settings, store.sessions, rules, invalidate),
-        )
-        return await worker.run(stop)
+            return await worker.run(stop)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

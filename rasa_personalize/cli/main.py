@@ -13,13 +13,18 @@ import typer
 from typer.core import TyperGroup
 
 from rasa_personalize.cli import (
+    broker,
     db,
     demo,
     domain,
     events,
+    experiments,
     imports,
+    init,
+    offers,
     privacy,
     profiles,
+    propensity,
     rules,
     segments,
     serve,
@@ -36,12 +41,17 @@ WORKFLOW: Final = (
     "evaluate",
     "segment",
     "tag",
+    "propensity",
+    "offers",
     "rules",
+    "experiments",
     "profile",
     "stats",
+    "init",
     "domain",
     "serve",
     "worker",
+    "broker",
     "apikey",
     "privacy",
     "audit",
@@ -69,7 +79,24 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold customer data
     rich_markup_mode="markdown",  # docstring line breaks are wrapping, not breaks
 )
-for module in (db, demo, imports, train, segments, rules, profiles, domain, serve, events, privacy):
+for module in (
+    db,
+    demo,
+    imports,
+    train,
+    segments,
+    propensity,
+    offers,
+    rules,
+    experiments,
+    profiles,
+    init,
+    domain,
+    serve,
+    events,
+    broker,
+    privacy,
+):
     module.register_commands(app)
 
 
@@ -104,11 +131,15 @@ def configure(
         ),
     ] = False,
 ) -> None:
-    """Set up logging for every subcommand."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Set up logging for every subcommand (``PERSONALIZE_LOG_FORMAT``: console or json)."""
+    from rasa_personalize.cli.common import EXIT_USAGE, fail
+    from rasa_personalize.errors import ConfigurationError
+    from rasa_personalize.logs import configure_logging
+
+    try:
+        configure_logging(level=logging.INFO if verbose else logging.WARNING)
+    except ConfigurationError as error:
+        fail(error, EXIT_USAGE)
 
 
 def main() -> None:

@@ -93,6 +93,7 @@ def _print_report(report: RetentionReport) -> None:
         else "kept forever (PERSONALIZE_RETENTION_DAYS unset)"
     )
     table.add_row("interactions", cutoff, str(report.interactions))
+    table.add_row("experiment and offer exposures", cutoff, str(report.exposures))
     table.add_row(
         "audit rows", report.audit_cutoff.isoformat(timespec="seconds"), str(report.audit_entries)
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,12 @@ from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext
 from rasa_personalize.errors import InvalidInputError, PersonalizeError
 from rasa_personalize.identity import customer_key
+
+if TYPE_CHECKING:
+    from rasa_personalize.rules import Decision
+    from rasa_personalize.rules.offers import OfferExplanation
+    from rasa_personalize.settings import Settings
+    from rasa_personalize.store.records import CustomerSnapshot
 
 rules_app = typer.Typer(
     help="Decision rules (personalization.yml).", no_args_is_help=True, rich_markup_mode="markdown"
@@ -72,9 +78,12 @@ def rules_explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Which rules match this customer, which do not and why, and the resulting slots."""
+    """Which rules match this customer, which do not and why, the experiment arm they get
+    (if a running experiment takes them), the offers an `offer_type: best` rule compared
+    (expected values, exposures, and why one was chosen), and the resulting slots."""
     from rasa_personalize.engine import plan_for_snapshot, segment_of
     from rasa_personalize.rules import evaluate, explain, facts_from, load_rules, with_overrides
+    from rasa_personalize.rules.experiments import assign, experiment_secret
 
     settings = load_cli_settings(database_url)
     overrides: dict[str, str] = {}
@@ -102,14 +111,80 @@ def rules_explain(
         errors.print(f"[red]error:[/red] {error}", markup=False)
         raise typer.Exit(1) from None
     explanation = explain(rules, facts)
+    # The arm as a conversation under this customer id would get it.
+    decided = assign(
+        rules.experiments,
+        facts,
+        evaluate(rules, facts),
+        experiment_secret(settings.secret_key),
+        customer_key(settings.secret_key, customer),
+    )
+    decided, offer = _choose_offer(decided, snapshot, str(facts.segment), customer, settings)
     slots = {
         **plan_for_snapshot(snapshot, now, ConversationContext(), rules).values,
-        **evaluate(rules, facts).slot_values(),
+        **decided.slot_values(),
     }
+    experiment = (
+        {"name": decided.experiment, "arm": decided.arm} if decided.experiment is not None else None
+    )
     if as_json:
-        typer.echo(json.dumps({**explanation.to_dict(), "slots": slots}, default=str))
+        document = {
+            **explanation.to_dict(),
+            "experiment": experiment,
+            "offer_choice": offer.to_dict() if offer is not None else None,
+            "slots": slots,
+        }
+        typer.echo(json.dumps(document, default=str))
         return
     known = "" if snapshot else " (not in the store: treated as a new visitor)"
     console.print(f"Customer {customer}{known}", markup=False)
     console.print(str(explanation), markup=False, highlight=False)
+    if experiment is not None:
+        console.print(
+            f"Experiment {experiment['name']!r}: arm {experiment['arm']!r} replaces part of "
+            "the rule's answer.",
+            markup=False,
+        )
+    if offer is not None:
+        console.print(str(offer), markup=False, highlight=False)
     console.print(f"Resulting slots: {json.dumps(slots)}", markup=False, highlight=False)
+
+
+def _choose_offer(
+    decided: Decision,
+    snapshot: CustomerSnapshot | None,
+    segment: str,
+    customer: str,
+    settings: Settings,
+) -> tuple[Decision, OfferExplanation | None]:
+    """The decision's offer as the engine makes it: a ``best`` offer chosen with the
+    current acceptance model, and no offer without marketing consent; with what the
+    choice saw when the rule said ``best``."""
+    from dataclasses import replace
+
+    from rasa_personalize.engine import allows
+    from rasa_personalize.offers.artifacts import offer_model_holder
+    from rasa_personalize.privacy.consent import MARKETING, PERSONALIZATION
+    from rasa_personalize.rules.experiments import ExperimentUnit, experiment_secret
+    from rasa_personalize.rules.offers import choose_offer, explain_offer_choice
+
+    marketing = allows(snapshot, MARKETING, settings.consent_default)
+    best = decided.best_offer
+    explanation = None
+    if best is not None:
+        model = offer_model_holder(settings.model_dir, settings.model_check_every_s).get()
+        unit = (
+            ExperimentUnit(
+                customer_key(settings.secret_key, customer), experiment_secret(settings.secret_key)
+            )
+            if allows(snapshot, PERSONALIZATION, settings.consent_default)
+            else None
+        )
+        if marketing:
+            decided = choose_offer(decided, model, segment, unit)
+        explanation = explain_offer_choice(
+            best, decided.offer_choice if marketing else None, model, segment
+        )
+    if not marketing:
+        decided = replace(decided, offer_type="none", discount_pct=0.0, best_offer=None)
+    return decided, explanation

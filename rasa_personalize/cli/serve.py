@@ -77,6 +77,7 @@ def serve(
         fail(error, EXIT_USAGE)
     logging.getLogger("rasa_personalize").setLevel(logging.INFO)
     console.print(
-        f"Action server on http://{host}:{port}/webhook, store {describe_store(settings)}"
+        f"Action server on http://{host}:{port}/webhook, store {describe_store(settings)}; "
+        f"metrics on /metrics, readiness on /ready"
     )
     run_server(port=port, host=host, action_packages=packages, workers=workers, cors_origins=cors)

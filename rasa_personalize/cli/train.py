@@ -74,9 +74,16 @@ def train(
     ] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Train the recommenders (ALS, content) on the store's data; servers pick them up live."""
+    """Train the recommenders on the store's data; servers pick them up live.
+
+    The collaborative model served is the one that wins on a validation split carved
+    from the store's interactions (ALS, or ALS blended with EASE: what `personalize
+    evaluate --dataset demo` reports as "recommender"); also the content model and the
+    products bought together.
+    """
     from rasa_personalize.cache.precomputed import PrecomputedCache
     from rasa_personalize.recommend.artifacts import als_dir, content_dir
+    from rasa_personalize.recommend.association_artifacts import associations_dir
     from rasa_personalize.recommend.training import train_from_store
 
     settings = load_cli_settings(database_url)
@@ -107,10 +114,29 @@ def train(
         f"{report.seconds:.1f} s; {report.precomputed:,} precomputed lists. "
         f"Artifacts: {als_dir(settings.model_dir)}"
     )
+    chosen = {
+        "validation": "chosen on validation carved from the store's interactions",
+        "fallback": "too little history to validate on: the default parameters",
+        "given": "parameters as given",
+    }.get(report.choice, report.choice)
+    figures = (
+        f" (validation precision@{report.validation['validation_k']} "
+        f"{report.validation['validation_precision']:.4f}; ALS alone "
+        f"{report.validation['validation_precision_als']:.4f})"
+        if report.validation
+        else ""
+    )
+    console.print(f"Serving {report.model.upper()}: {chosen}{figures}.", highlight=False)
     if report.content_version is not None:
         console.print(
             f"Content model {report.content_version} on {report.content_products:,} "
             f"products. Artifacts: {content_dir(settings.model_dir)}"
+        )
+    if report.associations_version is not None:
+        console.print(
+            f"Bought-together model {report.associations_version}: "
+            f"{report.association_pairs:,} product pairs. Artifacts: "
+            f"{associations_dir(settings.model_dir)}"
         )
 
 
@@ -158,6 +184,7 @@ def evaluate(
     except PersonalizeError as error:
         fail(error)
     report["recommender_config"] = _describe(recommender)
+    report["served"] = _served(database_url, report["recommender_config"])
     report["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         typer.echo(json.dumps(report))
@@ -216,6 +243,45 @@ def _stages() -> Iterator[EvaluationProgress]:
             advance(name if name in _STAGES else "evaluating", done, total)
 
         yield report
+
+
+def _served(database_url: str | None, evaluated: dict[str, Any]) -> dict[str, Any] | None:
+    """The model the action server serves (the ``CURRENT`` artifact's metadata), and
+    whether it is the configuration evaluated as "recommender"; None before training."""
+    from rasa_personalize.recommend.artifacts import (
+        METADATA_FILE,
+        ArtifactMetadata,
+        als_dir,
+        current_version,
+    )
+    from rasa_personalize.recommend.errors import ArtifactError
+
+    directory = als_dir(load_cli_settings(database_url).model_dir)
+    try:
+        version = current_version(directory)
+        if version is None:
+            return None
+        metadata = ArtifactMetadata.from_json(
+            (directory / version / METADATA_FILE).read_text(encoding="utf-8")
+        )
+    except (OSError, ArtifactError):
+        return None
+    params = dict(metadata.params)
+    params.pop("num_threads", None)
+    served: dict[str, Any] = {"model": "als", "als": params}
+    if metadata.blend:
+        served.update(
+            model="als+ease",
+            ease_l2=metadata.blend["ease_l2"],
+            ease_weight=metadata.blend["ease_weight"],
+        )
+    return {
+        **served,
+        "version": version,
+        "trained_at": metadata.trained_at,
+        "chosen_by": metadata.metrics.get("chosen_by", ""),
+        "same_as_recommender": served == evaluated,
+    }
 
 
 def _describe(config: ModelConfig) -> dict[str, Any]:
@@ -279,6 +345,21 @@ def _print_report(report: dict[str, Any], *, targets: bool) -> None:
                 f"target: precision@{k} >= {target:g}x {label}: {value:.3f}x, {verdict}",
                 highlight=False,
             )
+    served = report.get("served")
+    if served is None:
+        console.print("served: no trained model yet (`personalize train`).", highlight=False)
+    else:
+        same = (
+            "the configuration evaluated above as 'recommender'"
+            if served["same_as_recommender"]
+            else "not the configuration evaluated above (trained on other data, or before "
+            "the store changed: `personalize train` chooses again)"
+        )
+        console.print(
+            f"served: model {served['version']} ({served['model'].upper()}, chosen by "
+            f"{served['chosen_by'] or 'an older training'}): {same}.",
+            highlight=False,
+        )
     console.print(
         f"P = precision@{k}; coverage = distinct recommended items / catalogue. "
         f"Took {report['seconds']:.1f} s.",

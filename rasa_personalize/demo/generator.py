@@ -96,6 +96,22 @@ _SEARCH_WITH_PRODUCT: Final = 0.6
 _FEEDBACK_ON_PURCHASE: Final = 0.7
 # Many purchases are "buy now" from the product page, without a cart event.
 _CARTED_PURCHASE_SHARE: Final = 0.4
+# Chance that a purchase with complements (``COMPLEMENTS``) brings one of them along: one
+# of the customer's other purchases becomes that complement, bought within two days.
+_COMPLEMENT_RATE: Final = 0.45
+_COMPLEMENT_LAG_S: Final = 2 * _DAY
+# Complementary purchases draw from a stream of their own, so the rest of the shop is
+# drawn exactly as before they existed.
+_COMPLEMENT_STREAM: Final = 1
+# The last week before ``now`` is the label window of the purchase-propensity model
+# (``personalize propensity train``): purchases drawn into it move a week back, and each
+# customer then buys in it with a probability of their own (:func:`purchase_probability`,
+# kept in ``customers.synthetic_purchase_probability``), so the model has a truth to meet.
+PURCHASE_WEEK_S: Final = 7 * _DAY
+# The week's purchases draw from a stream of their own, like the complements.
+_PURCHASE_WEEK_STREAM: Final = 2
+# The youngest age that is still before the week (the week starts at ``now`` - 7 days).
+_BEFORE_WEEK_S: Final = PURCHASE_WEEK_S + 1
 
 _KIND_CODE: Final[Mapping[str, int]] = {kind: code for code, kind in enumerate(INTERACTION_KINDS)}
 _VIEW, _SEARCH, _CART, _PURCHASE, _CHAT_CLICK, _FEEDBACK = (
@@ -289,6 +305,49 @@ CATEGORY_SPECS: Final[tuple[_CategorySpec, ...]] = (
 )  # fmt: skip
 
 
+# Product types (nouns of ``CATEGORY_SPECS``) that shoppers buy with another type of the
+# same category: running shoes with socks or tights, headphones with a charger. The
+# relevance benchmark and the recommender's "bought together" strategy rely on them.
+COMPLEMENTS: Final[Mapping[str, tuple[str, ...]]] = {
+    "Noise-Cancelling Headphones": ("Portable Charger",),
+    "Wireless Earbuds": ("Portable Charger",),
+    "Smartwatch": ("Portable Charger",),
+    "4K Action Camera": ("Portable Charger",),
+    "10-inch Tablet": ("Portable Charger",),
+    "Trail Running Shoes": ("Running Socks 3-Pack", "Compression Tights"),
+    "Road Running Shoes": ("Running Socks 3-Pack", "Compression Tights"),
+    "Running Jacket": ("Running Cap",),
+    "GPS Running Watch": ("Hydration Vest",),
+    "2-Person Tent": ("Sleeping Bag", "Camping Stove"),
+    "Hiking Boots": ("Trekking Poles",),
+    "Hiking Backpack 40L": ("Headlamp",),
+    "Bed Linen Set": ("Throw Blanket",),
+    "Table Lamp": ("Scented Candle Set",),
+    "Chef's Knife": ("Cutting Board",),
+    "Cookware Set": ("Chef's Knife",),
+    "Face Serum": ("Moisturizer",),
+    "Sunscreen SPF 50": ("Lip Balm Set",),
+    "Jeans": ("Leather Belt",),
+    "Shirt": ("Chino Trousers",),
+    "Coat": ("Sweater",),
+    "Adjustable Dumbbells": ("Resistance Bands Set",),
+    "Yoga Mat": ("Resistance Bands Set",),
+}
+
+
+def product_type(title: str) -> str | None:
+    """The noun of ``CATEGORY_SPECS`` a demo product's title ends with (its type), if any.
+
+    Titles are "brand adjective noun", with " (Series n)" beyond every combination.
+    """
+    base = title.split(" (Series ", 1)[0]
+    for spec in CATEGORY_SPECS:
+        for noun, _, _ in spec.nouns:
+            if base.endswith(" " + noun):
+                return noun
+    return None
+
+
 @dataclass(frozen=True)
 class _Behaviour:
     """How one group shops. Tuned so the archetype rule gives the group back."""
@@ -417,6 +476,16 @@ class _Catalogue:
     category_of: NDArray[np.int64]  # per product: index into ``categories``
     prices: NDArray[np.float64]
     popularity: NDArray[np.float64]
+    nouns: NDArray[np.str_]  # per product: its type, a noun of its category spec
+
+    def complements(self, product: int) -> NDArray[np.int64]:
+        """Products of the same category whose type complements this product's."""
+        wanted = COMPLEMENTS.get(str(self.nouns[product]), ())
+        if not wanted:
+            return np.empty(0, dtype=np.int64)
+        same = self.category_of == self.category_of[product]
+        rows = np.flatnonzero(same & np.isin(self.nouns, wanted))
+        return rows.astype(np.int64)
 
     def within_category(self, price_bias: float) -> NDArray[np.float64]:
         """P(product | its category) for shoppers with this price bias."""
@@ -589,6 +658,7 @@ async def seed_demo_shop(
             "city": row["city"],
             "loyalty_tier": row["loyalty_tier"],
             "synthetic_group": row["synthetic_group"],
+            "synthetic_purchase_probability": row["synthetic_purchase_probability"],
         }
         for plan, row in zip(shop.plans, shop.customer_rows, strict=True)
     ]
@@ -662,6 +732,7 @@ def _interaction_rows(
 def _generate_shop(config: DemoShopConfig) -> _Shop:
     """The whole shop in memory, from the seed alone (ages are relative to ``now``)."""
     rng = np.random.default_rng(config.seed)
+    companions = np.random.default_rng((config.seed, _COMPLEMENT_STREAM))
     catalogue = _build_catalogue(rng, config.products)
     groups = _assign_groups(rng, config.customers)
     plans = [_plan_customer(rng, external_id, group, catalogue) for external_id, group in groups]
@@ -675,6 +746,7 @@ def _generate_shop(config: DemoShopConfig) -> _Shop:
         _customer_events(
             rng,
             index,
+            companions=companions,
             plan=plan,
             catalogue=catalogue,
             within=within,
@@ -689,8 +761,125 @@ def _generate_shop(config: DemoShopConfig) -> _Shop:
     events = unsorted.take(order.astype(np.int64))
     channel, device = _channels_and_devices(rng, events, len(plans))
     customer_rows = _customer_rows(rng, plans, events)
+    week = np.random.default_rng((config.seed, _PURCHASE_WEEK_STREAM))
+    probability = purchase_probability(plans, events, device)
+    for row, value in zip(customer_rows, probability.tolist(), strict=True):
+        row["synthetic_purchase_probability"] = round(value, 6)
+    shop = (events, channel, device)
+    events, channel, device = _purchase_week(
+        week, probability, shop, plans=plans, catalogue=catalogue, within=within
+    )
     tags = _tags(events, catalogue, len(plans))
     return _Shop(catalogue, plans, customer_rows, events, channel, device, tags)
+
+
+# How each observable of a customer's history before the week moves the log-odds of a
+# purchase in it (:func:`purchase_probability`).
+_WEEK_BASE: Final = -4.2
+_WEEK_RATE: Final = 1.0  # x log(1 + purchases per 30 days)
+_WEEK_DUE: Final = 1.6  # x how close the time since the last purchase is to the usual gap
+_WEEK_VIEWS: Final = 0.6  # x log(1 + product views in the 14 days before the week)
+_WEEK_CART: Final = 0.9  # a cart event in those 14 days
+_WEEK_TIER: Final = 0.25  # x tier (none 0 ... platinum 3)
+_WEEK_MOBILE: Final = 1.2  # x (share of events on a mobile device - 1/2)
+_WEEK_RECENT_S: Final = 14 * _DAY
+_TIER_ORDINAL: Final[Mapping[str, int]] = {"none": 0, "silver": 1, "gold": 2, "platinum": 3}
+# Lapsed customers stay quiet and new visitors have no history: neither buys in the week.
+_QUIET_GROUPS: Final = frozenset({"at_risk", "new_visitor"})
+
+
+def purchase_probability(
+    plans: Sequence[_CustomerPlan], events: _Events, device: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """Each customer's true probability of a purchase in the last week before ``now``.
+
+    A logistic function of what their history before that week shows, so that a model
+    fed the same history can learn it: purchase rate, how "due" the next purchase is
+    (time since the last one against their usual gap between purchases), recent views
+    and carts, tier and device. Lapsed customers and new visitors get 0.
+    """
+    n = len(plans)
+    before = events.age >= _BEFORE_WEEK_S
+    customer, age, kind = events.customer[before], events.age[before], events.kind[before]
+    bought = kind == _PURCHASE
+    purchases = np.bincount(customer[bought], minlength=n).astype(np.float64)
+    last = np.full(n, np.inf)
+    np.minimum.at(last, customer[bought], age[bought].astype(np.float64))
+    first = np.full(n, float(PURCHASE_WEEK_S))
+    np.maximum.at(first, customer, age.astype(np.float64))
+    recent = age < PURCHASE_WEEK_S + _WEEK_RECENT_S
+    views = np.bincount(customer[recent & (kind == _VIEW)], minlength=n)
+    carts = np.bincount(customer[recent & (kind == _CART)], minlength=n)
+    seen = np.bincount(customer, minlength=n)
+    mobile = np.bincount(
+        customer[device[before] == _DEVICES.index("mobile")], minlength=n
+    ) / np.maximum(seen, 1)
+    tenure_days = np.maximum((first - PURCHASE_WEEK_S) / _DAY, 30.0)
+    rate = purchases / tenure_days * 30.0
+    gap = tenure_days / np.maximum(purchases, 1.0)
+    with np.errstate(invalid="ignore"):
+        since = (last - PURCHASE_WEEK_S) / _DAY
+        due = np.where(purchases > 0, np.exp(-0.5 * ((since - gap) / (0.5 * gap)) ** 2), 0.0)
+    tier = np.array([_TIER_ORDINAL.get(plan.tier, 0) for plan in plans], dtype=np.float64)
+    logit = (
+        _WEEK_BASE
+        + _WEEK_RATE * np.log1p(rate)
+        + _WEEK_DUE * due
+        + _WEEK_VIEWS * np.log1p(views)
+        + _WEEK_CART * (carts > 0)
+        + _WEEK_TIER * tier
+        + _WEEK_MOBILE * (np.where(seen > 0, mobile, 0.5) - 0.5)
+    )
+    probability = 1.0 / (1.0 + np.exp(-logit))
+    quiet = np.array([plan.group in _QUIET_GROUPS for plan in plans], dtype=bool)
+    return np.asarray(np.where(quiet, 0.0, probability), dtype=np.float64)
+
+
+def _purchase_week(
+    rng: np.random.Generator,
+    probability: NDArray[np.float64],
+    shop: tuple[_Events, NDArray[np.int64], NDArray[np.int64]],
+    *,
+    plans: Sequence[_CustomerPlan],
+    catalogue: _Catalogue,
+    within: Mapping[float, NDArray[np.float64]],
+) -> tuple[_Events, NDArray[np.int64], NDArray[np.int64]]:
+    """The events with the last week's purchases added: each customer buys one product
+    there with their ``probability``, after viewing it earlier in the week."""
+    events, channel, device = shop
+    buyers = np.flatnonzero(rng.random(len(plans)) < probability)
+    parts: list[_Events] = []
+    for customer in buyers.tolist():
+        plan = plans[customer]
+        behaviour = _BEHAVIOURS[plan.group]
+        product_p = within[behaviour.price_bias] * plan.category_weights[catalogue.category_of]
+        product = np.array([rng.choice(len(product_p), p=product_p / product_p.sum())])
+        bought_at = rng.integers(_HOUR, PURCHASE_WEEK_S - 10 * _MINUTE, size=1)
+        viewed_at = bought_at + rng.integers(5 * _MINUTE, PURCHASE_WEEK_S - bought_at, size=1)
+        # Bargain hunters keep their share of discounted purchases.
+        discounted = plan.purchases and plan.discounted / plan.purchases >= 0.5
+        list_price = catalogue.prices[product]
+        paid = (
+            np.round(list_price * rng.uniform(*_DISCOUNT_RANGE, 1), 2) if discounted else list_price
+        )
+        parts.append(_block(customer, bought_at, _PURCHASE, product, price=paid))
+        parts.append(_block(customer, viewed_at, _VIEW, product))
+    if not parts:
+        return events, channel, device
+    added = _Events.concat(parts)
+    size = len(added.age)
+    added_channel = rng.choice(len(_CHANNELS), size=size, p=_CHANNEL_SHARES).astype(np.int64)
+    # The week's events come from the device the customer used last.
+    latest = np.zeros(len(plans), dtype=np.int64)
+    np.maximum.at(latest, events.customer, np.arange(len(events.age)))
+    last_device = device[latest]
+    merged = _Events.concat([events, added])
+    order = np.lexsort((np.arange(len(merged.age)), merged.customer, -merged.age))
+    return (
+        merged.take(order.astype(np.int64)),
+        np.concatenate([channel, added_channel])[order],
+        np.concatenate([device, last_device[added.customer]])[order],
+    )
 
 
 def _list_price(raw: float) -> float:
@@ -706,6 +895,7 @@ def _build_catalogue(rng: np.random.Generator, count: int) -> _Catalogue:
     per_category = 1 + rng.multinomial(count - len(specs), weights)
     rows: list[ProductRow] = []
     category_of: list[int] = []
+    nouns: list[str] = []
     for category_index, (spec, n) in enumerate(zip(specs, per_category, strict=True)):
         combos = len(spec.brands) * len(spec.adjectives) * len(spec.nouns)
         order = rng.permutation(combos)
@@ -735,6 +925,7 @@ def _build_catalogue(rng: np.random.Generator, count: int) -> _Catalogue:
                 }
             )
             category_of.append(category_index)
+            nouns.append(noun)
     return _Catalogue(
         rows=rows,
         categories=tuple(spec.name for spec in specs),
@@ -742,6 +933,7 @@ def _build_catalogue(rng: np.random.Generator, count: int) -> _Catalogue:
         category_of=np.array(category_of, dtype=np.int64),
         prices=np.array([row["price"] for row in rows], dtype=np.float64),
         popularity=rng.lognormal(0.0, 0.8, size=len(rows)),
+        nouns=np.array(nouns, dtype=np.str_),
     )
 
 
@@ -867,6 +1059,7 @@ def _customer_events(
     rng: np.random.Generator,
     customer: int,
     *,
+    companions: np.random.Generator,
     plan: _CustomerPlan,
     catalogue: _Catalogue,
     within: Mapping[float, NDArray[np.float64]],
@@ -894,6 +1087,13 @@ def _customer_events(
         purchase_age[0] = rng.integers(
             _HOUR, min(_RECENT_PURCHASE_S, oldest - _FUNNEL_LEAD_S), endpoint=True
         )
+    # The last week (its first second included) holds only the purchases drawn for it.
+    purchase_age = np.where(
+        purchase_age <= PURCHASE_WEEK_S, purchase_age + PURCHASE_WEEK_S, purchase_age
+    )
+    _pair_complements(
+        companions, bought, purchase_age, catalogue, picks, earliest=max(newest, _BEFORE_WEEK_S)
+    )
     discounted = np.zeros(p, dtype=bool)
     discounted[rng.permutation(p)[: plan.discounted]] = True
     list_price = catalogue.prices[bought]
@@ -929,6 +1129,40 @@ def _customer_events(
             )
         )
     return _Events.concat(parts)
+
+
+def _pair_complements(
+    rng: np.random.Generator,
+    bought: NDArray[np.int64],
+    purchase_age: NDArray[np.int64],
+    catalogue: _Catalogue,
+    picks: NDArray[np.float64],
+    *,
+    earliest: int,
+) -> None:
+    """Turn some purchases into complements of others, in place (see ``COMPLEMENTS``).
+
+    Each purchase is an anchor or a complement at most once; the purchase count, and so
+    the customer's behaviour group, stays as drawn. The first purchase (the recent one
+    of an active customer) is never replaced, only paired.
+    """
+    free = np.ones(len(bought), dtype=bool)
+    for anchor in rng.permutation(len(bought)).tolist():
+        if not free[anchor]:
+            continue
+        partners = catalogue.complements(int(bought[anchor]))
+        if not len(partners) or rng.random() >= _COMPLEMENT_RATE:
+            continue
+        slots = np.flatnonzero(free)
+        slots = slots[(slots != anchor) & (slots != 0)]
+        if not len(slots):
+            return
+        slot = int(slots[int(rng.integers(len(slots)))])
+        weights = picks[partners]
+        bought[slot] = partners[int(rng.choice(len(partners), p=weights / weights.sum()))]
+        lag = int(rng.integers(0, _COMPLEMENT_LAG_S, endpoint=True))
+        purchase_age[slot] = max(int(purchase_age[anchor]) - lag, earliest)
+        free[anchor] = free[slot] = False
 
 
 def _browsing_events(

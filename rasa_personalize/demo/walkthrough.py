@@ -38,6 +38,12 @@ from rasa_personalize.settings import Settings
 from rasa_personalize.testing import action_call, slots_from_events, tracker_state
 
 WALKTHROUGH_CUSTOMERS = (*DEMO_CUSTOMERS, "someone-unknown")
+# What the demo prints from the action server's /metrics at the end, by sample name.
+METRICS_SUMMARY = {
+    "personalize_action_seconds_count": "Actions answered (personalize_action_seconds)",
+    "personalize_defaults_total": "Default answers by reason (personalize_defaults_total)",
+    "personalize_recommendations_total": "Lists by source (personalize_recommendations_total)",
+}
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -180,6 +186,37 @@ def _print_turns(console: Console, customer: str, lines: Sequence[tuple[str, str
         console.print(f"[green]bot:[/green]      {answered}")
 
 
+def print_where_to_look(console: Console, base_url: str) -> None:
+    """Where the demo action server shows how it is doing, while it runs."""
+    console.print(
+        f"While the demo runs: metrics at [bold]{base_url}/metrics[/bold], readiness at "
+        f"[bold]{base_url}/ready[/bold] (docs/operations.md explains both)."
+    )
+
+
+def print_metrics_summary(console: Console, base_url: str) -> None:
+    """A few figures from the demo server's ``/metrics``, read before it stops."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as answer:  # noqa: S310
+            text = answer.read().decode()
+    except (urllib.error.URLError, OSError):
+        console.print("[yellow]The action server's /metrics did not answer.[/yellow]")
+        return
+    totals: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = next(iter(sample.labels.values()), "")
+            if sample.name in METRICS_SUMMARY and sample.value:
+                by_label = totals.setdefault(sample.name, {})
+                by_label[label] = by_label.get(label, 0.0) + sample.value
+    for name, title in METRICS_SUMMARY.items():
+        counted = totals.get(name, {})
+        listed = ", ".join(f"{label} {value:.0f}" for label, value in sorted(counted.items()))
+        console.print(f"{title}: {listed or 'none'}")
+
+
 def run_walkthrough(
     settings: Settings,
     *,
@@ -207,6 +244,8 @@ def run_walkthrough(
         with RunningAssistant(
             setup, database_url=settings.database_url, log_dir=Path(folder)
         ) as assistant:
+            action_server = f"http://127.0.0.1:{assistant.action_port}"
+            print_where_to_look(console, action_server)
             for customer in WALKTHROUGH_CUSTOMERS:
                 sender = f"demo-{customer}-{uuid.uuid4().hex[:8]}"
                 lines = [
@@ -215,6 +254,7 @@ def run_walkthrough(
                 ]
                 _print_turns(console, customer, lines)
                 _add_summary_row(summary, customer, assistant.slots(sender))
+            print_metrics_summary(console, action_server)
         console.print(summary, width=120)
 
 
@@ -257,6 +297,7 @@ def run_webhook_walkthrough(
     console.print(f"Starting the action server on {base_url} ...")
     try:
         server.start(timeout_s=60)
+        print_where_to_look(console, base_url)
         summary = _summary_table()
         for customer in WALKTHROUGH_CUSTOMERS:
             lines, slots = play_customer(
@@ -267,6 +308,7 @@ def run_webhook_walkthrough(
             )
             _print_turns(console, customer, lines)
             _add_summary_row(summary, customer, slots)
+        print_metrics_summary(console, base_url)
         console.print(summary, width=120)
     except urllib.error.URLError as error:
         raise PersonalizeError(f"the action server failed a request: {error.reason}") from None

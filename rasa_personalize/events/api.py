@@ -6,7 +6,8 @@ on ``/personalize/profiles/<customer>/consent``, and
 ``GET /personalize/profiles/<customer>/export`` (scope admin); an admin key may call them
 all. Profile reads, writes and exports are audited with the key's id and label.
 ``DELETE /personalize/profiles/<customer>`` (scope admin) erases the customer and answers
-the receipt (``rasa_personalize.privacy.erasure``). Every
+the receipt (``rasa_personalize.privacy.erasure``). ``GET /personalize/openapi.json``
+(no key: it describes the routes and holds no data) answers their OpenAPI document. Every
 answer to a bad request is a short JSON ``{"error": ...}`` that quotes nothing the caller
 sent about a person.
 """
@@ -23,6 +24,7 @@ from cachetools import TTLCache
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic.response import json as json_response
+from sanic.response import raw as raw_response
 
 from rasa_personalize.cache.breaker import RedisUnavailableError
 from rasa_personalize.clock import utc_now
@@ -46,6 +48,7 @@ from rasa_personalize.events.profiles import (
 from rasa_personalize.events.stream import EventStream
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, customer_key
 from rasa_personalize.json_input import JsonBodyError, load_json_body
+from rasa_personalize.metrics import count_events
 from rasa_personalize.privacy.audit import (
     OUTCOME_NOT_FOUND,
     OUTCOME_OK,
@@ -77,6 +80,8 @@ logger = logging.getLogger(__name__)
 
 EVENTS_PATH: Final = "/personalize/events"
 PROFILES_PATH: Final = "/personalize/profiles"
+# The OpenAPI document of these routes (rasa_personalize.events.openapi); public.
+OPENAPI_PATH: Final = "/personalize/openapi.json"
 # 1,000 events of a few hundred bytes each fit comfortably.
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_EVENTS_PER_BATCH: Final = 1_000
@@ -88,6 +93,7 @@ WRITER_POOL_SIZE: Final = 4
 # wbits for zlib: 16 + MAX_WBITS reads gzip; 32 + MAX_WBITS reads zlib or gzip headers,
 # which covers the senders that label gzip data "deflate".
 _WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
+CONTENT_ENCODINGS: Final = ("identity", *_WBITS)
 
 
 class RequestRejectedError(PersonalizeError):
@@ -345,6 +351,19 @@ class IngestionPath:
         self, service: PersonalizationService, events: list[Any]
     ) -> tuple[IngestResult, bool]:
         """Check and store (or queue) a batch; returns the result and whether it was queued."""
+        result, queued = await self._store_or_queue(service, events)
+        count_events(
+            "api",
+            accepted=len(result.accepted),
+            duplicate=len(result.duplicates),
+            rejected=len(result.rejected),
+            suppressed=len(result.suppressed),
+        )
+        return result, queued
+
+    async def _store_or_queue(
+        self, service: PersonalizationService, events: list[Any]
+    ) -> tuple[IngestResult, bool]:
         secret = service.settings.secret_key
         if self.stream is None:
             async with self.writer.sessions.begin() as session:
@@ -511,6 +530,21 @@ def _add_consent_routes(app: Sanic[Any, Any], max_body_bytes: int) -> None:
         )
 
 
+async def _close_ingestion(app: Sanic[Any, Any]) -> None:
+    path = getattr(app.ctx, "personalize_ingestion", None)
+    if path is not None:
+        app.ctx.personalize_ingestion = None
+        await path.close()
+
+
+async def _get_openapi(_request: Request) -> HTTPResponse:
+    """``GET /personalize/openapi.json``: the routes' OpenAPI document; public, no data."""
+    # Built on the first request: a server never asked for its spec never loads it.
+    from rasa_personalize.events.openapi import openapi_json  # noqa: PLC0415
+
+    return raw_response(openapi_json(), content_type="application/json")
+
+
 def attach_event_routes(
     app: Sanic[Any, Any], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 ) -> Sanic[Any, Any]:
@@ -584,13 +618,8 @@ def attach_event_routes(
 
         return await _guarded(request, handle)
 
-    async def close_ingestion(app: Sanic[Any, Any]) -> None:
-        path = getattr(app.ctx, "personalize_ingestion", None)
-        if path is not None:
-            app.ctx.personalize_ingestion = None
-            await path.close()
-
-    app.register_listener(close_ingestion, "after_server_stop")
+    app.register_listener(_close_ingestion, "after_server_stop")
+    app.add_route(_get_openapi, OPENAPI_PATH, methods=["GET"], name="personalize_openapi")
     app.ctx.personalize_api_keys = TTLCache(maxsize=1_024, ttl=API_KEY_CACHE_S)
     app.add_route(post_events, EVENTS_PATH, methods=["POST"], name="personalize_events")
     app.add_route(

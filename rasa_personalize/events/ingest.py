@@ -143,7 +143,9 @@ def _split(
     for index, event in batch.valid:
         if event.sku is not None and event.sku in unknown_skus:
             rejected.append(
-                Rejection(index, event.event_id, "product", f"unknown sku {event.sku!r}")
+                # Not quoted: the index and event id say which, and a value in the wrong
+                # field may be personal data.
+                Rejection(index, event.event_id, "product", "unknown sku")
             )
             continue
         if event.event_id in seen_ids:

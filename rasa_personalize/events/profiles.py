@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from typing import Any, Final, Literal
 
@@ -16,6 +17,8 @@ from rasa_personalize.text import has_control_characters
 
 # The attributes document is read on the hot path: keep it small.
 MAX_ATTRIBUTES_BYTES: Final = 16 * 1024
+# Error locations quote field names that are plain words only.
+_FIELD_NAME: Final = re.compile(r"[A-Za-z_]{1,32}")
 
 
 class DemographicsUpdate(BaseModel):
@@ -74,11 +77,19 @@ def _holds_control_characters(document: Any) -> bool:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """Field path and reason of the first error, never the input value."""
+    """Field path and reason of the first error, never the input value.
+
+    An unknown field is named only when its name is a plain word: a name may be personal
+    data too (an e-mail address used as a key).
+    """
     first = error.errors(include_input=False, include_url=False)[0]
-    location = ".".join(str(part) for part in first["loc"]) or "body"
+    location = ".".join(_shown_part(part) for part in first["loc"]) or "body"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{location}: {first['msg']}{more}"
+
+
+def _shown_part(part: str | int) -> str:
+    return str(part) if isinstance(part, int) or _FIELD_NAME.fullmatch(part) else "(a field)"
 
 
 def parse_profile_update(payload: Any) -> ProfileUpdate:

@@ -10,6 +10,7 @@ The customer's external id is hashed here, so a :class:`ValidEvent` never holds 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -28,8 +29,13 @@ MAX_LOCATION_LENGTH: Final = 128
 MAX_CLOCK_SKEW: Final = timedelta(minutes=10)
 EARLIEST_TIME: Final = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_QUANTITY: Final = 1_000_000
+# The price column is NUMERIC(12, 2): a larger price overflows it on PostgreSQL and MySQL,
+# and on SQLite (which keeps any float) a few of them add up to infinity in the features.
+MAX_PRICE: Final = 9_999_999_999.99
 # Kinds that are about no particular product.
-PRODUCTLESS_KINDS: Final = frozenset({"search", "category_asked"})
+PRODUCTLESS_KINDS: Final = frozenset(
+    {"search", "category_asked", "chat_message", "session_start", "session_end"}
+)
 MAX_CATEGORY_LENGTH: Final = 64
 # Fields whose values are never quoted back: they identify or locate a person.
 PERSONAL_FIELDS: Final = frozenset({"customer", "location"})
@@ -96,9 +102,19 @@ class EventRejectedError(ValueError):
         self.reason = reason
 
 
+# Text is quoted back only when it is a plain word (a kind such as 'hover'): anything else
+# may be personal data typed into the wrong field (consent's errors follow the same rule).
+_QUOTABLE: Final = re.compile(r"[A-Za-z_]{1,32}")
+
+
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if isinstance(value, str):
+        return repr(value) if _QUOTABLE.fullmatch(value) else "the text"
+    if value is None or isinstance(value, bool | int | float):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    # A list or object holds text of its own.
+    return f"a {type(value).__name__}"
 
 
 def _text(event: Mapping[str, Any], field: str, max_length: int, *, required: bool) -> str | None:
@@ -198,8 +214,11 @@ def validate_event(raw: Any, *, secret_key: str, now: datetime) -> ValidEvent:
         raise EventRejectedError("event", f"must be a JSON object, not {type(raw).__name__}")
     unknown = sorted(str(name) for name in raw if name not in KNOWN_FIELDS)
     if unknown:
-        # Names only: an unexpected field may well hold an e-mail address.
-        raise EventRejectedError(unknown[0][:40], "is not a known event field")
+        # Its value is never quoted (it may well be an e-mail address), nor a name that is
+        # not a plain word (it may be one too).
+        if _QUOTABLE.fullmatch(unknown[0]):
+            raise EventRejectedError(unknown[0], "is not a known event field")
+        raise EventRejectedError("event", "has a field that is not a known event field")
     event_id = _text(raw, "event_id", MAX_EVENT_ID_LENGTH, required=True)
     customer = _text(raw, "customer", MAX_EXTERNAL_ID_LENGTH, required=True)
     kind = raw.get("kind")
@@ -224,6 +243,8 @@ def validate_event(raw: Any, *, secret_key: str, now: datetime) -> ValidEvent:
     price = _number(raw, "price")
     if price is not None and price < 0:
         raise EventRejectedError("price", f"{_shown(price)} is negative")
+    if price is not None and price > MAX_PRICE:
+        raise EventRejectedError("price", f"is more than {MAX_PRICE:.2f}")
     # required=True above guarantees both.
     assert event_id is not None
     assert customer is not None

@@ -52,6 +52,7 @@ from rasa_personalize.events.stream import (
     ensure_group,
 )
 from rasa_personalize.events.validation import ValidEvent
+from rasa_personalize.metrics import count_events, observe_worker_batch
 from rasa_personalize.privacy.consent import ConsentDefault
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
@@ -281,6 +282,7 @@ class StreamWorker:
         if not messages:
             self._failures = 0
             return 0
+        started = time.perf_counter()
         events, malformed = _decode(messages)
         try:
             async with self.sessions.begin() as session:
@@ -310,6 +312,7 @@ class StreamWorker:
         self._count(stored)
         if not acknowledged:
             return None
+        observe_worker_batch(time.perf_counter() - started)
         self._failures = 0
         if len(messages) < self._messages_per_read:
             self._caught_up.set()  # a short read: the stream held no more than this
@@ -332,6 +335,13 @@ class StreamWorker:
         self.stats.already_stored += len(stored.already_stored)
         self.stats.dropped += len(stored.dropped)
         self.stats.suppressed += len(stored.suppressed)
+        count_events(
+            "worker",
+            accepted=len(stored.inserted),
+            duplicate=len(stored.already_stored),
+            rejected=len(stored.dropped),
+            suppressed=len(stored.suppressed),
+        )
         if stored.dropped:
             logger.warning("%d events name skus removed from the catalogue.", len(stored.dropped))
 

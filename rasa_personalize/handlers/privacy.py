@@ -54,8 +54,7 @@ class ActionSetConsent(Action):
     ) -> list[EventType]:
         """Confirm with ``utter_consent_denied`` or ``utter_consent_granted``, or say it
         could not be saved (``utter_consent_not_saved``)."""
-        intent = (tracker.latest_message or {}).get("intent", {}).get("name")
-        asked = CONSENT_INTENTS.get(intent or "")
+        asked = self.consent_answer(tracker)
         if asked is None:
             logger.warning("action_set_consent ran after an intent it does not know")
             dispatcher.utter_message(response=CONSENT_NOT_SAVED)
@@ -75,6 +74,14 @@ class ActionSetConsent(Action):
             return slot_events(plan)
         dispatcher.utter_message(response=CONSENT_DENIED if deny else CONSENT_GRANTED)
         return slot_events(plan)
+
+    def consent_answer(self, tracker: Tracker) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The purposes the latest message grants and denies, by its intent; None: none.
+
+        A shop's subclass may read more, such as a yes or no to its own consent question.
+        """
+        intent = (tracker.latest_message or {}).get("intent", {}).get("name")
+        return CONSENT_INTENTS.get(intent or "")
 
 
 class ActionDataSummary(Action):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType
@@ -25,6 +27,11 @@ from rasa_personalize.text import (
 logger = logging.getLogger(__name__)
 
 MAX_ENTITY_LENGTH = 128
+# Input channels whose chat widgets draw a `template`/`generic` attachment as a card
+# carousel: Rasa's socket.io channel hands the attachment to the widget as it is (Rasa
+# Webchat draws it). Every other channel gets the spoken list in `recommendation_text`.
+CARD_CHANNELS: Final = frozenset({"socketio"})
+MORE_LIKE_THIS: Final = "More like this"
 NO_RECOMMENDATIONS = SlotPlan(
     {
         "recommended_products": [],
@@ -61,6 +68,40 @@ def shown_products(tracker: Tracker) -> list[dict[str, Any]]:
     return [product for product in shown[:MAX_LIST_ITEMS] if isinstance(product, dict)]
 
 
+def product_cards(products: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A carousel attachment, one card per product: title, price and a "More like this" button.
+
+    ``products`` as the ``recommended_products`` slot carries them (``{sku, title, price}``;
+    the catalogue holds no image, so cards have none). The button sends ``ask_similar`` with
+    the product, as typing "something like the X" does.
+    """
+    elements: list[dict[str, Any]] = []
+    for product in products:
+        title = str(product.get("title") or product.get("sku") or "")
+        element: dict[str, Any] = {"title": title}
+        price = product.get("price")
+        if isinstance(price, int | float) and not isinstance(price, bool):
+            element["subtitle"] = f"{price:.2f}"
+        similar = "/ask_similar" + json.dumps({"product": title})
+        element["buttons"] = [{"title": MORE_LIKE_THIS, "type": "postback", "payload": similar}]
+        elements.append(element)
+    return {"type": "template", "payload": {"template_type": "generic", "elements": elements}}
+
+
+def send_product_cards(
+    dispatcher: CollectingDispatcher,
+    tracker: Tracker,
+    plan: SlotPlan,
+    channels: frozenset[str] = CARD_CHANNELS,
+) -> None:
+    """The plan's products as a carousel, when the customer writes from a channel in
+    ``channels``; nothing otherwise (``utter_recommendations`` says the list)."""
+    products = plan.values.get("recommended_products")
+    if products and tracker.get_latest_input_channel() in channels:
+        # rasa-sdk types `attachment` as text; Rasa passes any JSON on to the channel.
+        dispatcher.utter_message(**{"attachment": product_cards(products)})
+
+
 def shown_skus(tracker: Tracker) -> list[str]:
     """The skus in the ``recommended_products`` slot (what the customer was last shown).
 
@@ -80,7 +121,12 @@ def shown_skus(tracker: Tracker) -> list[str]:
 
 
 class ActionRecommendProducts(Action):
-    """Fill the recommendation slots for the customer, in the asked category if any."""
+    """Fill the recommendation slots for the customer, in the asked category if any.
+
+    On a channel in ``card_channels`` the products are also sent as a card carousel.
+    """
+
+    card_channels: ClassVar[frozenset[str]] = CARD_CHANNELS
 
     def name(self) -> str:
         """Name used in the domain and stories."""
@@ -110,11 +156,15 @@ class ActionRecommendProducts(Action):
             # A bug must not cost the conversation; the traceback carries no tracker data.
             logger.exception("%s failed; answering without recommendations", self.name())
             plan = NO_RECOMMENDATIONS
+        send_product_cards(dispatcher, tracker, plan, self.card_channels)
         return slot_events(plan)
 
 
 class ActionSimilarProducts(Action):
-    """Answer "something like X": products similar to the one the customer names."""
+    """Answer "something like X": products similar to the one the customer names (as
+    cards too on a channel in ``card_channels``)."""
+
+    card_channels: ClassVar[frozenset[str]] = CARD_CHANNELS
 
     def name(self) -> str:
         """Name used in the domain and stories."""
@@ -146,6 +196,7 @@ class ActionSimilarProducts(Action):
         except Exception:
             logger.exception("%s failed; answering without recommendations", self.name())
             plan = NO_RECOMMENDATIONS
+        send_product_cards(dispatcher, tracker, plan, self.card_channels)
         return slot_events(plan)
 
 

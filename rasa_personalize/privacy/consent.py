@@ -133,11 +133,6 @@ def resolve_consent(states: Iterable[ConsentStateRecord], default: ConsentDefaul
     return ConsentStatus(tuple(purposes))
 
 
-def default_consent(default: ConsentDefault) -> ConsentStatus:
-    """The status of a customer who never answered (or whose answers cannot be read)."""
-    return resolve_consent((), default)
-
-
 async def load_consent(
     session: Session, customer_key: str, default: ConsentDefault
 ) -> ConsentStatus:

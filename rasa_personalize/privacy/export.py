@@ -2,10 +2,11 @@
 
 The document holds everything stored about one customer: profile, decrypted contacts,
 consent, tags, segments, precomputed recommendations, the keys of customers merged into
-them and every interaction. It is produced as a stream of JSON text
-(:func:`export_chunks`), interactions read a batch at a time, so a customer with tens of
-thousands of interactions costs one batch of memory. ``docs/privacy.md`` describes
-every field; a change to the shape bumps :data:`EXPORT_VERSION`.
+them, experiment arms, propensity scores, offers shown and every interaction. It is
+produced as a stream of JSON text (:func:`export_chunks`), interactions read a batch at
+a time, so a customer with tens of thousands of interactions costs one batch of memory.
+``docs/privacy.md`` describes every field; a change to the shape bumps
+:data:`EXPORT_VERSION`.
 
 Each export is audited (``privacy.export``) before any of its data leaves, with
 outcome ``ok`` or ``not_found``.
@@ -45,7 +46,9 @@ from rasa_personalize.store.export import (
 from rasa_personalize.store.types import SessionFactory
 
 EXPORT_FORMAT: Final = "rasa-personalize.export"
-EXPORT_VERSION: Final = 1
+# 2: "experiments" (the arms the customer was shown); 3: "propensity" (model scores) and
+# "offers" (the offers shown, for next-best-offer rules).
+EXPORT_VERSION: Final = 3
 
 ContactsStatus = Literal["none", "decrypted", "partial", "not_decrypted"]
 _CONTACT_FIELDS: Final[tuple[ContactField, ...]] = ("name", "email", "phone")
@@ -181,6 +184,33 @@ def export_head(
                 "merged_at": alias.merged_at.isoformat(),
             }
             for alias in records.aliases
+        ],
+        "experiments": [
+            {
+                "experiment": exposure.experiment,
+                "arm": exposure.arm,
+                "customer_key": exposure.customer_key,
+                "exposed_at": exposure.exposed_at.isoformat(),
+            }
+            for exposure in records.experiments
+        ],
+        "propensity": [
+            {
+                "target": stored.target,
+                "score": stored.score,
+                "model_version": stored.model_version,
+                "scored_at": stored.scored_at.isoformat(),
+            }
+            for stored in records.propensity
+        ],
+        "offers": [
+            {
+                "offer": shown.offer,
+                "segment": shown.segment,
+                "customer_key": shown.customer_key,
+                "shown_at": shown.shown_at.isoformat(),
+            }
+            for shown in records.offers
         ],
         "interaction_count": records.interaction_count,
     }

@@ -4,7 +4,8 @@
 ``PERSONALIZE_AUDIT_RETENTION_DAYS`` (default two years) set the limits.
 :func:`apply_retention` deletes old interactions in batches (one transaction each), then
 recomputes the metrics and rule tags of the customers it touched (those left without
-any interaction get empty metrics), then deletes old audit rows, and records what it did
+any interaction get empty metrics), then deletes experiment and offer exposures older than
+the same limit and old audit rows, and records what it did
 as an audit row ``privacy.retention``. A dry run counts without deleting. Erasure
 tombstones stay: they are what keeps an erased customer's late events out.
 
@@ -33,7 +34,9 @@ from rasa_personalize.store.profiles import refresh_profile_metrics
 from rasa_personalize.store.retention import (
     DEFAULT_BATCH,
     count_audit_entries_before,
+    count_exposures_before,
     count_interactions_before,
+    delete_exposures_before,
     delete_interactions_before,
     reset_emptied_metrics,
 )
@@ -66,6 +69,7 @@ class RetentionReport:
         profiles: Profiles whose metrics were rewritten.
         tags_removed: Rule tags that no longer hold once the old interactions are gone.
         audit_entries: Audit rows deleted.
+        exposures: Experiment and offer exposures deleted (the interactions' cutoff).
         customer_keys: Keys of the customers whose profiles changed (cache invalidation).
     """
 
@@ -77,6 +81,7 @@ class RetentionReport:
     profiles: int = 0
     tags_removed: int = 0
     audit_entries: int = 0
+    exposures: int = 0
     customer_keys: frozenset[str] = field(default=frozenset(), repr=False)
 
     def counts(self) -> dict[str, Any]:
@@ -92,6 +97,7 @@ class RetentionReport:
             "profiles": self.profiles,
             "tags_removed": self.tags_removed,
             "audit_entries": self.audit_entries,
+            "exposures": self.exposures,
         }
 
 
@@ -135,8 +141,16 @@ async def apply_retention(
     async with sessions() as session:
         pending = await count_interactions_before(session, cutoff) if cutoff else 0
         audit_pending = await count_audit_entries_before(session, audit_cutoff)
+        exposures_pending = await count_exposures_before(session, cutoff) if cutoff else 0
     if dry_run:
-        report = RetentionReport(True, cutoff, audit_cutoff, pending, audit_entries=audit_pending)
+        report = RetentionReport(
+            True,
+            cutoff,
+            audit_cutoff,
+            pending,
+            audit_entries=audit_pending,
+            exposures=exposures_pending,
+        )
     else:
         report = await _delete(
             sessions,
@@ -205,6 +219,10 @@ async def _delete(
                 )
                 tags_removed += run.removed
         progress("profiles", start + len(chunk), len(ordered))
+    exposures = 0
+    if cutoff is not None:
+        async with sessions.begin() as session:
+            exposures = await delete_exposures_before(session, cutoff)
     async with sessions.begin() as session:
         audit_entries = await delete_audit_entries_before(session, audit_cutoff)
     progress("audit log", audit_entries, audit_entries)
@@ -217,6 +235,7 @@ async def _delete(
         profiles=profiles,
         tags_removed=tags_removed,
         audit_entries=audit_entries,
+        exposures=exposures,
         customer_keys=frozenset(keys),
     )
 

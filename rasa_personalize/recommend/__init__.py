@@ -14,9 +14,17 @@ dataclasses), so the engine, the CLI and the tests use it without Rasa or SQL:
 - ``versions``: versioned model directories, written atomically and hot-swapped.
 - ``artifacts``: trained ALS models on disk and ``ModelHolder``; ``content_artifacts``:
   the fitted content model, precomputed for servers.
-- ``resources``: what a server keeps in memory (catalogue, content vectors, popularity);
-  ``service``: the fallback chain that serves from it.
-- ``evaluation``: the offline protocol and metrics; ``datasets``: MovieLens-100k.
+- ``ease``: EASE item-item weights; ``served``: ``ServedModel``, ALS or the ALS + EASE
+  blend that ``personalize train`` chose on validation (``training``).
+- ``associations``: products bought together (lift) and first-seen times;
+  ``association_artifacts``: their artifact.
+- ``resources``: what a server keeps in memory (catalogue, content vectors, popularity,
+  product types); ``service``: the fallback chain that serves from it;
+  ``reranking``: the list a shopper sees (strategies within relevance, caps, variety,
+  substitutes); ``reasons``: reasons that are true.
+- ``evaluation``: the offline protocol and metrics; ``protocols``: time-based splits,
+  leave-last-one-out and more metrics; ``baselines``: EASE, item-kNN, BPR;
+  ``datasets``: MovieLens-100k.
 
 Importing this package loads nothing heavy and reads no files.
 """

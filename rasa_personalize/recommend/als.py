@@ -549,6 +549,22 @@ class AlsRecommender:
         scores = norms @ norms[row]
         return select(scores, n, self.item_ids_, exclude={*exclude, item_id}, candidates=candidates)
 
+    def item_cosines(self, item_id: str, others: Sequence[str]) -> list[float | None]:
+        """Cosine of ``item_id``'s factors with each of ``others`` (None: not in the model).
+
+        For telling which of a customer's past products a recommendation relates to:
+        a handful of dot products, no scan of the catalogue.
+        """
+        self._check_fitted()
+        row = self.item_ids_.get(item_id)
+        if row is None:
+            return [None] * len(others)
+        norms = self._normalized_items()
+        rows = [self.item_ids_.get(other) for other in others]
+        known = [other_row for other_row in rows if other_row is not None]
+        cosines = iter((norms[known] @ norms[row]).tolist()) if known else iter(())
+        return [None if other_row is None else float(next(cosines)) for other_row in rows]
+
     def _normalized_items(self) -> NDArray[np.float32]:
         if self._item_norms is None:
             lengths = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)

@@ -6,8 +6,11 @@ written, listed and swapped)::
     models/personalize/als/
         CURRENT
         20260101T120000123456Z-1a2b3c4d/
-            factors.npz                          factors, id maps, BM25 state (no pickle)
-            metadata.json                        version, trained_at, data_cutoff, params, ...
+            factors.npz                          factors, id maps, BM25 state (no pickle);
+                                                 with the EASE blend also its sparse
+                                                 weights and the customers' products
+            metadata.json                        version, trained_at, data_cutoff, params,
+                                                 blend, ...
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import numpy as np
+import scipy.sparse
 
 from rasa_personalize.errors import PersonalizeError
+from rasa_personalize.metrics import model_loaded
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.ease import EaseBlend
 from rasa_personalize.recommend.errors import ArtifactError, NotFittedError
 from rasa_personalize.recommend.ids import IdMap
+from rasa_personalize.recommend.served import ServedModel
 from rasa_personalize.recommend.versions import (
     CURRENT_FILE,
     METADATA_FILE,
@@ -63,6 +70,8 @@ class ArtifactMetadata:
         data_cutoff: ISO 8601 UTC time of the newest interaction trained on; interactions
             after it are what a customer did since (empty in artifacts written before
             it was recorded: see ``trained_until``).
+        blend: ``{"model": "als+ease", "ease_l2": ..., "ease_weight": ...}`` when the
+            artifact serves ALS blended with EASE; empty for ALS alone.
     """
 
     version: str
@@ -73,6 +82,7 @@ class ArtifactMetadata:
     factors_sha256: str = ""
     format: int = ARTIFACT_FORMAT
     data_cutoff: str = ""
+    blend: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def trained_until(self) -> datetime:
@@ -108,6 +118,7 @@ class ArtifactMetadata:
                 factors_sha256=str(document.get("factors_sha256", "")),
                 format=int(document["format"]),
                 data_cutoff=str(document.get("data_cutoff") or ""),
+                blend=dict(document.get("blend") or {}),
             )
             # Parsed once here, so a bad time fails the load rather than a later request.
             metadata.trained_until  # noqa: B018  # evaluated for its ValueError
@@ -123,16 +134,22 @@ class ArtifactMetadata:
 
 @dataclass(frozen=True, eq=False)
 class AlsArtifact:
-    """A loaded artifact: the fitted model and its metadata."""
+    """A loaded artifact: the fitted ALS model, the EASE half of a blend, the metadata."""
 
     model: AlsRecommender
     metadata: ArtifactMetadata
     path: Path
+    ease: EaseBlend | None = None
 
     @property
     def version(self) -> str:
         """The version id."""
         return self.metadata.version
+
+    @cached_property
+    def served(self) -> ServedModel:
+        """What this artifact serves: ALS, or ALS blended with EASE."""
+        return ServedModel(self.model, self.ease)
 
 
 def save_artifact(
@@ -144,6 +161,7 @@ def save_artifact(
     trained_at: datetime | None = None,
     data_cutoff: datetime | None = None,
     make_current: bool = True,
+    ease: EaseBlend | None = None,
 ) -> AlsArtifact:
     """Write a fitted model as a new version and (by default) point ``CURRENT`` at it.
 
@@ -156,6 +174,8 @@ def save_artifact(
         data_cutoff: aware datetime of the newest interaction trained on (default:
             ``trained_at``).
         make_current: replace ``CURRENT`` (off: stage a version without serving it).
+        ease: the EASE half when the model to serve is the blend (aligned with the ALS
+            model's id maps).
 
     Raises:
         NotFittedError: the model is not fitted.
@@ -174,6 +194,7 @@ def save_artifact(
             item_ids=model.item_ids_.ids,
             item_idf=model.item_idf_,
             mean_user_weight=np.float64(model.mean_user_weight_),
+            **_ease_arrays(ease),
         )
 
     def describe(version: str, digest: str) -> ArtifactMetadata:
@@ -185,6 +206,9 @@ def save_artifact(
             metrics=dict(metrics or {}),
             factors_sha256=digest,
             data_cutoff=(data_cutoff or when).astimezone(timezone.utc).isoformat(),
+            blend={}
+            if ease is None
+            else {"model": "als+ease", "ease_l2": ease.l2, "ease_weight": ease.weight},
         )
 
     metadata, final = write_version(
@@ -201,7 +225,48 @@ def save_artifact(
         len(model.user_ids_),
         len(model.item_ids_),
     )
-    return AlsArtifact(model, metadata, final)
+    return AlsArtifact(model, metadata, final, ease)
+
+
+def _ease_arrays(ease: EaseBlend | None) -> dict[str, Any]:
+    """The EASE half as named arrays for ``factors.npz`` (none for ALS alone)."""
+    if ease is None:
+        return {}
+    weights, users = ease.weights, ease.user_items
+    return {
+        "ease_data": weights.data.astype(np.float32),
+        "ease_indices": weights.indices.astype(np.int64),
+        "ease_indptr": weights.indptr.astype(np.int64),
+        "user_items_indices": users.indices.astype(np.int64),
+        "user_items_indptr": users.indptr.astype(np.int64),
+    }
+
+
+def _ease_from(
+    arrays: Mapping[str, Any], metadata: ArtifactMetadata, users: int, items: int
+) -> EaseBlend | None:
+    """The EASE half of a blend artifact, or None for ALS alone."""
+    if not metadata.blend:
+        return None
+    weights = scipy.sparse.csr_matrix(
+        (arrays["ease_data"], arrays["ease_indices"], arrays["ease_indptr"]),
+        shape=(items, items),
+        dtype=np.float32,
+    )
+    user_items = scipy.sparse.csr_matrix(
+        (
+            np.ones(len(arrays["user_items_indices"]), dtype=np.float32),
+            arrays["user_items_indices"],
+            arrays["user_items_indptr"],
+        ),
+        shape=(users, items),
+    )
+    return EaseBlend(
+        weights,
+        user_items,
+        weight=float(metadata.blend["ease_weight"]),
+        l2=float(metadata.blend["ease_l2"]),
+    )
 
 
 def load_artifact(path: Path | str) -> AlsArtifact:
@@ -234,9 +299,10 @@ def load_artifact(path: Path | str) -> AlsArtifact:
             item_idf=arrays["item_idf"],
             mean_user_weight=float(arrays["mean_user_weight"]),
         )
+        ease = _ease_from(arrays, metadata, len(model.user_ids_), len(model.item_ids_))
     except (KeyError, TypeError, ValueError, PersonalizeError) as error:
         raise ArtifactError(f"artifact {directory} is inconsistent: {error}") from error
-    return AlsArtifact(model, metadata, directory)
+    return AlsArtifact(model, metadata, directory, ease)
 
 
 def load_latest(model_dir: Path | str) -> AlsArtifact:
@@ -265,7 +331,17 @@ class ModelHolder(ArtifactHolder[AlsArtifact]):
         check_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(model_dir, load_artifact, check_interval_s=check_interval_s, clock=clock)
+        super().__init__(
+            model_dir,
+            load_artifact,
+            check_interval_s=check_interval_s,
+            clock=clock,
+            on_load=_report_serving,
+        )
+
+
+def _report_serving(artifact: AlsArtifact) -> None:
+    model_loaded(artifact.version, artifact.metadata.trained_at)
 
 
 __all__ = [

@@ -60,6 +60,12 @@ from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender, Weighting
 from rasa_personalize.recommend.confidence import TUNED_RATING_WEIGHTS
 from rasa_personalize.recommend.datasets import Ratings
+from rasa_personalize.recommend.ease import (
+    EaseBlend,
+    blended_scores,
+    ease_item_weights,
+    sparse_weights,
+)
 from rasa_personalize.recommend.filters import allowed_rows, top_n
 from rasa_personalize.recommend.ids import IdMap, as_str_array
 from rasa_personalize.recommend.interactions import ConfidenceWeights, InteractionData
@@ -86,8 +92,6 @@ TUNED_ALS_PARAMS: Final = AlsParams(
 # Chosen by tune_blend_on_validation on MovieLens-100k, on top of TUNED_ALS_PARAMS.
 TUNED_EASE_L2: Final = 500.0
 TUNED_EASE_WEIGHT: Final = 0.2
-# EASE inverts an items x items matrix: fine for evaluation catalogues, not for 100k skus.
-MAX_EASE_ITEMS: Final = 20_000
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,9 @@ class EvaluationData:
         values: value per row (the rating; NaN where a kind has none).
         positive: whether a row counts as "liked" when it lands in the test set.
         catalogue_size: items in the catalogue, the denominator of coverage.
+        times: when each row happened (seconds; MovieLens' timestamps, or the store's row
+            order), for the time-based splits of :mod:`~rasa_personalize.recommend.protocols`;
+            None when unknown.
     """
 
     user_ids: NDArray[np.str_]
@@ -279,6 +286,7 @@ class EvaluationData:
     values: NDArray[np.float64]
     positive: NDArray[np.bool_]
     catalogue_size: int
+    times: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         lengths = {
@@ -288,6 +296,8 @@ class EvaluationData:
             len(self.values),
             len(self.positive),
         }
+        if self.times is not None:
+            lengths.add(len(self.times))
         if len(lengths) != 1:
             raise InvalidInputError("evaluation arrays must all have the same length")
         if not len(self.user_ids):
@@ -310,6 +320,7 @@ class EvaluationData:
             values=np.asarray(ratings.ratings, dtype=np.float64),
             positive=np.asarray(ratings.ratings) >= positive_threshold,
             catalogue_size=size,
+            times=np.asarray(ratings.timestamps, dtype=np.float64),
         )
 
     @classmethod
@@ -322,6 +333,7 @@ class EvaluationData:
         positive: ArrayLike,
         *,
         catalogue_size: int,
+        times: ArrayLike | None = None,
     ) -> EvaluationData:
         """Shop events (e.g. the demo store), with a caller-chosen positive flag."""
         return cls(
@@ -331,6 +343,7 @@ class EvaluationData:
             values=np.asarray(values, dtype=np.float64),
             positive=np.asarray(positive, dtype=np.bool_),
             catalogue_size=catalogue_size,
+            times=None if times is None else np.asarray(times, dtype=np.float64),
         )
 
     def subset(self, rows: NDArray[np.intp]) -> EvaluationData:
@@ -342,6 +355,7 @@ class EvaluationData:
             self.values[rows],
             self.positive[rows],
             self.catalogue_size,
+            None if self.times is None else self.times[rows],
         )
 
     def __len__(self) -> int:
@@ -459,9 +473,7 @@ def hybrid_ranker(
     unknown to the models go to ``fallback`` (or get nothing).
     """
     parts = _HybridParts.fit(train, config.als)
-    return parts.ranker(
-        ease_item_weights(parts.pairs, config.ease_l2), config.ease_weight, fallback=fallback
-    )
+    return parts.ranker(parts.ease(config.ease_l2, config.ease_weight), fallback=fallback)
 
 
 @dataclass(frozen=True, eq=False)
@@ -491,68 +503,42 @@ class _HybridParts:
         )
         return cls(als, pairs)
 
+    def ease(self, l2: float, weight: float) -> EaseBlend:
+        """The EASE half on these pairs, with the weights as served (``sparse_weights``)."""
+        return EaseBlend(sparse_weights(ease_item_weights(self.pairs, l2)), self.pairs, weight, l2)
+
+    def ease_scores(self, ease: EaseBlend) -> NDArray[np.float64]:
+        """Every training user's EASE scores at once (users x items): what
+        ``EaseBlend.scores_for_user`` gives row by row, computed once per penalty."""
+        return np.asarray((self.pairs @ ease.weights).toarray(), dtype=np.float64)
+
     def ranker(
-        self, ease: NDArray[np.float64], weight: float, *, fallback: Ranker | None
+        self,
+        ease: EaseBlend,
+        *,
+        fallback: Ranker | None,
+        ease_scores: NDArray[np.float64] | None = None,
     ) -> Ranker:
-        als, pairs = self.als, self.pairs
+        """What the served blend recommends (``ServedModel.recommend``), as a ranker."""
+        als = self.als
         users, items = als.user_ids_, als.item_ids_
+        scores = self.ease_scores(ease) if ease_scores is None else ease_scores
 
         def rank(user: str, k: int, seen: frozenset[str]) -> list[str]:
             row = users.get(user)
             if row is None:
                 return fallback(user, k, seen) if fallback is not None else []
             allowed = _allowed_mask(items, seen)
-            als_scores = (als.item_factors_ @ als.user_factors_[row]).astype(np.float64)
-            start, end = pairs.indptr[row], pairs.indptr[row + 1]
-            ease_scores = ease[pairs.indices[start:end]].sum(axis=0)
-            blended = _standardized(als_scores, allowed) + weight * _standardized(
-                ease_scores, allowed
-            )
+            als_scores = als.item_factors_ @ als.user_factors_[row]
+            blended = blended_scores(als_scores, scores[row], ease.weight, allowed)
             return [items.id_at(int(item)) for item in top_n(blended, k, allowed)]
 
         return rank
 
 
-def ease_item_weights(pairs: scipy.sparse.csr_matrix, l2: float) -> NDArray[np.float64]:
-    """EASE (Steck, 2019): item-item weights ``B`` with a zero diagonal; scores are ``x @ B``.
-
-    The closed form: ``P = (X^T X + l2 I)^-1``, ``B = -P / diag(P)`` column-wise.
-
-    Args:
-        pairs: users x items, 1 where the user has the item (values are used as given).
-        l2: the L2 penalty; larger means smoother, more popularity-like weights.
-
-    Raises:
-        InvalidInputError: too many items for a dense inverse, or ``l2`` not > 0.
-    """
-    items = pairs.shape[1]
-    if items > MAX_EASE_ITEMS:
-        raise InvalidInputError(
-            f"EASE needs a dense {items} x {items} inverse; at most {MAX_EASE_ITEMS} items"
-        )
-    if not (math.isfinite(l2) and l2 > 0):
-        raise InvalidInputError(f"l2 must be finite and > 0, got {l2!r}")
-    gram = np.asarray((pairs.T @ pairs).toarray(), dtype=np.float64)
-    gram[np.diag_indices(items)] += l2
-    inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)
-    weights[np.diag_indices(items)] = 0.0
-    return weights
-
-
 def _allowed_mask(items: IdMap, seen: frozenset[str]) -> NDArray[np.bool_]:
     mask = allowed_rows(items, exclude=seen)
     return np.ones(len(items), dtype=np.bool_) if mask is None else mask
-
-
-def _standardized(scores: NDArray[np.float64], allowed: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """z-scores against the allowed items' mean and spread (0 where they are all equal)."""
-    if not allowed.any():
-        return np.zeros_like(scores)
-    reference = scores[allowed]
-    spread = float(reference.std())
-    centred = scores - float(reference.mean())
-    return centred / spread if spread > 0 else np.zeros_like(scores)
 
 
 def build_ranker(
@@ -761,9 +747,11 @@ def tune_blend_on_validation(
     parts = _HybridParts.fit(task.train, als)
     results = []
     for l2 in l2_grid:
-        ease = ease_item_weights(parts.pairs, l2)
+        base = parts.ease(l2, 0.0)
+        scores = parts.ease_scores(base)
         for weight in weight_grid:
-            ranker = parts.ranker(ease, weight, fallback=popularity)
+            ease = EaseBlend(base.weights, base.user_items, weight, l2)
+            ranker = parts.ranker(ease, fallback=popularity, ease_scores=scores)
             results.append(
                 BlendTuningResult(HybridConfig(als, l2, weight), evaluate_ranker(ranker, task, k))
             )

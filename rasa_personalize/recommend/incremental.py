@@ -46,11 +46,13 @@ class FreshVector:
         vector: float32 factors, comparable with the model's user factors.
         newest: the newest interaction that counted for the customer (for the reason).
         products: how many of the model's products the vector was solved from.
+        item_rows: their rows in the model (the EASE half of a blend scores from them).
     """
 
     vector: NDArray[np.float32]
     newest: HistoryEntry
     products: int
+    item_rows: tuple[int, ...] = ()
 
 
 def counted_kinds(confidence: ConfidenceWeights) -> frozenset[str]:
@@ -141,5 +143,6 @@ def fresh_vector(
     if newest is None or not known:
         return None
     positions = [position for position, _ in known]
-    vector = model.user_vector_from_rows([row for _, row in known], totals[positions])
-    return FreshVector(vector=vector, newest=newest, products=len(known))
+    rows = [row for _, row in known]
+    vector = model.user_vector_from_rows(rows, totals[positions])
+    return FreshVector(vector=vector, newest=newest, products=len(known), item_rows=tuple(rows))

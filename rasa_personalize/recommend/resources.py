@@ -1,4 +1,4 @@
-"""What recommending needs in memory: the catalogue, content vectors and popularity.
+"""What recommending needs in memory: the catalogue, content vectors, popularity, types.
 
 Built from the store's rows once per refresh (:func:`build_resources`, CPU work run in a
 thread by the service), and read by every request without I/O.
@@ -17,6 +17,7 @@ from rasa_personalize.recommend.content import ContentRecommender, ProductText
 from rasa_personalize.recommend.content_artifacts import ContentArtifact
 from rasa_personalize.recommend.filters import ItemCatalogue
 from rasa_personalize.recommend.popularity import PopularityRecommender
+from rasa_personalize.recommend.reranking import SubstituteKey, substitute_key
 from rasa_personalize.store.records import ProductRecord
 
 # How much one interaction of each kind adds to an item's popularity.
@@ -42,6 +43,8 @@ class Resources:
     built_at: float = field(default_factory=time.monotonic)
     # The content model version the content vectors come from (None: no content model).
     content_version: str | None = None
+    # sku -> (category, type): which products substitute each other (reranking).
+    types: dict[str, SubstituteKey] = field(default_factory=dict)
 
     @cached_property
     def categories(self) -> frozenset[str]:
@@ -101,4 +104,5 @@ def build_resources(
         content,
         popularity,
         content_version=content_model.version if content is not None and content_model else None,
+        types={p.sku: substitute_key(p) for p in products},
     )

@@ -14,8 +14,16 @@ Per request, the first strategy that can answer does, and later ones top the lis
 4. ``segment_popular``: most popular with customers of the same stored segment.
 5. ``popular``: most popular overall.
 
-Filters apply to every strategy: purchased items excluded (configurable), in stock only,
-the asked category, the price cap from the decision rules, at most ``n``, no sku twice.
+When the decision rules choose ``bought_together``, products bought with the customer's
+newest purchases (``rasa_personalize.recommend.associations``) come first, and the chain
+above tops them up.
+
+Filters apply to every strategy: purchased items excluded (configurable; consumable
+categories may repeat), in stock only, the asked category, no sku twice. The chain ranks
+a pool of candidates by relevance (``reranking.pool_depth``), and ``reranking.arrange``
+picks the ``n`` shown from it: the strategy within relevance, at most two per category,
+the rules' price cap, substitutes of recent purchases last. The reason names the past
+product most related to the first one shown (``rasa_personalize.recommend.reasons``).
 """
 
 from __future__ import annotations
@@ -24,24 +32,30 @@ import asyncio
 import difflib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
+from rasa_personalize.cache.precomputed import PRECOMPUTE_DEPTH
 from rasa_personalize.errors import (
     InvalidInputError,
     NotFoundError,
     PersonalizeError,
     StoreUnavailableError,
 )
-from rasa_personalize.recommend.als import AlsRecommender
+from rasa_personalize.metrics import count_recommendation
 from rasa_personalize.recommend.artifacts import AlsArtifact, ModelHolder, als_dir, content_dir
+from rasa_personalize.recommend.association_artifacts import (
+    AssociationArtifact,
+    AssociationHolder,
+    associations_dir,
+)
+from rasa_personalize.recommend.associations import ANCHOR_PURCHASES
 from rasa_personalize.recommend.confidence import store_confidence
-from rasa_personalize.recommend.content import interest_words
 from rasa_personalize.recommend.content_artifacts import ContentHolder
 from rasa_personalize.recommend.filters import (
     CandidateSet,
@@ -58,12 +72,32 @@ from rasa_personalize.recommend.incremental import (
     has_news,
     history_query,
 )
+from rasa_personalize.recommend.reasons import (
+    MAX_PAST,
+    RELATED_COSINE,
+    PastProduct,
+    ReasonContext,
+    because_of,
+    fallback_reason,
+    most_related,
+    past_products,
+)
+from rasa_personalize.recommend.reranking import (
+    ArrangeRequest,
+    ListPolicy,
+    arrange,
+    pool_depth,
+    repeatable,
+    substitute_keys,
+)
 from rasa_personalize.recommend.resources import Resources, build_resources
+from rasa_personalize.recommend.served import ServedModel
 from rasa_personalize.store.catalogue import CustomerItems
 from rasa_personalize.store.errors import DatabaseError
-from rasa_personalize.store.history import CustomerHistory, HistoryEntry, HistoryQuery
+from rasa_personalize.store.history import CustomerHistory, HistoryQuery
 from rasa_personalize.store.records import ProductRecord
 from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.tracing import RECOMMEND_SPAN, Attributes, traced
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +117,8 @@ class RecommendationRequest:
     exclude_purchased: bool = True
     # Items already shown in this conversation: not shown again.
     shown: frozenset[str] = frozenset()
+    # The time of the request (windows after a purchase); None: the clock now.
+    now: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,20 @@ class Recommendation:
     category: str | None = None
 
 
+def _asked(_service: object, request: RecommendationRequest, *_: object) -> Attributes:
+    return {
+        "personalize.recommend.kind": "chain",
+        "personalize.recommend.strategy": request.strategy,
+    }
+
+
+def _answered(answer: Recommendation) -> Attributes:
+    return {
+        "personalize.recommend.source": answer.source,
+        "personalize.recommend.count": len(answer.products),
+    }
+
+
 class RecommendationService:
     """Recommends for one process: resources refreshed from the store, models hot-swapped."""
 
@@ -107,12 +157,17 @@ class RecommendationService:
         *,
         refresh_every_s: float = 300.0,
         model_check_every_s: float = 10.0,
+        policy: ListPolicy | None = None,
     ) -> None:
         self.store = store
         self.models = ModelHolder(als_dir(model_dir), check_interval_s=model_check_every_s)
         self.content_models = ContentHolder(
             content_dir(model_dir), check_interval_s=model_check_every_s
         )
+        self.associations = AssociationHolder(
+            associations_dir(model_dir), check_interval_s=model_check_every_s
+        )
+        self.policy = policy or ListPolicy()
         self.refresh_every_s = refresh_every_s
         self._resources: Resources | None = None
         self._build: asyncio.Future[None] | None = None
@@ -197,6 +252,7 @@ class RecommendationService:
         finally:
             self._build = None
 
+    @traced(RECOMMEND_SPAN, _asked, result=_answered)
     async def recommend(
         self, request: RecommendationRequest, items: CustomerItems | None
     ) -> Recommendation:
@@ -206,18 +262,20 @@ class RecommendationService:
         if category != request.category:
             request = replace(request, category=category)
         artifact = await self.models.get_async()
+        associations = await self.associations.get_async()
         items = items or CustomerItems(purchased=frozenset(), recent=())
+        now = request.now or datetime.now(timezone.utc)
         exclude = set(request.shown)
         if request.exclude_purchased:
-            exclude |= items.purchased
+            exclude |= items.purchased - repeatable(
+                items.purchases, now, resources.products, self.policy
+            )
+        # The price cap is not a filter here: it acts on the relevant candidates (arrange).
         filters = RecommendationFilters(
-            n=request.n,
-            exclude=frozenset(exclude),
-            category=request.category,
-            max_price=request.max_price,
+            n=request.n, exclude=frozenset(exclude), category=request.category
         )
         candidates = filters.candidates(resources.catalogue)
-        depth = request.n * 3 if request.strategy != "default" else request.n
+        depth = pool_depth(request.n)
         fresh = await self._fresh_vector(request.customer_key, items, artifact)
         strategies = self._strategies(
             request=request,
@@ -227,6 +285,7 @@ class RecommendationService:
             candidates=candidates,
             exclude=exclude,
             recalculated=fresh,
+            associations=associations,
         )
         ranked: list[tuple[str, list[Scored]]] = []
         merged: list[Scored] = []
@@ -239,22 +298,88 @@ class RecommendationService:
                 merged = merge_unique([s for _, s in ranked], depth)
             if len(merged) >= depth:
                 break
-        products = _order(
-            [resources.products[s.item_id] for s in merged if s.item_id in resources.products],
-            request.strategy,
-        )[: request.n]
-        chosen = {p.sku for p in products}
+        arranged = arrange(
+            [s.item_id for s in merged],
+            request.n,
+            resources.products,
+            ArrangeRequest(
+                strategy=request.strategy,
+                avoid=substitute_keys(
+                    items.purchases, now, resources.products, self.policy, resources.types
+                ),
+                # Asked for a category: every product is of it, the cap would empty the list.
+                max_per_category=None if request.category else self.policy.max_per_category,
+                max_price=request.max_price,
+            ),
+            depth=depth,
+            types=resources.types,
+            arrivals=associations.arrivals if associations is not None else None,
+        )
+        products = [resources.products[sku] for sku in arranged]
+        # The strategy that found the product the list leads with.
         source = next(
-            (name for name, scored in ranked if any(s.item_id in chosen for s in scored)),
+            (
+                name
+                for name, scored in ranked
+                if products and any(s.item_id == products[0].sku for s in scored)
+            ),
             "popular",
         )
+        if products:
+            count_recommendation(source)
         return Recommendation(
             category=category,
             products=tuple(products),
             source=source,
-            reason=_reason(source, request, items, resources, fresh),
+            reason=self._reason(
+                source,
+                request,
+                items,
+                resources=resources,
+                artifact=artifact,
+                associations=associations,
+                products=products,
+            ),
             model_version=artifact.version if artifact is not None else None,
         )
+
+    def _reason(
+        self,
+        source: str,
+        request: RecommendationRequest,
+        items: CustomerItems,
+        *,
+        resources: Resources,
+        artifact: AlsArtifact | None,
+        associations: AssociationArtifact | None,
+        products: Sequence[ProductRecord],
+    ) -> str:
+        """A true reason for the list (see ``rasa_personalize.recommend.reasons``)."""
+        lead = products[0] if products else None
+        context = ReasonContext(request.category, request.favorite_category, request.tags)
+        related: PastProduct | None = None
+        if lead is not None and source in {"als", "session", "bought_together"}:
+            past = past_products(
+                [sku for sku, _ in items.purchases[:MAX_PAST]] or sorted(items.purchased),
+                list(items.recent),
+            )
+            if source == "bought_together" and associations is not None:
+                model = associations.model
+                related = most_related(
+                    lead.sku,
+                    [p for p in past if p.kind == "purchase"],
+                    lambda sku, others: [model.score(other, sku) for other in others],
+                    threshold=1e-9,
+                )
+            elif artifact is not None:
+                related = most_related(
+                    lead.sku, past, artifact.model.item_cosines, threshold=RELATED_COSINE
+                )
+        if related is not None:
+            product = resources.products.get(related.sku)
+            if product is not None:
+                return because_of(related, product.title)
+        return fallback_reason(source, lead, context)
 
     async def _fresh_vector(
         self, customer_key: str, items: CustomerItems, artifact: AlsArtifact | None
@@ -296,24 +421,39 @@ class RecommendationService:
         candidates: CandidateSet,
         exclude: set[str],
         recalculated: FreshVector | None,
+        associations: AssociationArtifact | None = None,
     ) -> list[tuple[str, Callable[[int], list[Scored]]]]:
         """The chain for this request, in order, as (source, depth -> scored) pairs."""
         chain: list[tuple[str, Callable[[int], list[Scored]]]] = []
+        if request.strategy == "bought_together" and associations is not None:
+            anchors = _newest_purchases(items, ANCHOR_PURCHASES)
+            together = associations.model
+            if anchors:
+                chain.append(
+                    (
+                        "bought_together",
+                        lambda depth: together.recommend(
+                            anchors, depth, exclude=exclude, candidates=candidates
+                        ),
+                    )
+                )
         model = artifact.model if artifact is not None else None
+        # What training chose and serves: ALS, or ALS blended with EASE.
+        served = artifact.served if artifact is not None else None
         known = model is not None and model.has_user(request.customer_key)
-        if model is not None and recalculated is not None:
+        if served is not None and recalculated is not None:
             # New interactions since training: the recalculated vector, never the stale
             # precomputed list or trained vector.
-            vector = recalculated.vector
+            vector, rows = recalculated.vector, recalculated.item_rows
             chain.append(
                 (
                     "als" if known else "session",
-                    lambda depth: model.recommend_for_vector(
-                        vector, depth, exclude=exclude, candidates=candidates
+                    lambda depth: served.recommend_for_vector(
+                        vector, depth, item_rows=rows, exclude=exclude, candidates=candidates
                     ),
                 )
             )
-        elif model is not None and known:
+        elif served is not None and known:
             fresh = artifact is not None and items.precomputed_version == artifact.version
 
             def collaborative(depth: int) -> list[Scored]:
@@ -322,18 +462,21 @@ class RecommendationService:
                     for sku, score in (items.precomputed if fresh else ())
                     if sku not in exclude and _allowed(resources.catalogue, candidates.allowed, sku)
                 ][:depth]
-                if len(stored) == depth:
+                # A list shorter than the precompute depth held every item the model
+                # ranks for the customer (a small catalogue): computing gives no more.
+                exhaustive = len(items.precomputed) < PRECOMPUTE_DEPTH
+                if fresh and (len(stored) == depth or exhaustive):
                     return stored
-                assert model is not None
-                return model.recommend(
+                assert served is not None
+                return served.recommend(
                     request.customer_key, depth, exclude=exclude, candidates=candidates
                 )
 
             chain.append(("als", collaborative))
-        elif model is not None and items.history is None and items.recent:
+        elif served is not None and items.history is None and items.recent:
             # No history was read (a caller without one): the recent interactions only.
             chain.append(
-                ("session", lambda depth: _session_list(model, items, depth, exclude, candidates))
+                ("session", lambda depth: _session_list(served, items, depth, exclude, candidates))
             )
         interests = [c for c in (request.category, request.favorite_category) if c]
         content = resources.content
@@ -367,6 +510,7 @@ class RecommendationService:
             )
         return chain
 
+    @traced(RECOMMEND_SPAN, {"personalize.recommend.kind": "similar"})
     async def similar(
         self, product_text: str, n: int = 3
     ) -> tuple[ProductRecord, list[ProductRecord]]:
@@ -385,6 +529,8 @@ class RecommendationService:
         anchor_sku = _resolve_product(resources, product_text)
         candidates = RecommendationFilters(n=n).candidates(resources.catalogue)
         similar = resources.content.similar_to(anchor_sku, n, candidates=candidates)
+        if similar:
+            count_recommendation("content")
         return resources.products[anchor_sku], [resources.products[s.item_id] for s in similar]
 
 
@@ -394,7 +540,7 @@ def _allowed(catalogue: ItemCatalogue, allowed: NDArray[np.bool_], sku: str) -> 
 
 
 def _session_list(
-    model: AlsRecommender,
+    served: ServedModel,
     items: CustomerItems,
     depth: int,
     exclude: set[str],
@@ -403,77 +549,29 @@ def _session_list(
     skus = [sku for sku, _, _ in items.recent]
     kinds = [kind for _, kind, _ in items.recent]
     values = [np.nan if value is None else value for _, _, value in items.recent]
+    model = served.als
     try:
         weights = store_confidence().weights_for(kinds, values)
         keep = weights > 0
-        vector = model.user_vector_from_items(
-            [sku for sku, ok in zip(skus, keep, strict=True) if ok], weights[keep]
-        )
+        liked = [sku for sku, ok in zip(skus, keep, strict=True) if ok]
+        vector = model.user_vector_from_items(liked, weights[keep])
     except (InvalidInputError, NotFoundError):
         return []  # none of the recent items is in the model
-    return model.recommend_for_vector(vector, depth, exclude=exclude, candidates=candidates)
+    rows = [row for row in map(model.item_ids_.get, liked) if row is not None]
+    return served.recommend_for_vector(
+        vector, depth, item_rows=rows, exclude=exclude, candidates=candidates
+    )
 
 
-def _order(products: list[ProductRecord], strategy: str) -> list[ProductRecord]:
-    # Strategies re-rank the best few; they never bring in items the chain did not choose.
-    if strategy == "cheapest_first":
-        return sorted(products, key=lambda p: p.price)
-    if strategy == "premium":
-        return sorted(products, key=lambda p: -p.price)
-    return products
-
-
-# The reason for a recalculated vector names the newest thing the customer did; views,
-# clicks and searches all read as "looked at".
-_INTEREST_REASONS: Final = {
-    "purchase": "because you bought {}",
-    "cart": "because you put {} in your cart",
-    "feedback": "because you liked {}",
-    "rating": "because you rated {}",
-}
-
-
-def _interest_reason(entry: HistoryEntry, resources: Resources) -> str | None:
-    product = resources.products.get(entry.sku)
-    if product is None:
-        return None
-    return _INTEREST_REASONS.get(entry.kind, "because you looked at {}").format(product.title)
-
-
-def _reason(  # noqa: PLR0911  # one sentence per strategy and situation
-    source: str,
-    request: RecommendationRequest,
-    items: CustomerItems,
-    resources: Resources,
-    fresh: FreshVector | None = None,
-) -> str:
-    if source in {"als", "session"} and fresh is not None:
-        # The vector was recalculated because of this: say so.
-        reason = _interest_reason(fresh.newest, resources)
-        if reason is not None:
-            return reason
-    if source == "als":
-        if items.last_purchase_title:
-            return f"because you bought {items.last_purchase_title}"
-        return "based on what you have shopped with us"
-    if source == "session":
-        product = resources.products.get(items.recent[0][0]) if items.recent else None
-        return (
-            f"because you looked at {product.title}"
-            if product
-            else "based on what you just looked at"
-        )
-    if source == "content":
-        if request.category:
-            return f"because you asked about {request.category}"
-        if request.favorite_category:
-            return f"because you like {request.favorite_category}"
-        if request.tags:
-            return f"because you're interested in {interest_words(request.tags[0])}"
-        return "picked for you"
-    if source == "segment_popular":
-        return "because shoppers like you love them"
-    return "because they are our bestsellers right now"
+def _newest_purchases(items: CustomerItems, limit: int) -> list[str]:
+    """The customer's newest purchased skus, each once, newest first."""
+    newest: list[str] = []
+    for sku, _ in items.purchases:
+        if sku not in newest:
+            newest.append(sku)
+            if len(newest) == limit:
+                break
+    return newest
 
 
 def _resolve_product(resources: Resources, text: str) -> str:

@@ -1,9 +1,17 @@
-"""Training from the store: the content model and ALS, their artifacts, optional precompute.
+"""Training from the store: the content model, the recommender chosen on validation,
+products bought together; their artifacts; optional precompute.
 
-``personalize train`` runs this. A running action server picks the new artifacts up by
-itself (its holders check the ``CURRENT`` pointers), so training never restarts it.
-Everything a server needs from scikit-learn is computed here and stored in the content
-artifact, so serving never imports it.
+``personalize train`` runs this. The collaborative model it serves is the one that wins
+on validation carved from the store's own interactions (``demo_data.tune_for_store``,
+exactly what ``personalize evaluate --dataset demo`` reports as ``recommender``): the
+best ALS parameters of ``shop_grid()``, blended with EASE when the blend does better.
+The winner is then fitted on every interaction and written as one artifact. A store
+with too little history to validate on gets ``SHOP_ALS_PARAMS``.
+
+A running action server picks the new artifacts up by itself (its holders check the
+``CURRENT`` pointers), so training never restarts it. Everything a server needs from
+scikit-learn is computed here and stored in the content artifact, so serving never
+imports it.
 """
 
 from __future__ import annotations
@@ -11,24 +19,37 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
+import scipy.sparse
 
-from rasa_personalize.cache.precomputed import PrecomputedCache
+from rasa_personalize.cache.precomputed import PRECOMPUTE_DEPTH, PrecomputedCache
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
 from rasa_personalize.recommend.artifacts import als_dir, content_dir, save_artifact
+from rasa_personalize.recommend.association_artifacts import (
+    AssociationArtifact,
+    associations_dir,
+    save_association_artifact,
+)
+from rasa_personalize.recommend.associations import ItemAssociations
 from rasa_personalize.recommend.confidence import store_confidence
 from rasa_personalize.recommend.content import ContentRecommender, ProductText
 from rasa_personalize.recommend.content_artifacts import ContentArtifact, save_content_artifact
+from rasa_personalize.recommend.demo_data import SHOP_ALS_PARAMS, load_store_events, tune_for_store
+from rasa_personalize.recommend.ease import MAX_EASE_ITEMS, EaseBlend
+from rasa_personalize.recommend.evaluation import HybridConfig, ModelConfig, RecommenderConfig
 from rasa_personalize.recommend.interactions import InteractionData
+from rasa_personalize.recommend.served import ServedModel
 from rasa_personalize.recommend.versions import prune_artifacts
 from rasa_personalize.store.catalogue import (
+    TrainingRows,
     customer_ids_by_key,
+    read_first_seen,
     read_training_rows,
     replace_precomputed,
 )
@@ -36,11 +57,6 @@ from rasa_personalize.store.sql_store import SqlStore
 
 Progress = Callable[[str, int, int], None]
 
-# Shop data: implicit signals of mixed strength, so BM25 evens out heavy and light users.
-SHOP_ALS_PARAMS: Final = AlsParams(
-    factors=64, regularization=1.0, iterations=15, alpha=2.0, weighting="bm25"
-)
-PRECOMPUTE_DEPTH: Final = 50
 # Versions kept of each model: the serving one and two to roll back to.
 KEEP_VERSIONS: Final = 3
 
@@ -58,22 +74,49 @@ class TrainingReport:
     # The content model trained with it (None: the store has no products).
     content_version: str | None = None
     content_products: int = 0
+    # The products-bought-together model trained with it.
+    associations_version: str | None = None
+    association_pairs: int = 0
+    # What is served: "als" or "als+ease", how it was chosen, and its validation figures.
+    model: str = "als"
+    choice: str = ""
+    validation: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The collaborative model to fit and serve, and why.
+
+    Attributes:
+        config: ALS alone or the ALS + EASE blend.
+        how: "validation" (chosen on a validation split), "given" (parameters passed
+            in) or "fallback" (too little history to validate: ``SHOP_ALS_PARAMS``).
+        validation: the winner's validation figures (and ALS alone's), when validated.
+    """
+
+    config: ModelConfig
+    how: str
+    validation: Mapping[str, Any] = field(default_factory=dict)
 
 
 async def train_from_store(
     store: SqlStore,
     model_dir: Path,
     *,
-    params: AlsParams = SHOP_ALS_PARAMS,
+    params: AlsParams | None = None,
     precompute: bool = False,
     progress: Progress | None = None,
     cache: PrecomputedCache | None = None,
 ) -> TrainingReport:
-    """Fit the content model on the catalogue and ALS on the store's interactions, write a
-    new artifact of each, optionally precompute.
+    """Fit the content model on the catalogue and the recommender on the store's
+    interactions, write a new artifact of each, optionally precompute.
 
     The content model comes first: it needs products only, so a shop without
     interactions yet still gets one before the error below.
+
+    Args:
+        params: fit ALS alone with these parameters; None (the default) chooses the
+            model on validation (see the module docstring).
 
     Raises:
         InvalidInputError: the store has no interactions with products to learn from.
@@ -90,25 +133,43 @@ async def train_from_store(
             "the store has no interactions with products: run `personalize seed-demo` "
             "or import interactions first"
         )
+    choice = (
+        ModelChoice(RecommenderConfig(params, store_confidence()), "given")
+        if params is not None
+        else await choose_model(store, progress=report)
+    )
     values = [np.nan if value is None else value for value in rows.values]
     data = InteractionData.from_events(
         rows.customer_keys, rows.skus, rows.kinds, values, store_confidence()
     )
-    model = AlsRecommender(**asdict(params))
+    blend = choice.config if isinstance(choice.config, HybridConfig) else None
+    als_config = blend.als if blend is not None else choice.config
+    assert isinstance(als_config, RecommenderConfig)
+    model = AlsRecommender(**asdict(als_config.params))
     model.fit(data, callback=lambda done, total: report("training", done, total))
+    ease = None
+    if blend is not None and len(model.item_ids_) <= MAX_EASE_ITEMS:
+        report("blending", 0, 1)
+        ease = await asyncio.to_thread(
+            EaseBlend.fit, _pairs(model, data), l2=blend.ease_l2, weight=blend.ease_weight
+        )
+        report("blending", 1, 1)
     artifact = save_artifact(
         model,
         als_dir(model_dir),
+        metrics={"chosen_by": choice.how, **choice.validation},
         counts={"interactions": len(rows.skus), "pairs": len(data)},
         # What a customer does after this is new to the model (see recommend/incremental).
         data_cutoff=rows.newest_at,
+        ease=ease,
     )
     prune_artifacts(als_dir(model_dir), keep=KEEP_VERSIONS)
+    associations = await train_associations(store, model_dir, rows, progress=report)
     precomputed = 0
     if precompute:
         precomputed = await _precompute(
             store,
-            model,
+            artifact.served,
             seen=_seen_by_user(data),
             version=artifact.version,
             report=report,
@@ -123,6 +184,54 @@ async def train_from_store(
         precomputed=precomputed,
         content_version=content.version if content is not None else None,
         content_products=len(content.model.item_ids_) if content is not None else 0,
+        associations_version=associations.version,
+        association_pairs=int(associations.model.related_.nnz),
+        model=artifact.served.kind,
+        choice=choice.how,
+        validation=dict(choice.validation),
+    )
+
+
+async def choose_model(store: SqlStore, *, progress: Progress | None = None) -> ModelChoice:
+    """The recommender that wins on validation carved from the store's interactions.
+
+    The same search as ``personalize evaluate --dataset demo`` (``tune_for_store``: the
+    ALS grid, then the EASE blend); its test rows are never used here either. A store
+    with too little history for a validation split gets ``SHOP_ALS_PARAMS``.
+    """
+    report = progress or (lambda stage, done, total: None)
+    async with store.sessions() as session:
+        data = await load_store_events(session)
+    try:
+        tuning = await asyncio.to_thread(tune_for_store, data, progress=report)
+    except InvalidInputError:
+        return ModelChoice(RecommenderConfig(SHOP_ALS_PARAMS, store_confidence()), "fallback")
+    best_blend = tuning.blend_results[0]
+    return ModelChoice(
+        tuning.recommender,
+        "validation",
+        {
+            "validation_precision": best_blend.metrics.precision
+            if isinstance(tuning.recommender, HybridConfig)
+            else tuning.als_results[0].metrics.precision,
+            "validation_precision_als": tuning.als_results[0].metrics.precision,
+            "validation_users": tuning.als_results[0].metrics.users,
+            "validation_k": 10,
+        },
+    )
+
+
+def _pairs(model: AlsRecommender, data: InteractionData) -> scipy.sparse.csr_matrix:
+    """The training pairs as a 0/1 matrix on the model's rows (EASE's input)."""
+    return scipy.sparse.csr_matrix(
+        (
+            np.ones(len(data)),
+            (
+                np.searchsorted(model.user_ids_.ids, data.user_ids),
+                np.searchsorted(model.item_ids_.ids, data.item_ids),
+            ),
+        ),
+        shape=(len(model.user_ids_), len(model.item_ids_)),
     )
 
 
@@ -153,12 +262,38 @@ async def train_content(
     return artifact
 
 
+async def train_associations(
+    store: SqlStore, model_dir: Path, rows: TrainingRows, *, progress: Progress | None = None
+) -> AssociationArtifact:
+    """Fit products bought together (purchases of ``rows``) and first-seen times; save them."""
+    report = progress or (lambda stage, done, total: None)
+    report("associations", 0, 1)
+    async with store.sessions() as session:
+        first_seen = await read_first_seen(session)
+    purchases = [
+        (key, sku)
+        for key, sku, kind in zip(rows.customer_keys, rows.skus, rows.kinds, strict=True)
+        if kind == "purchase"
+    ]
+    model = await asyncio.to_thread(
+        ItemAssociations().fit,
+        [key for key, _ in purchases],
+        [sku for _, sku in purchases],
+        first_seen={sku: when.timestamp() for sku, when in first_seen.items()},
+    )
+    artifact = save_association_artifact(model, associations_dir(model_dir))
+    prune_artifacts(associations_dir(model_dir), keep=KEEP_VERSIONS)
+    report("associations", 1, 1)
+    return artifact
+
+
 __all__ = [
     "PRECOMPUTE_DEPTH",
     "SHOP_ALS_PARAMS",
     "TrainingReport",
     "als_dir",
     "store_confidence",
+    "train_associations",
     "train_content",
     "train_from_store",
 ]
@@ -173,7 +308,7 @@ def _seen_by_user(data: InteractionData) -> dict[str, set[str]]:
 
 async def _precompute(
     store: SqlStore,
-    model: AlsRecommender,
+    model: ServedModel,
     *,
     seen: dict[str, set[str]],
     version: str,
@@ -184,7 +319,7 @@ async def _precompute(
 
     Written to SQL, and to Redis too when a cache is given (keyed by customer key).
     """
-    keys = [str(key) for key in model.user_ids_.ids]
+    keys = [str(key) for key in model.als.user_ids_.ids]
     lists: list[tuple[int, list[list[object]]]] = []
     by_key: list[tuple[str, list[list[object]]]] = []
     async with store.sessions.begin() as session:

@@ -231,10 +231,13 @@ class ArtifactHolder(Generic[A]):
         *,
         check_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        on_load: Callable[[A], None] | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.check_interval_s = check_interval_s
         self._load = load
+        # Told about each artifact swapped in (metrics); it must not raise.
+        self._on_load = on_load
         self._clock = clock
         self._current: A | None = None
         self._next_check = -float("inf")
@@ -319,6 +322,8 @@ class ArtifactHolder(Generic[A]):
         previous = self.version
         self._current = artifact
         self._failed_version = None
+        if self._on_load is not None:
+            self._on_load(artifact)
         logger.info("serving model %s from %s (was %s)", artifact.version, self.model_dir, previous)
         return True
 

@@ -39,7 +39,11 @@ to case. Unknown values (``None``) never pass a comparison; see
 Outputs: ``offer_type`` (none, discount, free_shipping, exclusive_access, bundle);
 ``discount_pct`` (0-100, only with ``offer_type: discount``, which needs it above 0);
 ``max_price`` (a price cap for recommendations, ``null`` for none);
-``recommendation_strategy`` (default, cheapest_first, premium, new_arrivals).
+``recommendation_strategy`` (default, cheapest_first, premium, new_arrivals,
+bought_together). ``offer_type: best`` lets past outcomes choose among the candidates
+listed under ``offers`` (each ``{offer_type, discount_pct, value}``, the fallback first),
+optionally exploring a share of customers (``explore``): see
+:mod:`rasa_personalize.rules.offers`.
 
 Semantics: rules are tried by priority (higher first), then in file order; the first
 enabled rule whose condition holds decides, and later rules are never consulted. The

@@ -69,9 +69,16 @@ class Explanation:
             result.append("  (no rules)")
         decision = self.decision
         by = f"rule {decision.rule!r}" if decision.rule else "the defaults (no rule matched)"
+        if decision.best_offer is not None:
+            labels = ", ".join(c.label for c in decision.best_offer.candidates)
+            offer = f"offer_type=best of [{labels}]"
+        else:
+            offer = (
+                f"offer_type={decision.offer_type}, "
+                f"discount_pct={show(decision.slot_values()['discount_pct'])}"
+            )
         result.append(
-            f"Outcome from {by}: offer_type={decision.offer_type}, "
-            f"discount_pct={show(decision.slot_values()['discount_pct'])}, "
+            f"Outcome from {by}: {offer}, "
             f"max_price={'none' if decision.max_price is None else show(decision.max_price)}, "
             f"recommendation_strategy={decision.recommendation_strategy}"
         )
@@ -81,8 +88,25 @@ class Explanation:
         return "\n".join(self.lines())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"source", "rules": [...], "decision": {...}}``."""
+        """JSON-ready: ``{"source", "rules": [...], "decision": {...}}``; with
+        ``offer_type: best``, the decision's ``offers`` lists the candidates (its offer is
+        the first of them until the engine chooses)."""
         decision = self.decision
+        best = (
+            {
+                "offers": [
+                    {
+                        "offer": candidate.label,
+                        "offer_type": candidate.offer_type,
+                        "discount_pct": candidate.discount_pct,
+                        "value": candidate.value,
+                    }
+                    for candidate in decision.best_offer.candidates
+                ]
+            }
+            if decision.best_offer is not None
+            else {}
+        )
         return {
             "source": self.source,
             "rules": [
@@ -101,6 +125,7 @@ class Explanation:
                 "max_price": decision.max_price,
                 "recommendation_strategy": decision.recommendation_strategy,
                 "rule": decision.rule,
+                **best,
             },
         }
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.slots import CUSTOMER_SEGMENTS, LOYALTY_TIERS, TIMES_OF_DAY
-from rasa_personalize.store.records import CustomerSnapshot
+from rasa_personalize.store.records import PURCHASE_7D, CustomerSnapshot
 
 if TYPE_CHECKING:
     # Only the type: the rules (and `personalize rules check`) need no Redis client.
@@ -68,6 +68,8 @@ class Facts:
     days_since_last_seen: float | None = None
     favorite_category: str | None = None
     category_affinity: Mapping[str, float] = field(default_factory=_no_entries)
+    # What the offline models predict (``personalize propensity train``).
+    propensity_purchase_7d: float | None = None
     # What the CRM knows.
     age: int | None = None
     gender: str | None = None
@@ -116,6 +118,12 @@ FIELDS: Final[Mapping[str, FieldSpec]] = {
         FieldSpec("days_since_last_purchase", "number", "days since the last purchase"),
         FieldSpec("days_since_last_seen", "number", "days since the last interaction"),
         FieldSpec("favorite_category", "text", "top category by affinity"),
+        FieldSpec(
+            "propensity_purchase_7d",
+            "number",
+            "calibrated probability of a purchase in the next 7 days, 0-1 (unknown until "
+            "personalize propensity train has scored the customer)",
+        ),
         FieldSpec("age", "number", "age in years"),
         FieldSpec("gender", "text", "gender as recorded in the CRM"),
         FieldSpec("country", "text", "country as recorded in the CRM"),
@@ -243,6 +251,7 @@ def facts_from(
         metrics = snapshot.metrics
         demographics = snapshot.demographics
         purchases = metrics.purchase_count
+        purchase_7d = metrics.propensity.get(PURCHASE_7D)
         values.update(
             loyalty_tier=(
                 snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
@@ -260,6 +269,7 @@ def facts_from(
             days_since_last_seen=_days_since(metrics.last_seen_at, now),
             favorite_category=metrics.favorite_category,
             category_affinity=MappingProxyType(dict(metrics.category_affinity)),
+            propensity_purchase_7d=purchase_7d.score if purchase_7d is not None else None,
             age=demographics.age,
             gender=demographics.gender,
             country=demographics.country,

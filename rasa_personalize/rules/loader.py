@@ -26,12 +26,31 @@ from rasa_personalize.rules.conditions import (
     Operator,
     show,
 )
+from rasa_personalize.rules.experiments import (
+    ARM_KEYS,
+    EXPERIMENT_GOALS,
+    EXPERIMENT_KEYS,
+    EXPERIMENT_STATUSES,
+    MAX_NAME_LENGTH,
+    MAX_WINDOW_DAYS,
+    Arm,
+    Experiment,
+)
 from rasa_personalize.rules.facts import (
     FIELD_PREFIXES,
     FieldKind,
     FieldSpec,
     closest_field,
     field_spec,
+)
+from rasa_personalize.rules.offers import (
+    BEST,
+    CANDIDATE_KEYS,
+    CANDIDATE_OFFER_TYPES,
+    MAX_CANDIDATES,
+    MIN_CANDIDATES,
+    BestOffer,
+    OfferCandidate,
 )
 from rasa_personalize.rules.problems import Problem, RulesError, did_you_mean
 from rasa_personalize.rules.ruleset import (
@@ -52,8 +71,12 @@ from rasa_personalize.slots import OFFER_TYPES
 # The C loader is ~10x faster; both keep line numbers on nodes.
 _FAST_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-TOP_KEYS: Final = ("version", "defaults", "rules")
+TOP_KEYS: Final = ("version", "defaults", "rules", "experiments")
+# What an experiment's arm may set: the rules' outputs and the wording slot.
+ARM_OUTPUT_NAMES: Final = (*OUTPUT_NAMES, "response_variant")
 RULE_KEYS: Final = ("name", "description", "priority", "enabled", "when", "then")
+# What goes with "offer_type: best" (rasa_personalize.rules.offers).
+BEST_OFFER_KEYS: Final = ("offers", "explore")
 EXPLICIT_KEYS: Final = ("field", "op", "value")
 GROUP_KEYS: Final = ("all", "any", "not")
 
@@ -195,6 +218,7 @@ class _Checker(YamlChecker):
             return None
         defaults: dict[str, Any] | None = {}
         rules: list[Rule] | None = None
+        experiments: list[Experiment] | None = []
         entries = self.entries(root)
         for key, key_node, value_node in entries:
             if key == "version":
@@ -207,17 +231,19 @@ class _Checker(YamlChecker):
                 self.scope = ""
             elif key == "rules":
                 rules = self.rule_list(value_node)
+            elif key == "experiments":
+                experiments = self.experiment_list(value_node)
             else:
                 self.report(
                     key_node,
-                    f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; "
-                    "the file has 'rules', and optionally 'defaults' and 'version'",
+                    f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; the file has "
+                    "'rules', and optionally 'defaults', 'experiments' and 'version'",
                 )
         if not any(key == "rules" for key, _, _ in entries):
             self.report(root, "missing 'rules:' (the list of rules)")
-        if self.problems or rules is None or defaults is None:
+        if self.problems or rules is None or defaults is None or experiments is None:
             return None
-        return RuleSet(tuple(rules), defaults, self.source, digest)
+        return RuleSet(tuple(rules), defaults, self.source, digest, tuple(experiments))
 
     def rule_list(self, node: Node) -> list[Rule] | None:
         if not isinstance(node, SequenceNode):
@@ -308,6 +334,170 @@ class _Checker(YamlChecker):
             self.report(found[key][1], f"{key!r} must be {kind_words}, got {show(value)}")
             return default
         return value
+
+    # -- experiments ---------------------------------------------------------------------
+
+    def experiment_list(self, node: Node) -> list[Experiment] | None:
+        if not isinstance(node, SequenceNode):
+            self.report(
+                node, "'experiments' must be a list: start each experiment with '- name: ...'"
+            )
+            return None
+        experiments: list[Experiment] = []
+        first_lines: dict[str, int | None] = {}
+        for index, item in enumerate(node.value, start=1):
+            experiment, name_node = self.experiment(index, item)
+            name = self.rule_name
+            if name is not None and name in first_lines:
+                self.report(
+                    name_node,
+                    f"duplicate experiment name {name!r} (first used on line {first_lines[name]})",
+                )
+            elif name is not None:
+                first_lines[name] = node_line(name_node)
+                if experiment is not None:
+                    experiments.append(experiment)
+            self.scope, self.rule_name = "", None
+        return experiments
+
+    def experiment(self, index: int, node: Node) -> tuple[Experiment | None, Node | None]:
+        self.scope, self.rule_name = f"experiment #{index}", None
+        if not isinstance(node, MappingNode):
+            self.report(
+                node, "each experiment must be a mapping with 'name', 'arms', 'goal' and more"
+            )
+            return None, None
+        name_node = self._name_node(node)
+        name = self._identifier(name_node, node, "experiment")
+        if name is not None:
+            self.scope, self.rule_name = f"experiment {name!r}", name
+        found = {key: (key_node, value_node) for key, key_node, value_node in self.entries(node)}
+        for key, (key_node, _) in found.items():
+            if key not in EXPERIMENT_KEYS:
+                self.report(
+                    key_node,
+                    f"unknown key {key!r}{did_you_mean(key, EXPERIMENT_KEYS)}; "
+                    f"an experiment has {', '.join(EXPERIMENT_KEYS)}",
+                )
+        description = self._optional(found, "description", str, "some text", "")
+        status = self._choice(found, node, "status", EXPERIMENT_STATUSES)
+        goal = self._choice(found, node, "goal", EXPERIMENT_GOALS)
+        window_days = self._optional(found, "window_days", int, "a whole number of days", 7)
+        if not 1 <= window_days <= MAX_WINDOW_DAYS:
+            self.report(
+                found["window_days"][1],
+                f"'window_days' must be from 1 to {MAX_WINDOW_DAYS}, got {window_days}",
+            )
+            window_days = None
+        # Without 'when' every customer is eligible, as "when: {}" cannot say it.
+        when: Condition | None = AllOf((), node_line(node))
+        if "when" in found:
+            when = self.condition(found["when"][1])
+        arms = self.arm_list(found["arms"][1]) if "arms" in found else None
+        if "arms" not in found:
+            self.report(node, "missing 'arms' (a control and at least one variant)")
+        if name is None or status is None or goal is None or window_days is None:
+            return None, name_node
+        if when is None or arms is None:
+            return None, name_node
+        experiment = Experiment(
+            name, status, when, tuple(arms), goal, window_days, description, node_line(node)
+        )
+        return experiment, name_node
+
+    def _identifier(self, name_node: Node | None, node: Node, what: str) -> str | None:
+        """A name for an experiment or an arm: stored with every exposure, so short text."""
+        if name_node is None:
+            self.report(node, f"missing 'name' (how the {what} is called in reports)")
+            return None
+        name = self.value(name_node)
+        if not isinstance(name, str) or not name.strip():
+            self.report(name_node, f"'name' must be some text, got {show(name)}")
+            return None
+        name = name.strip()
+        if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+            self.report(
+                name_node,
+                f"'name' must be at most {MAX_NAME_LENGTH} printable characters",
+            )
+            return None
+        return name
+
+    def _choice(
+        self,
+        found: Mapping[str, tuple[Node, Node]],
+        node: Node,
+        key: str,
+        choices: tuple[str, ...],
+    ) -> str | None:
+        if key not in found:
+            self.report(node, f"missing {key!r} (one of {', '.join(choices)})")
+            return None
+        value = self.value(found[key][1])
+        if isinstance(value, str) and value.casefold() in choices:
+            return value.casefold()
+        suggestion = did_you_mean(value, choices) if isinstance(value, str) else ""
+        self.report(
+            found[key][1],
+            f"unknown {key} {show(value)}{suggestion}; it is one of {', '.join(choices)}",
+            key,
+        )
+        return None
+
+    def arm_list(self, node: Node) -> list[Arm] | None:
+        if not isinstance(node, SequenceNode) or len(node.value) < 2:
+            self.report(
+                node,
+                "'arms' must be a list of at least two arms, the control first: "
+                "'- {name: control, weight: 50}'",
+            )
+            return None
+        arms = [self.arm(item) for item in node.value]
+        names: dict[str, Node] = {}
+        for arm, item in zip(arms, node.value, strict=True):
+            if arm is None:
+                continue
+            if arm.name in names:
+                self.report(item, f"duplicate arm name {arm.name!r}")
+                return None
+            names[arm.name] = item
+        if any(arm is None for arm in arms):
+            return None
+        complete = [arm for arm in arms if arm is not None]
+        if all(not arm.then for arm in complete):
+            self.report(node, "no arm sets anything: give a variant a 'then'")
+            return None
+        return complete
+
+    def arm(self, node: Node) -> Arm | None:
+        if not isinstance(node, MappingNode):
+            self.report(node, "each arm must be a mapping such as '{name: control, weight: 50}'")
+            return None
+        name = self._identifier(self._name_node(node), node, "arm")
+        found = {key: (key_node, value_node) for key, key_node, value_node in self.entries(node)}
+        for key, (key_node, _) in found.items():
+            if key not in ARM_KEYS:
+                self.report(
+                    key_node,
+                    f"unknown key {key!r}{did_you_mean(key, ARM_KEYS)}; "
+                    f"an arm has {', '.join(ARM_KEYS)}",
+                )
+        weight: Any = None
+        if "weight" not in found:
+            self.report(node, "missing 'weight' (its share of eligible customers, e.g. 50)")
+        else:
+            weight = self.value(found["weight"][1])
+            if not is_number(weight) or weight <= 0:
+                self.report(
+                    found["weight"][1], f"'weight' must be a number above 0, got {show(weight)}"
+                )
+                weight = None
+        then: dict[str, Any] | None = {}
+        if "then" in found:
+            then = self.outputs(found["then"][1], "then", required=False, arm=True)
+        if name is None or weight is None or then is None:
+            return None
+        return Arm(name, float(weight), then)
 
     # -- conditions ----------------------------------------------------------------------
 
@@ -558,15 +748,18 @@ class _Checker(YamlChecker):
 
     # -- outputs -------------------------------------------------------------------------
 
-    def outputs(self, node: Node, block: str, *, required: bool) -> dict[str, Any] | None:  # noqa: PLR0912  # one branch per output
+    def outputs(  # noqa: PLR0912  # one branch per output
+        self, node: Node, block: str, *, required: bool, arm: bool = False
+    ) -> dict[str, Any] | None:
+        """A ``then`` or ``defaults`` block; with ``arm``, an experiment arm's ``then``
+        (which may also set ``response_variant``, and ``discount_pct`` on its own)."""
+        names = ARM_OUTPUT_NAMES if arm else OUTPUT_NAMES
         if not isinstance(node, MappingNode):
             self.report(node, f"'{block}' must be a mapping of outputs, e.g. 'offer_type: bundle'")
             return None
         entries = self.entries(node)
         if required and not entries:
-            self.report(
-                node, f"'{block}' sets nothing; give at least one of {', '.join(OUTPUT_NAMES)}"
-            )
+            self.report(node, f"'{block}' sets nothing; give at least one of {', '.join(names)}")
             return None
         outputs: dict[str, Any] = {}
         nodes: dict[str, Node] = {}
@@ -575,10 +768,12 @@ class _Checker(YamlChecker):
             value = self.value(value_node)
             nodes[key] = value_node
             if key == "offer_type":
-                if isinstance(value, str) and value.casefold() in OFFER_TYPES:
+                if isinstance(value, str) and value.casefold() in (*OFFER_TYPES, BEST):
                     outputs[key] = value.casefold()
                 else:
-                    suggestion = did_you_mean(value, OFFER_TYPES) if isinstance(value, str) else ""
+                    suggestion = (
+                        did_you_mean(value, (*OFFER_TYPES, BEST)) if isinstance(value, str) else ""
+                    )
                     self.report(
                         value_node,
                         f"unknown offer_type {show(value)}{suggestion}; "
@@ -619,21 +814,167 @@ class _Checker(YamlChecker):
                         f"it is one of {', '.join(RECOMMENDATION_STRATEGIES)}",
                         key,
                     )
+            elif key == "response_variant" and arm:
+                if isinstance(value, str) and value.strip() and len(value) <= MAX_NAME_LENGTH:
+                    outputs[key] = value.strip()
+                else:
+                    self.report(
+                        value_node,
+                        f"response_variant must be text of 1 to {MAX_NAME_LENGTH} characters, "
+                        f"got {show(value)}",
+                        key,
+                    )
+            elif key in BEST_OFFER_KEYS:
+                self.best_offer_part(key, value_node, value, outputs)
             else:
                 self.report(
                     key_node,
-                    f"unknown output {key!r}{did_you_mean(key, OUTPUT_NAMES)}; "
-                    f"outputs are {', '.join(OUTPUT_NAMES)}",
+                    f"unknown output {key!r}{did_you_mean(key, (*names, *BEST_OFFER_KEYS))}; "
+                    f"outputs are {', '.join(names)}",
                     key,
                 )
         if len(self.problems) == before:
-            self._check_offer(outputs, nodes)
+            if arm and "discount_pct" in outputs and "offer_type" not in outputs:
+                # An arm's discount on its own is a discount offer of that size.
+                self._check_offer({**outputs, "offer_type": "discount"}, nodes)
+            else:
+                self._check_offer(outputs, nodes)
+        if len(self.problems) == before and "offers" in outputs:
+            outputs["offers"] = BestOffer(outputs["offers"], outputs.pop("explore", 0.0))
         return outputs if len(self.problems) == before else None
+
+    def best_offer_part(self, key: str, node: Node, value: Any, outputs: dict[str, Any]) -> None:
+        """``offers`` (the candidates) or ``explore`` (a share) of ``offer_type: best``."""
+        if key == "offers":
+            candidates = self.offer_candidates(node)
+            if candidates is not None:
+                outputs[key] = candidates
+        elif is_number(value) and 0 <= value <= 1:
+            outputs[key] = float(value)
+        else:
+            self.report(
+                node,
+                "explore must be a share from 0 to 1 (0.1: one customer in ten), "
+                f"got {show(value)}",
+                key,
+            )
+
+    def offer_candidates(self, node: Node) -> tuple[OfferCandidate, ...] | None:
+        """The candidates of ``offer_type: best``, the fallback first."""
+        if not isinstance(node, SequenceNode) or not (
+            MIN_CANDIDATES <= len(node.value) <= MAX_CANDIDATES
+        ):
+            self.report(
+                node,
+                f"'offers' must be a list of {MIN_CANDIDATES} to {MAX_CANDIDATES} candidates, "
+                "the fallback first, each like '- {offer_type: bundle, value: 5}'",
+                "offers",
+            )
+            return None
+        candidates = [self.offer_candidate(item) for item in node.value]
+        first_lines: dict[str, int | None] = {}
+        for candidate, item in zip(candidates, node.value, strict=True):
+            if candidate is None:
+                continue
+            if candidate.label in first_lines:
+                self.report(
+                    item,
+                    f"candidate {candidate.label!r} is listed twice "
+                    f"(first on line {first_lines[candidate.label]})",
+                    "offers",
+                )
+                return None
+            first_lines[candidate.label] = node_line(item)
+        complete = tuple(candidate for candidate in candidates if candidate is not None)
+        return complete if len(complete) == len(candidates) else None
+
+    def offer_candidate(self, node: Node) -> OfferCandidate | None:
+        """One candidate: ``{offer_type: ..., discount_pct: ..., value: ...}``."""
+        if not isinstance(node, MappingNode):
+            self.report(
+                node,
+                "each candidate must be a mapping such as '{offer_type: bundle, value: 5}'",
+                "offers",
+            )
+            return None
+        before = len(self.problems)
+        found = {key: (key_node, value_node) for key, key_node, value_node in self.entries(node)}
+        for key, (key_node, _) in found.items():
+            if key not in CANDIDATE_KEYS:
+                self.report(
+                    key_node,
+                    f"unknown key {key!r}{did_you_mean(key, CANDIDATE_KEYS)}; "
+                    f"a candidate has {', '.join(CANDIDATE_KEYS)}",
+                    "offers",
+                )
+        offer_type = self._candidate_offer_type(found, node)
+        discount: float | None = None
+        if "discount_pct" in found:
+            raw = self.value(found["discount_pct"][1])
+            if is_number(raw) and 0 <= raw <= 100:
+                discount = raw  # as written, for messages
+            else:
+                self.report(
+                    found["discount_pct"][1],
+                    f"discount_pct must be a number from 0 to 100, got {show(raw)}",
+                    "discount_pct",
+                )
+        value: float | None = None
+        if "value" not in found:
+            self.report(
+                node,
+                "a candidate needs 'value': what an accepted offer is worth to the shop "
+                "(a number above 0)",
+                "offers",
+            )
+        else:
+            raw = self.value(found["value"][1])
+            if is_number(raw) and raw > 0:
+                value = float(raw)
+            else:
+                self.report(
+                    found["value"][1],
+                    "'value' must be a number above 0 (what an accepted offer is worth), "
+                    f"got {show(raw)}",
+                    "offers",
+                )
+        if len(self.problems) != before or offer_type is None or value is None:
+            return None
+        # The same pairing as a rule's offer: a discount needs its size, nothing else has one.
+        offer = {"offer_type": offer_type, "discount_pct": discount}
+        self._check_offer(
+            {name: part for name, part in offer.items() if part is not None},
+            {name: found[name][1] for name in ("offer_type", "discount_pct") if name in found},
+        )
+        if len(self.problems) != before:
+            return None
+        return OfferCandidate(offer_type, float(discount or 0.0), value)
+
+    def _candidate_offer_type(
+        self, found: Mapping[str, tuple[Node, Node]], node: Node
+    ) -> str | None:
+        choices = ", ".join(CANDIDATE_OFFER_TYPES)
+        if "offer_type" not in found:
+            self.report(node, f"a candidate needs 'offer_type' (one of {choices})", "offers")
+            return None
+        raw = self.value(found["offer_type"][1])
+        if isinstance(raw, str) and raw.casefold() in CANDIDATE_OFFER_TYPES:
+            return raw.casefold()
+        suggestion = did_you_mean(raw, CANDIDATE_OFFER_TYPES) if isinstance(raw, str) else ""
+        self.report(
+            found["offer_type"][1],
+            f"a candidate's offer_type is one of {choices}, got {show(raw)}{suggestion}",
+            "offer_type",
+        )
+        return None
 
     def _check_offer(self, outputs: dict[str, Any], nodes: dict[str, Node]) -> None:
         # The offer and its percentage are one decision: a lone or mismatched discount
         # would let a customer see "0% off" or a bundle with a stray percentage.
         offer = outputs.get("offer_type")
+        if offer == BEST or any(key in outputs for key in BEST_OFFER_KEYS):
+            self._check_best_offer(outputs, nodes)
+            return
         discount = outputs.get("discount_pct")
         if discount is not None and offer is None:
             self.report(
@@ -652,5 +993,27 @@ class _Checker(YamlChecker):
                 nodes["discount_pct"],
                 f"discount_pct {show(discount)} only goes with offer_type 'discount', "
                 f"not {offer!r}",
+                "discount_pct",
+            )
+
+    def _check_best_offer(self, outputs: dict[str, Any], nodes: dict[str, Node]) -> None:
+        # "best" chooses among its candidates, each with its own discount: a percentage
+        # beside it, or candidates without it, would say two things at once.
+        if outputs.get("offer_type") != BEST:
+            for key in BEST_OFFER_KEYS:
+                if key in nodes:
+                    self.report(nodes[key], f"'{key}' needs 'offer_type: best' next to it", key)
+            return
+        if "offers" not in nodes:
+            self.report(
+                nodes["offer_type"],
+                "offer_type 'best' needs 'offers': the candidates to choose from, the "
+                "fallback first, e.g. '- {offer_type: bundle, value: 5}'",
+                "offers",
+            )
+        if "discount_pct" in nodes:
+            self.report(
+                nodes["discount_pct"],
+                "discount_pct goes inside a candidate of 'offers' with offer_type 'best'",
                 "discount_pct",
             )

@@ -8,6 +8,8 @@ Outputs: the deciding rule's ``then`` gives the outputs it names; every output i
 not name comes from the ``defaults`` block, never from a later rule, so the outcome can
 be read off one rule and the defaults. ``offer_type`` and ``discount_pct`` travel
 together: a rule that names an offer gets its own discount (0 unless it is a discount).
+``offer_type: best`` comes with its candidates (``offers``), and the decision holds the
+first of them until the engine chooses (:mod:`rasa_personalize.rules.offers`).
 When no rule matches, the outcome is the defaults.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.rules.conditions import (
     AllOf,
@@ -26,9 +28,19 @@ from rasa_personalize.rules.conditions import (
 )
 from rasa_personalize.rules.facts import Facts
 
+if TYPE_CHECKING:
+    from rasa_personalize.rules.experiments import Experiment
+    from rasa_personalize.rules.offers import BestOffer, OfferChoice
+
 # What a recommender does with the customer's candidates; the engine maps each to a
 # ranking. "default" leaves the recommender's own order.
-RECOMMENDATION_STRATEGIES: Final = ("default", "cheapest_first", "premium", "new_arrivals")
+RECOMMENDATION_STRATEGIES: Final = (
+    "default",
+    "cheapest_first",
+    "premium",
+    "new_arrivals",
+    "bought_together",
+)
 OUTPUT_NAMES: Final = ("offer_type", "discount_pct", "max_price", "recommendation_strategy")
 
 _Plan = tuple[tuple[Predicate, "Decision"], ...]
@@ -40,7 +52,12 @@ class Decision:
 
     ``offer_type`` and ``discount_pct`` are contract slot values; ``max_price`` (``None``:
     no cap) and ``recommendation_strategy`` steer the recommendations. ``rule`` names the
-    deciding rule, ``None`` when the defaults answered.
+    deciding rule, ``None`` when the defaults answered. ``experiment`` and ``arm`` name the
+    experiment that changed the outcome and the customer's arm in it (see
+    :mod:`rasa_personalize.rules.experiments`), whose ``response_variant`` is a slot too.
+    ``best_offer`` holds the candidates of ``offer_type: best`` (the offer is then the
+    first of them until :func:`~rasa_personalize.rules.offers.choose_offer` chooses, and
+    ``offer_choice`` says which it chose and why).
     """
 
     offer_type: str = "none"
@@ -48,6 +65,11 @@ class Decision:
     max_price: float | None = None
     recommendation_strategy: str = "default"
     rule: str | None = None
+    response_variant: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    best_offer: BestOffer | None = None
+    offer_choice: OfferChoice | None = None
 
     def slot_values(self) -> dict[str, Any]:
         """The contract slots this decision sets, ready for a ``SlotPlan``."""
@@ -56,7 +78,28 @@ class Decision:
         return {
             "offer_type": self.offer_type,
             "discount_pct": int(discount) if float(discount).is_integer() else discount,
+            "response_variant": self.response_variant,
         }
+
+    def with_offer(self, offer_type: str, discount_pct: float, choice: OfferChoice) -> Decision:
+        """This decision with its ``best`` offer made concrete as ``offer_type``.
+
+        Built field by field rather than with ``dataclasses.replace``, which costs twice as
+        much on every answer of a ``best`` rule: a new field must be passed on here too
+        (``tests/rules/test_offers.py`` checks that every other field is kept).
+        """
+        return Decision(
+            offer_type,
+            discount_pct,
+            self.max_price,
+            self.recommendation_strategy,
+            self.rule,
+            self.response_variant,
+            self.experiment,
+            self.arm,
+            self.best_offer,
+            choice,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,22 +120,33 @@ class RuleSet:
     """Rules in file order, the defaults, and the compiled plan the evaluator runs.
 
     ``source`` names where the rules came from (a path or ``<built-in>``); ``digest`` is
-    a short hash of the text, to tell versions apart in logs.
+    a short hash of the text, to tell versions apart in logs. ``experiments`` come after
+    the rules (:func:`rasa_personalize.rules.experiments.assign`).
     """
 
     rules: tuple[Rule, ...]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
     digest: str = ""
+    experiments: tuple[Experiment, ...] = ()
     # Derived in __post_init__.
     ordered: tuple[Rule, ...] = field(init=False, repr=False, compare=False)
     default_decision: Decision = field(init=False, repr=False, compare=False)
+    chooses_offers: bool = field(init=False, repr=False, compare=False)
     _plan: _Plan = field(init=False, repr=False, compare=False)
     _plan_by_segment: Mapping[str, _Plan] = field(init=False, repr=False, compare=False)
     _ungated_plan: _Plan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         base = resolve_outputs(Decision(), self.defaults, None)
+        # Whether any answer can be "offer_type: best": only then does the engine load
+        # an acceptance model and record the offers it shows.
+        blocks = (
+            self.defaults,
+            *(rule.then for rule in self.rules),
+            *(arm.then for experiment in self.experiments for arm in experiment.arms),
+        )
+        object.__setattr__(self, "chooses_offers", any("offers" in block for block in blocks))
         # sorted() is stable: equal priorities keep their order in the file.
         ordered = tuple(sorted(self.rules, key=lambda rule: -rule.priority))
         steps = [
@@ -125,10 +179,23 @@ class RuleSet:
 
 
 def resolve_outputs(base: Decision, outputs: Mapping[str, Any], rule: str | None) -> Decision:
-    """``base`` with ``outputs`` on top, the offer and its discount taken together."""
+    """``base`` with ``outputs`` on top, the offer and its discount taken together.
+
+    Raises:
+        ValueError: ``offer_type: best`` without its candidates (``offers``).
+    """
+    best_offer = base.best_offer
     if "offer_type" in outputs:
-        offer_type = str(outputs["offer_type"])
-        discount_pct = float(outputs.get("discount_pct", 0.0))
+        best_offer = outputs.get("offers")
+        if best_offer is not None:
+            # The first candidate until the engine chooses: never "best" in a slot.
+            offer_type = best_offer.fallback.offer_type
+            discount_pct = float(best_offer.fallback.discount_pct)
+        else:
+            offer_type = str(outputs["offer_type"])
+            discount_pct = float(outputs.get("discount_pct", 0.0))
+            if offer_type == "best":
+                raise ValueError("offer_type 'best' needs its candidates under 'offers'")
     else:
         offer_type, discount_pct = base.offer_type, base.discount_pct
     max_price = outputs.get("max_price", base.max_price)
@@ -140,6 +207,7 @@ def resolve_outputs(base: Decision, outputs: Mapping[str, Any], rule: str | None
             outputs.get("recommendation_strategy", base.recommendation_strategy)
         ),
         rule=rule,
+        best_offer=best_offer,
     )
 
 

@@ -14,15 +14,32 @@ portable form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Numeric, String, Table, TextClause, text
 from sqlalchemy.engine import Connection, Dialect
 
 from rasa_personalize.store.dialect import POSTGRESQL, dialect_of, insert_ignoring
 from rasa_personalize.store.types import Session
+
+T = TypeVar("T")
+
+# Values per ``IN (...)`` list: far below every supported database's parameter limit
+# (SQLite's 32,766 is the lowest), and small enough to plan quickly.
+LOOKUP_CHUNK: Final = 1_000
+
+
+def chunked(items: Sequence[T], size: int = LOOKUP_CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``, in order."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def rowcount(result: Any) -> int:
+    """Rows a DELETE or UPDATE touched; 0 when the driver cannot tell."""
+    return max(0, int(getattr(result, "rowcount", 0) or 0))
 
 
 async def insert_new_rows(

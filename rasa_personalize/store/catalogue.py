@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +22,9 @@ from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_c
 from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
     PrecomputedRecommendations,
     Product,
     SegmentAssignment,
@@ -45,6 +47,9 @@ class CustomerItems:
     customer_id: int | None = None
     # Aggregated history for recalculating the customer's vector; None when not asked for.
     history: CustomerHistory | None = None
+    # (sku, when) of the purchases read, newest first: substitutes of recent purchases are
+    # demoted, consumables may be offered again (rasa_personalize.recommend.reranking).
+    purchases: tuple[tuple[str, datetime], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,7 @@ def read_customer_items(
         precomputed=tuple((str(sku), float(score)) for sku, score in stored[0]) if stored else (),
         precomputed_version=stored.model_version if stored else None,
         last_purchase_title=purchases[0].title if purchases else None,
+        purchases=tuple((row.sku, row.occurred_at) for row in purchases),
         customer_id=customer_id,
         history=None
         if history is None
@@ -195,6 +201,21 @@ async def read_training_rows(session: AsyncSession) -> TrainingRows:
             if newest_at is None or occurred_at > newest_at:
                 newest_at = occurred_at
     return replace(rows, newest_at=newest_at)
+
+
+async def read_first_seen(session: AsyncSession) -> dict[str, datetime]:
+    """sku -> when the product's first interaction happened, for products with one."""
+    rows = await session.execute(
+        select(Product.sku, func.min(Interaction.occurred_at))
+        .join(Product, Product.id == Interaction.product_id)
+        .group_by(Product.sku)
+    )
+    first: dict[str, datetime] = {}
+    for sku, when in rows:
+        # UtcDateTime is not applied to aggregate results, so SQLite hands back strings.
+        parsed = when if isinstance(when, datetime) else datetime.fromisoformat(str(when))
+        first[str(sku)] = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return first
 
 
 async def customer_ids_by_key(session: AsyncSession, keys: Iterable[str]) -> dict[str, int]:
@@ -263,6 +284,10 @@ class ChatWrite:
     channel: str | None = None
     device: str | None = None
     location: str | None = None
+    # (experiment, arm) exposures of this customer, stored unless already there.
+    exposures: Sequence[tuple[str, str]] = ()
+    # (offer label, segment) the session actions showed, stored once per offer and day.
+    offers_shown: Sequence[tuple[str, str]] = ()
 
 
 async def insert_chat_interactions(
@@ -298,11 +323,59 @@ def store_chat_batch(
     """
     facts = read_tracking_facts(connection, {write.customer_key for write in writes})
     allowed = [w for w in writes if facts.allows(w.customer_key, w.occurred_at, default_granted)]
+    _insert_exposures(connection, allowed)
+    _insert_offer_exposures(connection, allowed)
     stored = iter(_insert_chat_writes(connection, allowed))
     return [
         next(stored) if facts.allows(w.customer_key, w.occurred_at, default_granted) else set()
         for w in writes
     ]
+
+
+def _insert_exposures(connection: Connection, writes: Sequence[ChatWrite]) -> None:
+    """First exposures only: a customer's row for an experiment is never replaced."""
+    rows = {
+        (experiment, write.customer_key): {
+            "experiment": experiment,
+            "customer_key": write.customer_key,
+            "arm": arm,
+            "exposed_at": write.occurred_at,
+        }
+        for write in reversed(writes)  # the earliest write of a batch wins
+        for experiment, arm in write.exposures
+    }
+    if rows:
+        connection.execute(
+            insert_ignoring(
+                dialect_of(connection), ExperimentExposure, ["experiment", "customer_key"]
+            ),
+            list(rows.values()),
+        )
+
+
+def _insert_offer_exposures(connection: Connection, writes: Sequence[ChatWrite]) -> None:
+    """The first showing of an offer to a customer on a (UTC) day; later ones add nothing."""
+    rows: dict[tuple[str, str, date], dict[str, Any]] = {}
+    for write in writes:
+        shown_on = write.occurred_at.astimezone(timezone.utc).date()
+        for offer, segment in write.offers_shown:
+            key = (write.customer_key, offer, shown_on)
+            if key in rows and rows[key]["shown_at"] <= write.occurred_at:
+                continue  # the earliest showing of the day wins
+            rows[key] = {
+                "customer_key": write.customer_key,
+                "offer": offer,
+                "shown_on": shown_on,
+                "segment": segment,
+                "shown_at": write.occurred_at,
+            }
+    if rows:
+        connection.execute(
+            insert_ignoring(
+                dialect_of(connection), OfferExposure, ["customer_key", "offer", "shown_on"]
+            ),
+            list(rows.values()),
+        )
 
 
 def _insert_chat_writes(connection: Connection, writes: Sequence[ChatWrite]) -> list[set[str]]:
@@ -311,7 +384,8 @@ def _insert_chat_writes(connection: Connection, writes: Sequence[ChatWrite]) -> 
     if not writes:
         return []
     dialect = dialect_of(connection)
-    keys = sorted({write.customer_key for write in writes})
+    # A write of exposures alone creates no customer: only events make a history.
+    keys = sorted({write.customer_key for write in writes if write.events})
     customer_ids = _customer_ids(connection, keys)
     missing = [key for key in keys if key not in customer_ids]
     if missing:

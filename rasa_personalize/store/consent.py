@@ -20,6 +20,7 @@ from typing import Any, Final
 from sqlalchemy import Integer, Select, case, insert, literal_column, select, union_all
 from sqlalchemy.engine import Connection
 
+from rasa_personalize.store.bulk import chunked
 from rasa_personalize.store.dialect import (
     POSTGRESQL,
     dialect_of,
@@ -37,7 +38,6 @@ from rasa_personalize.store.models import (
 from rasa_personalize.store.types import Session
 
 # Values per IN (...) list on SQLite and MySQL (PostgreSQL takes one array whatever the size).
-LOOKUP_CHUNK: Final = 1_000
 # The width of the policy_version columns.
 MAX_POLICY_VERSION_LENGTH: Final = 32
 TRACKING: Final = "tracking"
@@ -110,8 +110,7 @@ def _chunks(items: Sequence[str], dialect: str) -> Iterable[Sequence[str]]:
     if dialect == POSTGRESQL:
         yield items  # one array parameter, one cached statement
         return
-    for start in range(0, len(items), LOOKUP_CHUNK):
-        yield items[start : start + LOOKUP_CHUNK]
+    yield from chunked(items)
 
 
 def _select_states(customer_key: str) -> Select[str, bool, str, str | None, datetime]:
@@ -277,35 +276,6 @@ async def load_consent_history(
         )
         for row in reversed(rows)
     )
-
-
-async def load_consent_decisions(
-    session: Session, customer_keys: Collection[str], purpose: str
-) -> dict[str, bool]:
-    """The explicit answers for ``purpose`` of these customers (key -> granted).
-
-    Keys without a stored answer are absent: the configured default decides for them.
-    """
-    _check_purposes([purpose])
-    found: dict[str, bool] = {}
-    dialect = dialect_of(session)
-    for chunk in _chunks(sorted(set(customer_keys)), dialect):
-        rows = await session.execute(
-            select(ConsentState.customer_key, ConsentState.granted).where(
-                ConsentState.purpose == purpose,
-                member_of(ConsentState.customer_key, chunk, dialect),
-            )
-        )
-        found.update({key: bool(granted) for key, granted in rows.all()})
-    return found
-
-
-async def keys_with_consent(
-    session: Session, customer_keys: Collection[str], purpose: str, *, granted: bool
-) -> frozenset[str]:
-    """Which of these customers explicitly granted (``granted=True``) or denied ``purpose``."""
-    decisions = await load_consent_decisions(session, customer_keys, purpose)
-    return frozenset(key for key, value in decisions.items() if value is granted)
 
 
 async def load_tracking_facts(session: Session, customer_keys: Collection[str]) -> TrackingFacts:

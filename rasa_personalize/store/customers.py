@@ -15,6 +15,7 @@ from sqlalchemy import Select, Table, bindparam, delete, exists, insert, or_, se
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from rasa_personalize.store.bulk import chunked
 from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
@@ -27,7 +28,6 @@ from rasa_personalize.store.models import (
 from rasa_personalize.store.repository import aliased_customer_ids, write_profile_metrics
 
 # Values per IN (...) list: well under SQLite's and asyncpg's parameter limits.
-LOOKUP_CHUNK: Final = 1_000
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,10 @@ def _stored(row: Any) -> StoredCustomer:
     )
 
 
-def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 async def resolve_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, tuple[int, bool]]:
     """customer_key -> (customer id, whether the key is an alias) for the known keys."""
     found: dict[str, tuple[int, bool]] = {}
-    for chunk in _chunks(keys):
+    for chunk in chunked(keys):
         rows = await session.execute(
             select(Customer.customer_key, Customer.id).where(Customer.customer_key.in_(chunk))
         )
@@ -128,7 +123,7 @@ async def keys_of_person(session: AsyncSession, customer_key: str) -> frozenset[
 async def customers_by_ids(session: AsyncSession, ids: Iterable[int]) -> list[StoredCustomer]:
     """The customers with these ids, by id."""
     found: list[StoredCustomer] = []
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in chunked(sorted(set(ids))):
         rows = await session.execute(_select_customers().where(Customer.id.in_(chunk)))
         found.extend(_stored(row) for row in rows)
     return sorted(found, key=lambda customer: customer.id)
@@ -143,7 +138,7 @@ async def customer_ids_by_contact_index(
         (Customer.email_index, sorted(set(email_indexes))),
         (Customer.phone_index, sorted(set(phone_indexes))),
     ):
-        for chunk in _chunks(indexes):
+        for chunk in chunked(indexes):
             rows = await session.execute(select(Customer.id).where(column.in_(chunk)))
             found.update(int(customer_id) for customer_id in rows.scalars())
     return found
@@ -206,7 +201,7 @@ async def update_customers(
 
 async def _bump_profile_versions(session: AsyncSession, ids: Sequence[int], now: datetime) -> None:
     profiles = _table(CustomerProfile)
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in chunked(sorted(set(ids))):
         await session.execute(
             update(profiles)
             .where(profiles.c.customer_id.in_(chunk))
@@ -282,7 +277,7 @@ async def merge_customers(
     await add_aliases(
         session, [(keys[m.duplicate_id], m.survivor_id, m.match) for m in merges], now
     )
-    for chunk in _chunks(duplicate_ids):
+    for chunk in chunked(duplicate_ids):
         # Children first: SQLite enforces the cascades only with foreign keys switched on.
         for model in (
             PrecomputedRecommendations,
@@ -301,7 +296,7 @@ async def _merge_profile_attributes(
 ) -> None:
     ids = sorted({m.duplicate_id for m in merges} | {m.survivor_id for m in merges})
     attributes: dict[int, dict[str, Any]] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunked(ids):
         rows = await session.execute(
             select(CustomerProfile.customer_id, CustomerProfile.attributes).where(
                 CustomerProfile.customer_id.in_(chunk)

@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import delete, func, insert, select
 
+from rasa_personalize.store.bulk import rowcount
 from rasa_personalize.store.dialect import dialect_of, member_of, upsert
 from rasa_personalize.store.models import (
     ConsentChange,
@@ -33,8 +34,11 @@ from rasa_personalize.store.models import (
     CustomerProfile,
     CustomerTag,
     ErasureTombstone,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
     PrecomputedRecommendations,
+    PropensityScore,
     SegmentAssignment,
 )
 from rasa_personalize.store.types import Session
@@ -51,8 +55,11 @@ ERASED_TABLES: Final = (
     "customer_tags",
     "segment_assignments",
     "precomputed_recommendations",
+    "propensity_scores",
     "consent_states",
     "consent_history",
+    "experiment_exposures",
+    "offer_exposures",
 )
 # Children of a customer row, deleted before it (SQLite enforces cascades only with
 # foreign keys on, and explicit deletes give the counts the receipt reports).
@@ -60,6 +67,7 @@ _CHILDREN: Final = (
     (CustomerTag, "customer_tags"),
     (SegmentAssignment, "segment_assignments"),
     (PrecomputedRecommendations, "precomputed_recommendations"),
+    (PropensityScore, "propensity_scores"),
     (CustomerProfile, "customer_profiles"),
     (CustomerAlias, "customer_aliases"),
 )
@@ -80,10 +88,6 @@ class ErasureTargets:
     customer_ids: tuple[int, ...]
     keys: tuple[str, ...]
     has_rows: bool
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def _targets(session: Session, customer_key: str, *, lock: bool) -> ErasureTargets:
@@ -212,7 +216,7 @@ async def delete_interaction_batch(
     result = await session.execute(
         delete(Interaction).where(member_of(Interaction.id, ids, dialect))
     )
-    return _rowcount(result)
+    return rowcount(result)
 
 
 async def delete_customer_rows(
@@ -246,21 +250,29 @@ async def delete_customer_rows(
             result = await session.execute(
                 delete(model).where(member_of(model.customer_id, ids, dialect))
             )
-            counts[table] += _rowcount(result)
+            counts[table] += rowcount(result)
         result = await session.execute(delete(Customer).where(member_of(Customer.id, ids, dialect)))
-        counts["customers"] += _rowcount(result)
+        counts["customers"] += rowcount(result)
         await write_tombstones(session, keys, erased_at, renew=False)
     result = await session.execute(
         delete(ConsentState).where(member_of(ConsentState.customer_key, keys, dialect))
     )
-    counts["consent_states"] += _rowcount(result)
+    counts["consent_states"] += rowcount(result)
+    result = await session.execute(
+        delete(ExperimentExposure).where(member_of(ExperimentExposure.customer_key, keys, dialect))
+    )
+    counts["experiment_exposures"] += rowcount(result)
+    result = await session.execute(
+        delete(OfferExposure).where(member_of(OfferExposure.customer_key, keys, dialect))
+    )
+    counts["offer_exposures"] += rowcount(result)
     result = await session.execute(
         delete(ConsentChange).where(
             member_of(ConsentChange.customer_key, keys, dialect),
             ConsentChange.decision != ERASED_DECISION,
         )
     )
-    counts["consent_history"] += _rowcount(result)
+    counts["consent_history"] += rowcount(result)
     marked = set(
         (
             await session.scalars(

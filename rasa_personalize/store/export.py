@@ -25,11 +25,14 @@ from rasa_personalize.store.models import (
     CustomerAlias,
     CustomerProfile,
     CustomerTag,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
     PrecomputedRecommendations,
     Product,
     SegmentAssignment,
 )
+from rasa_personalize.store.propensity import StoredScore, read_propensity_scores
 from rasa_personalize.store.records import Demographics, SegmentRecord, TagRecord
 from rasa_personalize.store.types import Session
 
@@ -79,6 +82,27 @@ class KeyConsent:
 
 
 @dataclass(frozen=True)
+class ExposureRecord:
+    """An experiment the customer was shown an arm of, under one of their keys."""
+
+    experiment: str
+    arm: str
+    customer_key: str
+    exposed_at: datetime
+
+
+@dataclass(frozen=True)
+class OfferShownRecord:
+    """An offer the assistant showed the customer (first time that day), under one of
+    their keys, with their segment then."""
+
+    offer: str
+    segment: str
+    customer_key: str
+    shown_at: datetime
+
+
+@dataclass(frozen=True)
 class PrecomputedRecord:
     """The recommendations precomputed for a customer by the last training run."""
 
@@ -123,6 +147,9 @@ class CustomerRecords:
     # The customer's own key first, then each alias key that has consent rows.
     consent: tuple[KeyConsent, ...]
     interaction_count: int
+    experiments: tuple[ExposureRecord, ...] = ()
+    propensity: tuple[StoredScore, ...] = ()
+    offers: tuple[OfferShownRecord, ...] = ()
 
 
 async def find_customer_id(session: Session, key: str) -> int | None:
@@ -220,7 +247,38 @@ async def read_customer_records(session: Session, key: str) -> CustomerRecords |
         aliases=tuple(AliasRecord(a.alias_key, a.match, a.merged_at) for a in aliases),
         consent=await _consent(session, keys),
         interaction_count=int(interaction_count or 0),
+        experiments=await _exposures(session, keys),
+        propensity=await read_propensity_scores(session, customer_id),
+        offers=await _offers_shown(session, keys),
     )
+
+
+async def _exposures(session: Session, keys: Sequence[str]) -> tuple[ExposureRecord, ...]:
+    rows = await session.execute(
+        select(
+            ExperimentExposure.experiment,
+            ExperimentExposure.arm,
+            ExperimentExposure.customer_key,
+            ExperimentExposure.exposed_at,
+        )
+        .where(ExperimentExposure.customer_key.in_(keys))
+        .order_by(ExperimentExposure.exposed_at, ExperimentExposure.experiment)
+    )
+    return tuple(ExposureRecord(*row) for row in rows.all())
+
+
+async def _offers_shown(session: Session, keys: Sequence[str]) -> tuple[OfferShownRecord, ...]:
+    rows = await session.execute(
+        select(
+            OfferExposure.offer,
+            OfferExposure.segment,
+            OfferExposure.customer_key,
+            OfferExposure.shown_at,
+        )
+        .where(OfferExposure.customer_key.in_(keys))
+        .order_by(OfferExposure.shown_at, OfferExposure.offer)
+    )
+    return tuple(OfferShownRecord(*row) for row in rows.all())
 
 
 async def _consent(session: Session, keys: Sequence[str]) -> tuple[KeyConsent, ...]:

@@ -33,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.repository import snapshot_from_rows, snapshot_statements
+from rasa_personalize.tracing import STORE_READ_SPAN, store_read, traced
 
 Processor = Callable[[Any], Any] | None
 T = TypeVar("T")
@@ -115,6 +116,10 @@ class InlineSnapshotReader:
             return None
         return cls(connection, dialect, path)
 
+    @traced(
+        STORE_READ_SPAN,
+        {"personalize.store.path": "inline", "personalize.store.reader": "snapshot"},
+    )
     def snapshot(self, key: str) -> CustomerSnapshot | None:
         """The customer's snapshot, or None when the key is unknown.
 
@@ -170,6 +175,7 @@ class InlineSnapshotReader:
         finally:
             execute("COMMIT")
 
+    @traced(STORE_READ_SPAN, store_read("inline"))
     def run(self, reader: Callable[..., T], *args: Any) -> T:
         """Run a synchronous reader (``reader(connection, *args)``) on this thread.
 

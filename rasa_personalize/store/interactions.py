@@ -13,14 +13,14 @@ depends on how they were validated.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
 from sqlalchemy import select
 
-from rasa_personalize.store.bulk import insert_new_rows
+from rasa_personalize.store.bulk import chunked, insert_new_rows
 from rasa_personalize.store.dialect import (
     dialect_of,
     insert_ignoring,
@@ -33,7 +33,6 @@ from rasa_personalize.store.repository import aliased_customer_ids
 from rasa_personalize.store.types import Session
 
 # Values per IN (...) list.
-LOOKUP_CHUNK: Final = 1_000
 # As a Table, which is what Core insert() is typed for.
 INTERACTIONS: Final = Interaction.metadata.tables[Interaction.__tablename__]
 
@@ -86,15 +85,10 @@ class WrittenInteractions:
     refreshed_profiles: int = 0
 
 
-def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 async def _product_ids(session: Session, skus: Collection[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     dialect = dialect_of(session)
-    for chunk in _chunks(sorted(skus)):
+    for chunk in chunked(sorted(skus)):
         rows = await session.execute(
             select(Product.sku, Product.id).where(member_of(Product.sku, chunk, dialect))
         )
@@ -111,7 +105,7 @@ async def stored_event_ids(session: Session, event_ids: Collection[str]) -> froz
     """Which of these event ids are stored already."""
     found: set[str] = set()
     dialect = dialect_of(session)
-    for chunk in _chunks(sorted(set(event_ids))):
+    for chunk in chunked(sorted(set(event_ids))):
         rows = await session.execute(
             select(Interaction.event_id).where(member_of(Interaction.event_id, chunk, dialect))
         )
@@ -122,7 +116,7 @@ async def stored_event_ids(session: Session, event_ids: Collection[str]) -> froz
 async def _customer_ids(session: Session, keys: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     dialect = dialect_of(session)
-    for chunk in _chunks(keys):
+    for chunk in chunked(keys):
         rows = await session.execute(
             select(Customer.customer_key, Customer.id).where(
                 member_of(Customer.customer_key, chunk, dialect)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     Dialect,
     ForeignKey,
     Index,
@@ -30,6 +31,10 @@ from rasa_personalize.store.dialect import DOUBLE, MYSQL, MYSQL_TABLE_OPTIONS, U
 # "rating" holds explicit star ratings (value 1-5), e.g. imported from MovieLens.
 # "shown" is a product the assistant recommended in a chat (an impression, not a liking);
 # "category_asked" is a category the customer asked about (product-less, in `category`).
+# From Rasa's event broker (product-less): "chat_message" is one message of the customer
+# (its intent in `category`), "session_start" a conversation session begun, and
+# "session_end" its length, recorded when it is over (seconds in `value`, the customer's
+# messages in `quantity`).
 INTERACTION_KINDS: Final = (
     "view",
     "search",
@@ -40,6 +45,9 @@ INTERACTION_KINDS: Final = (
     "rating",
     "shown",
     "category_asked",
+    "chat_message",
+    "session_start",
+    "session_end",
 )
 # What the assistant did rather than the customer: never counted as customer activity.
 ASSISTANT_KINDS: Final = ("shown",)
@@ -94,6 +102,9 @@ class Customer(Base):
     # Set only by the synthetic demo generator: the behaviour group a customer was drawn
     # from, so segmentation can be scored against the truth.
     synthetic_group: Mapped[str | None] = mapped_column(String(32))
+    # Also demo data only: the probability the customer was drawn to buy with in the week
+    # before seeding, the truth a purchase-propensity model is scored against.
+    synthetic_purchase_probability: Mapped[float | None] = mapped_column(DOUBLE)
     # Contact details, each encrypted on its own (AES-256-GCM) as "<key id>:<base64 of
     # nonce + ciphertext>" (rasa_personalize/imports/contacts.py); never keys, never logged.
     name_encrypted: Mapped[str | None] = mapped_column(String(512))
@@ -223,6 +234,8 @@ class Interaction(Base):
         CheckConstraint("quantity >= 0", name="ck_interactions_quantity"),
         Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
         Index("ix_interactions_product", "product_id"),
+        # Retention deletes by age across all customers.
+        Index("ix_interactions_occurred_at", "occurred_at"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -243,6 +256,30 @@ class SegmentAssignment(Base):
     __table_args__ = (
         UniqueConstraint("customer_id", "method", name="uq_segment_assignments_method"),
         Index("ix_segment_assignments_customer", "customer_id", "assigned_at"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+class PropensityScore(Base):
+    """A customer's latest calibrated propensity for a target, with the model that gave it.
+
+    One row per customer and target, replaced by every scoring run. The hot path reads
+    the same score from the profile's ``metrics`` document instead (no extra query);
+    this table is the record that export, erasure and reports read.
+    """
+
+    __tablename__ = "propensity_scores"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    target: Mapped[str] = mapped_column(String(32), primary_key=True)
+    score: Mapped[float] = mapped_column(DOUBLE)
+    model_version: Mapped[str] = mapped_column(String(64))
+    scored_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = (
+        CheckConstraint("score >= 0 AND score <= 1", name="ck_propensity_scores_score"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -383,5 +420,51 @@ class ErasureTombstone(Base):
 
     customer_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+
+class ExperimentExposure(Base):
+    """A customer's first exposure to an experiment, with their arm.
+
+    By customer key (a conversation's key for a visitor who is not a verified customer),
+    once per experiment: later exposures add nothing. Conversions are read from the
+    interactions in the window after ``exposed_at`` (``rasa_personalize.store.experiments``).
+    """
+
+    __tablename__ = "experiment_exposures"
+
+    experiment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    arm: Mapped[str] = mapped_column(String(64))
+    exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # Erasure and export find a customer's exposures by key.
+        Index("ix_experiment_exposures_customer", "customer_key"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+class OfferExposure(Base):
+    """An offer the session actions showed a customer, once per customer, offer and day.
+
+    ``offer`` is the offer's label (``discount_10``, ``bundle``: see
+    ``rasa_personalize.rules.offers.offer_label``) and ``segment`` the customer's segment
+    when it was shown, which the acceptance model learns per. By customer key (a
+    conversation's key for a visitor who is not a verified customer); stored only with
+    tracking consent, and only while a rule chooses offers (``offer_type: best``).
+    Acceptances are read from the interactions after ``shown_at``
+    (``rasa_personalize.store.offers``).
+    """
+
+    __tablename__ = "offer_exposures"
+
+    # The key first: erasure, export and training find a customer's rows by it.
+    customer_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    offer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shown_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32))
+    shown_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = MYSQL_TABLE_OPTIONS

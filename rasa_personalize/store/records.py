@@ -5,11 +5,77 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
+
+# Keys of the metrics document that are not rebuilt from interactions but written by an
+# offline job (``personalize propensity train``): every writer of the document keeps them.
+DERIVED_METRICS: Final = ("propensity",)
+# What a propensity model predicts: a purchase in the 7 days after scoring.
+PURCHASE_7D: Final = "purchase_7d"
+PROPENSITY_TARGETS: Final = (PURCHASE_7D,)
 
 
 def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def carry_derived(document: dict[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``document`` with the :data:`DERIVED_METRICS` entries of ``previous`` put back.
+
+    For writers that rebuild the metrics document from interactions: the scores of an
+    offline model are not theirs to drop.
+    """
+    if previous:
+        for key in DERIVED_METRICS:
+            if key in previous:
+                document[key] = previous[key]
+    return document
+
+
+@dataclass(frozen=True)
+class PropensityRecord:
+    """A customer's latest propensity score for one target (``purchase_7d``).
+
+    Attributes:
+        score: calibrated probability, 0 to 1.
+        band: ``low``, ``medium`` or ``high`` by the model's cut-offs.
+        model_version: the model that scored it.
+        scored_at: when.
+    """
+
+    score: float
+    band: str
+    model_version: str
+    scored_at: datetime | None = None
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> PropensityRecord | None:
+        """Read one stored entry; None when it is not a well-formed score."""
+        if not isinstance(entry, Mapping):
+            return None
+        score, band, version = entry.get("score"), entry.get("band"), entry.get("model_version")
+        if (
+            not isinstance(score, int | float)
+            or isinstance(score, bool)
+            or not 0.0 <= score <= 1.0
+            or not isinstance(band, str)
+            or not isinstance(version, str)
+        ):
+            return None
+        try:
+            scored_at = _parse_time(entry.get("scored_at"))
+        except ValueError:
+            scored_at = None
+        return cls(float(score), band, version, scored_at)
+
+    def to_entry(self) -> dict[str, Any]:
+        """The entry stored under ``metrics.propensity.<target>``."""
+        return {
+            "score": self.score,
+            "band": self.band,
+            "model_version": self.model_version,
+            "scored_at": self.scored_at.isoformat() if self.scored_at else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -27,11 +93,20 @@ class ProfileMetrics:
     discounted_purchase_share: float = 0.0
     favorite_category: str | None = None
     category_affinity: Mapping[str, float] = field(default_factory=dict)
+    # Latest offline propensity scores by target (``purchase_7d``); written by
+    # ``personalize propensity train``, kept by every rebuild (DERIVED_METRICS).
+    propensity: Mapping[str, PropensityRecord] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> ProfileMetrics:
         """Read metrics from a stored JSON document, tolerating missing keys."""
         affinity = document.get("category_affinity") or {}
+        stored = document.get("propensity")
+        propensity = {
+            str(target): record
+            for target, entry in (stored.items() if isinstance(stored, Mapping) else ())
+            if (record := PropensityRecord.from_entry(entry)) is not None
+        }
         return cls(
             interaction_count=int(document.get("interaction_count", 0)),
             view_count=int(document.get("view_count", 0)),
@@ -43,6 +118,7 @@ class ProfileMetrics:
             discounted_purchase_share=float(document.get("discounted_purchase_share", 0.0)),
             favorite_category=document.get("favorite_category"),
             category_affinity={str(k): float(v) for k, v in affinity.items()},
+            propensity=propensity,
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -51,7 +127,7 @@ class ProfileMetrics:
         def iso(value: datetime | None) -> str | None:
             return value.isoformat() if value else None
 
-        return {
+        document: dict[str, Any] = {
             "interaction_count": self.interaction_count,
             "view_count": self.view_count,
             "purchase_count": self.purchase_count,
@@ -63,6 +139,10 @@ class ProfileMetrics:
             "favorite_category": self.favorite_category,
             "category_affinity": dict(self.category_affinity),
         }
+        # Only when scored: documents written before propensity existed stay the same.
+        if self.propensity:
+            document["propensity"] = {t: r.to_entry() for t, r in self.propensity.items()}
+        return document
 
 
 @dataclass(frozen=True)

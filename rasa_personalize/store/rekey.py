@@ -16,12 +16,13 @@ wins, and the old row stays as it is.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final, Literal, cast
 
 from sqlalchemy import Table, delete, func, literal, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 
+from rasa_personalize.store.bulk import chunked
 from rasa_personalize.store.dialect import (
     dialect_of,
     failure_keeps_transaction,
@@ -35,6 +36,8 @@ from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
     ErasureTombstone,
+    ExperimentExposure,
+    OfferExposure,
 )
 from rasa_personalize.store.types import Session
 
@@ -43,7 +46,6 @@ from rasa_personalize.store.types import Session
 KeyUse = Literal["customer", "alias", "consent", "tombstone"]
 CUSTOMER_USES: Final[frozenset[KeyUse]] = frozenset({"customer", "alias"})
 # Values per lookup statement (four IN lists of this many).
-LOOKUP_CHUNK: Final = 1_000
 
 
 def _table(model: type[Any]) -> Table:
@@ -56,17 +58,12 @@ CUSTOMERS: Final = _table(Customer)
 ALIASES: Final = _table(CustomerAlias)
 
 
-def _chunks(items: Sequence[str], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 async def keys_in_use(session: Session, keys: Collection[str]) -> dict[str, frozenset[KeyUse]]:
     """Which of these keys the store holds, and as what (:data:`KeyUse`). One statement
     per 1,000 keys; keys the store does not hold are left out."""
     dialect = dialect_of(session)
     found: defaultdict[str, set[KeyUse]] = defaultdict(set)
-    for chunk in _chunks(sorted(set(keys))):
+    for chunk in chunked(sorted(set(keys))):
         statement = union_all(
             select(Customer.customer_key, literal("customer")).where(
                 member_of(Customer.customer_key, chunk, dialect)
@@ -147,6 +144,9 @@ async def rekey_customers(session: Session, moves: Mapping[str, Sequence[str]]) 
             await _move_consent(session, old, new_key)
         if "tombstone" in uses:
             await _move_tombstone(session, old, new_key)
+        if uses & CUSTOMER_USES:
+            # Reports join exposures to the customer's key: they follow the customer.
+            await _move_exposures(session, old, new_key)
     return moved
 
 
@@ -225,6 +225,36 @@ async def _move_consent(session: Session, old: Sequence[str], new_key: str) -> N
         .where(_table(ConsentChange).c.customer_key.in_(old))
         .values(customer_key=new_key)
     )
+
+
+async def _move_exposures(session: Session, old: Sequence[str], new_key: str) -> None:
+    """Experiment and offer exposures of the old keys move to ``new_key``. A row
+    ``new_key`` has already for the same experiment (or offer and day) stays; of several
+    old keys' rows, the earliest moves."""
+    dialect = dialect_of(session)
+    for model, unique in (
+        (ExperimentExposure, ["experiment", "customer_key"]),
+        (OfferExposure, ["customer_key", "offer", "shown_on"]),
+    ):
+        table = _table(model)
+        time_column = table.c.exposed_at if model is ExperimentExposure else table.c.shown_at
+        rows = (
+            (
+                await session.execute(
+                    select(table).where(table.c.customer_key.in_(old)).order_by(time_column)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            continue
+        # Earliest first: of duplicates, the insert keeps the first.
+        await session.execute(
+            insert_ignoring(dialect, model, unique),
+            [{**row, "customer_key": new_key} for row in rows],
+        )
+        await session.execute(delete(table).where(table.c.customer_key.in_(old)))
 
 
 async def _move_tombstone(session: Session, old: Sequence[str], new_key: str) -> None:

@@ -35,6 +35,7 @@ from rasa_personalize.store.models import (
     Interaction,
     PrecomputedRecommendations,
     Product,
+    PropensityScore,
     SegmentAssignment,
 )
 from rasa_personalize.store.records import (
@@ -44,6 +45,7 @@ from rasa_personalize.store.records import (
     SegmentRecord,
     StoreStats,
     TagRecord,
+    carry_derived,
 )
 
 # How much one interaction of each kind says about a customer's taste for a category.
@@ -321,6 +323,7 @@ async def write_profile_metrics(
             favorite_category=next(iter(affinity), None),
             category_affinity=affinity,
         ).to_document()
+        metrics = carry_derived(metrics, existing.get(customer_id))
         if customer_id not in existing:
             inserts.append(
                 {
@@ -354,6 +357,7 @@ async def delete_all_rows(session: AsyncSession) -> None:
     """Empty every table, children first (``seed-demo --reset``)."""
     for model in (
         PrecomputedRecommendations,
+        PropensityScore,
         SegmentAssignment,
         CustomerTag,
         Interaction,

@@ -16,24 +16,23 @@ from typing import Any, Final
 
 from sqlalchemy import bindparam, delete, func, select, update
 
+from rasa_personalize.store.bulk import rowcount
 from rasa_personalize.store.dialect import dialect_of, member_of
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
     AuditEntry,
     CustomerProfile,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
 )
-from rasa_personalize.store.records import ProfileMetrics
+from rasa_personalize.store.records import ProfileMetrics, carry_derived
 from rasa_personalize.store.types import Session
 
 # Interactions deleted per transaction by default.
 DEFAULT_BATCH: Final = 5_000
 # As a Table, which is what Core update() is typed for.
 _PROFILES: Final = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def count_interactions_before(session: Session, cutoff: datetime) -> int:
@@ -70,7 +69,7 @@ async def delete_interactions_before(
     result = await session.execute(
         delete(Interaction).where(member_of(Interaction.id, ids, dialect_of(session)))
     )
-    return _rowcount(result), frozenset(int(row[1]) for row in rows)
+    return rowcount(result), frozenset(int(row[1]) for row in rows)
 
 
 async def reset_emptied_metrics(
@@ -93,22 +92,55 @@ async def reset_emptied_metrics(
     emptied = [i for i in wanted if i not in remaining]
     if not emptied:
         return 0
-    empty = ProfileMetrics().to_document()
     rows = await session.execute(
         select(_PROFILES.c.customer_id, _PROFILES.c.metrics).where(
             member_of(_PROFILES.c.customer_id, emptied, dialect)
         )
     )
-    stale = [int(customer_id) for customer_id, metrics in rows.all() if metrics != empty]
+    stale: list[dict[str, Any]] = []
+    for customer_id, metrics in rows.all():
+        # Scores of offline models stay until their next run replaces them.
+        empty = carry_derived(ProfileMetrics().to_document(), metrics)
+        if metrics != empty:
+            stale.append({"target": int(customer_id), "emptied": empty})
     if not stale:
         return 0
     await session.execute(
         update(_PROFILES)
         .where(_PROFILES.c.customer_id == bindparam("target"))
-        .values(metrics=empty, version=_PROFILES.c.version + 1, updated_at=now),
-        [{"target": customer_id} for customer_id in stale],
+        .values(metrics=bindparam("emptied"), version=_PROFILES.c.version + 1, updated_at=now),
+        stale,
     )
     return len(stale)
+
+
+def _exposure_tables() -> tuple[tuple[Any, Any], ...]:
+    """Each exposure table with its time column."""
+    return (
+        (ExperimentExposure, ExperimentExposure.exposed_at),
+        (OfferExposure, OfferExposure.shown_at),
+    )
+
+
+async def count_exposures_before(session: Session, cutoff: datetime) -> int:
+    """How many experiment and offer exposures are older than ``cutoff``."""
+    total = 0
+    for model, time in _exposure_tables():
+        found = await session.scalar(select(func.count()).select_from(model).where(time < cutoff))
+        total += int(found or 0)
+    return total
+
+
+async def delete_exposures_before(session: Session, cutoff: datetime) -> int:
+    """Delete experiment and offer exposures older than ``cutoff``; how many went.
+
+    They are behaviour too (what a customer was shown), so they live no longer than the
+    interactions they are measured against.
+    """
+    deleted = 0
+    for model, time in _exposure_tables():
+        deleted += rowcount(await session.execute(delete(model).where(time < cutoff)))
+    return deleted
 
 
 async def count_audit_entries_before(session: Session, cutoff: datetime) -> int:

@@ -55,8 +55,8 @@ class ProductRow(TypedDict):
     attributes: dict[str, Any]
 
 
-class CustomerRow(TypedDict):
-    """A customer to insert; ``customer_key`` is already the keyed hash of the external id."""
+class _CustomerColumns(TypedDict):
+    """The columns every customer row gives (see :class:`CustomerRow`)."""
 
     customer_key: str
     created_at: datetime
@@ -67,6 +67,13 @@ class CustomerRow(TypedDict):
     loyalty_tier: str
     # The behaviour group of a synthetic customer (demo shop only, else None).
     synthetic_group: str | None
+
+
+class CustomerRow(_CustomerColumns, total=False):
+    """A customer to insert; ``customer_key`` is already the keyed hash of the external id."""
+
+    # Their true probability of a purchase in the last week (demo shop only).
+    synthetic_purchase_probability: float | None
 
 
 class ProfileRow(TypedDict):

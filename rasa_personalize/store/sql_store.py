@@ -31,6 +31,7 @@ from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_c
 from rasa_personalize.store.inline import InlineReadUnavailableError, InlineSnapshotReader
 from rasa_personalize.store.records import CustomerSnapshot, ProductRecord, StoreStats
 from rasa_personalize.store.repository import read_customer_snapshot, store_stats
+from rasa_personalize.tracing import STORE_READ_SPAN, store_read, traced
 
 T = TypeVar("T")
 
@@ -219,6 +220,7 @@ class SqlStore:
         """
         await asyncio.wait_for(self._read(_select_one), timeout=timeout_s)
 
+    @traced(STORE_READ_SPAN, store_read("pool"))
     async def _read(self, reader: Callable[..., T], *args: Any) -> T:
         if self._thread_engine is not None:
             return await asyncio.to_thread(self._read_in_thread_with, reader, *args)

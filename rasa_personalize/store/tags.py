@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import QueryableAttribute
 
+from rasa_personalize.store.bulk import chunked, rowcount
 from rasa_personalize.store.dialect import dialect_of, member_of, upsert
 from rasa_personalize.store.models import CustomerTag, Interaction, Product, UtcDateTime
 from rasa_personalize.store.types import Session
@@ -296,13 +297,11 @@ def _upsert_own(dialect: str, source: str) -> Any:
 
 
 async def _rowcount(session: Session, statement: Any) -> int:
-    result = await session.execute(statement)
-    return max(0, int(getattr(result, "rowcount", 0) or 0))
+    return rowcount(await session.execute(statement))
 
 
 def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), ID_CHUNK):
-        yield items[start : start + ID_CHUNK]
+    return chunked(items, ID_CHUNK)
 
 
 def _count_query(

@@ -43,6 +43,7 @@ from rasa_personalize.store.records import (
     CustomerSnapshot,
     Demographics,
     ProfileMetrics,
+    PropensityRecord,
     SegmentRecord,
     TagRecord,
 )
@@ -69,6 +70,7 @@ SNAPSHOT = CustomerSnapshot(
         discounted_purchase_share=1 / 3,
         favorite_category="running",
         category_affinity={"running": 11.5, "books": 0.25},
+        propensity={"purchase_7d": PropensityRecord(0.4321, "high", "p-3", NOW)},
     ),
     profile_version=9,
     tags=(

@@ -395,3 +395,42 @@ async def test_non_empty_store_is_refused(sqlite_store: SqlStore) -> None:
     async with sqlite_store.sessions() as session:
         with pytest.raises(InvalidInputError, match="already holds customers"):
             await _seed(session, SMALL)
+
+
+async def test_the_last_week_follows_the_true_purchase_probability(sqlite_store: SqlStore) -> None:
+    """Each customer has a true probability of buying in the last week; lapsed customers
+    and new visitors have 0; only customers with a chance buy there, each viewing the
+    product earlier in the week; and the buyers' share matches the mean probability."""
+    async with sqlite_store.sessions.begin() as session:
+        report = await _seed(session, MEDIUM)
+        customers = (
+            await session.execute(
+                select(
+                    Customer.id, Customer.synthetic_group, Customer.synthetic_purchase_probability
+                )
+            )
+        ).all()
+        week = (
+            await session.execute(
+                select(Interaction.customer_id, Interaction.kind, Interaction.product_id).where(
+                    Interaction.occurred_at >= NOW - timedelta(days=7)
+                )
+            )
+        ).all()
+
+    probability = {customer_id: p for customer_id, _, p in customers}
+    assert len(probability) == report.customers
+    assert all(p is not None and 0.0 <= p <= 1.0 for p in probability.values())
+    for _, group, p in customers:
+        if group in ("at_risk", "new_visitor"):
+            assert p == 0.0, group
+    buyers = {customer for customer, kind, _ in week if kind == "purchase"}
+    assert buyers
+    assert all(probability[customer] > 0 for customer in buyers)
+    viewed = {(customer, product) for customer, kind, product in week if kind == "view"}
+    bought = {(customer, product) for customer, kind, product in week if kind == "purchase"}
+    assert bought <= viewed
+    expected = sum(probability.values())
+    # Binomial: the count of buyers stays within four standard deviations of its mean.
+    spread = math.sqrt(sum(p * (1 - p) for p in probability.values()))
+    assert abs(len(buyers) - expected) <= 4 * spread

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from rasa_personalize.events.apikeys import list_api_keys
 from rasa_personalize.identity import customer_key
+from rasa_personalize.privacy.export import EXPORT_FORMAT, EXPORT_VERSION
 from rasa_personalize.store.audit import list_audit_entries
 from rasa_personalize.store.models import AuditEntry
 from rasa_personalize.store.sql_store import SqlStore
@@ -113,7 +114,7 @@ async def test_export_over_the_api(api: Any) -> None:  # noqa: F811
     assert response.status == 200
     assert response.headers["content-type"] == "application/json"
     document = json.loads(response.text)
-    assert (document["format"], document["version"]) == ("rasa-personalize.export", 1)
+    assert (document["format"], document["version"]) == (EXPORT_FORMAT, EXPORT_VERSION)
     assert document["customer"]["customer_key"] == KEY
     assert document["profile"]["loyalty_tier"] == "platinum"
     assert [(i["sku"], i["kind"], i["occurred_at"]) for i in document["interactions"]] == [

@@ -68,7 +68,7 @@ async def test_batch_stores_good_events_and_rejects_bad_ones(store: SqlStore) ->
         (1, "b", "kind"),
         (2, "c", "product"),
     ]
-    assert result.rejected[1].reason == "unknown sku 'NOPE'"
+    assert result.rejected[1].reason == "unknown sku"
     assert await count(store, Interaction) == 3
     async with store.sessions() as session:
         stored = (
@@ -125,7 +125,7 @@ async def test_unknown_sku_only_rejects_that_event(store: SqlStore) -> None:
     await seed(store)
     result = await ingest(store, [event("a", product="GHOST", customer="someone-else")])
     assert result.accepted == []
-    assert [(r.field, r.reason) for r in result.rejected] == [("product", "unknown sku 'GHOST'")]
+    assert [(r.field, r.reason) for r in result.rejected] == [("product", "unknown sku")]
     assert await count(store, Customer) == 0
 
 

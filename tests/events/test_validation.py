@@ -124,6 +124,8 @@ def test_timestamps(changes: dict[str, Any], expected: datetime) -> None:
         ({"quantity": 1.5}, "quantity", "whole number"),
         # negative price
         ({"price": -0.01}, "price", "negative"),
+        # a price the column cannot hold (and that would sum to infinity)
+        ({"price": 1e10}, "price", "more than"),
         # an unknown field is named but not quoted
         ({"email": PRIVATE}, "email", "not a known event field"),
     ],

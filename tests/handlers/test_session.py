@@ -87,6 +87,8 @@ async def test_refresh_mid_conversation_uses_the_latest_message(
         SlotSet("discount_pct", 0),
         SlotSet("time_of_day", "afternoon"),
         SlotSet("personalization_consent", "unknown"),
+        SlotSet("response_variant", None),
+        SlotSet("purchase_propensity", "unknown"),
     ]
 
 

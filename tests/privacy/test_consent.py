@@ -15,7 +15,6 @@ from rasa_personalize.privacy.consent import (
     PurposeConsent,
     consent_document,
     consent_request,
-    default_consent,
     load_consent,
     load_consent_document,
     parse_consent_body,
@@ -34,7 +33,7 @@ ANNA = customer_key(TEST_SECRET, "anna@example.com")
 def test_without_answers_the_default_decides_and_the_slot_is_unknown() -> None:
     """Opt-out allows every purpose, opt-in none; the slot says unknown either way."""
     for default, effective in (("granted", True), ("denied", False)):
-        status = default_consent(default)  # type: ignore[arg-type]
+        status = resolve_consent((), default)  # type: ignore[arg-type]
         assert [(c.purpose, c.state, c.effective) for c in status.purposes] == [
             ("personalization", "default", effective),
             ("tracking", "default", effective),
@@ -217,4 +216,4 @@ async def test_document_shape(sqlite_store: SqlStore) -> None:
         "history": [{"purpose": "tracking", "decision": "denied", "source": "cli",
                      "policy_version": "v9", "recorded_at": NOW.isoformat()}],
     }  # fmt: skip
-    assert consent_document("x", default_consent("granted"), [])["history"] == []
+    assert consent_document("x", resolve_consent((), "granted"), [])["history"] == []

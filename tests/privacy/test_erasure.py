@@ -38,8 +38,11 @@ from rasa_personalize.store.models import (
     CustomerAlias,
     CustomerProfile,
     ErasureTombstone,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
     PrecomputedRecommendations,
+    PropensityScore,
 )
 from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
@@ -79,6 +82,15 @@ async def seed(store: SqlStore, *, interactions: int = 5) -> dict[str, int]:
                 )
             )
             session.add(
+                PropensityScore(
+                    customer_id=customer.id,
+                    target="purchase_7d",
+                    score=0.42,
+                    model_version="p1",
+                    scored_at=NOW,
+                )
+            )
+            session.add(
                 ConsentState(
                     customer_key=customer.customer_key,
                     purpose="personalization",
@@ -97,9 +109,42 @@ async def seed(store: SqlStore, *, interactions: int = 5) -> dict[str, int]:
                     recorded_at=NOW - timedelta(days=1),
                 )
             )
+            session.add(
+                ExperimentExposure(
+                    experiment="bigger_discount",
+                    customer_key=customer.customer_key,
+                    arm="twenty",
+                    exposed_at=NOW - timedelta(days=1),
+                )
+            )
+            session.add(
+                OfferExposure(
+                    customer_key=customer.customer_key,
+                    offer="discount_10",
+                    shown_on=NOW.date(),
+                    segment="loyal",
+                    shown_at=NOW,
+                )
+            )
         session.add(CustomerAlias(alias_key=OLD_KEY, customer_id=ids["jane"], match="exact"))
         session.add(
             ConsentState(customer_key=OLD_KEY, purpose="marketing", granted=False, source="import")
+        )
+        # Exposed under her old id, before the merge.
+        session.add(
+            ExperimentExposure(
+                experiment="bigger_discount", customer_key=OLD_KEY, arm="control", exposed_at=NOW
+            )
+        )
+        # Shown an offer under her old id too.
+        session.add(
+            OfferExposure(
+                customer_key=OLD_KEY,
+                offer="bundle",
+                shown_on=NOW.date(),
+                segment="loyal",
+                shown_at=NOW,
+            )
         )
     return ids
 
@@ -262,8 +307,11 @@ async def test_erasure_leaves_no_trace_anywhere(
         "customer_tags": 1,
         "segment_assignments": 1,
         "precomputed_recommendations": 1,
+        "propensity_scores": 1,
         "consent_states": 2,
         "consent_history": 1,
+        "experiment_exposures": 2,
+        "offer_exposures": 2,
     }
     assert (receipt.keys, receipt.tombstones) == (2, 2)
     assert (receipt.redis_keys, receipt.stream_events, receipt.artifacts) == (6, 3, 2)

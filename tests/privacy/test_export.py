@@ -27,8 +27,11 @@ from rasa_personalize.store.models import (
     ConsentState,
     CustomerAlias,
     CustomerProfile,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
     PrecomputedRecommendations,
+    PropensityScore,
     SegmentAssignment,
 )
 from rasa_personalize.store.sql_store import SqlStore
@@ -84,7 +87,55 @@ async def seed_jane(store: SqlStore, *, with_contacts: bool = True) -> None:
                     model_version="als-9",
                     computed_at=NOW,
                 ),
+                PropensityScore(
+                    customer_id=jane.id,
+                    target="purchase_7d",
+                    score=0.31,
+                    model_version="p-7",
+                    scored_at=NOW,
+                ),
+                # The stranger's score stays out of Jane's export.
+                PropensityScore(
+                    customer_id=stranger.id,
+                    target="purchase_7d",
+                    score=0.9,
+                    model_version="p-7",
+                    scored_at=NOW,
+                ),
                 CustomerAlias(alias_key=OLD_KEY, customer_id=jane.id, match="exact", merged_at=NOW),
+                # Shown an arm under her own key, and another under the merged one.
+                ExperimentExposure(
+                    experiment="bigger_discount", customer_key=KEY, arm="twenty", exposed_at=NOW
+                ),
+                ExperimentExposure(
+                    experiment="greeting_words",
+                    customer_key=OLD_KEY,
+                    arm="control",
+                    exposed_at=NOW - timedelta(days=4),
+                ),
+                # Offers shown under her own key, and one under the merged key.
+                OfferExposure(
+                    customer_key=KEY,
+                    offer="discount_10",
+                    shown_on=NOW.date(),
+                    segment="at_risk",
+                    shown_at=NOW,
+                ),
+                OfferExposure(
+                    customer_key=OLD_KEY,
+                    offer="bundle",
+                    shown_on=(NOW - timedelta(days=2)).date(),
+                    segment="frequent_buyer",
+                    shown_at=NOW - timedelta(days=2),
+                ),
+                # The stranger's offer stays out of Jane's export.
+                OfferExposure(
+                    customer_key=customer_key(TEST_SECRET, OTHER_ID),
+                    offer="bundle",
+                    shown_on=NOW.date(),
+                    segment="browser",
+                    shown_at=NOW,
+                ),
                 ConsentState(
                     customer_key=KEY,
                     purpose="personalization",
@@ -173,6 +224,9 @@ async def test_document_holds_everything_about_the_customer(store: SqlStore) -> 
         "segments",
         "recommendations",
         "aliases",
+        "experiments",
+        "propensity",
+        "offers",
         "interaction_count",
         "interactions",
     ]
@@ -245,6 +299,42 @@ async def test_document_holds_everything_about_the_customer(store: SqlStore) -> 
     }
     assert document["aliases"] == [
         {"customer_key": OLD_KEY, "match": "exact", "merged_at": NOW.isoformat()}
+    ]
+    assert document["propensity"] == [
+        {
+            "target": "purchase_7d",
+            "score": 0.31,
+            "model_version": "p-7",
+            "scored_at": NOW.isoformat(),
+        }
+    ]
+    assert document["experiments"] == [
+        {
+            "experiment": "greeting_words",
+            "arm": "control",
+            "customer_key": OLD_KEY,
+            "exposed_at": (NOW - timedelta(days=4)).isoformat(),
+        },
+        {
+            "experiment": "bigger_discount",
+            "arm": "twenty",
+            "customer_key": KEY,
+            "exposed_at": NOW.isoformat(),
+        },
+    ]
+    assert document["offers"] == [
+        {
+            "offer": "bundle",
+            "segment": "frequent_buyer",
+            "customer_key": OLD_KEY,
+            "shown_at": (NOW - timedelta(days=2)).isoformat(),
+        },
+        {
+            "offer": "discount_10",
+            "segment": "at_risk",
+            "customer_key": KEY,
+            "shown_at": NOW.isoformat(),
+        },
     ]
     assert document["interaction_count"] == 7
     interactions = document["interactions"]
@@ -415,6 +505,7 @@ async def test_a_bare_customer_exports_empty_parts(sqlite_store: SqlStore) -> No
     assert document["consent"] == [{"customer_key": KEY, "states": [], "history": []}]
     assert (document["tags"], document["segments"], document["aliases"]) == ([], [], [])
     assert document["recommendations"] is None
+    assert (document["propensity"], document["offers"]) == ([], [])
     assert (document["interaction_count"], document["interactions"]) == (0, [])
 
 

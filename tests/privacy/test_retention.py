@@ -27,7 +27,9 @@ from rasa_personalize.store.models import (
     CustomerProfile,
     CustomerTag,
     ErasureTombstone,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
 )
 from rasa_personalize.store.records import ProfileMetrics
 from rasa_personalize.store.repository import write_profile_metrics
@@ -52,6 +54,24 @@ async def seed(store: SqlStore) -> dict[str, int]:
         session.add(CustomerTag(customer_id=ada.id, tag="shopper", source="rule"))
         session.add(CustomerTag(customer_id=ada.id, tag="vip", source="manual"))
         session.add(ErasureTombstone(customer_key="e" * 64, erased_at=NOW - timedelta(days=900)))
+        # Shown an arm and an offer long ago, and an arm recently.
+        for experiment, days in (("old_test", 120), ("new_test", 3)):
+            at = NOW - timedelta(days=days)
+            session.add(
+                ExperimentExposure(
+                    experiment=experiment, customer_key=ada.customer_key, arm="a", exposed_at=at
+                )
+            )
+        old_offer = NOW - timedelta(days=120)
+        session.add(
+            OfferExposure(
+                customer_key=ada.customer_key,
+                offer="bundle",
+                shown_on=old_offer.date(),
+                segment="loyal",
+                shown_at=old_offer,
+            )
+        )
         for days in (2, 800):
             await append_audit_entry(
                 session,
@@ -90,7 +110,7 @@ async def test_old_data_goes_and_profiles_follow(store: SqlStore) -> None:
         progress=lambda stage, done, total: stages.append((stage, done, total)),
     )
     assert (report.interactions, report.customers, report.profiles) == (5, 2, 2)
-    assert (report.tags_removed, report.audit_entries) == (1, 1)
+    assert (report.tags_removed, report.audit_entries, report.exposures) == (1, 1, 2)
     assert report.interactions_cutoff == NOW - timedelta(days=90)
     assert ("interactions", 5, 5) in stages
     assert ("profiles", 2, 2) in stages
@@ -101,8 +121,11 @@ async def test_old_data_goes_and_profiles_follow(store: SqlStore) -> None:
         assert await session.scalar(select(func.count()).select_from(Interaction)) == 2
         tags = (await session.scalars(select(CustomerTag.tag))).all()
         assert await session.scalar(select(func.count()).select_from(ErasureTombstone)) == 1
+        kept = (await session.scalars(select(ExperimentExposure.experiment))).all()
+        assert await session.scalar(select(func.count()).select_from(OfferExposure)) == 0
         audit = await list_audit_entries(session)
     assert tags == ["vip"]
+    assert kept == ["new_test"]
     assert [(e.action, e.outcome) for e in audit] == [
         ("profile.read", "ok"),
         (RETENTION_ACTION, "ok"),
@@ -120,8 +143,10 @@ async def test_a_dry_run_counts_and_deletes_nothing(store: SqlStore) -> None:
     )
     assert report.dry_run
     assert (report.interactions, report.audit_entries, report.profiles) == (5, 1, 0)
+    assert report.exposures == 2
     async with store.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Interaction)) == 7
+        assert await session.scalar(select(func.count()).select_from(ExperimentExposure)) == 2
         audit = await list_audit_entries(session, action=RETENTION_ACTION)
     assert [(e.outcome, e.detail["dry_run"]) for e in audit] == [("dry_run", True)]
 

@@ -144,6 +144,26 @@ def test_demo_figures_are_in_range(demo_json: dict[str, Any]) -> None:
     assert results["recommender"]["precision"] > 0
 
 
+def test_evaluate_says_the_served_model_is_the_recommender(
+    shop_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `train`, `evaluate --dataset demo` names the served artifact and finds it is
+    the configuration it evaluated as "recommender" (chosen on the same validation)."""
+    monkeypatch.setenv("PERSONALIZE_MODEL_DIR", str(tmp_path / "models"))
+    trained = runner.invoke(APP, ["train", "--database-url", shop_url])
+    assert trained.exit_code == 0, trained.output
+    assert "chosen on validation" in trained.stdout
+    result = runner.invoke(
+        APP, ["evaluate", "--dataset", "demo", "--json", "--database-url", shop_url]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    served = report["served"]
+    assert served["chosen_by"] == "validation"
+    assert served["same_as_recommender"] is True
+    assert served["model"] == report["recommender_config"]["model"]
+
+
 def test_demo_table_names_models_and_k(shop_url: str) -> None:
     """Without --json: a table with precision@k for each model, and the chosen parameters."""
     result = runner.invoke(

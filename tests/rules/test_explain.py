@@ -105,6 +105,7 @@ def test_explanation_as_json_ready_data() -> None:
     assert data["decision"] == {
         "offer_type": "discount",
         "discount_pct": 15,
+        "response_variant": None,
         "max_price": 60.0,
         "recommendation_strategy": "default",
         "rule": "bargain hunters",

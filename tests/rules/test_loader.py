@@ -319,7 +319,7 @@ def test_every_problem_is_reported_at_once_in_file_order() -> None:
         (
             "when: {segment: loyal}\n    then: {recommendation_strategy: cheapest}",
             "unknown recommendation_strategy 'cheapest' (did you mean 'cheapest_first'?); it is "
-            "one of default, cheapest_first, premium, new_arrivals",
+            "one of default, cheapest_first, premium, new_arrivals, bought_together",
         ),
         # then with nothing.
         (
@@ -385,7 +385,7 @@ def test_problem_fields_name_the_rule_and_the_field() -> None:
         (
             "rule: []\n",
             "f.yml:1: unknown key 'rule' (did you mean 'rules'?); the file has 'rules', and "
-            "optionally 'defaults' and 'version'",
+            "optionally 'defaults', 'experiments' and 'version'",
         ),
         # rules must be a list.
         (

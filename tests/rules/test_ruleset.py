@@ -124,7 +124,7 @@ def test_an_offer_brings_its_own_discount() -> None:
 def test_slot_values(discount: float, slot: float) -> None:
     """slot_values gives the two contract slots in the form the engine sends them."""
     values = Decision("discount", discount).slot_values()
-    assert values == {"offer_type": "discount", "discount_pct": slot}
+    assert values == {"offer_type": "discount", "discount_pct": slot, "response_variant": None}
     assert type(values["discount_pct"]) is type(slot)
 
 

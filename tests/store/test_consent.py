@@ -10,8 +10,6 @@ from sqlalchemy import insert
 from rasa_personalize.identity import customer_key
 from rasa_personalize.store.consent import (
     ConsentStateRecord,
-    keys_with_consent,
-    load_consent_decisions,
     load_consent_history,
     load_consent_states,
     load_tracking_facts,
@@ -108,21 +106,6 @@ async def test_history_is_newest_last_and_keeps_erasure_markers(store: SqlStore)
         (None, "erased"),
     ]
     assert [c.decision for c in newest] == ["denied", "erased"]
-
-
-async def test_batch_lookups_by_purpose(store: SqlStore) -> None:
-    """Explicit answers of a set of keys: absent keys have none; granted and denied split."""
-    await answer(store, ANNA, {"tracking": True, "marketing": False})
-    await answer(store, BOB, {"tracking": False})
-    keys = [ANNA, BOB, CARLA] + [customer_key(TEST_SECRET, f"u{n}") for n in range(1500)]
-    async with store.sessions() as session:
-        assert await load_consent_decisions(session, keys, "tracking") == {
-            ANNA: True,
-            BOB: False,
-        }
-        assert await keys_with_consent(session, keys, "tracking", granted=False) == {BOB}
-        assert await keys_with_consent(session, keys, "marketing", granted=False) == {ANNA}
-        assert await keys_with_consent(session, keys, "personalization", granted=True) == set()
 
 
 async def test_tracking_facts_join_answers_and_tombstones(store: SqlStore) -> None:

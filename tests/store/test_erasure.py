@@ -24,7 +24,9 @@ from rasa_personalize.store.models import (
     CustomerProfile,
     CustomerTag,
     Interaction,
+    OfferExposure,
     PrecomputedRecommendations,
+    PropensityScore,
     SegmentAssignment,
 )
 from rasa_personalize.store.sql_store import SqlStore
@@ -46,6 +48,9 @@ async def seed(session: AsyncSession, external_id: str, *, interactions: int = 3
         PrecomputedRecommendations(customer_id=customer.id, items=[["a", 1.0]], model_version="v")
     )
     session.add(
+        PropensityScore(customer_id=customer.id, target="purchase_7d", score=0.5, model_version="p")
+    )
+    session.add(
         CustomerAlias(
             alias_key=key_of(f"{external_id}-old"), customer_id=customer.id, match="exact"
         )
@@ -61,6 +66,15 @@ async def seed(session: AsyncSession, external_id: str, *, interactions: int = 3
                 decision="granted",
                 source="chat",
                 recorded_at=NOW - timedelta(days=3),
+            )
+        )
+        session.add(
+            OfferExposure(
+                customer_key=key,
+                offer="bundle",
+                shown_on=NOW.date(),
+                segment="loyal",
+                shown_at=NOW,
             )
         )
     await session.flush()
@@ -146,12 +160,21 @@ async def test_every_row_goes_and_an_erased_marker_stays(store: SqlStore) -> Non
         "customer_tags": 1,
         "segment_assignments": 1,
         "precomputed_recommendations": 1,
+        "propensity_scores": 1,
         "consent_states": 2,
         "consent_history": 2,
+        "experiment_exposures": 0,
+        "offer_exposures": 2,
     }
     assert tuple(counts) == ERASED_TABLES
     async with store.sessions() as session:
-        for model in (CustomerTag, SegmentAssignment, PrecomputedRecommendations, Interaction):
+        for model in (
+            CustomerTag,
+            SegmentAssignment,
+            PrecomputedRecommendations,
+            PropensityScore,
+            Interaction,
+        ):
             assert await count(session, model, customer_id=customer.id) == 0
             assert await count(session, model, customer_id=other.id) >= 1
         assert await count(session, Customer) == 1

@@ -20,7 +20,9 @@ from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
     ErasureTombstone,
+    ExperimentExposure,
     Interaction,
+    OfferExposure,
 )
 from rasa_personalize.store.rekey import keys_in_use, rekey_customer, rekey_customers
 from rasa_personalize.store.sql_store import SqlStore
@@ -117,6 +119,44 @@ async def test_customer_moves_with_interactions_consent_and_tombstone(store: Sql
     ]
     async with store.sessions() as session:
         assert await keys_in_use(session, [old("ann")]) == {}
+
+
+async def test_experiment_and_offer_exposures_follow_the_customer(store: SqlStore) -> None:
+    """Reports join exposures to the customer's key, so they move with the customer; where
+    the new key was exposed to the same experiment already, its own row stays."""
+    await add_customer(store, old("ann"))
+    async with store.sessions.begin() as session:
+        for experiment, arm, key, hours in (
+            ("discount", "twenty", old("ann"), 50),
+            ("wording", "short", old("ann"), 40),
+            ("wording", "control", new("ann"), 1),  # exposed again after the secret changed
+        ):
+            session.add(ExperimentExposure(experiment=experiment, customer_key=key, arm=arm,
+                                           exposed_at=NOW - timedelta(hours=hours)))  # fmt: skip
+        session.add(
+            OfferExposure(
+                customer_key=old("ann"),
+                offer="free_shipping",
+                shown_on=NOW.date(),
+                segment="loyal",
+                shown_at=NOW,
+            )
+        )
+
+    assert await rekey(store, [old("ann")], new("ann")) is True
+
+    exposures = (
+        ExperimentExposure.customer_key,
+        ExperimentExposure.experiment,
+        ExperimentExposure.arm,
+    )
+    assert await rows(store, *exposures) == [
+        (new("ann"), "discount", "twenty"),
+        (new("ann"), "wording", "control"),
+    ]
+    assert await rows(store, OfferExposure.customer_key, OfferExposure.offer) == [
+        (new("ann"), "free_shipping")
+    ]
 
 
 async def test_nothing_to_move_writes_nothing(store: SqlStore) -> None:

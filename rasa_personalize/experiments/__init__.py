@@ -1,0 +1,7 @@
+"""A/B experiments: arms with weights, a goal, exposures and conversions per customer.
+
+``stats`` holds the statistics of the report (intervals, p-values, the probability of
+beating control, sample ratio mismatch, a decision that stays valid under continuous
+monitoring, Thompson-sampling weights); ``report_html`` draws the report as one
+self-contained HTML page. Importing this package imports nothing else.
+"""

@@ -1,0 +1,180 @@
+"""More evaluation protocols and metrics, next to :mod:`~rasa_personalize.recommend.evaluation`.
+
+Splits (each gives a :class:`~rasa_personalize.recommend.evaluation.Split` that
+``EvaluationTask.from_split`` turns into a task):
+
+- ``time_split``: per customer, the last ``test_fraction`` of their interactions (by
+  ``EvaluationData.times``; at least one when they have two or more) are held out, the
+  rest trains: the model predicts what each customer did next, not a random sample of it.
+- ``leave_last_out``: per customer, their single last interaction is held out; it counts
+  when it is a positive (hit rate@k is then the share of customers whose held-out product
+  is in their top k).
+
+Metrics (per customer, then averaged over customers with a relevant product), besides
+precision, MAP and NDCG of ``evaluation``:
+
+- recall@k: hits / relevant products;
+- MRR@k: 1 / the rank of the first hit (0 without one);
+- hit rate@k: 1 when at least one hit;
+- novelty@k: the mean self-information of the recommended products,
+  ``-log2(share of training customers who have the product)``: higher means less
+  obvious picks (a product nobody has in training counts as one customer's);
+- catalogue coverage: distinct recommended products / catalogue.
+
+Offline only: nothing here runs on the request path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rasa_personalize.errors import InvalidInputError
+from rasa_personalize.recommend.evaluation import (
+    DEFAULT_TEST_FRACTION,
+    EvaluationData,
+    EvaluationTask,
+    Ranker,
+    Split,
+    average_precision_at_k,
+    catalogue_coverage,
+    ndcg_at_k,
+    precision_at_k,
+)
+
+
+def _ordered_rows(data: EvaluationData) -> list[NDArray[np.intp]]:
+    """Each customer's row indices, oldest first (ties: row order)."""
+    if data.times is None:
+        raise InvalidInputError("a time-based split needs EvaluationData.times")
+    order = np.lexsort((np.arange(len(data)), data.times, data.user_ids))
+    users = data.user_ids[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    return np.split(order, starts[1:])
+
+
+def time_split(data: EvaluationData, *, test_fraction: float = DEFAULT_TEST_FRACTION) -> Split:
+    """Per customer, the newest ``test_fraction`` of their rows go to the test set.
+
+    ``round(test_fraction * n)`` rows, at least one when a customer has two or more,
+    none when they have one (nothing would be left to learn from).
+    """
+    if not 0 < test_fraction < 1:
+        raise InvalidInputError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    train: list[NDArray[np.intp]] = []
+    test: list[NDArray[np.intp]] = []
+    for rows in _ordered_rows(data):
+        held = 0 if len(rows) < 2 else max(1, round(test_fraction * len(rows)))
+        train.append(rows[: len(rows) - held])
+        test.append(rows[len(rows) - held :])
+    return Split(np.sort(np.concatenate(train)), np.sort(np.concatenate(test)))
+
+
+def leave_last_out(data: EvaluationData) -> Split:
+    """Per customer with two or more rows, their newest row is the test set."""
+    train: list[NDArray[np.intp]] = []
+    test: list[NDArray[np.intp]] = []
+    for rows in _ordered_rows(data):
+        held = 1 if len(rows) >= 2 else 0
+        train.append(rows[: len(rows) - held])
+        test.append(rows[len(rows) - held :])
+    return Split(np.sort(np.concatenate(train)), np.sort(np.concatenate(test)))
+
+
+def recall_at_k(recommended: Sequence[str], relevant: Collection[str], k: int) -> float:
+    """Relevant products among the first ``k``, divided by the number relevant (0 if none)."""
+    if not relevant:
+        return 0.0
+    return len(set(recommended[:k]) & set(relevant)) / len(relevant)
+
+
+def reciprocal_rank_at_k(recommended: Sequence[str], relevant: Collection[str], k: int) -> float:
+    """1 / the position of the first relevant product within the first ``k`` (0 if none)."""
+    for position, item in enumerate(recommended[:k], start=1):
+        if item in relevant:
+            return 1.0 / position
+    return 0.0
+
+
+def hit_at_k(recommended: Sequence[str], relevant: Collection[str], k: int) -> float:
+    """1 when a relevant product is among the first ``k``, else 0."""
+    return 1.0 if set(recommended[:k]) & set(relevant) else 0.0
+
+
+def item_popularity(train: EvaluationData) -> dict[str, float]:
+    """Per product, the share of training customers who have it (novelty's base)."""
+    pairs = set(zip(train.user_ids.tolist(), train.item_ids.tolist(), strict=True))
+    customers = len({user for user, _ in pairs})
+    counts = Counter(item for _, item in pairs)
+    return {item: count / customers for item, count in counts.items()}
+
+
+def novelty(
+    recommendations: Iterable[Sequence[str]], popularity: Mapping[str, float], customers: int
+) -> float:
+    """Mean ``-log2(popularity)`` of every recommended product (unseen: one customer's)."""
+    floor = 1.0 / max(customers, 1)
+    values = [
+        -math.log2(popularity.get(item, floor)) for items in recommendations for item in items
+    ]
+    return float(np.mean(values)) if values else 0.0
+
+
+@dataclass(frozen=True)
+class FullMetrics:
+    """Every metric of one model on one task, averaged over the evaluated customers."""
+
+    precision: float
+    recall: float
+    map: float
+    ndcg: float
+    mrr: float
+    hit_rate: float
+    coverage: float
+    novelty: float
+    users: int
+
+    def as_dict(self) -> dict[str, float]:
+        """The metrics as a dict (``users`` included)."""
+        return asdict(self)
+
+
+def score_all(
+    rankings: Mapping[str, Sequence[str]],
+    task: EvaluationTask,
+    *,
+    k: int,
+    popularity: Mapping[str, float],
+) -> FullMetrics:
+    """Every metric over the task's customers with a relevant product."""
+    users = [user for user in task.users if task.relevant.get(user)]
+    if not users:
+        raise InvalidInputError("no user has a relevant item: nothing to evaluate")
+    totals = dict.fromkeys(("precision", "recall", "map", "ndcg", "mrr", "hit_rate"), 0.0)
+    for user in users:
+        ranked, relevant = list(rankings.get(user, ()))[:k], task.relevant[user]
+        totals["precision"] += precision_at_k(ranked, relevant, k)
+        totals["recall"] += recall_at_k(ranked, relevant, k)
+        totals["map"] += average_precision_at_k(ranked, relevant, k)
+        totals["ndcg"] += ndcg_at_k(ranked, relevant, k)
+        totals["mrr"] += reciprocal_rank_at_k(ranked, relevant, k)
+        totals["hit_rate"] += hit_at_k(ranked, relevant, k)
+    lists = [list(rankings.get(user, ()))[:k] for user in users]
+    customers = len(set(task.train.user_ids.tolist()))
+    return FullMetrics(
+        **{name: value / len(users) for name, value in totals.items()},
+        coverage=catalogue_coverage(lists, task.catalogue_size),
+        novelty=novelty(lists, popularity, customers),
+        users=len(users),
+    )
+
+
+def evaluate_all(ranker: Ranker, task: EvaluationTask, k: int) -> FullMetrics:
+    """Rank for every customer of the task and score every metric."""
+    rankings = {user: ranker(user, k, task.seen.get(user, frozenset())) for user in task.users}
+    return score_all(rankings, task, k=k, popularity=item_popularity(task.train))
