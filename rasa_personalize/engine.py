@@ -26,7 +26,12 @@ from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.events.chat_writer import ChatEventWriter
 from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
-from rasa_personalize.metrics import breaker_changed, count_defaults, store_failure_reason
+from rasa_personalize.metrics import (
+    breaker_changed,
+    count_defaults,
+    count_exposure,
+    store_failure_reason,
+)
 from rasa_personalize.offers.artifacts import offer_model_holder
 from rasa_personalize.privacy.audit import Actor
 from rasa_personalize.privacy.consent import (
@@ -485,6 +490,9 @@ class PersonalizationService:
         if stored is None:
             # The store did not take it: let the customer's next turn try again.
             remembered.discard(seen)
+            return
+        for experiment, arm in shown.get("exposures", ()):
+            count_exposure(experiment, arm)
 
     def _expose(
         self,

@@ -157,6 +157,13 @@ class ServerMetrics:
             ["source"],
             registry=registry,
         )
+        self.experiment_exposures = Counter(
+            "personalize_experiment_exposures",
+            "First exposures to an experiment's arm this process stored (the store drops "
+            "those of customers without tracking consent).",
+            ["experiment", "arm"],
+            registry=registry,
+        )
         self.model_info = Gauge(
             "personalize_model_info",
             "1 for the recommendation model version a server process serves.",
@@ -363,6 +370,12 @@ def count_recommendation(source: str) -> None:
             source=source
         )
     child.inc()
+
+
+def count_exposure(experiment: str, arm: str) -> None:
+    """A first exposure to ``experiment``'s ``arm`` was stored. Both names come from the
+    rule file (validated, at most 64 characters), never from a request."""
+    _server.get().experiment_exposures.labels(experiment=experiment, arm=arm).inc()
 
 
 def model_loaded(version: str, trained_at: str) -> None:

@@ -26,6 +26,7 @@ from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET, make_settings, migrated_store
 from tests.factories import NOW, add_customer, add_interactions, add_product
+from tests.prometheus_tools import sample
 
 RULES = """\
 rules:
@@ -42,6 +43,7 @@ experiments:
     window_days: 7
 """
 UTC_NOON = ConversationContext(utc_offset_minutes=0)
+EXPOSURES = "personalize_experiment_exposures_total"
 runner = CliRunner()
 
 
@@ -89,6 +91,10 @@ async def test_arms_shape_the_slots_and_each_customer_is_exposed_once(
         for name in names:
             await add_customer(session, name)
     service = service_for(sqlite_store, sqlite_url, rules_file)
+    counted = {
+        arm: sample(EXPOSURES, experiment="bigger_discount", arm=arm)
+        for arm in ("control", "twenty")
+    }
     seen: dict[str, set[tuple[Any, Any]]] = {}
     for turn in range(3):
         for name in names:
@@ -103,6 +109,10 @@ async def test_arms_shape_the_slots_and_each_customer_is_exposed_once(
     for name in names:
         arm = stored[customer_key(TEST_SECRET, name)]
         assert arm == ("twenty" if next(iter(seen[name]))[0] == 20 else "control")
+    # The metric counts each customer once, by arm (no customer in any label).
+    for arm in ("control", "twenty"):
+        exposed = sum(1 for value in stored.values() if value == arm)
+        assert sample(EXPOSURES, experiment="bigger_discount", arm=arm) - counted[arm] == exposed
     await service.close()
 
 
