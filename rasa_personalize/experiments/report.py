@@ -49,7 +49,7 @@ def stray_arms(experiment: Experiment, outcomes: ExperimentOutcomes) -> list[str
 def _percent(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:+.2%}" if signed else f"{value:.2%}"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
 def _probability(value: float | None) -> str:
@@ -100,6 +100,9 @@ def print_report(
             _probability(arm.prob_beat_control),
             "control" if arm.verdict is None else arm.verdict.value,
         )
+    # In a narrow terminal a cell wraps rather than losing its digits.
+    for column in table.columns[1:]:
+        column.overflow = "fold"
     console.print(table)
     console.print(
         "conv.: converted within the window; rev./exp.: revenue per exposed customer; "
