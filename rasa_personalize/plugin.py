@@ -36,8 +36,8 @@ from rasa_personalize.instrumentation import instrument_app
 from rasa_personalize.logs import configure_logging
 from rasa_personalize.metrics import attach_metrics_route, time_actions
 from rasa_personalize.readiness import attach_readiness_route
-from rasa_personalize.runtime import personalization_service
-from rasa_personalize.settings import load_webhook_token
+from rasa_personalize.runtime import current_service
+from rasa_personalize.settings import load_settings, load_webhook_token
 from rasa_personalize.webhook import DEFAULT_MAX_BODY_BYTES, attach_extensions
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,15 @@ def register_plugin_actions(executor: ActionExecutor) -> dict[str, str]:
 
 
 def _secret_key() -> str:
-    """The HMAC key of correlation ids: the running service's secret."""
-    return personalization_service().settings.secret_key
+    """The HMAC key of correlation ids: the running service's secret.
+
+    Before the service exists, the settings' (without building the service: building it
+    logs, and a log line inside a conversation asks for this key again).
+    """
+    service = current_service()
+    if service is not None:
+        return service.settings.secret_key
+    return load_settings().secret_key
 
 
 def _executor_of(app: Sanic[Any, Any]) -> ActionExecutor | None:

@@ -50,6 +50,11 @@ def warn_if_identities_unverified(service: PersonalizationService) -> None:
     )
 
 
+def current_service() -> PersonalizationService | None:
+    """The running loop's service if one exists; never creates it."""
+    return _services.get(asyncio.get_running_loop())
+
+
 def install_service(service: PersonalizationService) -> None:
     """Use ``service`` for the running loop (tests, embedding, custom servers)."""
     _services[asyncio.get_running_loop()] = service

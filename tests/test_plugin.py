@@ -16,7 +16,13 @@ from sanic import Sanic
 
 from rasa_personalize.errors import PluginError
 from rasa_personalize.handlers import ActionSessionStart
-from rasa_personalize.plugin import install, plugin_action_names, register_plugin_actions
+from rasa_personalize.plugin import (
+    _secret_key,
+    install,
+    plugin_action_names,
+    register_plugin_actions,
+)
+from rasa_personalize.runtime import current_service
 
 PLUGIN_ACTIONS = {
     "action_session_start",
@@ -111,3 +117,15 @@ def test_an_unrelated_user_action_of_the_same_name_wins_with_a_warning(
     assert isinstance(executor.actions["action_session_start"].__self__, ActionSessionStart)
     assert "action_recommend_products" in caplog.text
     assert "does not personalize" in caplog.text
+
+
+async def test_the_correlation_key_never_builds_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the service exists, a log line inside a conversation asks for the key: it
+    comes from the settings, and no service is built (building one logs, which would ask
+    for the key again, without end)."""
+    monkeypatch.setenv("PERSONALIZE_SECRET_KEY", "correlation-secret-0123456789abcdef")
+    assert current_service() is None
+    assert _secret_key() == "correlation-secret-0123456789abcdef"
+    assert current_service() is None
