@@ -16,12 +16,20 @@ PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10.*/bin/pytho
 RASA_VENV := .venv-rasa
 RASA := $(RASA_VENV)/bin/rasa
 RASA_STAMP := $(RASA_VENV)/.installed
+# Rasa 3.6's socket.io channel calls AsyncServer.enter_room without await, which became a
+# coroutine in python-socketio 5.10: with session_persistence (what chat widgets use) no
+# answer would reach the browser. Rasa allows any 5.x, so the last one that works is pinned.
+RASA_SOCKETIO := "python-socketio>=5.8,<5.10"
 RASA_MODEL := models/rasa/demo.tar.gz
 RASA_INPUTS := domain.yml config.yml $(wildcard data/*.yml)
 export RASA_TELEMETRY_ENABLED := false
 CUSTOMER ?= demo-loyal
+WEB_PORT ?= 8000
+# The chat widget of the demo shop's page: web/package.json pins it, web/package-lock.json
+# holds the integrity hash of every package npm brings; installed into web/node_modules.
+WIDGET := web/node_modules/rasa-webchat/lib/index.js
 
-.PHONY: install demo chat test pytest prometheus-tools lint serve bench seed clean rasa-env rasa-train rasa-test rasa-validate rasa-stories docs
+.PHONY: install demo chat demo-web web-widget browser-tools test pytest prometheus-tools lint serve bench seed clean rasa-env rasa-train rasa-test rasa-validate rasa-stories docs
 
 install: $(STAMP)
 
@@ -47,6 +55,16 @@ demo: seed
 chat: seed rasa-train
 	$(BIN)/personalize chat --customer $(CUSTOMER)
 
+# The shop's page with a chat widget on http://127.0.0.1:$(WEB_PORT)/ (?customer=demo-loyal).
+demo-web: seed rasa-train web-widget
+	$(BIN)/personalize demo-web --port $(WEB_PORT)
+
+web-widget: $(WIDGET)
+
+# npm ci: exactly the locked versions, checked against their hashes; no install scripts.
+$(WIDGET): web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 rasa-env: $(RASA_STAMP)
 
 $(RASA_STAMP):
@@ -57,7 +75,7 @@ $(RASA_STAMP):
 	    exit 1; fi
 	@test -x $(RASA_VENV)/bin/python || $(PYTHON310) -m venv $(RASA_VENV)
 	$(RASA_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(RASA_VENV)/bin/python -m pip install --quiet rasa==3.6.21
+	$(RASA_VENV)/bin/python -m pip install --quiet rasa==3.6.21 $(RASA_SOCKETIO)
 	@touch $(RASA_STAMP)
 
 rasa-train: $(RASA_MODEL)
@@ -92,7 +110,17 @@ prometheus-tools:
 	    { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; } || \
 	    echo "Could not install the prometheus package: its tests skip (CI fails them)"
 
-pytest: install prometheus-tools
+# Debian's chromium, which Playwright drives in the browser tests (Playwright's own browser
+# download is never used), and the widget the tests load: installed when missing; without
+# them the browser tests skip, except in CI (CI=true), where they fail.
+browser-tools:
+	@command -v chromium >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	    echo "Could not install the chromium package: the browser tests skip (CI fails them)"
+	@$(MAKE) --no-print-directory web-widget || \
+	    echo "Could not install the chat widget with npm: the browser tests skip (CI fails them)"
+
+pytest: install prometheus-tools browser-tools
 	$(BIN)/pytest
 
 # Without Python 3.10 the Rasa-based steps cannot run: say so and run the rest (the e2e
@@ -131,3 +159,4 @@ bench: seed
 
 clean:
 	rm -rf $(VENV) personalize.db models reports site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf web/node_modules

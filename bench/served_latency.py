@@ -11,6 +11,10 @@ customer with 30 products in their history:
   cap, substitutes of five recent purchases demoted;
 - the reason: the ALS cosine of the lead product with 30 past products.
 
+"Something like X" is measured through ``RecommendationService.similar`` itself, with
+the catalogue, the content model and the bought-together artifact in memory (the store
+is not asked): product named by its title, as a card's "More like this" button sends it.
+
 Factors and weights are random (latency does not depend on their values). Rounds
 alternate the variants; prints p50 and p99 in milliseconds; asserts nothing. BLAS is
 limited to one thread, as in an action server running one worker per core.
@@ -21,10 +25,14 @@ limited to one thread, as in an action server running one worker per core.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse
@@ -32,6 +40,13 @@ from threadpoolctl import threadpool_limits
 
 from harness import summary
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.association_artifacts import (
+    associations_dir,
+    save_association_artifact,
+)
+from rasa_personalize.recommend.associations import ItemAssociations
+from rasa_personalize.recommend.content import ContentRecommender, ProductText
+from rasa_personalize.recommend.content_artifacts import save_content_artifact
 from rasa_personalize.recommend.ease import PRUNED_PARTNERS, EaseBlend
 from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
 from rasa_personalize.recommend.ids import IdMap
@@ -44,7 +59,11 @@ from rasa_personalize.recommend.reranking import (
     substitute_key,
     substitute_keys,
 )
+from rasa_personalize.recommend.resources import build_resources
 from rasa_personalize.recommend.served import ServedModel
+from rasa_personalize.recommend.service import RecommendationRequest, RecommendationService
+from rasa_personalize.recommend.versions import content_dir
+from rasa_personalize.store.catalogue import CustomerItems
 from rasa_personalize.store.records import ProductRecord
 
 CUSTOMER = "customer-00042"
@@ -101,7 +120,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with threadpool_limits(limits=1, user_api="blas"):
-        figures = measure(args)
+        figures = measure(args) | measure_similar(args)
     if args.json:
         print(json.dumps(figures))
         return
@@ -170,6 +189,97 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 call()
                 latencies[name].append((time.perf_counter() - started) * 1000)
     return {name: summary(values) for name, values in latencies.items()}
+
+
+# Words for product texts varied enough that "similar" is a ranking, not a tie.
+ADJECTIVES = ("Light", "Trail", "Road", "Warm", "Compact", "Classic", "Pro", "Eco", "Rapid")
+
+
+def measure_similar(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """p50/p99 of ``RecommendationService.similar`` for a product named by its title."""
+    _, _, products = build(args)
+    rng = np.random.default_rng(2)
+    skus = list(products)
+    texts = {
+        sku: ProductText(
+            sku,
+            # A model name makes each title unique, as a card's button sends one product.
+            f"{ADJECTIVES[i % len(ADJECTIVES)]} {p.title.replace('Model', f'M{i}')}",
+            f"{ADJECTIVES[(i // 7) % len(ADJECTIVES)]} gear number {i % 97}",
+            p.category,
+            p.brand or "",
+        )
+        for i, (sku, p) in enumerate(products.items())
+    }
+    records = [
+        ProductRecord(
+            sku, texts[sku].title, p.category, p.brand, p.price, p.in_stock, texts[sku].description
+        )
+        for sku, p in products.items()
+    ]
+    # Baskets: a product and three of its eight neighbours, so each product has partners.
+    baskets, bought = [], []
+    for basket in range(60_000):
+        anchor = int(rng.integers(len(skus)))
+        for item in [anchor, *((anchor + rng.choice(8, 3, replace=False) + 1) % len(skus))]:
+            baskets.append(f"basket-{basket}")
+            bought.append(skus[int(item)])
+    counts = rng.poisson(3, len(skus)).tolist()
+    popularity_rows = [(sku, None, "purchase", c) for sku, c in zip(skus, counts, strict=True)]
+    model_dir = Path(tempfile.mkdtemp(prefix="similar-latency-"))
+    content = save_content_artifact(
+        ContentRecommender().fit(list(texts.values())), content_dir(model_dir)
+    )
+    save_association_artifact(ItemAssociations().fit(baskets, bought), associations_dir(model_dir))
+    service = RecommendationService(
+        None,  # type: ignore[arg-type]  # the store is never asked: resources are set below
+        model_dir,
+        refresh_every_s=1e9,
+        model_check_every_s=1e9,
+    )
+    service._resources = build_resources(records, popularity_rows, content)
+    titles = [records[int(i)].title for i in rng.choice(len(records), 500, replace=False)]
+
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    bought = [skus[int(i)] for i in rng.choice(len(skus), 20, replace=False)]
+    items = CustomerItems(
+        purchased=frozenset(bought),
+        recent=(),
+        purchases=tuple((sku, now - timedelta(days=3 * n)) for n, sku in enumerate(bought)),
+    )
+    # A known customer: a dislike, the rules' price cap; the strategy varies.
+    customer = RecommendationRequest(
+        CUSTOMER, tags=("not_interested_in_category-07",), max_price=120.0, now=now
+    )
+    visitor = RecommendationRequest("anonymous")
+    bundles = replace(customer, strategy="bought_together")
+
+    async def run() -> dict[str, list[float]]:
+        variants = {
+            "like X, no customer: content similarity": lambda title: service.similar(
+                title, visitor
+            ),
+            "like X, default strategy: content + filters": lambda title: service.similar(
+                title, customer, items
+            ),
+            "like X, bought_together: pairs + filters": lambda title: service.similar(
+                title, bundles, items
+            ),
+        }
+        latencies: dict[str, list[float]] = {name: [] for name in variants}
+        for call in variants.values():
+            for title in titles[:100]:
+                await call(title)
+        for _ in range(args.rounds):
+            for name, call in variants.items():
+                for i in range(args.requests):
+                    title = titles[i % len(titles)]
+                    started = time.perf_counter()
+                    await call(title)
+                    latencies[name].append((time.perf_counter() - started) * 1000)
+        return latencies
+
+    return {name: summary(values) for name, values in asyncio.run(run()).items()}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import inspect
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.events.chat_writer import ChatEventWriter
+from rasa_personalize.experiments.allocation import AdaptiveAllocation, KeptArms, store_counts
 from rasa_personalize.extras import check_settings_extras
 from rasa_personalize.identity import CustomerIdentity, customer_key
 from rasa_personalize.metrics import (
@@ -33,6 +33,7 @@ from rasa_personalize.metrics import (
     store_failure_reason,
 )
 from rasa_personalize.offers.artifacts import offer_model_holder
+from rasa_personalize.preferences import ChatPreference, preference_tag
 from rasa_personalize.privacy.audit import Actor
 from rasa_personalize.privacy.consent import (
     MARKETING,
@@ -49,6 +50,7 @@ from rasa_personalize.recommend.service import (
     RecommendationRequest,
     RecommendationService,
     describe,
+    resolve_category,
 )
 from rasa_personalize.rules import Decision, RuleBook, RuleSet, evaluate, facts_from
 from rasa_personalize.rules.experiments import (
@@ -75,12 +77,14 @@ from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
 from rasa_personalize.store.records import PURCHASE_7D, CustomerSnapshot
 from rasa_personalize.store.sql_store import NOT_INLINE, NotInline, SqlStore
-from rasa_personalize.store.tags import TagHolders, write_tags
+from rasa_personalize.store.tags import set_customer_tag
 from rasa_personalize.text import MAX_LIST_ITEMS, bounded_text
 from rasa_personalize.tracing import RULES_SPAN, traced
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# What decide() returns: the slot plan and the full decision.
+Decided = tuple[SlotPlan, Decision]
 
 # The customer key recommendations are asked under for a customer whose profile may not be
 # used: no customer has it (a customer key is 64 hex digits), so no model row answers.
@@ -89,9 +93,6 @@ ANONYMOUS_KEY: Final = "anonymous"
 # Exposures remembered per process, so that a customer's later turns write nothing; when
 # full it starts again (the store ignores a second exposure anyway).
 REMEMBERED_EXPOSURES: Final = 100_000
-
-# An interest the customer names in the chat, as tag rules name tags (a-z, 0-9, _; 64 at most).
-INTEREST_TAG: Final = re.compile(r"interested_in_[a-z0-9_]{1,50}")
 
 # Interactions this recent count as "in session" for the session fallback.
 RECENT_WINDOW: Final = timedelta(days=30)
@@ -243,6 +244,8 @@ def decide(
             experiment_unit.secret,
             experiment_unit.key,
             excluded=frozenset() if marketing else OFFER_OUTPUTS,
+            allocations=experiment_unit.allocations,
+            pinned=experiment_unit.pinned,
         )
     if not marketing:
         decision = replace(decision, offer_type="none", discount_pct=0.0, best_offer=None)
@@ -378,6 +381,12 @@ class PersonalizationService:
         self._experiment_secret = experiment_secret(settings.secret_key)
         # (experiment, customer key) already stored: a customer is exposed once.
         self._exposed: set[tuple[str, str]] = set()
+        # The weights of "allocation: thompson" experiments, refreshed in the background,
+        # and the arm each customer exposed to one keeps.
+        self.allocation = AdaptiveAllocation(
+            store_counts(self.store.arm_counts), self.rules.current, clock
+        )
+        self._kept_arms = KeptArms(self._exposed_arm)
         # The acceptance model of "offer_type: best" rules, swapped in when retrained.
         self.offer_models = offer_model_holder(settings.model_dir, settings.model_check_every_s)
         # (customer key, offer, day) already stored: an offer is recorded once a day.
@@ -418,15 +427,19 @@ class PersonalizationService:
         rules = self.rules.current()
         # Read only while a rule chooses offers; a check for a new version is rate-limited.
         offer_model = await self.offer_models.get_async() if rules.chooses_offers else None
-        plan, decision = decide(
-            loaded,
-            now,
-            request.context,
+        plan, decision = await self._decided(
+            key,
             rules,
-            session=session,
-            consent_default=self.settings.consent_default,
-            experiment_unit=self._experiment_unit(key, rules),
-            offer_model=offer_model,
+            lambda unit: decide(
+                loaded,
+                now,
+                request.context,
+                rules,
+                session=session,
+                consent_default=self.settings.consent_default,
+                experiment_unit=unit,
+                offer_model=offer_model,
+            ),
         )
         if decision.experiment is not None:
             self._expose(request, key, rules, decision, used=SLOT_OUTPUTS, now=now)
@@ -438,8 +451,34 @@ class PersonalizationService:
         """Who experiments assign (and ``best`` offers explore): the customer's key (a
         visitor's is the conversation's)."""
         if rules.experiments or rules.chooses_offers:
-            return ExperimentUnit(key, self._experiment_secret)
+            return ExperimentUnit(
+                key,
+                self._experiment_secret,
+                self.allocation.current(rules),
+                self._kept_arms.pins(key),
+            )
         return None
+
+    async def _decided(
+        self, key: str, rules: RuleSet, decided: Callable[[ExperimentUnit | None], Decided]
+    ) -> Decided:
+        """``decided(unit)`` (a call of :func:`decide`) for this customer, who keeps the
+        arm stored with their exposure to an adaptive experiment whatever its weights are
+        now: read once per process and customer the experiment applies to, then
+        remembered (see ``experiments.allocation.KeptArms``); decided again only when
+        that read finds another arm than the one dealt."""
+        unit = self._experiment_unit(key, rules)
+        plan, decision = decided(unit)
+        experiment = experiment_named(rules.experiments, decision.experiment)
+        if unit is None or experiment is None or not experiment.adaptive or decision.arm is None:
+            return plan, decision
+        kept = await self._kept_arms.arm(experiment.name, key, decision.arm)
+        if kept == decision.arm:
+            return plan, decision
+        return decided(replace(unit, pinned={experiment.name: kept}))
+
+    async def _exposed_arm(self, experiment: str, key: str) -> str | None:
+        return await self._guarded(self.store.exposed_arm(experiment, key))
 
     def _record_offer(
         self,
@@ -567,39 +606,8 @@ class PersonalizationService:
         the request was narrowed to) are recorded as chat-side events in the background.
         """
         category = bounded_text(category) if category is not None else None
-        now = self._clock()
-        key = self.key_for(request.identity)
-        (snapshot, items), session = await asyncio.gather(
-            self._customer_context(key, now), self.session_counts(request)
-        )
-        default = self.settings.consent_default
-        rules = self.rules.current()
-        _, decision = decide(
-            snapshot,
-            now,
-            request.context,
-            rules,
-            session=session,
-            consent_default=default,
-            experiment_unit=self._experiment_unit(key, rules),
-        )
-        if decision.experiment is not None:
-            self._expose(request, key, rules, decision, used=RECOMMENDATION_OUTPUTS, now=now)
-        if not allows(snapshot, PERSONALIZATION, default):
-            # Recommended as to a visitor: no history, no model row, no tags.
-            snapshot, items, key = None, None, ANONYMOUS_KEY
-        ask = RecommendationRequest(
-            customer_key=key,
-            segment=segment_of(snapshot, now) if snapshot else "new_visitor",
-            tags=tuple(tag.tag for tag in snapshot.tags) if snapshot else (),
-            favorite_category=snapshot.metrics.favorite_category if snapshot else None,
-            category=category,
-            max_price=decision.max_price,
-            strategy=decision.recommendation_strategy,
-            n=n or self.settings.recommend_count,
-            shown=shown,
-            exclude_purchased=self.settings.recommend_exclude_purchased,
-            now=now,
+        ask, items = await self._recommendation_request(
+            request, category=category, n=n or self.settings.recommend_count, shown=shown
         )
         try:
             answer = await asyncio.wait_for(
@@ -614,6 +622,57 @@ class PersonalizationService:
                 self._record_shown(request, request.conversation, skus, category=asked)
             )
         return recommendation_plan(answer, answer.category)
+
+    async def _recommendation_request(
+        self,
+        request: PersonalizationRequest,
+        *,
+        category: str | None,
+        n: int,
+        shown: frozenset[str] = frozenset(),
+    ) -> tuple[RecommendationRequest, CustomerItems | None]:
+        """What the recommendations for this customer must respect (the rules' price cap
+        and strategy, their segment, tags and history as their consent allows), and their
+        items; an exposure to an experiment that varies those is recorded."""
+        now = self._clock()
+        key = self.key_for(request.identity)
+        (snapshot, items), session = await asyncio.gather(
+            self._customer_context(key, now), self.session_counts(request)
+        )
+        default = self.settings.consent_default
+        rules = self.rules.current()
+        _, decision = await self._decided(
+            key,
+            rules,
+            lambda unit: decide(
+                snapshot,
+                now,
+                request.context,
+                rules,
+                session=session,
+                consent_default=default,
+                experiment_unit=unit,
+            ),
+        )
+        if decision.experiment is not None:
+            self._expose(request, key, rules, decision, used=RECOMMENDATION_OUTPUTS, now=now)
+        if not allows(snapshot, PERSONALIZATION, default):
+            # Recommended as to a visitor: no history, no model row, no tags.
+            snapshot, items, key = None, None, ANONYMOUS_KEY
+        ask = RecommendationRequest(
+            customer_key=key,
+            segment=segment_of(snapshot, now) if snapshot else "new_visitor",
+            tags=tuple(tag.tag for tag in snapshot.tags) if snapshot else (),
+            favorite_category=snapshot.metrics.favorite_category if snapshot else None,
+            category=category,
+            max_price=decision.max_price,
+            strategy=decision.recommendation_strategy,
+            n=n,
+            shown=shown,
+            exclude_purchased=self.settings.recommend_exclude_purchased,
+            now=now,
+        )
+        return ask, items
 
     async def _customer_context(
         self, key: str, now: datetime
@@ -684,28 +743,31 @@ class PersonalizationService:
     async def similar(
         self, product_text: str, n: int = 3, *, request: PersonalizationRequest | None = None
     ) -> SlotPlan:
-        """Slots for "something like X": products like the one the customer names.
+        """Slots for "something like X": products like the one the customer names, or,
+        when the decision rules choose ``bought_together`` for this customer, products
+        often bought with it first (see ``RecommendationService.similar``).
 
-        With a ``request`` in a conversation, the products shown are recorded (background).
+        With a ``request``, the rules' strategy and price cap and the customer's filters
+        apply (as their consent allows), and in a conversation the products shown are
+        recorded (background). Without one, products like X by content only.
         ``product_text`` is read up to :data:`~rasa_personalize.text.MAX_TEXT_LENGTH`
         characters, without control characters.
         """
         product_text = bounded_text(product_text) or ""
+        if request is None:
+            ask, items = RecommendationRequest(customer_key=ANONYMOUS_KEY, n=n), None
+        else:
+            ask, items = await self._recommendation_request(request, category=None, n=n)
         try:
-            anchor, similar = await asyncio.wait_for(
-                self.recommendations.similar(product_text, n),
+            answer = await asyncio.wait_for(
+                self.recommendations.similar(product_text, ask, items),
                 timeout=self.settings.action_budget_s,
             )
         except (asyncio.TimeoutError, StoreUnavailableError, NotFoundError):
             return recommendation_plan(None, None)
         if request is not None and request.conversation is not None:
-            skus = [p.sku for p in similar]
+            skus = [p.sku for p in answer.products]
             self._in_background(self._record_shown(request, request.conversation, skus))
-        answer = Recommendation(
-            products=tuple(similar),
-            source="content",
-            reason=f"because they are like {anchor.title}",
-        )
         return recommendation_plan(answer, None)
 
     async def record_feedback(
@@ -841,45 +903,67 @@ class PersonalizationService:
         return True
 
     async def record_chat_interest(self, request: PersonalizationRequest, category: str) -> bool:
-        """Store a catalogue category the customer says they shop for as their interest:
-        tag ``interested_in_<category>``, source ``chat``, which recommendations follow.
+        """Store a catalogue category the customer says they shop for as their interest
+        (:meth:`record_chat_preference`, a like); whether it is stored."""
+        return (await self.record_chat_preference(request, category, liked=True)).stored
 
-        Only for a customer's own id (never an anonymous visitor, whose answer stays in the
-        conversation, nor a ``user_id`` claim unproven while an identity secret requires
-        proof) whose answers allow personalization. In a conversation the category is
-        stored first as a ``category_asked`` chat event (as ``action_recommend_products``
-        does for the same message, so once), which brings a customer who is not in the
-        store yet into it, with tracking consent only. Returns whether the tag is stored:
-        False for all of the above, a category the catalogue does not have, or a store that
-        is unavailable.
+    async def record_chat_preference(
+        self, request: PersonalizationRequest, category: str, *, liked: bool
+    ) -> ChatPreference:
+        """Store a catalogue category the customer says they like (tag
+        ``interested_in_<category>``) or do not want (``not_interested_in_<category>``),
+        source ``chat``; their opposite tag for that category goes, whatever its source.
+
+        ``category`` is read as recommendations read it ("running shoes" is running,
+        "electronic" electronics). Stored only for a customer's own id (never an anonymous
+        visitor, whose words stay in the conversation, nor a ``user_id`` claim unproven
+        while an identity secret requires proof) whose answers allow personalization. In a
+        conversation a like is first stored as a ``category_asked`` chat event (as
+        ``action_recommend_products`` does for the same message, so once), which brings a
+        customer who is not in the store yet into it, with tracking consent only; a
+        dislike is no sign of interest, so it is stored only for a customer already known.
         """
         identity = request.identity
+        known = frozenset(found.name for found in await self.categories())
+        if not known:
+            return ChatPreference("not_stored")  # the catalogue cannot be read now
+        resolved = resolve_category(bounded_text(category), known)
+        tag = preference_tag(resolved, liked=liked) if resolved else None
+        if resolved is None or tag is None:
+            return ChatPreference("unknown_category")
         if not identity.is_claim or self._unverified_claim(identity):
-            return False
-        category = (bounded_text(category) or "").lower()
-        tag = "interested_in_" + "_".join(category.split())
-        known = {found.name for found in await self.categories()}
-        if category not in known or not INTEREST_TAG.fullmatch(tag):
-            return False
-        if request.conversation is not None:
+            return ChatPreference("needs_login", resolved)
+        if liked and request.conversation is not None:
             prefix = request.conversation.event_prefix()
-            asked = ChatInteraction(f"{prefix}-category", "category_asked", category=category)
+            asked = ChatInteraction(f"{prefix}-category", "category_asked", category=resolved)
             new = await self._store_chat_events(request, [asked])
             if new:
                 sender = request.conversation.sender_id
                 await self.session_counters.add(sender, categories_asked=1)
-        key = self.key_for(identity)
+        opposite = preference_tag(resolved, liked=not liked)
+        stored = await self._write_chat_tag(
+            self.key_for(identity), tag, removes=(opposite,) if opposite else ()
+        )
+        return ChatPreference("stored" if stored else "not_stored", resolved)
+
+    async def _write_chat_tag(self, key: str, tag: str, *, removes: tuple[str, ...]) -> bool:
+        """Give a known customer whose answers allow personalization ``tag`` (source
+        ``chat``) instead of ``removes``, and drop the profile cached under each of their
+        keys; whether it was written."""
         try:
             snapshot = await self._load_snapshot(key)
         except StoreUnavailableError:
             return False
         if snapshot is None or not allows(snapshot, PERSONALIZATION, self.settings.consent_default):
             return False
-        holders = [TagHolders(tag, 1.0, [snapshot.customer_id])]
+        customer_id = snapshot.customer_id
 
         async def write() -> frozenset[str]:
             async with self.store.sessions.begin() as session:
-                await write_tags(session, holders, source="chat", now=self._clock())
+                await set_customer_tag(
+                    session, customer_id, tag, source="chat", now=self._clock(), removes=removes
+                )
+                # A merged customer's profile is cached under each of their keys.
                 return await keys_of_person(session, key)
 
         try:
@@ -974,8 +1058,10 @@ class PersonalizationService:
     async def warm_up(self) -> None:
         """Load what recommending (and choosing offers) needs before the first customer asks."""
         await self.recommendations.warm_up()
-        if self.rules.current().chooses_offers:
+        rules = self.rules.current()
+        if rules.chooses_offers:
             await self.offer_models.get_async()
+        self.allocation.current(rules)  # starts the weights' refresher if an experiment adapts
 
     async def _load_snapshot(self, key: str) -> CustomerSnapshot | None:
         """Through the profile cache when configured; SQL answers a miss or a Redis outage.
@@ -1066,6 +1152,7 @@ class PersonalizationService:
 
     async def close(self) -> None:
         """Finish the chat-side writes in flight, then release store and cache connections."""
+        await self.allocation.close()
         await self.drain()
         if self.precomputed_cache is not None:
             await self.precomputed_cache.close()

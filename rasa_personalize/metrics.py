@@ -1,14 +1,17 @@
-"""Prometheus metrics of the action server and the stream worker, defined in one place.
+"""Prometheus metrics of the action server, the stream worker and the broker consumer,
+defined in one place.
 
 The hot path records at a few choke points through the small functions below (an action
 run, a fallback to the default slots, a profile cache lookup, a served recommendation
 list); each costs about a microsecond. ``GET /metrics`` on the action server
-(:func:`attach_metrics_route`) and on ``personalize worker --metrics-port``
-(:mod:`rasa_personalize.events.probes`) render them with :func:`exposition`.
+(:func:`attach_metrics_route`) and on ``personalize worker --metrics-port`` and
+``personalize broker --metrics-port`` (:mod:`rasa_personalize.events.probes`) render them
+with :func:`exposition`.
 
 No label ever holds a customer id, a customer key or any other value from a request:
 labels are action names (only those the executor has registered), the fixed reasons,
 results, sources and outcomes named here, the model version and the event stream's key.
+(The broker's Rasa queue is no label: one consumer process reads one queue.)
 
 **Several server processes.** ``personalize serve --workers N`` runs N processes on one
 port, and a scrape reaches one of them. :func:`multiprocess_directory` sets up
@@ -76,8 +79,16 @@ RECOMMENDATION_SOURCES: Final = (
     "popular",
     "bought_together",
 )
-EventStage = Literal["api", "worker"]
+EventStage = Literal["api", "worker", "broker"]
+EVENT_STAGES: Final[tuple[EventStage, ...]] = ("api", "worker", "broker")
 EVENT_OUTCOMES: Final = ("accepted", "duplicate", "rejected", "suppressed")
+# What became of each message `personalize broker` took from Rasa's queue.
+BrokerMessageResult = Literal["interaction", "ignored", "dead_letter"]
+BROKER_MESSAGE_RESULTS: Final[tuple[BrokerMessageResult, ...]] = (
+    "interaction",
+    "ignored",
+    "dead_letter",
+)
 
 # Actions answer in milliseconds; the action budget (1.5 s by default) caps store waits.
 ACTION_BUCKETS: Final = (
@@ -209,14 +220,15 @@ class EventMetrics:
         self.events = Counter(
             "personalize_events",
             "Interaction events by outcome: stage api is what the events API answered "
-            "(accepted: stored or queued), stage worker what the stream worker stored.",
+            "(accepted: stored or queued), stage worker what the stream worker stored, "
+            "stage broker what personalize broker stored of Rasa's events.",
             ["stage", "outcome"],
             registry=registry,
         )
         self.by_stage: dict[str, dict[str, Counter]] = {
             stage: {outcome: self.events.labels(stage=stage, outcome=outcome)
                     for outcome in EVENT_OUTCOMES}
-            for stage in ("api", "worker")
+            for stage in EVENT_STAGES
         }  # fmt: skip
 
 
@@ -255,9 +267,42 @@ class WorkerMetrics:
         )
 
 
+class BrokerMetrics:
+    """The metrics of ``personalize broker`` besides its events by outcome."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge, Histogram  # noqa: PLC0415  # first use
+
+        self.batch_seconds = Histogram(
+            "personalize_broker_batch_seconds",
+            "Time to store, dead-letter and acknowledge one batch of Rasa's messages.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.messages = Counter(
+            "personalize_broker_messages",
+            "Messages taken from Rasa's queue and acknowledged, by result: interaction "
+            "(it made one), ignored (bot utterances, actions, slots) or dead_letter (moved "
+            "to <queue>.dead_letters).",
+            ["result"],
+            registry=registry,
+        )
+        self.conversations = Gauge(
+            "personalize_broker_conversations",
+            "Conversations whose sessions the consumer follows in memory (at the cap, the "
+            "quietest are forgotten with their lengths).",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.by_result: dict[str, Counter] = {
+            r: self.messages.labels(result=r) for r in BROKER_MESSAGE_RESULTS
+        }
+
+
 _server: Final = _Once(lambda: ServerMetrics(_registry()))
 _events: Final = _Once(lambda: EventMetrics(_registry()))
 _worker: Final = _Once(lambda: WorkerMetrics(_registry()))
+_broker: Final = _Once(lambda: BrokerMetrics(_registry()))
 
 
 def server_metrics() -> ServerMetrics:
@@ -273,6 +318,11 @@ def event_metrics() -> EventMetrics:
 def worker_metrics() -> WorkerMetrics:
     """This process's stream worker metrics (registered on first use)."""
     return _worker.get()
+
+
+def broker_metrics() -> BrokerMetrics:
+    """This process's broker consumer metrics (registered on first use)."""
+    return _broker.get()
 
 
 # -- recording: the action server --------------------------------------------------------
@@ -407,7 +457,7 @@ def model_loaded(version: str, trained_at: str) -> None:
 def count_events(
     stage: EventStage, *, accepted: int, duplicate: int, rejected: int, suppressed: int
 ) -> None:
-    """What became of a batch of events at ``stage`` (api or worker)."""
+    """What became of a batch of events at ``stage`` (api, worker or broker)."""
     counters = _events.get().by_stage[stage]
     for outcome, count in (
         ("accepted", accepted),
@@ -430,6 +480,28 @@ def stream_sizes(stream: str, *, pending: int, dead_letters: int, dirty: int) ->
     metrics.stream_pending.labels(stream=stream).set(pending)
     metrics.stream_dead_letters.labels(stream=stream).set(dead_letters)
     metrics.stream_dirty.labels(stream=stream).set(dirty)
+
+
+def count_broker_messages(*, interaction: int, ignored: int, dead_letter: int) -> None:
+    """Messages of Rasa's queue acknowledged, by what became of them."""
+    counters = _broker.get().by_result
+    for result, count in (
+        ("interaction", interaction),
+        ("ignored", ignored),
+        ("dead_letter", dead_letter),
+    ):
+        if count:
+            counters[result].inc(count)
+
+
+def observe_broker_batch(seconds: float) -> None:
+    """One batch of Rasa's messages was stored, dead-lettered and acknowledged in ``seconds``."""
+    _broker.get().batch_seconds.observe(seconds)
+
+
+def broker_conversations(followed: int) -> None:
+    """The broker consumer follows ``followed`` conversations in memory now."""
+    _broker.get().conversations.set(followed)
 
 
 # -- rendering -------------------------------------------------------------------------------

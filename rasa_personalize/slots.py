@@ -137,14 +137,29 @@ _VALUE_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
 }
 
 
+def _one_of(values: tuple[str, ...]) -> Callable[[Any], bool]:
+    allowed = frozenset(values)
+
+    def check(value: Any) -> bool:
+        # A set lookup for a plain string; the tuple's equality scan for anything else.
+        return value in allowed if type(value) is str else value in values
+
+    return check
+
+
+# One check per slot, chosen once: every answer checks a dozen values.
+_SLOT_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
+    name: _VALUE_CHECKS.get(spec.type) or _one_of(spec.values)
+    for name, spec in SLOT_CONTRACT.items()
+}
+
+
 def check_slot_value(name: str, value: Any) -> None:
     """Raise SlotContractError unless ``value`` may be set in slot ``name``."""
-    spec = SLOT_CONTRACT.get(name)
-    if spec is None:
+    check = _SLOT_CHECKS.get(name)
+    if check is None:
         raise SlotContractError(f"{name!r} is not a contract slot")
-    if value is None:
+    if value is None or check(value):
         return
-    check = _VALUE_CHECKS.get(spec.type)
-    valid = check(value) if check is not None else value in spec.values
-    if not valid:
-        raise SlotContractError(f"slot {name!r} ({spec.type}) cannot hold {value!r}")
+    spec = SLOT_CONTRACT[name]
+    raise SlotContractError(f"slot {name!r} ({spec.type}) cannot hold {value!r}")

@@ -48,6 +48,11 @@ def clean_text(value: object) -> str | None:
     """Trim, collapse inner whitespace, drop invisible and control characters; empty -> None."""
     if value is None:
         return None
+    if type(value) is str and value.isprintable() and "  " not in value:
+        # The usual label or id, at C speed: "printable" rules out control characters,
+        # the invisible ones (format characters) and every whitespace but the space, so
+        # there is nothing to drop and, without two spaces in a row, nothing to collapse.
+        return value.strip() or None
     text = _WHITESPACE.sub(" ", _CONTROL.sub("", str(value).translate(_INVISIBLE))).strip()
     return text or None
 

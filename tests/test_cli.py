@@ -147,6 +147,28 @@ def test_rules_explain_names_the_experiment_arm(seeded: str, tmp_path: Path) -> 
     assert f"Experiment 'bigger_discount': arm {arm!r}" in text.output
 
 
+@pytest.mark.parametrize("denied", ["marketing", "personalization"])
+def test_rules_explain_leaves_out_a_customer_the_engine_leaves_out(
+    seeded: str, tmp_path: Path, denied: str
+) -> None:
+    """As in a conversation: without marketing consent the discount experiment does not
+    take demo-bargain (and no offer is made); without personalization consent no
+    experiment does."""
+    rules = tmp_path / "personalization.yml"
+    demo = Path("personalization.yml").read_text(encoding="utf-8")
+    rules.write_text(demo.replace("status: draft", "status: running"), encoding="utf-8")
+    consent = runner.invoke(app, ["privacy", "consent", "demo-bargain", "--deny", denied])
+    assert consent.exit_code == 0, consent.output
+    result = runner.invoke(
+        app, ["rules", "explain", "demo-bargain", "--rules", str(rules), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    explained = json.loads(result.stdout.strip().splitlines()[-1])
+    assert explained["experiment"] is None
+    if denied == "marketing":
+        assert explained["slots"]["offer_type"] == "none"
+
+
 def test_rules_explain_rejects_an_unknown_context_field(seeded: str) -> None:
     """--context with a typo is refused with a suggestion, not a traceback."""
     result = runner.invoke(app, ["rules", "explain", "demo-loyal", "--context", "devise=mobile"])

@@ -157,6 +157,8 @@ ACTION_INTENTS = {
     "action_set_consent": ("allow_data_use", "deny_data_use", "greet"),
     "action_data_summary": ("greet",),
     "action_erase_customer": ("affirm",),
+    "action_like_category": ("express_interest",),
+    "action_dislike_category": ("express_disinterest",),
 }
 
 

@@ -38,6 +38,7 @@ def exported_names() -> set[str]:
     metrics.server_metrics()
     metrics.event_metrics()
     metrics.worker_metrics()
+    metrics.broker_metrics()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     names = {metrics.MODEL_AGE}
     for family in REGISTRY.collect():
@@ -55,7 +56,7 @@ def dashboard_expressions() -> list[str]:
 def test_promtool_checks_the_alert_rules() -> None:
     result = promtool("check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 @pytest.mark.prometheus
@@ -112,6 +113,9 @@ def test_the_dashboard_shows_every_metric_of_the_issue() -> None:
         "personalize_stream_pending",
         "personalize_stream_dead_letters",
         "personalize_worker_batch_seconds_bucket",
+        "personalize_broker_messages_total",
+        "personalize_broker_batch_seconds_bucket",
+        "personalize_broker_conversations",
     } <= shown
 
 

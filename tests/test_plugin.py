@@ -33,6 +33,8 @@ PLUGIN_ACTIONS = {
     "action_set_consent",
     "action_data_summary",
     "action_erase_customer",
+    "action_like_category",
+    "action_dislike_category",
 }
 
 

@@ -40,8 +40,11 @@ OFFLINE = (
     # Rasa's event broker is read by `personalize broker`, never by a server.
     "aio_pika",
     "rasa_personalize.events.broker",
-    # Experiment reports and simulations run offline; the server only assigns arms.
-    "rasa_personalize.experiments",
+    # Experiment reports and simulations run offline; the server only assigns arms (and
+    # loads the statistics only while an "allocation: thompson" experiment runs).
+    "rasa_personalize.experiments.stats",
+    "rasa_personalize.experiments.report",
+    "rasa_personalize.experiments.report_html",
 )
 # A worker has no command line either.
 WORKER_FORBIDDEN = (*OFFLINE, "rasa_personalize.cli", "typer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import zlib
 from collections.abc import AsyncIterator
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rasa_sdk.endpoint import create_app
 from rasa_sdk.executor import ActionExecutor
 from sanic import Sanic
@@ -17,7 +20,12 @@ from rasa_personalize.engine import PersonalizationService
 from rasa_personalize.runtime import install_service, shutdown_service
 from rasa_personalize.server import create_personalize_app
 from rasa_personalize.testing import action_call, slots_from_events, tracker_state
-from rasa_personalize.webhook import attach_extensions
+from rasa_personalize.webhook import (
+    _envelope_is_valid,
+    _warm_up_then_freeze,
+    _WebhookEnvelope,
+    attach_extensions,
+)
 from tests.conftest import make_settings
 
 PRIVATE = "jane.doe@example.com"  # stands for any personal data inside a tracker
@@ -157,3 +165,74 @@ async def test_json_nested_ten_thousand_deep_is_a_400(app: Sanic[Any, Any]) -> N
     _, response = await app.asgi_client.post("/webhook", content=body)
     assert response.status == 400
     assert response.json == {"error": "body is nested deeper than 64 levels"}
+
+
+# Pieces of action calls, right and wrong: the fast envelope check must never accept one
+# that pydantic's envelope refuses.
+_FIELD = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.text(min_size=250, max_size=260),
+    st.integers(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.lists(st.one_of(st.dictionaries(st.text(max_size=2), st.none()), st.integers()), max_size=3),
+)
+_CALLS = st.dictionaries(
+    st.sampled_from(["next_action", "tracker", "domain", "version", "other"]),
+    st.one_of(
+        _FIELD,
+        st.dictionaries(
+            st.sampled_from(["sender_id", "slots", "latest_message", "events", "paused"]),
+            _FIELD,
+        ),
+    ),
+)
+
+
+@given(payload=_CALLS)
+def test_the_fast_envelope_check_accepts_only_what_pydantic_accepts(payload: Any) -> None:
+    """Whatever passes without pydantic, pydantic's envelope accepts too."""
+    if _envelope_is_valid(payload):
+        _WebhookEnvelope.model_validate(payload)
+
+
+def test_a_recorded_action_call_takes_the_fast_check() -> None:
+    """A real action call from Rasa is accepted without building the pydantic model."""
+    tracker = json.loads(
+        (Path(__file__).parent / "data" / "tracker_mid_conversation.json").read_text()
+    )
+    assert _envelope_is_valid(action_call("action_session_start", tracker))
+    assert not _envelope_is_valid({"next_action": "", "tracker": tracker})
+
+
+class _FailingWarmUp:
+    async def warm_up(self) -> None:
+        raise RuntimeError("store down at start")
+
+
+async def test_what_the_warm_up_loaded_is_left_out_of_collections() -> None:
+    """After the warm-up, even a failed one, full collections no longer walk what the
+    process holds (a pause of tens of milliseconds each, on every request in flight)."""
+    try:
+        with pytest.raises(RuntimeError):
+            await _warm_up_then_freeze(_FailingWarmUp())  # type: ignore[arg-type]
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_the_decoded_body_is_let_go_with_the_answer(app: Sanic[Any, Any]) -> None:
+    """Once answered, the request no longer holds the tracker it decoded (it would wait
+    for a garbage collection otherwise), and the answer is the usual one."""
+    held: list[Any] = []
+
+    @app.on_response
+    async def remember(request: Any, _response: Any) -> None:
+        held.append(request.parsed_json)
+
+    _, response = await app.asgi_client.post("/webhook", json=call())
+    assert response.status == 200
+    assert response.json["events"][0]["event"] == "session_started"
+    assert held == [None]

@@ -10,7 +10,12 @@ import yaml
 from rasa_sdk.executor import ActionExecutor
 
 from rasa_personalize.plugin import register_plugin_actions
-from rasa_personalize.slots import PROFILE_SLOTS, SLOT_CONTRACT
+from rasa_personalize.slots import (
+    PROFILE_SLOTS,
+    SLOT_CONTRACT,
+    SlotContractError,
+    check_slot_value,
+)
 
 DOMAIN_PATH = Path(__file__).parent.parent / "domain.yml"
 
@@ -52,3 +57,34 @@ def test_domain_lists_exactly_the_registered_actions(domain: dict[str, Any]) -> 
 def test_session_start_is_declared_so_rasa_calls_ours(domain: dict[str, Any]) -> None:
     """Rasa only calls a custom action_session_start if the domain lists it."""
     assert "action_session_start" in domain["actions"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("loyalty_tier", "gold", True),
+        ("loyalty_tier", "diamond", False),
+        # a list is no category (and cannot be looked up in a set)
+        ("loyalty_tier", ["gold"], False),
+        ("loyalty_tier", None, True),
+        ("discount_pct", 15, True),
+        ("discount_pct", True, False),
+        ("user_tags", ["premium"], True),
+        ("user_tags", "premium", False),
+    ],
+)
+def test_slot_values_are_checked_against_the_contract(
+    name: str, value: object, allowed: bool
+) -> None:
+    """Values outside a slot's type or categories are refused with the slot's name."""
+    if allowed:
+        check_slot_value(name, value)
+        return
+    with pytest.raises(SlotContractError, match=name):
+        check_slot_value(name, value)
+
+
+def test_a_slot_outside_the_contract_is_refused() -> None:
+    """Only contract slots may be set."""
+    with pytest.raises(SlotContractError, match="not a contract slot"):
+        check_slot_value("shoe_size", 42)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rasa_personalize.json_input import JsonBodyError, json_depth_exceeds, load_json_body
 from rasa_personalize.text import (
+    _INVISIBLE,
     MAX_TEXT_LENGTH,
     bounded_text,
     clean_text,
@@ -96,3 +102,65 @@ def test_json_depth_is_the_deepest_branch(value: object, deepest: int) -> None:
     assert json_depth_exceeds(value, deepest) is False
     if deepest:
         assert json_depth_exceeds(value, deepest - 1) is True
+
+
+# JSON values whose strings hold brackets, quotes and backslashes: what the check on the
+# body's bytes must see through (or hand over to the walk).
+_TRICKY_TEXT = st.text(alphabet="ab :,", max_size=6) | st.text(alphabet='ab[]{}"\\:, ', max_size=6)
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TRICKY_TEXT, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@given(value=_JSON_VALUES, limit=st.integers(min_value=0, max_value=12), pretty=st.booleans())
+def test_body_depth_check_agrees_with_the_walk(value: object, limit: int, pretty: bool) -> None:
+    """A body is refused for depth exactly when the walk over its decoded value says so,
+    whatever its strings hold and however it is spaced."""
+    body = json.dumps(value, indent=1 if pretty else None).encode()
+    if json_depth_exceeds(value, limit):
+        with pytest.raises(JsonBodyError):
+            load_json_body(body, max_depth=limit)
+    else:
+        assert load_json_body(body, max_depth=limit) == value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a bracket inside a string is text, not nesting
+        b'{"a": "]]]]]]]]", "b": [[[]]]}',
+        # an escaped quote, then brackets that are text
+        b'{"a": "x\\" [[[[[[[[[", "b": 1}',
+        # an escaped backslash before the closing quote
+        b'["\\\\", [[[[1]]]]]',
+    ],
+)
+def test_brackets_in_strings_do_not_count(body: bytes) -> None:
+    """Nesting is counted in the document's structure only."""
+    value = load_json_body(body, max_depth=5)
+    assert json_depth_exceeds(value, 5) is False
+    with pytest.raises(JsonBodyError):
+        load_json_body(body, max_depth=_depth(json.loads(body)) - 1)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _clean_text_slowly(value: str) -> str | None:
+    text = re.sub(
+        r"\s+", " ", strip_control_characters(value.translate(_INVISIBLE), free_text=True)
+    )
+    return text.strip() or None
+
+
+@given(text=st.text(max_size=12) | st.text(alphabet=" a\t\u00a0\u200b\u2028\x85\x00", max_size=8))
+def test_clean_text_agrees_with_its_definition(text: str) -> None:
+    """The quick path for plain labels gives what the full cleaning gives."""
+    assert clean_text(text) == _clean_text_slowly(text)

@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 # Every key starts with this (a ProfileCache may be given another, e.g. per test).
 NAMESPACE: Final = "personalize"
 # Bumped when the stored document changes shape: older entries then read as misses.
-SCHEMA: Final = 3  # 2: consent answers; 3: propensity scores
+SCHEMA: Final = 4  # 2: consent answers; 3: propensity scores; 4: chat intents and sessions
 # "Not in the store" is cached too (new visitors are common), but briefly: a path that
 # creates customers without invalidating would otherwise hide them for the full TTL.
 NEGATIVE_TTL_S: Final = 60.0
@@ -133,6 +133,10 @@ def snapshot_to_document(snapshot: CustomerSnapshot) -> dict[str, Any]:
             "discounted_purchase_share": metrics.discounted_purchase_share,
             "favorite_category": metrics.favorite_category,
             "category_affinity": dict(metrics.category_affinity),
+            "chat_message_count": metrics.chat_message_count,
+            "intent_counts": dict(metrics.intent_counts),
+            "session_count": metrics.session_count,
+            "average_session_seconds": metrics.average_session_seconds,
             "propensity": {
                 target: [record.score, record.band, record.model_version, _time(record.scored_at)]
                 for target, record in metrics.propensity.items()
@@ -181,6 +185,10 @@ def snapshot_from_document(document: Mapping[str, Any]) -> CustomerSnapshot:
             discounted_purchase_share=metrics["discounted_purchase_share"],
             favorite_category=metrics["favorite_category"],
             category_affinity=dict(metrics["category_affinity"]),
+            chat_message_count=int(metrics["chat_message_count"]),
+            intent_counts={str(k): int(v) for k, v in metrics["intent_counts"].items()},
+            session_count=int(metrics["session_count"]),
+            average_session_seconds=metrics["average_session_seconds"],
             propensity={
                 str(target): PropensityRecord(
                     float(score), str(band), str(version), _parse_time(scored_at)

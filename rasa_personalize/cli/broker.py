@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 from datetime import timedelta
 from pathlib import Path
@@ -80,6 +82,19 @@ def broker(
         ),
     ] = None,
     no_tags: Annotated[bool, typer.Option("--no-tags", help="Do not re-apply tag rules.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /health, /ready and /metrics on this port (default: not served).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="Interface for --metrics-port (this machine only by default)."),
+    ] = "127.0.0.1",
     database_url: DatabaseOption = None,
 ) -> None:
     """Store the conversations Rasa publishes to RabbitMQ as interactions, so chat
@@ -91,7 +106,9 @@ def broker(
     skipped. Customers are resolved from the message metadata as the actions resolve them
     (verified `user_hash`, tracking consent, erasures). Messages are acknowledged after
     they are stored; a message that holds no Rasa event goes to `<queue>.dead_letters`.
-    Run one per queue. Stops cleanly on Ctrl-C or SIGTERM after the batch in hand.
+    Run one per queue. Stops cleanly on Ctrl-C or SIGTERM after the batch in hand. With
+    --metrics-port, /ready answers 200 while the store answers and the consumer is
+    connected to RabbitMQ.
     """
     settings = load_cli_settings(database_url, real_secret=True)
     broker_url = url or settings.broker_url
@@ -109,6 +126,11 @@ def broker(
     if not queue.strip():
         errors.print("[red]error:[/red] --queue must name a queue")
         raise typer.Exit(EXIT_USAGE)
+    # One process: its metrics live in memory, even where the environment names a
+    # multi-process directory for a server (read when prometheus_client is imported).
+    from rasa_personalize.metrics import MULTIPROC_ENV
+
+    os.environ.pop(MULTIPROC_ENV, None)
     from rasa_personalize.segments.tag_rules import load_ingest_tag_rules
 
     try:
@@ -120,8 +142,11 @@ def broker(
         fail(error)
     options = ConsumerOptions(prefetch=prefetch)
     expiration = timedelta(minutes=session_expiration_min)
+    probes_at = (metrics_host, metrics_port) if metrics_port is not None else None
     stats = run_job(
-        lambda: run_broker(settings, broker_url.strip(), queue.strip(), options, expiration, rules)
+        lambda: run_broker(
+            settings, broker_url.strip(), queue.strip(), options, expiration, rules, probes_at
+        )
     )
     console.print(
         f"Broker consumer stopped: {stats.messages} messages in {stats.batches} batches; "
@@ -140,10 +165,14 @@ async def run_broker(
     options: ConsumerOptions,
     session_expiration: timedelta,
     rules: TagRules | None,
+    probes_at: tuple[str, int] | None = None,
 ) -> ConsumerStats:
-    """Consume ``queue`` until SIGINT or SIGTERM."""
+    """Consume ``queue`` until SIGINT or SIGTERM; with ``probes_at`` (host, port), its
+    /health, /ready and /metrics are served there."""
     from rasa_personalize.cache.profiles import profile_cache_for
     from rasa_personalize.events.broker import BrokerConsumer, BrokerIngestion
+    from rasa_personalize.events.probes import broker_readiness, serving
+    from rasa_personalize.metrics import broker_metrics, event_metrics
 
     store = batch_store(settings)
     # Changed customers' cached profiles are dropped (a batch job: a longer timeout).
@@ -168,8 +197,24 @@ async def run_broker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Registered before the first batch: a scrape lists every family, at 0.
+    event_metrics()
+    broker_metrics()
     try:
-        return await consumer.run(stop)
+        async with contextlib.AsyncExitStack() as probes:
+            if probes_at is not None:
+                server = await probes.enter_async_context(
+                    serving(
+                        *probes_at,
+                        lambda: broker_readiness(store, lambda: consumer.connected),
+                        "the broker consumer's",
+                    )
+                )
+                console.print(
+                    f"Broker probes on http://{probes_at[0]}:{server.port}/health, /ready "
+                    "and /metrics"
+                )
+            return await consumer.run(stop)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -1,4 +1,5 @@
-"""``personalize seed-demo``, ``demo`` and ``chat``: the synthetic shop and its conversations."""
+"""``personalize seed-demo``, ``demo``, ``chat`` and ``demo-web``: the synthetic shop and its
+conversations."""
 
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
 
 
 def register_commands(app: typer.Typer) -> None:
-    """Add ``seed-demo`` (with the data commands) and ``demo`` and ``chat`` to ``app``."""
+    """Add ``seed-demo`` (with the data commands), ``demo``, ``chat`` and ``demo-web`` to
+    ``app``."""
     app.command("seed-demo", rich_help_panel=PANEL_DATA)(seed_demo)
     app.command("demo", rich_help_panel=PANEL_DEMO)(demo)
     app.command("chat", rich_help_panel=PANEL_DEMO)(chat)
+    app.command("demo-web", rich_help_panel=PANEL_DEMO)(demo_web)
 
 
 def seed_demo(
@@ -47,9 +50,30 @@ def seed_demo(
     reset: Annotated[
         bool, typer.Option("--reset/--keep", help="Empty the store first (default).")
     ] = True,
+    chunk_customers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Generate and write this many customers at a time (any size, same shop); "
+            "default: in chunks from 100,000 customers on, in one piece below.",
+            show_default=False,
+        ),
+    ] = None,
+    profiles: Annotated[
+        bool,
+        typer.Option(
+            "--profiles/--no-profiles",
+            help="Compute profile metrics afterwards (default), or leave that to "
+            "`personalize profile rebuild`.",
+        ),
+    ] = True,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Fill the store with a realistic synthetic shop and the named demo customers."""
+    """Fill the store with a realistic synthetic shop and the named demo customers.
+
+    On PostgreSQL the rows are written with COPY. Large shops (100,000 customers and
+    more) are generated a chunk at a time, so memory stays flat.
+    """
     from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
     from rasa_personalize.store.repository import (
         delete_all_rows,
@@ -58,7 +82,12 @@ def seed_demo(
 
     settings = load_cli_settings(database_url)
     config = DemoShopConfig(
-        customers=customers, products=products, interactions=interactions, days=days, seed=seed
+        customers=customers,
+        products=products,
+        interactions=interactions,
+        days=days,
+        seed=seed,
+        chunk_customers=chunk_customers,
     )
 
     async def job() -> dict[str, Any]:
@@ -75,9 +104,10 @@ def seed_demo(
                         now=utc_now(),
                         progress=advance,
                     )
-                    advance("profiles", 0, report.customers)
-                    written = await rebuild_profile_metrics(session)
-                    advance("profiles", written, report.customers)
+                    if profiles:
+                        advance("profiles", 0, report.customers)
+                        written = await rebuild_profile_metrics(session)
+                        advance("profiles", written, report.customers)
             await invalidate_profile_cache(settings)
             return asdict(report)
         finally:
@@ -91,6 +121,13 @@ def seed_demo(
         f"into {describe_store(settings)}.\nGroups: {groups}.\n"
         "Demo customers: demo-bargain, demo-loyal, demo-new, demo-lapsed."
     )
+    if report["funnel_share"] < 1.0:
+        console.print(
+            f"With {interactions:,} interactions, {report['funnel_share']:.0%} of purchases "
+            "come with their product view (all would need more interactions)."
+        )
+    if not profiles:
+        console.print("Profile metrics not computed: run `personalize profile rebuild`.")
 
 
 def demo(
@@ -154,6 +191,28 @@ def chat(
     try:
         run_chat(
             load_cli_settings(None), customer=customer, console=console, project_dir=Path.cwd()
+        )
+    except PersonalizeError as error:
+        fail(error)
+
+
+def demo_web(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the shop's page (this machine only).")
+    ] = 8000,
+) -> None:
+    """Serve the demo shop's page with a chat widget (Rasa's socket.io channel), signed in
+    as a demo customer with `?customer=demo-loyal` or as a guest without."""
+    from rasa_personalize.demo.generator import DEMO_CUSTOMERS
+    from rasa_personalize.demo.shop_site import run_web_demo
+
+    try:
+        run_web_demo(
+            load_cli_settings(None),
+            console=console,
+            project_dir=Path.cwd(),
+            port=port,
+            accounts=tuple(DEMO_CUSTOMERS),
         )
     except PersonalizeError as error:
         fail(error)

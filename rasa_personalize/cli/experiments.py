@@ -26,7 +26,7 @@ from rasa_personalize.cli.common import (
 
 if TYPE_CHECKING:
     from rasa_personalize.experiments.stats import ExperimentAnalysis
-    from rasa_personalize.rules.experiments import Experiment
+    from rasa_personalize.rules.experiments import Allocation, Experiment
     from rasa_personalize.settings import Settings
     from rasa_personalize.store.experiments import ExperimentOutcomes
 
@@ -65,10 +65,15 @@ def list_experiments(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Every experiment: status, who is eligible, arms with weights, goal, exposures so far."""
+    """Every experiment: status, who is eligible, arms with weights, goal, exposures so far;
+    for a running ``allocation: thompson`` one, the weights the servers use now."""
+    from rasa_personalize.experiments.report import allocation_json
+
     settings = load_cli_settings(database_url)
     experiments = _experiments(settings, rules_path)
-    counts = run_job(lambda: _exposure_counts(settings)) if experiments else {}
+    counts, allocations = (
+        run_job(lambda: _counts_and_allocations(settings, experiments)) if experiments else ({}, {})
+    )
     rows: list[dict[str, Any]] = [
         {
             "name": experiment.name,
@@ -84,6 +89,7 @@ def list_experiments(
                 }
                 for arm in experiment.arms
             ],
+            **allocation_json(experiment, allocations.get(experiment.name)),
         }
         for experiment in experiments
     ]
@@ -93,27 +99,51 @@ def list_experiments(
     if not rows:
         console.print("No experiments in the rule file (see docs/experiments.md).")
         return
-    table = Table("experiment", "status", "goal", "arms (weight: exposures)")
+    table = Table("experiment", "status", "goal", "allocation", "arms (weight: exposures)")
     for row in rows:
-        arms = ", ".join(
-            f"{arm['name']} ({arm['weight']:g}: {arm['exposures']})" for arm in row["arms"]
+        now = row.get("current_weights") or {}
+        # One arm per line; an adaptive experiment's arms with their share now.
+        arms = "\n".join(
+            f"{arm['name']} ({arm['weight']:g}: {arm['exposures']}"
+            + (f"; now {now[arm['name']]:.1%})" if arm["name"] in now else ")")
+            for arm in row["arms"]
         )
+        allocation = row["allocation"]
+        if allocation == "thompson" and not now:
+            allocation += "\n(not running)"
+        elif allocation == "thompson":
+            minimum = row["min_exposures_per_arm"]
+            allocation += "\nadapting" if row["adapted"] else f"\nfixed until {minimum}/arm"
         table.add_row(
             escape(row["name"]),
             row["status"],
             f"{row['goal']}, {row['window_days']} d",
+            allocation,
             escape(arms),
         )
     console.print(table)
 
 
-async def _exposure_counts(settings: Settings) -> dict[tuple[str, str], int]:
+async def _counts_and_allocations(
+    settings: Settings, experiments: tuple[Experiment, ...]
+) -> tuple[dict[tuple[str, str], int], dict[str, Allocation]]:
+    """Exposures per (experiment, arm), and the weights in force of the running adaptive
+    experiments: computed as every server computes them (the same counts, the same draws)."""
+    from rasa_personalize.clock import utc_now
+    from rasa_personalize.experiments.allocation import read_allocation, store_counts
     from rasa_personalize.store.experiments import count_exposures
 
     store = batch_store(settings)
     try:
         async with store.sessions() as session:
-            return await guarded(count_exposures(session))
+            counts = await guarded(count_exposures(session))
+        read_counts, now = store_counts(store.arm_counts), utc_now()
+        allocations = {
+            experiment.name: await guarded(read_allocation(experiment, read_counts, now))
+            for experiment in experiments
+            if experiment.running and experiment.adaptive
+        }
+        return counts, allocations
     finally:
         await store.dispose()
 
@@ -143,27 +173,33 @@ def report(
         hint = did_you_mean(name, known) if known else ""
         listed = f"; experiments: {', '.join(known)}" if known else "; the rule file has none"
         fail(f"no experiment named {name!r}{hint}{listed}", EXIT_USAGE)
-    outcomes = run_job(lambda: _outcomes(settings, chosen))
+    outcomes, allocation = run_job(lambda: _outcomes(settings, chosen))
     analysis = _analysis(chosen, outcomes)
     if html is not None:
         _write_html(html, chosen, analysis, outcomes)
-    if as_json:
-        typer.echo(json.dumps(analysis.as_json(chosen.name)))
-        return
-    from rasa_personalize.experiments.report import print_report
+    from rasa_personalize.experiments.report import allocation_json, print_report
 
-    print_report(console, chosen, analysis, outcomes)
+    if as_json:
+        document = {**analysis.as_json(chosen.name), **allocation_json(chosen, allocation)}
+        typer.echo(json.dumps(document))
+        return
+    print_report(console, chosen, analysis, outcomes, allocation)
     if html is not None:
         console.print(f"HTML report: {escape(str(html))}")
 
 
-async def _outcomes(settings: Settings, experiment: Experiment) -> ExperimentOutcomes:
+async def _outcomes(
+    settings: Settings, experiment: Experiment
+) -> tuple[ExperimentOutcomes, Allocation | None]:
+    """The outcomes, and for a running adaptive experiment the weights in force."""
+    from rasa_personalize.clock import utc_now
+    from rasa_personalize.experiments.allocation import read_allocation, store_counts
     from rasa_personalize.store.experiments import experiment_outcomes
 
     store = batch_store(settings)
     try:
         async with store.sessions() as session:
-            return await guarded(
+            outcomes = await guarded(
                 experiment_outcomes(
                     session,
                     experiment.name,
@@ -171,6 +207,11 @@ async def _outcomes(settings: Settings, experiment: Experiment) -> ExperimentOut
                     timedelta(days=experiment.window_days),
                 )
             )
+        allocation = None
+        if experiment.running and experiment.adaptive:
+            read_counts = store_counts(store.arm_counts)
+            allocation = await guarded(read_allocation(experiment, read_counts, utc_now()))
+        return outcomes, allocation
     finally:
         await store.dispose()
 

@@ -21,7 +21,9 @@ from rasa_personalize.cli import (
     experiments,
     imports,
     init,
+    models,
     offers,
+    pipeline,
     privacy,
     profiles,
     propensity,
@@ -42,6 +44,8 @@ WORKFLOW: Final = (
     "segment",
     "tag",
     "propensity",
+    "pipeline",
+    "models",
     "offers",
     "rules",
     "experiments",
@@ -58,6 +62,7 @@ WORKFLOW: Final = (
     "keys",
     "demo",
     "chat",
+    "demo-web",
 )
 
 
@@ -86,6 +91,8 @@ for module in (
     train,
     segments,
     propensity,
+    pipeline,
+    models,
     offers,
     rules,
     experiments,

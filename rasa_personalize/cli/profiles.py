@@ -70,6 +70,7 @@ def profile_show(
 ) -> None:
     """Print a customer's profile and the slots the assistant would get now."""
     from rasa_personalize.engine import default_plan, plan_for_snapshot
+    from rasa_personalize.preferences import preferences_of
     from rasa_personalize.rules import RuleBook
 
     settings = load_cli_settings(database_url)
@@ -86,6 +87,7 @@ def profile_show(
         now = utc_now()
         rules = RuleBook(settings.rules_path, strict=False).current()
         plan = plan_for_snapshot(snapshot, now, ConversationContext(), rules)
+        preferences = preferences_of(snapshot.tags)
         return {
             "customer": customer,
             "loyalty_tier": snapshot.loyalty_tier,
@@ -93,6 +95,18 @@ def profile_show(
             "demographics": asdict(snapshot.demographics),
             "metrics": snapshot.metrics.to_document(),
             "tags": [{"tag": t.tag, "source": t.source, "weight": t.weight} for t in snapshot.tags],
+            "preferences": {
+                kind: [
+                    {
+                        "category": p.category,
+                        "source": p.source,
+                        "updated_at": p.updated_at.isoformat(),
+                    }
+                    for p in preferences
+                    if p.liked == liked
+                ]
+                for kind, liked in (("likes", True), ("dislikes", False))
+            },
             "stored_segment": snapshot.segment.segment if snapshot.segment else None,
             "profile_version": snapshot.profile_version,
             "slots": dict(plan.values),
@@ -127,18 +141,53 @@ def _print_profile(profile: dict[str, Any]) -> None:
         ("discounted share", f"{metrics['discounted_purchase_share']:.0%}"),
         ("last purchase", str(metrics["last_purchase_at"] or "never")[:10]),
         ("favourite category", str(metrics["favorite_category"])),
+        ("chat messages", _chat_messages(metrics)),
+        ("chat sessions", _chat_sessions(metrics)),
         ("tags", ", ".join(t["tag"] for t in profile["tags"]) or "-"),
         ("stored segment", str(profile["stored_segment"] or "- (archetype rule)")),
     ]
     for field, value in rows:
         table.add_row(field, value)
     console.print(table)
+    _print_preferences(profile["preferences"])
     slots = Table(title="Slots the assistant gets")
     slots.add_column("slot")
     slots.add_column("value")
     for name, value in profile["slots"].items():
         slots.add_row(name, json.dumps(value))
     console.print(slots)
+
+
+def _chat_messages(metrics: dict[str, Any]) -> str:
+    """Messages, then their intents by count: ``12 (greet 5, ask_price 4, ...)``."""
+    intents = sorted(metrics["intent_counts"].items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{intent} {count}" for intent, count in intents[:5])
+    more = ", ..." if len(intents) > 5 else ""
+    return f"{metrics['chat_message_count']} ({shown}{more})" if shown else "0"
+
+
+def _chat_sessions(metrics: dict[str, Any]) -> str:
+    average = metrics["average_session_seconds"]
+    length = f" (on average {average / 60:.1f} min)" if average is not None else ""
+    return f"{metrics['session_count']}{length}"
+
+
+def _print_preferences(preferences: dict[str, list[dict[str, str]]]) -> None:
+    """The likes and dislikes, with who wrote them (``chat``: the customer said it) and when."""
+    if not preferences["likes"] and not preferences["dislikes"]:
+        console.print("Preferences: none")
+        return
+    table = Table(title="Preferences")
+    table.add_column("preference")
+    table.add_column("category")
+    table.add_column("source")
+    table.add_column("since")
+    for kind, label in (("likes", "likes"), ("dislikes", "does not want")):
+        for preference in preferences[kind]:
+            table.add_row(
+                label, preference["category"], preference["source"], preference["updated_at"][:10]
+            )
+    console.print(table)
 
 
 @profile_app.command("rebuild")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rasa_personalize.cli.common import (
@@ -21,6 +22,7 @@ from rasa_personalize.cli.common import (
     DatabaseOption,
     batch_store,
     console,
+    errors,
     fail,
     guarded,
     invalidate_profile_cache,
@@ -113,6 +115,14 @@ def train(
             show_default=False,
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Store the new scores even if the guardrail would keep the model as a "
+            "candidate (ROC AUC below 95% of the serving model's on the same customers).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
@@ -125,7 +135,9 @@ def train(
     logistic regression and the segment rule. Then every customer is scored on their
     full history, and the score, its band (low, medium, high) and the model version are
     stored: decision rules read `propensity_purchase_7d`, the domain the
-    `purchase_propensity` slot. See docs/propensity.md.
+    `purchase_propensity` slot. The scores are stored only if the new model's ROC AUC is
+    at least 95% of the serving model's on the same held-out customers; otherwise it is
+    kept as a candidate and the old scores stay. See docs/propensity.md.
     """
     from rasa_personalize.propensity.model import PropensityParams
     from rasa_personalize.propensity.training import train_propensity
@@ -159,6 +171,7 @@ def train(
                             params=params,
                             cutoffs=fixed,
                             progress=advance,
+                            force=force,
                         )
                     )
             # After the commit: cached snapshots hold the old scores.
@@ -214,6 +227,8 @@ def summary(report: PropensityReport, picture: Path | None = None) -> dict[str, 
         ),
         "model_path": str(report.model_path) if report.model_path else None,
         "plot": str(picture) if picture is not None else None,
+        "promoted": report.promoted,
+        "guardrail": report.guardrail.to_json_dict() if report.guardrail is not None else None,
     }
 
 
@@ -253,3 +268,17 @@ def _print_report(report: PropensityReport, picture: Path | None) -> None:
     )
     if picture is not None:
         console.print(f"Calibration picture: {picture}", highlight=False)
+    verdict = report.guardrail
+    if verdict is not None and not verdict.promoted:
+        errors.print(
+            f"[yellow]warning:[/yellow] model {report.model_version} {escape(verdict.reason)}. "
+            "Its scores were not stored: the serving model's stay (`personalize models "
+            f"promote {report.model_version}` serves it, or train again with --force).",
+            highlight=False,
+        )
+    elif verdict is not None:
+        line = f"Model {report.model_version} serves: {escape(verdict.reason)}."
+        if verdict.forced:
+            errors.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+        else:
+            console.print(line, highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,7 +26,10 @@ from rasa_personalize.errors import InvalidInputError, PersonalizeError
 from rasa_personalize.identity import customer_key
 
 if TYPE_CHECKING:
-    from rasa_personalize.rules import Decision
+    from datetime import datetime
+
+    from rasa_personalize.rules import Decision, Facts, RuleSet
+    from rasa_personalize.rules.experiments import Allocation
     from rasa_personalize.rules.offers import OfferExplanation
     from rasa_personalize.settings import Settings
     from rasa_personalize.store.records import CustomerSnapshot
@@ -82,8 +85,7 @@ def rules_explain(
     (if a running experiment takes them), the offers an `offer_type: best` rule compared
     (expected values, exposures, and why one was chosen), and the resulting slots."""
     from rasa_personalize.engine import plan_for_snapshot, segment_of
-    from rasa_personalize.rules import evaluate, explain, facts_from, load_rules, with_overrides
-    from rasa_personalize.rules.experiments import assign, experiment_secret
+    from rasa_personalize.rules import explain, facts_from, load_rules, with_overrides
 
     settings = load_cli_settings(database_url)
     overrides: dict[str, str] = {}
@@ -93,32 +95,24 @@ def rules_explain(
             fail(f"--context {item!r}: expected key=value", EXIT_USAGE)
         overrides[key.strip()] = value.strip()
 
-    async def job() -> Any:
-        store = batch_store(settings)
-        try:
-            key = customer_key(settings.secret_key, customer)
-            return await guarded(store.load_snapshot(key))
-        finally:
-            await store.dispose()
-
-    snapshot = run_job(job)
-    now = utc_now()
     try:
         rules = load_rules(path or settings.rules_path)
+    except (PersonalizeError, InvalidInputError) as error:
+        errors.print(f"[red]error:[/red] {error}", markup=False)
+        raise typer.Exit(1) from None
+    key = customer_key(settings.secret_key, customer)
+    now = utc_now()
+
+    snapshot, allocations, pinned = run_job(lambda: _read_for_explain(settings, rules, key, now))
+    try:
         segment = segment_of(snapshot, now) if snapshot else "new_visitor"
         facts = with_overrides(facts_from(snapshot, segment, ConversationContext(), now), overrides)
     except (PersonalizeError, InvalidInputError) as error:
         errors.print(f"[red]error:[/red] {error}", markup=False)
         raise typer.Exit(1) from None
     explanation = explain(rules, facts)
-    # The arm as a conversation under this customer id would get it.
-    decided = assign(
-        rules.experiments,
-        facts,
-        evaluate(rules, facts),
-        experiment_secret(settings.secret_key),
-        customer_key(settings.secret_key, customer),
-    )
+    # The arm as a conversation under this customer id would get it, as the engine decides.
+    decided = _with_arm(rules, facts, snapshot, settings, key, allocations, pinned)
     decided, offer = _choose_offer(decided, snapshot, str(facts.segment), customer, settings)
     slots = {
         **plan_for_snapshot(snapshot, now, ConversationContext(), rules).values,
@@ -148,6 +142,65 @@ def rules_explain(
     if offer is not None:
         console.print(str(offer), markup=False, highlight=False)
     console.print(f"Resulting slots: {json.dumps(slots)}", markup=False, highlight=False)
+
+
+async def _read_for_explain(
+    settings: Settings, rules: RuleSet, key: str, now: datetime
+) -> tuple[CustomerSnapshot | None, dict[str, Allocation], dict[str, str]]:
+    """The customer's snapshot, and for each adaptive experiment the weights in force and
+    the arm stored with the customer's exposure: the reads a server makes."""
+    from rasa_personalize.experiments.allocation import (
+        adaptive_experiments,
+        read_allocation,
+        store_counts,
+    )
+
+    store = batch_store(settings)
+    try:
+        snapshot = await guarded(store.load_snapshot(key))
+        allocations: dict[str, Allocation] = {}
+        pinned: dict[str, str] = {}
+        for experiment in adaptive_experiments(rules):
+            counts = store_counts(store.arm_counts)
+            allocations[experiment.name] = await guarded(read_allocation(experiment, counts, now))
+            arm = await guarded(store.exposed_arm(experiment.name, key))
+            if arm is not None:
+                pinned[experiment.name] = arm
+        return snapshot, allocations, pinned
+    finally:
+        await store.dispose()
+
+
+def _with_arm(
+    rules: RuleSet,
+    facts: Facts,
+    snapshot: CustomerSnapshot | None,
+    settings: Settings,
+    key: str,
+    allocations: dict[str, Allocation],
+    pinned: dict[str, str],
+) -> Decision:
+    """The rules' decision after the experiment arm, as :func:`engine.decide` applies it:
+    no experiment without personalization consent, none on the offer without marketing."""
+    from rasa_personalize.engine import allows
+    from rasa_personalize.privacy.consent import MARKETING, PERSONALIZATION
+    from rasa_personalize.rules import evaluate
+    from rasa_personalize.rules.experiments import OFFER_OUTPUTS, assign, experiment_secret
+
+    decided = evaluate(rules, facts)
+    if not allows(snapshot, PERSONALIZATION, settings.consent_default):
+        return decided
+    marketing = allows(snapshot, MARKETING, settings.consent_default)
+    return assign(
+        rules.experiments,
+        facts,
+        decided,
+        experiment_secret(settings.secret_key),
+        key,
+        excluded=frozenset() if marketing else OFFER_OUTPUTS,
+        allocations=allocations,
+        pinned=pinned,
+    )
 
 
 def _choose_offer(

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rasa_personalize.cli.common import (
@@ -72,14 +73,36 @@ def train(
             "--precompute", help="Also store each customer's top items (hot path: one read)."
         ),
     ] = False,
+    precompute_active_days: Annotated[
+        int | None,
+        typer.Option(
+            "--precompute-active-days",
+            min=1,
+            metavar="DAYS",
+            help="With --precompute: only for customers with an interaction in the last "
+            "DAYS days (large stores: the others are scored when they come back).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Serve the new recommender even if the guardrail would keep it as a "
+            "candidate (precision@10 on recent interactions below 95% of the serving "
+            "model's).",
+        ),
+    ] = False,
     database_url: DatabaseOption = None,
 ) -> None:
     """Train the recommenders on the store's data; servers pick them up live.
 
-    The collaborative model served is the one that wins on a validation split carved
-    from the store's interactions (ALS, or ALS blended with EASE: what `personalize
-    evaluate --dataset demo` reports as "recommender"); also the content model and the
-    products bought together.
+    The collaborative model is the one that wins on a validation split carved from the
+    store's interactions (ALS, or ALS blended with EASE: what `personalize evaluate
+    --dataset demo` reports as "recommender"); also the content model and the products
+    bought together. The new recommender serves only if its precision@10 on each
+    customer's most recent interactions is at least 95% of the serving model's on the
+    same hold-out; otherwise it is kept as a candidate (`personalize models`).
     """
     from rasa_personalize.cache.precomputed import PrecomputedCache
     from rasa_personalize.recommend.artifacts import als_dir, content_dir
@@ -100,6 +123,8 @@ def train(
                         precompute=precompute,
                         progress=advance,
                         cache=cache,
+                        force=force,
+                        precompute_active_days=precompute_active_days,
                     )
                 )
         finally:
@@ -126,7 +151,8 @@ def train(
         if report.validation
         else ""
     )
-    console.print(f"Serving {report.model.upper()}: {chosen}{figures}.", highlight=False)
+    console.print(f"{report.model.upper()}: {chosen}{figures}.", highlight=False)
+    _print_verdict(report)
     if report.content_version is not None:
         console.print(
             f"Content model {report.content_version} on {report.content_products:,} "
@@ -138,6 +164,28 @@ def train(
             f"{report.association_pairs:,} product pairs. Artifacts: "
             f"{associations_dir(settings.model_dir)}"
         )
+
+
+def _print_verdict(report: TrainingReport) -> None:
+    """The guardrail's decision: a plain line when the model serves, a warning when not."""
+    verdict = report.guardrail
+    if verdict is None:
+        return
+    reason = escape(verdict.reason)
+    if not verdict.promoted:
+        errors.print(
+            f"[yellow]warning:[/yellow] recommender {report.version} {reason}. The serving "
+            f"model stays; `personalize models promote {report.version}` serves it anyway"
+            + (" (nothing was precomputed from it)." if report.precomputed == 0 else "."),
+            highlight=False,
+        )
+    elif verdict.forced:
+        errors.print(
+            f"[yellow]warning:[/yellow] recommender {report.version} serves: {reason}.",
+            highlight=False,
+        )
+    else:
+        console.print(f"Recommender {report.version} serves: {reason}.", highlight=False)
 
 
 # -- evaluate ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,7 +72,10 @@ class RunningAssistant:
         database_url: str,
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
+        """``cors_origins``: web pages whose chat widget may call Rasa from the browser
+        (the shop's page of ``personalize demo-web``); none by default."""
         self.setup = setup
         self.database_url = database_url
         self.log_dir = log_dir
@@ -132,6 +136,8 @@ class RunningAssistant:
                 "127.0.0.1",
                 "--port",
                 str(self.rasa_port),
+                # Last: `--cors` takes every argument after it.
+                *(["--cors", *cors_origins] if cors_origins else []),
             ],
             f"{self.rasa_url}/status",
             env=rasa_env,

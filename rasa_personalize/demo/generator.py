@@ -7,7 +7,10 @@ Everything comes from one ``numpy`` generator seeded by the config, plus ``now``
 seed and ``now`` give the same rows, and nothing here reads the clock.
 
 The shop is built in memory first (so a bad config fails before anything is written) and
-then bulk-inserted in chunks. Profile metrics are not computed here: the caller runs
+then bulk-inserted in chunks. Shops of ``CHUNKED_FROM_CUSTOMERS`` customers or more (or
+with ``chunk_customers`` set) come from :mod:`rasa_personalize.demo.chunked` instead:
+the same catalogue, groups and behaviour, generated and written a chunk of customers at
+a time. Profile metrics are not computed here: the caller runs
 :func:`rasa_personalize.store.repository.rebuild_profile_metrics` afterwards.
 """
 
@@ -32,14 +35,13 @@ from rasa_personalize.store.seeding import (
     InteractionRow,
     ProductRow,
     TagRow,
-    bulk_insert_customers,
-    bulk_insert_interactions,
     bulk_insert_products,
-    bulk_insert_tags,
     count_customers,
     count_products,
     customer_ids,
+    load_rows,
     product_ids,
+    refresh_statistics,
 )
 from rasa_personalize.store.types import Session
 
@@ -66,6 +68,11 @@ DEMO_CUSTOMERS: Final[Mapping[str, str]] = {
 }
 
 MIN_CUSTOMERS: Final = 10
+# From this many customers on, the shop is generated and written in chunks
+# (:mod:`rasa_personalize.demo.chunked`), of ``CHUNK_CUSTOMERS`` customers unless the
+# config says otherwise; below it, in one piece as always.
+CHUNKED_FROM_CUSTOMERS: Final = 100_000
+CHUNK_CUSTOMERS: Final = 20_000
 MIN_PRODUCTS: Final = 8
 # Lapsed customers need history older than ``_LAPSED_QUIET_S`` inside the window.
 MIN_DAYS: Final = 120
@@ -144,6 +151,15 @@ class DemoShopConfig:
     interactions: int = 50_000  # approximate target total
     days: int = 180  # history window ending at `now`
     seed: int = 42
+    # Customers per chunk of the chunked generator (any size gives the same shop); None:
+    # chunked only from CHUNKED_FROM_CUSTOMERS customers on (see the module docstring).
+    chunk_customers: int | None = None
+
+    def chunk_size(self) -> int | None:
+        """Customers per chunk, or None when the shop is generated in one piece."""
+        if self.chunk_customers is not None:
+            return self.chunk_customers
+        return CHUNK_CUSTOMERS if self.customers >= CHUNKED_FROM_CUSTOMERS else None
 
 
 @dataclass(frozen=True)
@@ -155,6 +171,9 @@ class SeedReport:
     interactions: int
     tags: int
     groups: Mapping[str, int]  # true group name -> customer count
+    # Share of purchases that come with their product view (and cart): below 1 only when
+    # a chunked shop has fewer interactions than full funnels need.
+    funnel_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -601,6 +620,8 @@ def validate_config(config: DemoShopConfig) -> None:
          f"days must be at least {MIN_DAYS} so lapsed customers can have history older "
          f"than {_LAPSED_QUIET_S // _DAY} days (got {config.days})"),
         (config.seed >= 0, f"seed must be a non-negative integer (got {config.seed})"),
+        (config.chunk_customers is None or config.chunk_customers >= 1,
+         f"chunk_customers must be at least 1 (got {config.chunk_customers})"),
     )  # fmt: skip
     for ok, message in checks:
         if not ok:
@@ -640,8 +661,17 @@ async def seed_demo_shop(
                 "seed only an empty store (reset it first)"
             )
 
-    shop = _generate_shop(config)
     notify: ProgressCallback = progress or (lambda _stage, _done, _total: None)
+    chunk = config.chunk_size()
+    if chunk is not None:
+        from rasa_personalize.demo.chunked import (  # noqa: PLC0415  # it imports this module
+            seed_in_chunks,
+        )
+
+        return await seed_in_chunks(
+            session, config, chunk=chunk, secret_key=secret_key, now=now, notify=notify
+        )
+    shop = _generate_shop(config)
 
     await bulk_insert_products(session, shop.catalogue.rows, _stage(notify, "products"))
     # The store was empty: every stored product is one of ours.
@@ -662,12 +692,12 @@ async def seed_demo_shop(
         }
         for plan, row in zip(shop.plans, shop.customer_rows, strict=True)
     ]
-    await bulk_insert_customers(session, customer_rows, _stage(notify, "customers"))
+    await load_rows(session, "customers", customer_rows, _stage(notify, "customers"))
     ids_by_key = await customer_ids(session)
     ids_of_customers = [ids_by_key[row["customer_key"]] for row in customer_rows]
 
     interaction_rows = _interaction_rows(shop, config.seed, now, ids_of_customers, ids_of_products)
-    await bulk_insert_interactions(session, interaction_rows, _stage(notify, "interactions"))
+    await load_rows(session, "interactions", interaction_rows, _stage(notify, "interactions"))
 
     tag_rows: list[TagRow] = [
         {
@@ -679,7 +709,8 @@ async def seed_demo_shop(
         }
         for index, tag, weight in shop.tags
     ]
-    await bulk_insert_tags(session, tag_rows, _stage(notify, "tags"))
+    await load_rows(session, "customer_tags", tag_rows, _stage(notify, "tags"))
+    await refresh_statistics(session)
 
     groups = dict.fromkeys(GROUP_SHARES, 0)
     for plan in shop.plans:
@@ -798,7 +829,20 @@ def purchase_probability(
     (time since the last one against their usual gap between purchases), recent views
     and carts, tier and device. Lapsed customers and new visitors get 0.
     """
-    n = len(plans)
+    tier = np.array([_TIER_ORDINAL.get(plan.tier, 0) for plan in plans], dtype=np.float64)
+    quiet = np.array([plan.group in _QUIET_GROUPS for plan in plans], dtype=bool)
+    return probability_from_history(tier, quiet, events, device)
+
+
+def probability_from_history(
+    tier: NDArray[np.float64],
+    quiet: NDArray[np.bool_],
+    events: _Events,
+    device: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """:func:`purchase_probability` from arrays: per customer (``events.customer`` indexes
+    them) the tier's ordinal and whether the group is quiet; per event its device."""
+    n = len(tier)
     before = events.age >= _BEFORE_WEEK_S
     customer, age, kind = events.customer[before], events.age[before], events.kind[before]
     bought = kind == _PURCHASE
@@ -820,7 +864,6 @@ def purchase_probability(
     with np.errstate(invalid="ignore"):
         since = (last - PURCHASE_WEEK_S) / _DAY
         due = np.where(purchases > 0, np.exp(-0.5 * ((since - gap) / (0.5 * gap)) ** 2), 0.0)
-    tier = np.array([_TIER_ORDINAL.get(plan.tier, 0) for plan in plans], dtype=np.float64)
     logit = (
         _WEEK_BASE
         + _WEEK_RATE * np.log1p(rate)
@@ -831,7 +874,6 @@ def purchase_probability(
         + _WEEK_MOBILE * (np.where(seen > 0, mobile, 0.5) - 0.5)
     )
     probability = 1.0 / (1.0 + np.exp(-logit))
-    quiet = np.array([plan.group in _QUIET_GROUPS for plan in plans], dtype=bool)
     return np.asarray(np.where(quiet, 0.0, probability), dtype=np.float64)
 
 
@@ -976,6 +1018,16 @@ def _attributes(rng: np.random.Generator, kind: str) -> dict[str, Any]:
 def _assign_groups(rng: np.random.Generator, customers: int) -> list[tuple[str, str]]:
     """(external id, group) per customer: the named ones first, then the shares."""
     names = list(GROUP_SHARES)
+    return [
+        (external_id(index), names[int(code)])
+        for index, code in enumerate(group_codes(rng, customers).tolist())
+    ]
+
+
+def group_codes(rng: np.random.Generator, customers: int) -> NDArray[np.int8]:
+    """Each customer's behaviour group as an index into ``GROUP_SHARES``: the named
+    customers first, then the shares exactly (largest remainder), in random order."""
+    names = list(GROUP_SHARES)
     shares = np.array(list(GROUP_SHARES.values()))
     exact = shares * customers
     counts = np.floor(exact).astype(np.int64)
@@ -986,9 +1038,15 @@ def _assign_groups(rng: np.random.Generator, customers: int) -> list[tuple[str, 
         counts[names.index(group)] -= 1
     rest = np.repeat(np.arange(len(names)), counts)
     rest = rest[rng.permutation(len(rest))]
-    assigned = list(DEMO_CUSTOMERS.items())
-    assigned += [(f"customer-{i + 1:05d}", names[int(g)]) for i, g in enumerate(rest)]
-    return assigned
+    named = [names.index(group) for group in DEMO_CUSTOMERS.values()]
+    return np.concatenate([np.array(named, dtype=np.int64), rest]).astype(np.int8)
+
+
+def external_id(index: int) -> str:
+    """The external id of the customer at ``index``: the named ones, then customer-00001..."""
+    if index < len(DEMO_CUSTOMERS):
+        return list(DEMO_CUSTOMERS)[index]
+    return f"customer-{index - len(DEMO_CUSTOMERS) + 1:05d}"
 
 
 def _plan_customer(

@@ -34,6 +34,11 @@ so a redelivered message stores nothing twice. A batch is acknowledged only afte
 transaction committed. A message that is no Rasa event, or whose interaction fails
 validation, goes to ``<queue>.dead_letters`` with the reason in a header; a store that
 is down is waited for, and RabbitMQ is reconnected to (aio-pika's robust connection).
+
+What became of each event is counted in ``personalize_events_total{stage="broker"}``
+(accepted, duplicate, rejected: dead-lettered, suppressed), each message acknowledged in
+``personalize_broker_messages_total`` by result, and each batch timed
+(:mod:`rasa_personalize.metrics`); ``personalize broker --metrics-port`` serves them.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,6 +63,12 @@ from rasa_personalize.errors import InvalidInputError, MissingExtraError, Person
 from rasa_personalize.events.ingest import StoredEvents, adopt_event_customers, store_events
 from rasa_personalize.events.validation import ValidEvent, validate_batch
 from rasa_personalize.identity import MAX_EXTERNAL_ID_LENGTH, resolve_customer
+from rasa_personalize.metrics import (
+    broker_conversations,
+    count_broker_messages,
+    count_events,
+    observe_broker_batch,
+)
 from rasa_personalize.privacy.consent import ConsentDefault
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.store.errors import DatabaseError, is_outage
@@ -660,6 +672,20 @@ class BrokerConsumer:
         self.on_stored = on_stored
         self.stats = ConsumerStats()
         self._failures = 0
+        self._connection: AbstractRobustConnection | None = None
+        self._consuming = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the consumer reads its queue now: connected to RabbitMQ and consuming
+        (False before the first connection, and while aio-pika reconnects)."""
+        connection = self._connection
+        return (
+            self._consuming
+            and connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+        )
 
     async def run(self, stop: asyncio.Event) -> ConsumerStats:
         """Consume until ``stop`` is set; the batch in hand is finished first.
@@ -670,15 +696,19 @@ class BrokerConsumer:
         connection = await self._connect(stop)
         if connection is None:
             return self.stats
+        self._connection = connection
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self.options.prefetch)
             queue = await self._declare(channel)
             inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
             await queue.consume(inbox.put, no_ack=False)
+            self._consuming = True
             logger.info("Reading Rasa events from queue %s.", self.queue)
             await self._consume(channel, inbox, stop)
         finally:
+            self._consuming = False
+            self._connection = None
             # Whatever is still unacknowledged goes back to the queue with the connection.
             await connection.close()
         return self.stats
@@ -760,6 +790,7 @@ class BrokerConsumer:
         """Store a batch (waiting out a store outage), then dead-letter and acknowledge."""
         bodies = [message.body for message in batch]
         while True:
+            started = time.perf_counter()  # the attempt that succeeds is timed
             try:
                 outcome = await self.ingestion.handle(bodies)
                 break
@@ -776,7 +807,7 @@ class BrokerConsumer:
                     return  # unacknowledged: RabbitMQ hands them out again
         self._failures = 0
         self.stats.batches += 1
-        self.stats.count(outcome)
+        self._count(outcome)
         self.stats.forgotten_sessions = self.ingestion.book.forgotten_sessions
         dead = dict(outcome.dead_letters)
         try:
@@ -789,6 +820,12 @@ class BrokerConsumer:
             self._broker_failed(error)
             return
         self.stats.messages += len(batch)
+        count_broker_messages(
+            interaction=len(batch) - outcome.ignored - len(dead),
+            ignored=outcome.ignored,
+            dead_letter=len(dead),
+        )
+        observe_broker_batch(time.perf_counter() - started)
         if dead:
             logger.warning(
                 "Moved %d messages that hold no readable Rasa event to %s: %s.",
@@ -831,8 +868,24 @@ class BrokerConsumer:
                 "Recording ended sessions failed (%s); retrying later.", type(error).__name__
             )
             return
-        self.stats.count(outcome)
+        self._count(outcome)
         await self._stored(outcome.changed_keys)
+
+    def _count(self, outcome: BatchOutcome) -> None:
+        """A committed batch's (or session check's) outcome, in the stats and the metrics.
+
+        Counted at the commit: a batch whose acknowledgement is lost comes again and is
+        counted again, as duplicates (and its dead letters as rejected once more).
+        """
+        self.stats.count(outcome)
+        count_events(
+            "broker",
+            accepted=outcome.stored,
+            duplicate=outcome.already_stored,
+            rejected=len(outcome.dead_letters),
+            suppressed=outcome.suppressed,
+        )
+        broker_conversations(len(self.ingestion.book))
 
     async def _stored(self, keys: frozenset[str]) -> None:
         if self.on_stored is None or not keys:

@@ -54,6 +54,7 @@ from rasa_personalize.privacy.export import EXPORT_FORMAT, EXPORT_VERSION, Conta
 from rasa_personalize.store.consent import MAX_POLICY_VERSION_LENGTH
 from rasa_personalize.store.erasure import ERASED_TABLES
 from rasa_personalize.store.models import CONSENT_DECISIONS, INTERACTION_KINDS
+from rasa_personalize.store.repository import MAX_INTENT_COUNTS
 
 OPENAPI_VERSION: Final = "3.1.0"
 API_VERSION: Final = "1"
@@ -150,7 +151,8 @@ def _event_schema() -> dict[str, Any]:
         ),
         "value": {
             "type": ["number", "null"],
-            "description": "feedback: 1 or -1; rating: 1 to 5.",
+            "description": "feedback: 1 or -1; rating: 1 to 5; session_end: the session's "
+            "length in seconds (not negative).",
         },
         "quantity": {
             "type": ["integer", "null"],
@@ -185,6 +187,10 @@ def _event_schema() -> dict[str, Any]:
             when_kind(
                 ["feedback"],
                 {"required": ["value"], "properties": {"value": {"enum": [-1, 1]}}},
+            ),
+            when_kind(
+                ["session_end"],
+                {"properties": {"value": {"type": ["number", "null"], "minimum": 0}}},
             ),
             when_kind(
                 ["rating"],
@@ -275,6 +281,20 @@ def _profile_schemas() -> dict[str, Any]:
             "discounted_purchase_share": {"type": "number", "minimum": 0, "maximum": 1},
             "favorite_category": _text(nullable=True),
             "category_affinity": {"type": "object", "additionalProperties": {"type": "number"}},
+            "chat_message_count": {"type": "integer", "minimum": 0},
+            "intent_counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 1},
+                "description": "The customer's chat messages by intent (the category of "
+                f"their chat_message events), the {MAX_INTENT_COUNTS} most frequent.",
+            },
+            "session_count": {"type": "integer", "minimum": 0},
+            "average_session_seconds": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "description": "Mean length of the sessions whose end was recorded "
+                "(session_end events); null when none was.",
+            },
         }
     )
     # Present once `personalize propensity train` has scored the customer: per target.

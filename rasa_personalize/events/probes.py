@@ -1,12 +1,14 @@
-"""The stream worker's HTTP side: ``/health``, ``/ready`` and ``/metrics`` on its own port.
+"""The consumers' HTTP side: ``/health``, ``/ready`` and ``/metrics`` on their own port.
 
-``personalize worker --metrics-port PORT`` serves them, so the worker is probed and
-scraped like the action server: ``/health`` answers while the process runs (liveness),
-``/ready`` answers 200 only when the store and Redis both answer, else 503 with the same
-body shape as the action server's (:mod:`rasa_personalize.readiness`), and ``/metrics``
-is the worker's Prometheus metrics (:mod:`rasa_personalize.metrics`).
+``personalize worker --metrics-port PORT`` and ``personalize broker --metrics-port PORT``
+serve them, so both are probed and scraped like the action server: ``/health`` answers
+while the process runs (liveness), ``/ready`` answers 200 only when every dependency
+answers (the worker: the store and Redis; the broker: the store, and a RabbitMQ
+connection it consumes on), else 503 with the same body shape as the action server's
+(:mod:`rasa_personalize.readiness`), and ``/metrics`` is the process's Prometheus
+metrics (:mod:`rasa_personalize.metrics`).
 
-A few lines of asyncio rather than a web framework: three GET routes on the worker's own
+A few lines of asyncio rather than a web framework: three GET routes on the process's own
 event loop, where the readiness checks run, with bounded reads (the request head at most
 8 KiB, read within 5 s) and one request per connection. Nothing here quotes a request.
 
@@ -22,10 +24,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
-from typing import Final
-
-from redis import asyncio as redis_asyncio
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Final
 
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.events.dead_letters import dead_letter_stream
@@ -33,6 +32,10 @@ from rasa_personalize.metrics import METRICS_PATH, exposition, stream_sizes
 from rasa_personalize.readiness import CHECK_TIMEOUT_S, READY_PATH, Check, Readiness
 from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.sql_store import SqlStore
+
+if TYPE_CHECKING:
+    # Only the worker's probes need Redis: the broker's run without the 'redis' extra.
+    from redis import asyncio as redis_asyncio
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ async def check_store(store: SqlStore, timeout_s: float) -> Check:
 
 async def check_redis(client: redis_asyncio.Redis, timeout_s: float) -> Check:
     """Redis answers ``PING`` within ``timeout_s``."""
+    from redis.exceptions import RedisError  # noqa: PLC0415  # loaded with the client
+
     try:
         await asyncio.wait_for(client.ping(), timeout=timeout_s)
     except asyncio.TimeoutError:
@@ -74,6 +79,20 @@ async def worker_readiness(
         check_store(store, timeout_s), check_redis(client, timeout_s)
     )
     return Readiness({"store": store_check, "redis": redis_check})
+
+
+async def broker_readiness(
+    store: SqlStore, connected: Callable[[], bool], timeout_s: float = CHECK_TIMEOUT_S
+) -> Readiness:
+    """The broker consumer can store Rasa's events: the store answers, and ``connected()``
+    says the consumer is connected to RabbitMQ and consumes its queue."""
+    store_check = await check_store(store, timeout_s)
+    broker_check = (
+        Check(True, "connected to RabbitMQ, consuming the queue")
+        if connected()
+        else Check(False, "not connected to RabbitMQ (connecting, or reconnecting after a loss)")
+    )
+    return Readiness({"store": store_check, "broker": broker_check})
 
 
 class ProbeServer:
@@ -202,6 +221,8 @@ class StreamGauges:
 
     async def update(self) -> bool:
         """Read the sizes once; False when Redis did not answer."""
+        from redis.exceptions import RedisError  # noqa: PLC0415  # loaded with the client
+
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.xlen(self.stream)
@@ -222,6 +243,27 @@ class StreamGauges:
 
 
 @contextlib.asynccontextmanager
+async def serving(
+    host: str, port: int, readiness: Callable[[], Awaitable[Readiness]], whose: str
+) -> AsyncIterator[ProbeServer]:
+    """Serve ``/health``, ``/ready`` and ``/metrics`` while the block runs.
+
+    Raises:
+        PersonalizeError: ``host:port`` cannot be bound (``whose`` names the process).
+    """
+    server = ProbeServer(host, port, readiness)
+    try:
+        await server.start()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PersonalizeError(f"cannot serve {whose} probes on {host}:{port}: {reason}") from None
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
 async def serving_probes(
     redis_url: str, store: SqlStore, stream: str, host: str, port: int
 ) -> AsyncIterator[tuple[ProbeServer, StreamGauges]]:
@@ -234,20 +276,15 @@ async def serving_probes(
     Raises:
         PersonalizeError: ``host:port`` cannot be bound.
     """
+    from redis import asyncio as redis_asyncio  # noqa: PLC0415  # the worker has the extra
+
     client = redis_asyncio.from_url(
         redis_url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
     )
-    server = ProbeServer(host, port, lambda: worker_readiness(store, client))
     try:
-        await server.start()
-    except OSError as error:
-        await client.aclose()
-        reason = error.strerror or type(error).__name__
-        raise PersonalizeError(
-            f"cannot serve the worker's probes on {host}:{port}: {reason}"
-        ) from None
-    try:
-        yield server, StreamGauges(client, stream)
+        async with serving(
+            host, port, lambda: worker_readiness(store, client), "the worker's"
+        ) as server:
+            yield server, StreamGauges(client, stream)
     finally:
-        await server.close()
         await client.aclose()

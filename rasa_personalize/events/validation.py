@@ -200,6 +200,9 @@ def _value(kind: str, value: float | None) -> float | None:
     if kind == "rating" and (value is None or not 1.0 <= value <= 5.0):
         shown = "missing" if value is None else _shown(value)
         raise EventRejectedError("value", f"{shown}: a rating is between 1 and 5")
+    if kind == "session_end" and value is not None and value < 0:
+        # The session's length in seconds: the profile averages it.
+        raise EventRejectedError("value", f"{_shown(value)}: a session's length is not negative")
     return value
 
 

@@ -3,6 +3,7 @@ printed as a table or written as an HTML page."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.table import Table
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.experiments.report_html import render_html
 from rasa_personalize.experiments.stats import ArmCounts, ExperimentAnalysis, analyze
-from rasa_personalize.rules.experiments import Experiment
+from rasa_personalize.rules.experiments import Allocation, Experiment
 from rasa_personalize.store.experiments import ExperimentOutcomes
 
 
@@ -38,7 +39,50 @@ def analysis_of(experiment: Experiment, outcomes: ExperimentOutcomes) -> Experim
             )
         )
     history = [day.arms for day in outcomes.daily]
-    return analyze(counts, experiment.control.name, history=history)
+    analysis = analyze(counts, experiment.control.name, history=history)
+    if experiment.adaptive:
+        # The exposures follow the results, not the configured weights: no split to check.
+        analysis = replace(analysis, srm_p_value=None, srm_flagged=False)
+    return analysis
+
+
+def allocation_json(experiment: Experiment, allocation: Allocation | None) -> dict[str, Any]:
+    """How ``experiment`` allocates, and for an adaptive one the weights in force."""
+    document: dict[str, Any] = {"allocation": experiment.allocation}
+    if not experiment.adaptive:
+        return document
+    document.update(
+        min_exposures_per_arm=experiment.min_exposures_per_arm,
+        refresh_minutes=experiment.refresh_minutes,
+        current_weights=None,
+    )
+    if allocation is not None:
+        document.update(
+            current_weights=dict(zip(allocation.arms, allocation.shares, strict=True)),
+            adapted=allocation.adapted,
+            counted_as_of=allocation.as_of.isoformat(),
+        )
+    return document
+
+
+def describe_allocation(experiment: Experiment, allocation: Allocation | None) -> str:
+    """One line on how ``experiment`` allocates now (for the terminal)."""
+    if not experiment.adaptive:
+        return "Allocation: fixed (the configured weights)."
+    every = f"recomputed every {experiment.refresh_minutes} min"
+    if allocation is None:
+        return f"Allocation: thompson ({every}); not running, so no weights in force."
+    shares = ", ".join(
+        f"{escape(arm)} {share:.1%}"
+        for arm, share in zip(allocation.arms, allocation.shares, strict=True)
+    )
+    counted = f"counts as of {allocation.as_of:%Y-%m-%d %H:%M} UTC"
+    if allocation.adapted:
+        return f"Allocation: thompson, weights in force {shares} ({counted}, {every})."
+    return (
+        f"Allocation: thompson, the configured weights {shares} until every arm has "
+        f"{experiment.min_exposures_per_arm} exposures ({counted}, {every})."
+    )
 
 
 def stray_arms(experiment: Experiment, outcomes: ExperimentOutcomes) -> list[str]:
@@ -61,13 +105,16 @@ def print_report(
     experiment: Experiment,
     analysis: ExperimentAnalysis,
     outcomes: ExperimentOutcomes,
+    allocation: Allocation | None = None,
 ) -> None:
-    """The report as a table with a legend, the split check and the reading advice."""
+    """The report as a table with a legend, the split check and the reading advice;
+    ``allocation``: the weights in force of an adaptive experiment."""
     console.print(
         f"[bold]{escape(experiment.name)}[/bold] ({experiment.status}): goal "
         f"{experiment.goal} within {experiment.window_days} days of the first exposure; "
         f"control: {escape(analysis.control)}"
     )
+    console.print(describe_allocation(experiment, allocation))
     # Short headers: the table fits an 80-column terminal; the legend below explains them.
     table = Table(
         "arm",
@@ -110,7 +157,13 @@ def print_report(
         "control; P(>ctl): probability of beating control (Beta-Binomial)."
     )
     srm = analysis.srm_p_value
-    if srm is None:
+    if experiment.adaptive:
+        console.print(
+            "Sample ratio: not checked (the weights follow the results). With adaptive "
+            "allocation the p-value, the interval and the decision assume a fixed split and "
+            "are only indicative; P(>ctl) reads as usual."
+        )
+    elif srm is None:
         console.print("Sample ratio: not enough exposures to check.")
     elif analysis.srm_flagged:
         console.print(

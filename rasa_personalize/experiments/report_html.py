@@ -129,7 +129,10 @@ def _p_value(value: float | None) -> str:
 
 def _srm_paragraph(analysis: ExperimentAnalysis) -> str:
     if analysis.srm_p_value is None:
-        return '<p class="srm">Sample ratio not tested (one arm, or too few exposures).</p>'
+        return (
+            '<p class="srm">Sample ratio not tested (one arm, too few exposures, or weights '
+            "that follow the results).</p>"
+        )
     if analysis.srm_flagged:
         return (
             '<p class="srm srm-flagged">Sample ratio mismatch: the exposures do not follow '

@@ -6,6 +6,11 @@ package can subclass them, for example to add its own session-start events.
 """
 
 from rasa_personalize.handlers.base import PersonalizingAction, request_from_tracker, slot_events
+from rasa_personalize.handlers.preferences import (
+    ActionDislikeCategory,
+    ActionLikeCategory,
+    CategoryPreferenceAction,
+)
 from rasa_personalize.handlers.privacy import (
     ActionDataSummary,
     ActionEraseCustomer,
@@ -20,13 +25,16 @@ from rasa_personalize.handlers.session import ActionRefreshPersonalization, Acti
 
 __all__ = [
     "ActionDataSummary",
+    "ActionDislikeCategory",
     "ActionEraseCustomer",
+    "ActionLikeCategory",
     "ActionRecommendProducts",
     "ActionRecordRecommendationFeedback",
     "ActionRefreshPersonalization",
     "ActionSessionStart",
     "ActionSetConsent",
     "ActionSimilarProducts",
+    "CategoryPreferenceAction",
     "PersonalizingAction",
     "request_from_tracker",
     "slot_events",

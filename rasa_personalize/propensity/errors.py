@@ -19,3 +19,9 @@ class NotFittedError(PropensityError):
 
 class PropensityInputError(PropensityError, InvalidInputError):
     """A parameter is out of range (a target, cut-offs, a share); the message says which."""
+
+
+class SavedModelError(PropensityError):
+    """A saved propensity model cannot be used: it has no classifier (an older release
+    kept only the card), another scikit-learn release saved it, or its files are
+    damaged; the message says whether to train again."""

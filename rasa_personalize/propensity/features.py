@@ -44,10 +44,10 @@ Definitions (every value is a float64 in :attr:`PropensityFeatures.matrix`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -107,6 +107,36 @@ class FeatureLayout:
     def vocabulary(self) -> ActivityVocabulary:
         """The channels and devices, as the store's statements take them."""
         return ActivityVocabulary(self.channels, self.devices)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The layout as JSON-ready values (a model card keeps it beside the model)."""
+        return {
+            "channels": list(self.channels),
+            "devices": list(self.devices),
+            "categories": list(self.categories),
+            "has_other": self.has_other,
+        }
+
+    @classmethod
+    def from_json_dict(cls, document: Any) -> FeatureLayout:
+        """The layout :meth:`to_json_dict` wrote.
+
+        Raises:
+            PropensityInputError: not such a document.
+        """
+
+        def names(key: str) -> tuple[str, ...]:
+            values = document.get(key)
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise PropensityInputError(f"feature layout: {key!r} must be a list of names")
+            return tuple(values)
+
+        if not isinstance(document, Mapping):
+            raise PropensityInputError("feature layout: expected an object")
+        has_other = document.get("has_other")
+        if not isinstance(has_other, bool):
+            raise PropensityInputError("feature layout: 'has_other' must be true or false")
+        return cls(names("channels"), names("devices"), names("categories"), has_other)
 
     def names(self) -> tuple[str, ...]:
         """Every column name, in matrix order."""

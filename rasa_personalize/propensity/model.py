@@ -146,6 +146,37 @@ class PropensityModel:
         self.n_iter_ = int(booster.n_iter_)
         return self
 
+    @classmethod
+    def from_fitted(
+        cls,
+        params: PropensityParams,
+        booster: HistGradientBoostingClassifier,
+        calibrator: IsotonicRegression | LogisticRegression,
+    ) -> PropensityModel:
+        """A model as ``fit`` left it, from its fitted parts (a saved version's).
+
+        Raises:
+            PropensityInputError: a part is of another type, or the booster is unfitted.
+        """
+        if not isinstance(booster, HistGradientBoostingClassifier) or not hasattr(
+            booster, "n_iter_"
+        ):
+            raise PropensityInputError(
+                f"propensity model: the booster must be a fitted "
+                f"HistGradientBoostingClassifier, got {type(booster).__name__}"
+            )
+        if not isinstance(calibrator, IsotonicRegression | LogisticRegression):
+            raise PropensityInputError(
+                f"propensity model: the calibrator must be an IsotonicRegression or a "
+                f"LogisticRegression, got {type(calibrator).__name__}"
+            )
+        model = cls(params)
+        model.booster_ = booster
+        model.calibrator_ = calibrator
+        model.calibration_ = "isotonic" if isinstance(calibrator, IsotonicRegression) else "sigmoid"
+        model.n_iter_ = int(booster.n_iter_)
+        return model
+
     def predict(self, features: NDArray[np.float64]) -> NDArray[np.float64]:
         """Calibrated probabilities of the positive class, one per row.
 

@@ -16,11 +16,21 @@ end of the data and the target ``purchase_7d``:
    they are measured on the same customers: the best any model could do.
 4. **Score.** Every customer's features as of ``now`` (the same columns), the model's
    calibrated probability of a purchase in the next 7 days, its band
-   (:mod:`.bands`), stored per customer with the model version
-   (:func:`~rasa_personalize.store.propensity.write_propensity_scores`).
-5. **Save.** The model card (version, split, cut-offs, figures; no customer data) under
-   ``<model_dir>/propensity/<target>/<version>/``. The booster itself is not saved:
-   scoring happens in the same run, and a new run both refits and rescores.
+   (:mod:`.bands`), stored per customer with the model version (:mod:`.scoring`, which
+   ``personalize models promote`` and ``rollback`` run too).
+5. **Save.** The model card (version, split, feature layout, cut-offs, figures; no
+   customer data) and the fitted classifier under
+   ``<model_dir>/propensity/<target>/<version>/`` (:mod:`.artifacts`), so that the
+   version can serve again later without training.
+
+The guardrail (:mod:`rasa_personalize.recommend.guardrail`): the serving model is the one
+whose scores are stored (``CURRENT`` of the target's versions). A new model replaces
+them only if its ROC AUC on the held-out customers is at least 95 % of the serving
+model's on the same customers. The serving model's saved classifier learnt from an
+older split, maybe from these very customers' labels, so its parameters (from its card)
+are refitted on the same training and calibration parts for that comparison. Otherwise
+the new scores are not stored and the version is kept as a candidate; ``force`` stores
+them anyway.
 """
 
 from __future__ import annotations
@@ -40,7 +50,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rasa_personalize.clock import utc_now
-from rasa_personalize.propensity.bands import BANDS, BandCutoffs
+from rasa_personalize.propensity.artifacts import (
+    ESTIMATOR_FILE,
+    MODEL_FILE,
+    EstimatorRecord,
+    dump_estimator,
+)
+from rasa_personalize.propensity.bands import BandCutoffs
 from rasa_personalize.propensity.errors import NotEnoughDataError, PropensityInputError
 from rasa_personalize.propensity.evaluation import (
     CalibrationBin,
@@ -52,18 +68,24 @@ from rasa_personalize.propensity.evaluation import (
     score,
 )
 from rasa_personalize.propensity.features import (
+    FeatureLayout,
     PropensityFeatures,
     compute_features,
     feature_layout,
 )
 from rasa_personalize.propensity.model import PropensityModel, PropensityParams
-from rasa_personalize.recommend.versions import prune_artifacts, write_version
+from rasa_personalize.propensity.scoring import score_customers, store_scores
+from rasa_personalize.recommend.guardrail import Verdict, judge
+from rasa_personalize.recommend.versions import (
+    current_version,
+    prune_artifacts,
+    write_version,
+)
 from rasa_personalize.store.features import count_customers
 from rasa_personalize.store.propensity import (
     count_interactions_before,
     purchasers_between,
     read_true_probabilities,
-    write_propensity_scores,
 )
 from rasa_personalize.store.records import PROPENSITY_TARGETS, PURCHASE_7D
 from rasa_personalize.store.types import Session
@@ -79,8 +101,8 @@ MIN_NEGATIVES: Final = 20
 TEST_SHARE: Final = 0.25
 CALIBRATION_SHARE: Final = 0.2  # of what the test part leaves
 PROPENSITY_DIRECTORY: Final = "propensity"
-MODEL_FILE: Final = "model.json"
-MODEL_FORMAT: Final = 1
+# The card's format: 2 adds the feature layout and the saved classifier's record.
+MODEL_FORMAT: Final = 2
 KEEP_VERSIONS: Final = 5
 
 
@@ -125,6 +147,12 @@ class PropensityReport:
     params: PropensityParams
     seconds: float = 0.0
     model_path: Path | None = None
+    # The guardrail's decision: False when the scores were not stored (a candidate).
+    promoted: bool = True
+    guardrail: Verdict | None = None
+    # The columns the model reads, and its saved classifier (None: not saved).
+    layout: FeatureLayout | None = None
+    estimator: EstimatorRecord | None = None
 
     def card(self) -> dict[str, Any]:
         """The model card saved with the version: everything but the version and path."""
@@ -151,6 +179,9 @@ class PropensityReport:
                 for name, groups in self.calibration.items()
             },
             "truth": asdict(self.truth) if self.truth is not None else None,
+            "guardrail": self.guardrail.to_json_dict() if self.guardrail is not None else None,
+            "layout": self.layout.to_json_dict() if self.layout is not None else None,
+            "estimator": self.estimator.to_json_dict() if self.estimator is not None else None,
         }
 
 
@@ -190,6 +221,7 @@ async def train_propensity(
     params: PropensityParams | None = None,
     cutoffs: BandCutoffs | None = None,
     progress: ProgressCallback | None = None,
+    force: bool = False,
 ) -> PropensityRun:
     """Train, measure and store a propensity model (see the module docstring).
 
@@ -197,10 +229,12 @@ async def train_propensity(
         session: a session in the caller's transaction; nothing is committed here.
         target: what is predicted (only ``purchase_7d`` so far).
         now: the end of the data (default: now); the label window ends here.
-        model_dir: where the model card is saved (None: not saved).
+        model_dir: where the version (card and classifier) is saved (None: not saved).
         params: how the classifier is fitted.
         cutoffs: fixed band cut-offs (None: the terciles of the training scores).
         progress: called as ``progress(stage, done, total)``.
+        force: store the new scores even when the guardrail would keep the model as a
+            candidate (only with ``model_dir``: without it nothing is compared).
 
     Raises:
         PropensityInputError: unknown target, naive ``now``, bad parameters.
@@ -208,17 +242,7 @@ async def train_propensity(
             :data:`MIN_POSITIVES` buyers (:data:`MIN_NEGATIVES` non-buyers) in the window.
     """
     started = time.perf_counter()
-    if target not in PROPENSITY_TARGETS:
-        raise PropensityInputError(
-            f"unknown target {target!r}; the targets are {', '.join(PROPENSITY_TARGETS)}"
-        )
-    now = now or utc_now()
-    if now.tzinfo is None:
-        raise PropensityInputError("propensity: now must be timezone-aware (UTC)")
-    params = params or PropensityParams()
-    problems = params.problems()
-    if problems:
-        raise PropensityInputError("propensity model: " + "; ".join(problems))
+    now, params = _checked(target, now or utc_now(), params or PropensityParams())
     notify: ProgressCallback = progress or (lambda _stage, _done, _total: None)
     cutoff = now - HORIZONS[target]
 
@@ -251,13 +275,26 @@ async def train_propensity(
     fitted = await asyncio.to_thread(_fit_and_measure, history, labels, params)
     notify("fitting", 1, 1)
     truth = await _compare_with_truth(session, history, labels, fitted)
+    verdict = None
+    if model_dir is not None:
+        notify("guardrail", 0, 1)
+        verdict = await asyncio.to_thread(
+            _guardrail,
+            propensity_dir(model_dir, target),
+            _Candidate(history, labels, params, fitted.figures["model"].auc),
+            force=force,
+        )
+        notify("guardrail", 1, 1)
 
-    current = await compute_features(
-        session, layout, as_of=now, stage="scoring", progress=notify, expected=customers
-    )
-    scores = await asyncio.to_thread(fitted.model.predict, current.matrix)
     band_cutoffs = cutoffs or BandCutoffs.terciles(fitted.training_scores)
-    bands = band_cutoffs.bands(scores)
+    current = await score_customers(
+        session, fitted.model, layout, band_cutoffs, as_of=now, progress=notify, expected=customers
+    )
+    estimator, record = (
+        await asyncio.to_thread(dump_estimator, fitted.model)
+        if model_dir is not None
+        else (b"", None)
+    )
     trained_at = utc_now()
     report = PropensityReport(
         target=target,
@@ -271,7 +308,7 @@ async def train_propensity(
         calibration_method=fitted.model.calibration_,
         boosting_rounds=fitted.model.n_iter_,
         cutoffs=band_cutoffs,
-        band_counts={band: bands.count(band) for band in BANDS},
+        band_counts=current.band_counts(),
         customers=len(current),
         training_customers=len(history),
         test_customers=int(fitted.test.sum()),
@@ -279,22 +316,23 @@ async def train_propensity(
         truth=truth,
         feature_names=layout.names(),
         params=params,
+        promoted=verdict is None or verdict.promoted,
+        guardrail=verdict,
+        layout=layout,
+        estimator=record,
     )
     payload = _payload(report)
     version = _version(trained_at, payload)
     total = len(current)
-    notify("storing", 0, total)
-    await write_propensity_scores(
-        session,
-        target=target,
-        model_version=version,
-        customer_ids=current.customer_ids.tolist(),
-        scores=[round(value, 6) for value in scores.tolist()],
-        bands=bands,
-        scored_at=now,
-        on_written=lambda done: notify("storing", done, total),
+    if report.promoted:
+        await store_scores(session, current, target=target, model_version=version, progress=notify)
+    elif verdict is not None:
+        logger.warning("propensity %s: model %s not stored: %s", target, version, verdict.reason)
+    path = (
+        _save(model_dir, target, trained_at, (payload, estimator), version, serve=report.promoted)
+        if model_dir
+        else None
     )
-    path = _save(model_dir, target, trained_at, payload, version) if model_dir else None
     seconds = time.perf_counter() - started
     logger.info(
         "propensity %s: model %s, AUC %.3f on %d test customers, %d customers scored",
@@ -305,6 +343,22 @@ async def train_propensity(
         test_labels=fitted.test_labels,
         test_scores=fitted.test_scores,
     )
+
+
+def _checked(
+    target: str, now: datetime, params: PropensityParams
+) -> tuple[datetime, PropensityParams]:
+    """The run's inputs, or the error that names what is wrong with them."""
+    if target not in PROPENSITY_TARGETS:
+        raise PropensityInputError(
+            f"unknown target {target!r}; the targets are {', '.join(PROPENSITY_TARGETS)}"
+        )
+    if now.tzinfo is None:
+        raise PropensityInputError("propensity: now must be timezone-aware (UTC)")
+    problems = params.problems()
+    if problems:
+        raise PropensityInputError("propensity model: " + "; ".join(problems))
+    return now, params
 
 
 @dataclass(frozen=True, eq=False)
@@ -402,8 +456,58 @@ def _version(trained_at: datetime, payload: bytes) -> str:
     return f"{trained_at.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{digest[:8]}"
 
 
-def _save(model_dir: Path, target: str, trained_at: datetime, payload: bytes, version: str) -> Path:
+@dataclass(frozen=True, eq=False)
+class _Candidate:
+    """A new model as the guardrail sees it: its data, parameters and held-out AUC."""
+
+    history: PropensityFeatures
+    labels: NDArray[np.bool_]
+    params: PropensityParams
+    auc: float
+
+
+def _guardrail(directory: Path, candidate: _Candidate, *, force: bool) -> Verdict:
+    """The verdict on a new model with ROC AUC ``candidate.auc`` on the held-out customers.
+
+    The serving model's parameters are refitted on the same parts (its saved classifier
+    learnt from another split); the same parameters give the same model, so they are not
+    fitted twice.
+    """
+    params, labels, auc = candidate.params, candidate.labels, candidate.auc
+    serving = current_version(directory)
+    if serving is None:
+        return judge("auc", auc, None, None, force=force)
+    try:
+        card = model_card(directory / serving)
+        stored = PropensityParams(**card["params"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = f"the serving model card {serving} is unreadable ({type(error).__name__})"
+        return Verdict(True, "auc", auc, None, None, reason)
+    # Threads change how fast, not what is learnt.
+    stored = replace(stored, n_threads=params.n_threads)
+    if stored == params:
+        return judge("auc", auc, auc, serving, force=force)
+    train, calibrate, test = split_parts(labels, params.seed)
+    matrix = candidate.history.matrix
+    model = PropensityModel(stored).fit(
+        matrix[train], labels[train], matrix[calibrate], labels[calibrate]
+    )
+    serving_auc = score(labels[test], model.predict(matrix[test])).auc
+    return judge("auc", auc, serving_auc, serving, force=force)
+
+
+def _save(
+    model_dir: Path,
+    target: str,
+    trained_at: datetime,
+    files: tuple[bytes, bytes],
+    version: str,
+    *,
+    serve: bool = True,
+) -> Path:
+    """Write the card (the payload, which names the version) and the classifier."""
     directory = propensity_dir(model_dir, target)
+    payload, estimator = files
 
     def write(handle: IO[bytes]) -> None:
         handle.write(payload)
@@ -411,7 +515,15 @@ def _save(model_dir: Path, target: str, trained_at: datetime, payload: bytes, ve
     def describe(written: str, digest: str) -> _Metadata:
         return _Metadata(written, target, trained_at.isoformat(), digest)
 
-    metadata, path = write_version(directory, trained_at, MODEL_FILE, write, describe)
+    metadata, path = write_version(
+        directory,
+        trained_at,
+        MODEL_FILE,
+        write,
+        describe,
+        make_current=serve,
+        extra_files={ESTIMATOR_FILE: estimator},
+    )
     if metadata.version != version:
         raise PropensityInputError(
             f"model card saved as {metadata.version}, but the scores name {version}"

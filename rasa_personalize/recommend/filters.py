@@ -1,7 +1,7 @@
 """Business filters and the top-n selection every strategy shares.
 
-A request's filters (exclude these SKUs, in stock only, this category, at most this
-price, at most ``n``) become one boolean mask over the item catalogue, a
+A request's filters (exclude these SKUs, in stock only, this category, none of those
+categories, at most this price, at most ``n``) become one boolean mask over the item catalogue, a
 ``CandidateSet``. Each strategy scores its own items, maps the mask onto its rows (the
 alignment is computed once per model and catalogue) and calls ``top_n``. So whatever
 the strategy, a result never holds an excluded, filtered or already-seen item, never
@@ -134,6 +134,7 @@ class RecommendationFilters:
         in_stock_only: drop items that are out of stock.
         category: only this category (from an entity or slot), or any.
         max_price: only items at or below this price (e.g. from a decision rule).
+        exclude_categories: never items of these categories (the shopper's dislikes).
     """
 
     n: int = 10
@@ -141,6 +142,7 @@ class RecommendationFilters:
     in_stock_only: bool = True
     category: str | None = None
     max_price: float | None = None
+    exclude_categories: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
@@ -149,7 +151,12 @@ class RecommendationFilters:
             raise InvalidInputError(f"max_price must be >= 0, got {self.max_price!r}")
         if isinstance(self.exclude, str):
             raise InvalidInputError("exclude must be a collection of item ids, not one string")
+        if isinstance(self.exclude_categories, str):
+            raise InvalidInputError(
+                "exclude_categories must be a collection of categories, not one string"
+            )
         object.__setattr__(self, "exclude", frozenset(self.exclude))
+        object.__setattr__(self, "exclude_categories", frozenset(self.exclude_categories))
 
     def candidates(self, catalogue: ItemCatalogue) -> CandidateSet:
         """The catalogue items these filters allow (``n`` is applied by the strategy)."""
@@ -167,6 +174,10 @@ class RecommendationFilters:
                 allowed &= category_mask
         if self.max_price is not None:
             allowed &= catalogue.prices <= self.max_price
+        for excluded in self.exclude_categories:
+            excluded_mask = catalogue._category_masks.get(excluded)
+            if excluded_mask is not None:
+                allowed &= ~excluded_mask
         if self.exclude:
             allowed[catalogue.index.rows(self.exclude)] = False
         padded.setflags(write=False)

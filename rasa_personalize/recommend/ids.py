@@ -4,19 +4,28 @@ A model's factor rows mean nothing without the ids they belong to, so every mode
 its ``IdMap`` next to its factors and saves both in one artifact. Rows are the ids in
 sorted order: the same set of ids always gives the same rows, whatever order the
 training data came in.
+
+Maps of up to ``DICT_LOOKUP_UP_TO`` ids look rows up in a dict. Larger ones loaded from
+an artifact (:meth:`IdMap.from_sorted`; a million customer keys) binary-search the
+sorted ids instead: a dict of a million 64-character keys takes about 200 MB, and the
+ids themselves can stay memory-mapped.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.errors import UnknownIdError
+
+# Beyond this many ids, maps built by ``IdMap.from_sorted`` look rows up by binary search.
+DICT_LOOKUP_UP_TO: Final = 100_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +37,7 @@ class IdMap:
     """
 
     ids: NDArray[np.str_]
-    _index: dict[str, int] = field(repr=False)
+    _index: Mapping[str, int] = field(repr=False)
     # Rows of this map's ids inside other maps, and whether they are 0..n-1 (the maps
     # hold the same ids), computed once per pair (see rows_in).
     _alignments: weakref.WeakKeyDictionary[IdMap, tuple[NDArray[np.intp], bool]] = field(
@@ -56,6 +65,21 @@ class IdMap:
             raise InvalidInputError("ids must be non-empty strings; got an empty id")
         distinct.setflags(write=False)
         return cls(distinct, {str(value): row for row, value in enumerate(distinct.tolist())})
+
+    @classmethod
+    def from_sorted(cls, ids: NDArray[np.str_]) -> IdMap:
+        """The map of ids that are sorted and unique already (the ``ids`` of a saved
+        map), kept as they are: a memory-mapped array stays mapped, and past
+        ``DICT_LOOKUP_UP_TO`` ids rows are found by binary search. Trusted as given:
+        artifacts are checksummed, so only what ``from_ids`` built comes back here.
+        """
+        array = as_str_array(ids, "ids")
+        if array.flags.writeable:
+            array = array.copy()
+            array.setflags(write=False)
+        if len(array) > DICT_LOOKUP_UP_TO:
+            return cls(array, _SortedLookup(array))
+        return cls(array, {str(value): row for row, value in enumerate(array.tolist())})
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -117,6 +141,31 @@ class IdMap:
             cached = (rows, identical)
             self._alignments[other] = cached
         return cached
+
+
+class _SortedLookup(Mapping[str, int]):
+    """id -> row by binary search in sorted unique ids, for maps too large for a dict."""
+
+    def __init__(self, ids: NDArray[np.str_]) -> None:
+        self._ids = ids
+
+    def __getitem__(self, key: str) -> int:
+        # numpy compares at the array's width: the equality check below catches a
+        # longer key that only shares its start with a stored id.
+        if isinstance(key, str) and len(self._ids):
+            row = int(np.searchsorted(self._ids, key))
+            if row < len(self._ids) and str(self._ids[row]) == key:
+                return row
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def as_str_array(values: Iterable[str] | NDArray[np.str_], name: str) -> NDArray[np.str_]:

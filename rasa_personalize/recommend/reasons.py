@@ -16,6 +16,10 @@ them" (what collaborative filtering means). Content and popularity reasons say w
 those strategies looked at (the asked category, the favourite one, an interest, the
 bestsellers).
 
+A "something like X" list names X by what led it there: "because they are often bought
+together with X" (``bought_together``), "because they are like X" (content similarity);
+led by a bestseller, the reasons above.
+
 Cost per request: one dot product per past product considered (at most ``MAX_PAST``).
 """
 
@@ -43,6 +47,11 @@ _PHRASES: Final = {
     "rating": "because you rated {}",
 }
 SIMILAR_SHOPPERS: Final = "because shoppers like you love them"
+# "Something like X", by the strategy that found the product the list leads with.
+_LIKE_PHRASES: Final = {
+    "bought_together": "because they are often bought together with {}",
+    "content": "because they are like {}",
+}
 BESTSELLERS: Final = "because they are our bestsellers right now"
 
 
@@ -125,6 +134,13 @@ def most_related(
 def because_of(product: PastProduct, title: str) -> str:
     """ "because you bought X" (or put in your cart, liked, rated, looked at)."""
     return _PHRASES.get(product.kind, "because you looked at {}").format(title)
+
+
+def like_reason(source: str, title: str) -> str | None:
+    """The reason of a "something like X" list led by ``source`` (X's ``title`` named),
+    or None for a strategy that did not start from X (its :func:`fallback_reason`)."""
+    phrase = _LIKE_PHRASES.get(source)
+    return phrase.format(title) if phrase is not None else None
 
 
 def fallback_reason(  # noqa: PLR0911  # one sentence per documented case

@@ -52,6 +52,16 @@ class Resources:
         return frozenset(p.category for p in self.products.values())
 
     @cached_property
+    def titles(self) -> dict[str, str]:
+        """Lowercased title -> sku (the first product of a title): "More like this" names
+        a product by its title, and a scan of the catalogue per request would cost more
+        than the recommendation."""
+        titles: dict[str, str] = {}
+        for sku, product in self.products.items():
+            titles.setdefault(product.title.lower(), sku)
+        return titles
+
+    @cached_property
     def in_stock_by_category(self) -> tuple[tuple[str, int], ...]:
         """(category, products in stock), most first, ties by name; computed once per build."""
         counts = Counter(p.category for p in self.products.values() if p.in_stock)
@@ -98,7 +108,7 @@ def build_resources(
         if weighted
         else None
     )
-    return Resources(
+    resources = Resources(
         catalogue,
         {p.sku: p for p in products},
         content,
@@ -106,3 +116,5 @@ def build_resources(
         content_version=content_model.version if content is not None and content_model else None,
         types={p.sku: substitute_key(p) for p in products},
     )
+    _ = resources.titles  # indexed here, in the build's thread, not on a request
+    return resources

@@ -16,13 +16,16 @@ Per request, the first strategy that can answer does, and later ones top the lis
 
 When the decision rules choose ``bought_together``, products bought with the customer's
 newest purchases (``rasa_personalize.recommend.associations``) come first, and the chain
-above tops them up.
+above tops them up. "Something like X" (:meth:`RecommendationService.similar`) starts
+from X instead: its partners under that strategy, else products like it by content.
 
 Filters apply to every strategy: purchased items excluded (configurable; consumable
-categories may repeat), in stock only, the asked category, no sku twice. The chain ranks
-a pool of candidates by relevance (``reranking.pool_depth``), and ``reranking.arrange``
-picks the ``n`` shown from it: the strategy within relevance, at most two per category,
-the rules' price cap, substitutes of recent purchases last. The reason names the past
+categories may repeat), in stock only, the asked category, none of the categories the
+shopper said no to (``not_interested_in_<category>`` tags; asking for one now overrides
+that), no sku twice. The chain ranks a pool of candidates by relevance
+(``reranking.pool_depth``), and ``reranking.arrange`` picks the ``n`` shown from it: the
+strategy within relevance, at most two per category, the rules' price cap, substitutes
+of recent purchases last. The reason names the past
 product most related to the first one shown (``rasa_personalize.recommend.reasons``).
 """
 
@@ -48,6 +51,7 @@ from rasa_personalize.errors import (
     StoreUnavailableError,
 )
 from rasa_personalize.metrics import count_recommendation
+from rasa_personalize.preferences import disliked_categories, interest_tags
 from rasa_personalize.recommend.artifacts import AlsArtifact, ModelHolder, als_dir, content_dir
 from rasa_personalize.recommend.association_artifacts import (
     AssociationArtifact,
@@ -79,6 +83,7 @@ from rasa_personalize.recommend.reasons import (
     ReasonContext,
     because_of,
     fallback_reason,
+    like_reason,
     most_related,
     past_products,
 )
@@ -261,6 +266,7 @@ class RecommendationService:
         category = resolve_category(request.category, resources.categories)
         if category != request.category:
             request = replace(request, category=category)
+        request, disliked = without_dislikes(request, resources.categories)
         artifact = await self.models.get_async()
         associations = await self.associations.get_async()
         items = items or CustomerItems(purchased=frozenset(), recent=())
@@ -272,7 +278,10 @@ class RecommendationService:
             )
         # The price cap is not a filter here: it acts on the relevant candidates (arrange).
         filters = RecommendationFilters(
-            n=request.n, exclude=frozenset(exclude), category=request.category
+            n=request.n,
+            exclude=frozenset(exclude),
+            category=request.category,
+            exclude_categories=disliked,
         )
         candidates = filters.candidates(resources.catalogue)
         depth = pool_depth(request.n)
@@ -287,17 +296,7 @@ class RecommendationService:
             recalculated=fresh,
             associations=associations,
         )
-        ranked: list[tuple[str, list[Scored]]] = []
-        merged: list[Scored] = []
-        # Later strategies only run while the list is short: a known customer costs one
-        # matrix-vector product, not five models.
-        for source, strategy in strategies:
-            scored = strategy(depth)
-            if scored:
-                ranked.append((source, scored))
-                merged = merge_unique([s for _, s in ranked], depth)
-            if len(merged) >= depth:
-                break
+        ranked, merged = _pool(strategies, depth)
         arranged = arrange(
             [s.item_id for s in merged],
             request.n,
@@ -316,15 +315,7 @@ class RecommendationService:
             arrivals=associations.arrivals if associations is not None else None,
         )
         products = [resources.products[sku] for sku in arranged]
-        # The strategy that found the product the list leads with.
-        source = next(
-            (
-                name
-                for name, scored in ranked
-                if products and any(s.item_id == products[0].sku for s in scored)
-            ),
-            "popular",
-        )
+        source = _lead_source(ranked, products)
         if products:
             count_recommendation(source)
         return Recommendation(
@@ -489,49 +480,170 @@ class RecommendationService:
                     ),
                 )
             )
-        popularity = resources.popularity
-        if popularity is not None:
-            if popularity.has_segment(request.segment):
-                chain.append(
-                    (
-                        "segment_popular",
-                        lambda depth: popularity.recommend(
-                            depth, segment=request.segment, exclude=exclude, candidates=candidates
-                        ),
-                    )
-                )
-            chain.append(
-                (
-                    "popular",
-                    lambda depth: popularity.recommend(
-                        depth, exclude=exclude, candidates=candidates
-                    ),
-                )
-            )
-        return chain
+        return chain + _bestsellers(resources, request.segment, exclude, candidates)
 
-    @traced(RECOMMEND_SPAN, {"personalize.recommend.kind": "similar"})
+    @traced(RECOMMEND_SPAN, {"personalize.recommend.kind": "similar"}, result=_answered)
     async def similar(
-        self, product_text: str, n: int = 3
-    ) -> tuple[ProductRecord, list[ProductRecord]]:
-        """The catalogue product a customer means, and in-stock products like it.
+        self,
+        product_text: str,
+        request: RecommendationRequest,
+        items: CustomerItems | None = None,
+    ) -> Recommendation:
+        """Products for "something like X", X being the catalogue product ``product_text``
+        names (its sku, its title, else the closest product text).
+
+        With the ``bought_together`` strategy, the products most often bought with X
+        (pair score: lift, shrunk for rare pairs) lead, products like X by content top
+        them up, then the segment's and the overall bestsellers. With any other strategy,
+        products like X by content only. The request's filters hold for all of them (see
+        the module docstring), X's category counting as asked: a dislike of it gives way.
+        Things like X are of X's kind, so the category cap and the demotion of substitutes
+        of recent purchases apply only when products bought with X were found.
 
         Raises:
-            NotFoundError: no product matches ``product_text``.
+            NotFoundError: no product matches ``product_text``, or nothing can answer (no
+                content model, and the strategy is not ``bought_together``).
         """
         resources = await self.resources()
-        if resources.content is None:
+        associations = await self.associations.get_async()
+        together = (
+            associations.model
+            if associations is not None and request.strategy == "bought_together"
+            else None
+        )
+        content = resources.content
+        if content is None and together is None:
             raise NotFoundError(
                 "no content model yet (run `personalize train`)"
                 if resources.products
                 else "the catalogue is empty"
             )
-        anchor_sku = _resolve_product(resources, product_text)
-        candidates = RecommendationFilters(n=n).candidates(resources.catalogue)
-        similar = resources.content.similar_to(anchor_sku, n, candidates=candidates)
-        if similar:
-            count_recommendation("content")
-        return resources.products[anchor_sku], [resources.products[s.item_id] for s in similar]
+        anchor = resources.products[_resolve_product(resources, product_text)]
+        request, disliked = without_dislikes(
+            replace(request, category=anchor.category), resources.categories
+        )
+        items = items or CustomerItems(purchased=frozenset(), recent=())
+        now = request.now or datetime.now(timezone.utc)
+        exclude = set(request.shown) | {anchor.sku}
+        if request.exclude_purchased:
+            exclude |= items.purchased - repeatable(
+                items.purchases, now, resources.products, self.policy
+            )
+        candidates = RecommendationFilters(
+            n=request.n, exclude=frozenset(exclude), exclude_categories=disliked
+        ).candidates(resources.catalogue)
+        strategies: list[tuple[str, Callable[[int], list[Scored]]]] = []
+        if together is not None:
+            strategies.append(
+                (
+                    "bought_together",
+                    lambda depth: together.recommend(
+                        [anchor.sku], depth, exclude=exclude, candidates=candidates
+                    ),
+                )
+            )
+        if content is not None:
+            strategies.append(
+                (
+                    "content",
+                    lambda depth: content.similar_to(
+                        anchor.sku, depth, exclude=exclude, candidates=candidates
+                    ),
+                )
+            )
+        if together is not None:
+            strategies += _bestsellers(resources, request.segment, exclude, candidates)
+        depth = pool_depth(request.n)
+        ranked, merged = _pool(strategies, depth)
+        bundle = any(name == "bought_together" for name, _ in ranked)
+        arranged = arrange(
+            [s.item_id for s in merged],
+            request.n,
+            resources.products,
+            ArrangeRequest(
+                strategy=request.strategy,
+                avoid=substitute_keys(
+                    items.purchases, now, resources.products, self.policy, resources.types
+                )
+                if bundle
+                else frozenset(),
+                max_per_category=self.policy.max_per_category if bundle else None,
+                max_price=request.max_price,
+            ),
+            depth=depth,
+            types=resources.types,
+            arrivals=associations.arrivals if associations is not None else None,
+        )
+        products = [resources.products[sku] for sku in arranged]
+        source = _lead_source(ranked, products)
+        if products:
+            count_recommendation(source)
+        reason = like_reason(source, anchor.title) or fallback_reason(
+            source,
+            products[0] if products else None,
+            ReasonContext(None, request.favorite_category, request.tags),
+        )
+        return Recommendation(products=tuple(products), source=source, reason=reason)
+
+
+def _pool(
+    strategies: Sequence[tuple[str, Callable[[int], list[Scored]]]], depth: int
+) -> tuple[list[tuple[str, list[Scored]]], list[Scored]]:
+    """Each strategy's list (source, scored) that found any, and the merged pool of at
+    most ``depth`` products, best first.
+
+    Later strategies only run while the pool is short: a known customer costs one
+    matrix-vector product, not five models.
+    """
+    ranked: list[tuple[str, list[Scored]]] = []
+    merged: list[Scored] = []
+    for source, strategy in strategies:
+        scored = strategy(depth)
+        if scored:
+            ranked.append((source, scored))
+            merged = merge_unique([s for _, s in ranked], depth)
+        if len(merged) >= depth:
+            break
+    return ranked, merged
+
+
+def _lead_source(
+    ranked: Sequence[tuple[str, list[Scored]]], products: Sequence[ProductRecord]
+) -> str:
+    """The strategy that found the product the list leads with (``popular`` if none)."""
+    if not products:
+        return "popular"
+    lead = products[0].sku
+    return next(
+        (name for name, scored in ranked if any(s.item_id == lead for s in scored)), "popular"
+    )
+
+
+def _bestsellers(
+    resources: Resources, segment: str, exclude: set[str], candidates: CandidateSet
+) -> list[tuple[str, Callable[[int], list[Scored]]]]:
+    """The end of every chain: the segment's bestsellers (when it has any), then the
+    overall ones."""
+    popularity = resources.popularity
+    if popularity is None:
+        return []
+    chain: list[tuple[str, Callable[[int], list[Scored]]]] = []
+    if popularity.has_segment(segment):
+        chain.append(
+            (
+                "segment_popular",
+                lambda depth: popularity.recommend(
+                    depth, segment=segment, exclude=exclude, candidates=candidates
+                ),
+            )
+        )
+    chain.append(
+        (
+            "popular",
+            lambda depth: popularity.recommend(depth, exclude=exclude, candidates=candidates),
+        )
+    )
+    return chain
 
 
 def _allowed(catalogue: ItemCatalogue, allowed: NDArray[np.bool_], sku: str) -> bool:
@@ -575,18 +687,40 @@ def _newest_purchases(items: CustomerItems, limit: int) -> list[str]:
 
 
 def _resolve_product(resources: Resources, text: str) -> str:
+    """The sku ``text`` names: a sku, a title (any case), else the product whose text is
+    closest (with a content model).
+
+    Raises:
+        NotFoundError: nothing matches.
+    """
     cleaned = text.strip()
     if cleaned.upper() in resources.products:
         return cleaned.upper()
-    lowered = cleaned.lower()
-    for sku, product in resources.products.items():
-        if product.title.lower() == lowered:
-            return sku
-    assert resources.content is not None
-    best = resources.content.for_text(cleaned, 1)
+    titled = resources.titles.get(cleaned.lower())
+    if titled is not None:
+        return titled
+    best = resources.content.for_text(cleaned, 1) if resources.content is not None else []
     if not best:
         raise NotFoundError("no product matches that description")
     return best[0].item_id
+
+
+def without_dislikes(
+    request: RecommendationRequest, categories: frozenset[str]
+) -> tuple[RecommendationRequest, frozenset[str]]:
+    """The categories the shopper turned down (``not_interested_in_<category>`` tags),
+    except the one this request asks for, and the request without them as interests.
+
+    Every strategy's candidates leave those categories out (one filter for all). The
+    dislike tags, likes of a disliked category and a disliked favourite category are no
+    interests for content to match, nor reasons to name.
+    """
+    disliked = disliked_categories(request.tags, categories, asked=request.category)
+    tags = interest_tags(request.tags, disliked)
+    favorite = None if request.favorite_category in disliked else request.favorite_category
+    if tags == request.tags and favorite == request.favorite_category:
+        return request, disliked
+    return replace(request, tags=tags, favorite_category=favorite), disliked
 
 
 def resolve_category(asked: str | None, categories: frozenset[str]) -> str | None:

@@ -8,6 +8,13 @@ best ALS parameters of ``shop_grid()``, blended with EASE when the blend does be
 The winner is then fitted on every interaction and written as one artifact. A store
 with too little history to validate on gets ``SHOP_ALS_PARAMS``.
 
+The new recommender serves only if the guardrail lets it
+(:mod:`rasa_personalize.recommend.guardrail`: its precision@10 on each customer's most
+recent interactions must reach 95 % of the serving model's); otherwise it is written as
+a candidate (``personalize models promote`` can serve it later) and nothing is
+precomputed from it. The content and bought-together models have no such figure and
+serve as soon as they are trained.
+
 A running action server picks the new artifacts up by itself (its holders check the
 ``CURRENT`` pointers), so training never restarts it. Everything a server needs from
 scikit-learn is computed here and stored in the content artifact, so serving never
@@ -21,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,9 +36,10 @@ import numpy as np
 import scipy.sparse
 
 from rasa_personalize.cache.precomputed import PRECOMPUTE_DEPTH, PrecomputedCache
+from rasa_personalize.clock import utc_now
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
-from rasa_personalize.recommend.artifacts import als_dir, content_dir, save_artifact
+from rasa_personalize.recommend.artifacts import als_dir, content_dir, load_artifact, save_artifact
 from rasa_personalize.recommend.association_artifacts import (
     AssociationArtifact,
     associations_dir,
@@ -42,12 +51,20 @@ from rasa_personalize.recommend.content import ContentRecommender, ProductText
 from rasa_personalize.recommend.content_artifacts import ContentArtifact, save_content_artifact
 from rasa_personalize.recommend.demo_data import SHOP_ALS_PARAMS, load_store_events, tune_for_store
 from rasa_personalize.recommend.ease import MAX_EASE_ITEMS, EaseBlend
-from rasa_personalize.recommend.evaluation import HybridConfig, ModelConfig, RecommenderConfig
+from rasa_personalize.recommend.errors import ArtifactError
+from rasa_personalize.recommend.evaluation import (
+    EvaluationData,
+    HybridConfig,
+    ModelConfig,
+    RecommenderConfig,
+)
+from rasa_personalize.recommend.guardrail import HOLDOUT_K, Verdict, check_recommender
 from rasa_personalize.recommend.interactions import InteractionData
 from rasa_personalize.recommend.served import ServedModel
-from rasa_personalize.recommend.versions import prune_artifacts
+from rasa_personalize.recommend.versions import current_version, prune_artifacts
 from rasa_personalize.store.catalogue import (
     TrainingRows,
+    active_customer_keys,
     customer_ids_by_key,
     read_first_seen,
     read_training_rows,
@@ -81,6 +98,9 @@ class TrainingReport:
     model: str = "als"
     choice: str = ""
     validation: Mapping[str, Any] = field(default_factory=dict)
+    # The guardrail's decision: False when the new recommender was kept as a candidate.
+    promoted: bool = True
+    guardrail: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,8 @@ async def train_from_store(
     precompute: bool = False,
     progress: Progress | None = None,
     cache: PrecomputedCache | None = None,
+    force: bool = False,
+    precompute_active_days: int | None = None,
 ) -> TrainingReport:
     """Fit the content model on the catalogue and the recommender on the store's
     interactions, write a new artifact of each, optionally precompute.
@@ -117,6 +139,12 @@ async def train_from_store(
     Args:
         params: fit ALS alone with these parameters; None (the default) chooses the
             model on validation (see the module docstring).
+        precompute: store each customer's top items from the new recommender (only
+            when it serves: a candidate's lists would replace the serving model's).
+        force: serve the new recommender even when the guardrail would keep it as a
+            candidate (the verdict records it).
+        precompute_active_days: precompute only for customers with an interaction in
+            that many last days (None: for every customer in the model).
 
     Raises:
         InvalidInputError: the store has no interactions with products to learn from.
@@ -133,10 +161,12 @@ async def train_from_store(
             "the store has no interactions with products: run `personalize seed-demo` "
             "or import interactions first"
         )
+    async with store.sessions() as session:
+        events = await load_store_events(session)
     choice = (
         ModelChoice(RecommenderConfig(params, store_confidence()), "given")
         if params is not None
-        else await choose_model(store, progress=report)
+        else await _choose(events, report)
     )
     values = [np.nan if value is None else value for value in rows.values]
     data = InteractionData.from_events(
@@ -154,19 +184,33 @@ async def train_from_store(
             EaseBlend.fit, _pairs(model, data), l2=blend.ease_l2, weight=blend.ease_weight
         )
         report("blending", 1, 1)
+    served: ModelConfig = blend if blend is not None and ease is not None else als_config
+    report("guardrail", 0, 1)
+    verdict, holdout = await asyncio.to_thread(
+        check_recommender, events, served, als_dir(model_dir), force=force
+    )
+    report("guardrail", 1, 1)
+    guardrail: dict[str, Any] = {"guardrail": verdict.to_json_dict()}
+    if holdout is not None:
+        guardrail.update(
+            holdout_precision=round(holdout.candidate, 4),
+            holdout_users=holdout.customers,
+            holdout_k=HOLDOUT_K,
+        )
     artifact = save_artifact(
         model,
         als_dir(model_dir),
-        metrics={"chosen_by": choice.how, **choice.validation},
+        metrics={"chosen_by": choice.how, **choice.validation, **guardrail},
         counts={"interactions": len(rows.skus), "pairs": len(data)},
         # What a customer does after this is new to the model (see recommend/incremental).
         data_cutoff=rows.newest_at,
+        make_current=verdict.promoted,
         ease=ease,
     )
     prune_artifacts(als_dir(model_dir), keep=KEEP_VERSIONS)
     associations = await train_associations(store, model_dir, rows, progress=report)
     precomputed = 0
-    if precompute:
+    if precompute and verdict.promoted:
         precomputed = await _precompute(
             store,
             artifact.served,
@@ -174,6 +218,7 @@ async def train_from_store(
             version=artifact.version,
             report=report,
             cache=cache,
+            active_days=precompute_active_days,
         )
     return TrainingReport(
         version=artifact.version,
@@ -189,6 +234,8 @@ async def train_from_store(
         model=artifact.served.kind,
         choice=choice.how,
         validation=dict(choice.validation),
+        promoted=verdict.promoted,
+        guardrail=verdict,
     )
 
 
@@ -199,9 +246,12 @@ async def choose_model(store: SqlStore, *, progress: Progress | None = None) -> 
     ALS grid, then the EASE blend); its test rows are never used here either. A store
     with too little history for a validation split gets ``SHOP_ALS_PARAMS``.
     """
-    report = progress or (lambda stage, done, total: None)
     async with store.sessions() as session:
         data = await load_store_events(session)
+    return await _choose(data, progress or (lambda stage, done, total: None))
+
+
+async def _choose(data: EvaluationData, report: Progress) -> ModelChoice:
     try:
         tuning = await asyncio.to_thread(tune_for_store, data, progress=report)
     except InvalidInputError:
@@ -287,11 +337,62 @@ async def train_associations(
     return artifact
 
 
+@dataclass(frozen=True)
+class PrecomputeReport:
+    """What :func:`precompute_serving` wrote: the lists of one model version."""
+
+    version: str
+    lists: int
+
+
+async def precompute_serving(
+    store: SqlStore,
+    model_dir: Path,
+    *,
+    progress: Progress | None = None,
+    cache: PrecomputedCache | None = None,
+) -> PrecomputeReport:
+    """Store each customer's top items from the serving recommender (``CURRENT``).
+
+    What ``personalize train --precompute`` does after training, for a model that is
+    already serving (the pipeline's last stage, or after ``personalize models promote``).
+    Items a customer has in the store are excluded, as when training precomputes.
+
+    Raises:
+        ArtifactError: no recommender serves, or it cannot be loaded.
+    """
+    report = progress or (lambda stage, done, total: None)
+    directory = als_dir(model_dir)
+    version = current_version(directory)
+    if version is None:
+        raise ArtifactError(f"no recommender serves in {directory}: run `personalize train`")
+    artifact = await asyncio.to_thread(load_artifact, directory / version)
+    report("reading", 0, 1)
+    async with store.sessions() as session:
+        rows = await read_training_rows(session)
+    report("reading", 1, 1)
+    values = [np.nan if value is None else value for value in rows.values]
+    data = InteractionData.from_events(
+        rows.customer_keys, rows.skus, rows.kinds, values, store_confidence()
+    )
+    written = await _precompute(
+        store,
+        artifact.served,
+        seen=_seen_by_user(data),
+        version=artifact.version,
+        report=report,
+        cache=cache,
+    )
+    return PrecomputeReport(artifact.version, written)
+
+
 __all__ = [
     "PRECOMPUTE_DEPTH",
     "SHOP_ALS_PARAMS",
+    "PrecomputeReport",
     "TrainingReport",
     "als_dir",
+    "precompute_serving",
     "store_confidence",
     "train_associations",
     "train_content",
@@ -314,12 +415,19 @@ async def _precompute(
     version: str,
     report: Progress,
     cache: PrecomputedCache | None,
+    active_days: int | None = None,
 ) -> int:
     """Top ``PRECOMPUTE_DEPTH`` items per customer in the model, seen items excluded.
 
     Written to SQL, and to Redis too when a cache is given (keyed by customer key).
+    With ``active_days``, only for the customers with an interaction in that many last
+    days (the others' lists are dropped: the hot path scores them when they come back).
     """
     keys = [str(key) for key in model.als.user_ids_.ids]
+    if active_days is not None:
+        async with store.sessions() as session:
+            active = await active_customer_keys(session, utc_now() - timedelta(days=active_days))
+        keys = [key for key in keys if key in active]
     lists: list[tuple[int, list[list[object]]]] = []
     by_key: list[tuple[str, list[list[object]]]] = []
     async with store.sessions.begin() as session:

@@ -6,6 +6,7 @@ of those holds versions the same way::
 
     models/personalize/als/
         CURRENT                                  the version readers should load
+        HISTORY                                  the versions that served, oldest first
         20260101T120000123456Z-1a2b3c4d/         one artifact per version
             factors.npz                          the payload (no pickle)
             metadata.json                        version, trained_at, params, checksum, ...
@@ -19,6 +20,12 @@ artifact.
 The version id is the training time (UTC, microseconds, so ids sort by age) plus the
 first 8 hex digits of the SHA-256 of the payload, which is also stored in the metadata
 and checked on load.
+
+Serving history (:func:`set_current`, :func:`serving_history`, :func:`roll_back`): each
+change of ``CURRENT`` is appended to ``HISTORY``, so the version served before the
+current one is known: a rollback returns to it (and drops the current one from the
+history, so a second rollback goes one further back), and pruning never deletes it.
+A version written but never made current is a candidate (``personalize models``).
 
 Reading on the hot path (:class:`ArtifactHolder`): the current model is one object
 reference. At most every ``check_interval_s`` one caller reads ``CURRENT`` (a few
@@ -37,7 +44,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Final, Generic, Protocol, TypeVar
@@ -47,8 +54,11 @@ from rasa_personalize.recommend.errors import ArtifactError
 logger = logging.getLogger(__name__)
 
 CURRENT_FILE: Final = "CURRENT"
+HISTORY_FILE: Final = "HISTORY"
 METADATA_FILE: Final = "metadata.json"
 _TEMPORARY_PREFIX: Final = ".tmp-"
+# Serving changes remembered per model directory: far more than anyone rolls back.
+HISTORY_LENGTH: Final = 50
 
 
 def als_dir(model_dir: Path) -> Path:
@@ -97,6 +107,7 @@ def write_version(
     describe: Callable[[str, str], M],
     *,
     make_current: bool = True,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> tuple[M, Path]:
     """Write one version atomically: payload and metadata in a scratch directory, renamed.
 
@@ -110,6 +121,8 @@ def write_version(
         write_payload: writes the payload to an open binary file.
         describe: ``(version, payload sha256) -> metadata`` for ``metadata.json``.
         make_current: replace ``CURRENT`` (off: stage a version without serving it).
+        extra_files: more files of the version, by name (their checksums, if wanted,
+            belong in the payload: only the payload's names the version).
 
     Returns:
         The metadata and the version's directory.
@@ -126,6 +139,11 @@ def write_version(
             write_payload(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        for name, content in (extra_files or {}).items():
+            with (scratch / name).open("wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
         digest = _sha256(payload_path)
         version = f"{when.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{digest[:8]}"
         metadata = describe(version, digest)
@@ -157,7 +175,8 @@ def check_payload(directory: Path, payload_name: str, sha256: str) -> None:
 
 
 def set_current(model_dir: Path | str, version: str) -> None:
-    """Point ``CURRENT`` at an existing version (atomically: write, flush, rename).
+    """Point ``CURRENT`` at an existing version (atomically: write, flush, rename) and
+    append it to ``HISTORY``.
 
     Raises:
         ArtifactError: the version does not exist in ``model_dir``.
@@ -165,13 +184,110 @@ def set_current(model_dir: Path | str, version: str) -> None:
     directory = Path(model_dir)
     if not (directory / version / METADATA_FILE).is_file():
         raise ArtifactError(f"no complete artifact {version!r} in {directory}")
+    entries = _read_history(directory)
+    if not entries:
+        # The first change recorded: the version serving until now (written before
+        # there was a history) is where a rollback goes back to.
+        serving = current_version(directory)
+        entries = [serving] if serving is not None else []
+    if not entries or entries[-1] != version:
+        entries.append(version)
+    _replace_text(directory, CURRENT_FILE, version + "\n")
+    _replace_text(
+        directory, HISTORY_FILE, "".join(f"{entry}\n" for entry in entries[-HISTORY_LENGTH:])
+    )
+
+
+def serving_history(model_dir: Path | str) -> list[str]:
+    """The versions that served, oldest first, as far as they are still on disk.
+
+    A version that an erasure rewrote (same time, new checksum: see
+    ``recommend.erasure``) is found under its new id; repeats in a row count once, and
+    the current version is always last (also when ``CURRENT`` was written by hand).
+    """
+    directory = Path(model_dir)
+    present = list_versions(directory)
+    by_time = {version.split("-", 1)[0]: version for version in present}
+    resolved: list[str] = []
+    for entry in _read_history(directory):
+        version = entry if entry in present else by_time.get(entry.split("-", 1)[0])
+        if version is not None and (not resolved or resolved[-1] != version):
+            resolved.append(version)
+    current = current_version(directory)
+    if current is not None and current in present and (not resolved or resolved[-1] != current):
+        resolved.append(current)
+    return resolved
+
+
+def rollback_target(model_dir: Path | str) -> str | None:
+    """The version that served before the current one (still on disk), or None."""
+    history = serving_history(model_dir)
+    current = current_version(model_dir)
+    earlier = [version for version in history if version != current]
+    return earlier[-1] if earlier else None
+
+
+def rollback_plan(model_dir: Path | str) -> tuple[str, str]:
+    """What :func:`roll_back` would do, without doing it (for a caller that has work to
+    do before the switch, such as rescoring customers).
+
+    Returns:
+        ``(version serving now, version a rollback serves)``.
+
+    Raises:
+        ArtifactError: no version serves, or none served before it.
+    """
+    directory = Path(model_dir)
+    current = current_version(directory)
+    if current is None:
+        raise ArtifactError(f"no version serves in {directory}: nothing to roll back")
+    target = rollback_target(directory)
+    if target is None:
+        raise ArtifactError(
+            f"nothing to roll back to in {directory}: no other version of it served "
+            f"before {current} (or it was deleted)"
+        )
+    return current, target
+
+
+def roll_back(model_dir: Path | str) -> tuple[str, str]:
+    """Serve the version that served before the current one again.
+
+    The current version leaves the history (it becomes a candidate), so a second
+    rollback goes one version further back.
+
+    Returns:
+        ``(version rolled back from, version serving now)``.
+
+    Raises:
+        ArtifactError: no version serves, or none served before it.
+    """
+    directory = Path(model_dir)
+    current, target = rollback_plan(directory)
+    history = serving_history(directory)
+    kept = history[: len(history) - history[::-1].index(target)]
+    _replace_text(directory, CURRENT_FILE, target + "\n")
+    _replace_text(directory, HISTORY_FILE, "".join(f"{entry}\n" for entry in kept))
+    return current, target
+
+
+def _read_history(directory: Path) -> list[str]:
+    try:
+        text = (directory / HISTORY_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _replace_text(directory: Path, name: str, text: str) -> None:
+    """Replace a small file atomically: write a temporary sibling, flush, rename."""
     handle, temporary = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX, dir=directory)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(version + "\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, directory / CURRENT_FILE)
+        os.replace(temporary, directory / name)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -200,13 +316,14 @@ def list_versions(model_dir: Path | str) -> list[str]:
 
 
 def prune_artifacts(model_dir: Path | str, *, keep: int = 3) -> list[str]:
-    """Delete all but the newest ``keep`` versions (never the current one); returns deleted."""
+    """Delete all but the newest ``keep`` versions (never the current one, nor the one
+    served before it: the rollback target); returns deleted."""
     if keep < 1:
         raise ArtifactError(f"keep must be >= 1, got {keep}")
     directory = Path(model_dir)
-    current = current_version(directory)
+    spared = {current_version(directory), rollback_target(directory)}
     versions = list_versions(directory)
-    doomed = [version for version in versions[:-keep] if version != current]
+    doomed = [version for version in versions[:-keep] if version not in spared]
     for version in doomed:
         shutil.rmtree(directory / version, ignore_errors=True)
     return doomed

@@ -32,8 +32,8 @@ shorter and means the same:
 - several keys in one mapping must all hold: ``{segment: browser, device: mobile}``.
 
 Field names are those of :class:`~rasa_personalize.rules.facts.Facts` (see ``FIELDS``), plus
-``category_affinity.<category>`` and ``attributes.<name>``. Text compares without regard
-to case. Unknown values (``None``) never pass a comparison; see
+``category_affinity.<category>``, ``intent_counts.<intent>`` and ``attributes.<name>``.
+Text compares without regard to case. Unknown values (``None``) never pass a comparison; see
 :mod:`rasa_personalize.rules.conditions` for each operator's exact meaning.
 
 Outputs: ``offer_type`` (none, discount, free_shipping, exclusive_access, bundle);

@@ -2,8 +2,10 @@
 
 The field names here are the vocabulary of the rule file: ``segment``, ``tags``,
 ``days_since_last_purchase``, ``device``... :data:`FIELDS` registers each one with its kind
-so the loader can check a rule against it, and two prefixed families reach into mappings:
-``category_affinity.<category>`` and ``attributes.<name>`` (the profile's free attributes).
+so the loader can check a rule against it, and three prefixed families reach into mappings:
+``category_affinity.<category>``, ``intent_counts.<intent>`` (the customer's chat messages
+with that intent, from the profile's metrics: no query of its own) and ``attributes.<name>``
+(the profile's free attributes).
 The ``session_*`` facts count what happened in the current conversation (recommendations
 shown, accepted, rejected; categories asked), from :mod:`rasa_personalize.cache.counters`.
 
@@ -68,6 +70,9 @@ class Facts:
     days_since_last_seen: float | None = None
     favorite_category: str | None = None
     category_affinity: Mapping[str, float] = field(default_factory=_no_entries)
+    # What they said in chats (profile metrics, from Rasa's event broker).
+    chat_message_count: int = 0
+    intent_counts: Mapping[str, int] = field(default_factory=_no_entries)
     # What the offline models predict (``personalize propensity train``).
     propensity_purchase_7d: float | None = None
     # What the CRM knows.
@@ -119,6 +124,11 @@ FIELDS: Final[Mapping[str, FieldSpec]] = {
         FieldSpec("days_since_last_seen", "number", "days since the last interaction"),
         FieldSpec("favorite_category", "text", "top category by affinity"),
         FieldSpec(
+            "chat_message_count",
+            "number",
+            "the customer's chat messages on record (stored by personalize broker)",
+        ),
+        FieldSpec(
             "propensity_purchase_7d",
             "number",
             "calibrated probability of a purchase in the next 7 days, 0-1 (unknown until "
@@ -162,6 +172,11 @@ FIELDS: Final[Mapping[str, FieldSpec]] = {
 FIELD_PREFIXES: Final[Mapping[str, FieldSpec]] = {
     "category_affinity": FieldSpec(
         "category_affinity.<category>", "number", "affinity to one category, 0-1"
+    ),
+    "intent_counts": FieldSpec(
+        "intent_counts.<intent>",
+        "number",
+        "the customer's chat messages with this intent on record (unknown when none)",
     ),
     "attributes": FieldSpec("attributes.<name>", "any", "one of the profile's free attributes"),
 }
@@ -269,6 +284,9 @@ def facts_from(
             days_since_last_seen=_days_since(metrics.last_seen_at, now),
             favorite_category=metrics.favorite_category,
             category_affinity=MappingProxyType(dict(metrics.category_affinity)),
+            chat_message_count=metrics.chat_message_count,
+            # Read-only, not copied: up to 50 entries, and nobody writes a snapshot.
+            intent_counts=MappingProxyType(metrics.intent_counts),
             propensity_purchase_7d=purchase_7d.score if purchase_7d is not None else None,
             age=demographics.age,
             gender=demographics.gender,

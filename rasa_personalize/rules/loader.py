@@ -28,11 +28,20 @@ from rasa_personalize.rules.conditions import (
 )
 from rasa_personalize.rules.experiments import (
     ARM_KEYS,
+    DEFAULT_MIN_EXPOSURES_PER_ARM,
+    DEFAULT_REFRESH_MINUTES,
+    EXPERIMENT_ALLOCATIONS,
     EXPERIMENT_GOALS,
     EXPERIMENT_KEYS,
     EXPERIMENT_STATUSES,
+    MAX_MIN_EXPOSURES_PER_ARM,
     MAX_NAME_LENGTH,
+    MAX_REFRESH_MINUTES,
+    MAX_THOMPSON_ARMS,
     MAX_WINDOW_DAYS,
+    MIN_REFRESH_MINUTES,
+    THOMPSON_FLOOR,
+    THOMPSON_KEYS,
     Arm,
     Experiment,
 )
@@ -396,14 +405,86 @@ class _Checker(YamlChecker):
         arms = self.arm_list(found["arms"][1]) if "arms" in found else None
         if "arms" not in found:
             self.report(node, "missing 'arms' (a control and at least one variant)")
+        allocation = self.allocation(found, arms)
         if name is None or status is None or goal is None or window_days is None:
             return None, name_node
-        if when is None or arms is None:
+        if when is None or arms is None or allocation is None:
             return None, name_node
         experiment = Experiment(
-            name, status, when, tuple(arms), goal, window_days, description, node_line(node)
+            name,
+            status,
+            when,
+            tuple(arms),
+            goal,
+            window_days,
+            description,
+            node_line(node),
+            *allocation,
         )
         return experiment, name_node
+
+    def allocation(
+        self, found: Mapping[str, tuple[Node, Node]], arms: list[Arm] | None
+    ) -> tuple[str, int, int] | None:
+        """``allocation``, ``min_exposures_per_arm`` and ``refresh_minutes`` (the last two
+        only with ``allocation: thompson``); None after a problem."""
+        allocation = "fixed"
+        if "allocation" in found:
+            chosen = self._choice(
+                found, found["allocation"][1], "allocation", EXPERIMENT_ALLOCATIONS
+            )
+            if chosen is None:
+                return None
+            allocation = chosen
+        if allocation != "thompson":
+            stray = [key for key in THOMPSON_KEYS if key in found]
+            for key in stray:
+                self.report(found[key][0], f"{key!r} is only for 'allocation: thompson'")
+            return (
+                None
+                if stray
+                else (allocation, DEFAULT_MIN_EXPOSURES_PER_ARM, DEFAULT_REFRESH_MINUTES)
+            )
+        ok = True
+        if arms is not None and len(arms) > MAX_THOMPSON_ARMS:
+            self.report(
+                found["arms"][1],
+                f"'allocation: thompson' takes at most {MAX_THOMPSON_ARMS} arms (each keeps "
+                f"{THOMPSON_FLOOR:.0%} of the traffic), got {len(arms)}",
+            )
+            ok = False
+        minimum = self._bounded(
+            found,
+            "min_exposures_per_arm",
+            DEFAULT_MIN_EXPOSURES_PER_ARM,
+            0,
+            MAX_MIN_EXPOSURES_PER_ARM,
+        )
+        refresh = self._bounded(
+            found,
+            "refresh_minutes",
+            DEFAULT_REFRESH_MINUTES,
+            MIN_REFRESH_MINUTES,
+            MAX_REFRESH_MINUTES,
+        )
+        if not ok or minimum is None or refresh is None:
+            return None
+        return allocation, minimum, refresh
+
+    def _bounded(
+        self, found: Mapping[str, tuple[Node, Node]], key: str, default: int, low: int, high: int
+    ) -> int | None:
+        """An optional whole number from ``low`` to ``high``; None after a problem."""
+        if key not in found:
+            return default
+        value = self.value(found[key][1])
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.report(
+                found[key][1],
+                f"{key!r} must be a whole number from {low} to {high:,}, got {show(value)}",
+            )
+            return None
+        return value
 
     def _identifier(self, name_node: Node | None, node: Node, what: str) -> str | None:
         """A name for an experiment or an arm: stored with every exposure, so short text."""
@@ -984,7 +1065,8 @@ class _Checker(YamlChecker):
             )
         elif offer == "discount" and not discount:
             self.report(
-                nodes["offer_type"],
+                # An arm's lone "discount_pct: 0" means a discount offer without the key.
+                nodes["offer_type"] if "offer_type" in nodes else nodes["discount_pct"],
                 "offer_type 'discount' needs a discount_pct above 0",
                 "discount_pct",
             )

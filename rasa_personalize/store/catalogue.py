@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.clock import utc_now
 from rasa_personalize.store.bulk import insert_new_rows_on
+from rasa_personalize.store.collector import collector_paused
 from rasa_personalize.store.consent import read_tracking_facts
 from rasa_personalize.store.dialect import dialect_of, insert_ignoring
 from rasa_personalize.store.history import CustomerHistory, HistoryQuery, read_customer_history
@@ -82,10 +83,15 @@ def read_products(connection: Connection) -> list[ProductRecord]:
 
 # How many of a customer's latest purchases a recommendation excludes (and reads).
 PURCHASES_READ = 1_000
+# How many of a customer's interactions in the recent window it reads, newest first.
+RECENT_READ = 50
 
 
 @lru_cache(maxsize=1)
-def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
+def customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """The statements :func:`read_customer_items` runs, built once: purchases (sku, title,
+    occurred_at), recent interactions (sku, kind, value, occurred_at) and the precomputed
+    list (items, model_version). Parameters: ``customer_id``, ``since`` and ``limit``."""
     interactions, products = Interaction.__table__, Product.__table__
     precomputed = PrecomputedRecommendations.__table__
     purchased = (
@@ -114,11 +120,32 @@ def _customer_item_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
     return purchased, recent, stored
 
 
+def customer_items_from_rows(
+    customer_id: int,
+    purchases: Sequence[Sequence[Any]],
+    recent: Sequence[Sequence[Any]],
+    stored: Sequence[Any] | None,
+    history: CustomerHistory | None = None,
+) -> CustomerItems:
+    """A customer's items from the rows of :func:`customer_item_statements` (``stored``:
+    the precomputed list's row, None without one)."""
+    return CustomerItems(
+        purchased=frozenset(row[0] for row in purchases),
+        recent=tuple((row[0], row[1], row[2]) for row in recent),
+        precomputed=tuple((str(sku), float(score)) for sku, score in stored[0]) if stored else (),
+        precomputed_version=stored[1] if stored else None,
+        last_purchase_title=purchases[0][1] if purchases else None,
+        purchases=tuple((row[0], row[2]) for row in purchases),
+        customer_id=customer_id,
+        history=history,
+    )
+
+
 def read_customer_items(
     connection: Connection,
     customer_id: int,
     since: datetime,
-    recent_limit: int = 50,
+    recent_limit: int = RECENT_READ,
     *,
     with_precomputed: bool = True,
     history: HistoryQuery | None = None,
@@ -129,7 +156,7 @@ def read_customer_items(
     adds the aggregated history when it asks for one (see ``rasa_personalize.store.history``):
     usually no statement when nothing is new, one bounded statement when something is.
     """
-    purchased_statement, recent_statement, stored_statement = _customer_item_statements()
+    purchased_statement, recent_statement, stored_statement = customer_item_statements()
     purchases = connection.execute(purchased_statement, {"customer_id": customer_id}).all()
     recent = connection.execute(
         recent_statement, {"customer_id": customer_id, "since": since, "limit": recent_limit}
@@ -139,15 +166,12 @@ def read_customer_items(
         if with_precomputed
         else None
     )
-    return CustomerItems(
-        purchased=frozenset(row.sku for row in purchases),
-        recent=tuple((row.sku, row.kind, row.value) for row in recent),
-        precomputed=tuple((str(sku), float(score)) for sku, score in stored[0]) if stored else (),
-        precomputed_version=stored.model_version if stored else None,
-        last_purchase_title=purchases[0].title if purchases else None,
-        purchases=tuple((row.sku, row.occurred_at) for row in purchases),
-        customer_id=customer_id,
-        history=None
+    return customer_items_from_rows(
+        customer_id,
+        purchases,
+        recent,
+        stored,
+        None
         if history is None
         else read_customer_history(
             connection,
@@ -192,14 +216,15 @@ async def read_training_rows(session: AsyncSession) -> TrainingRows:
         .join(Product, Product.id == Interaction.product_id)
         .execution_options(yield_per=20_000)
     )
-    async for partition in result.partitions():
-        for key, sku, kind, value, occurred_at in partition:
-            rows.customer_keys.append(key)
-            rows.skus.append(sku)
-            rows.kinds.append(kind)
-            rows.values.append(value)
-            if newest_at is None or occurred_at > newest_at:
-                newest_at = occurred_at
+    with collector_paused():
+        async for partition in result.partitions():
+            for key, sku, kind, value, occurred_at in partition:
+                rows.customer_keys.append(key)
+                rows.skus.append(sku)
+                rows.kinds.append(kind)
+                rows.values.append(value)
+                if newest_at is None or occurred_at > newest_at:
+                    newest_at = occurred_at
     return replace(rows, newest_at=newest_at)
 
 
@@ -229,6 +254,16 @@ async def customer_ids_by_key(session: AsyncSession, keys: Iterable[str]) -> dic
         )
         found.update({key: int(customer_id) for key, customer_id in rows.all()})
     return found
+
+
+async def active_customer_keys(session: AsyncSession, since: datetime) -> set[str]:
+    """Keys of the customers with an interaction at or after ``since`` (over the
+    ``occurred_at`` index: a recent window reads a small part of the table)."""
+    recent = select(Interaction.customer_id).where(Interaction.occurred_at >= since).distinct()
+    rows = await session.execute(
+        select(Customer.customer_key).where(Customer.id.in_(recent.scalar_subquery()))
+    )
+    return {str(key) for key in rows.scalars()}
 
 
 async def replace_precomputed(

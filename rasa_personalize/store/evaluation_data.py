@@ -7,6 +7,7 @@ from typing import Final
 
 from sqlalchemy import func, select
 
+from rasa_personalize.store.collector import collector_paused
 from rasa_personalize.store.models import Interaction, Product
 from rasa_personalize.store.types import Session
 
@@ -50,10 +51,11 @@ async def read_evaluation_rows(session: Session) -> EvaluationRows:
         .order_by(Interaction.id)
         .execution_options(yield_per=READ_BATCH)
     )
-    async for partition in result.partitions():
-        for customer_id, sku, kind, value in partition:
-            rows.customer_ids.append(customer_id)
-            rows.skus.append(sku)
-            rows.kinds.append(kind)
-            rows.values.append(value)
+    with collector_paused():
+        async for partition in result.partitions():
+            for customer_id, sku, kind, value in partition:
+                rows.customer_ids.append(customer_id)
+                rows.skus.append(sku)
+                rows.kinds.append(kind)
+                rows.values.append(value)
     return rows

@@ -5,6 +5,11 @@ An exposure is stored once per (experiment, customer key) by the chat writer
 the same customer (through an alias too) in the window after the exposure; each exposed
 customer converts at most once, and their revenue is the value of the purchases in the
 window.
+
+Two reads serve adaptive allocation (``allocation: thompson``) in the action server:
+:func:`read_arm_counts`, the same counts as the report's but computed by the database
+(one grouped statement) and as of a given time, and :func:`read_exposed_arm`, one
+customer's stored arm (a primary-key read).
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.engine import Connection
 
+from rasa_personalize.store.dialect import count_where
+from rasa_personalize.store.functions import EpochSeconds
 from rasa_personalize.store.models import Customer, CustomerAlias, ExperimentExposure, Interaction
 from rasa_personalize.store.types import Session
 
@@ -123,6 +131,62 @@ async def experiment_outcomes(
         if goal == "purchase":
             entry.revenue += float(price or 0.0) * int(quantity or 1)
     return _outcomes(exposed.values())
+
+
+def read_arm_counts(
+    connection: Connection, experiment: str, goal: str, window: timedelta, until: datetime
+) -> dict[str, tuple[int, int]]:
+    """Arm -> (exposures, conversions) as the store stood at ``until``.
+
+    The report's counts (:func:`experiment_outcomes`), restricted to exposures and goal
+    events before ``until``: any two readers with the same ``until`` and the same rows get
+    the same counts, whenever they read. Grouped by the database, so the answer is one
+    row per arm however many customers were exposed.
+
+    Raises:
+        ValueError: ``goal`` is not one of :data:`GOAL_KINDS`.
+    """
+    if goal not in GOAL_KINDS:
+        raise ValueError(f"unknown goal {goal!r}; it is one of {', '.join(GOAL_KINDS)}")
+    exposures = ExperimentExposure.__table__
+    customers, aliases = Customer.__table__, CustomerAlias.__table__
+    interactions = Interaction.__table__
+    goal_event = and_(
+        interactions.c.customer_id == func.coalesce(customers.c.id, aliases.c.customer_id),
+        interactions.c.kind == GOAL_KINDS[goal],
+        interactions.c.occurred_at >= exposures.c.exposed_at,
+        interactions.c.occurred_at < until,
+        # Seconds on every backend: a timestamp plus an interval is spelt three ways.
+        EpochSeconds(interactions.c.occurred_at)
+        < EpochSeconds(exposures.c.exposed_at) + window.total_seconds(),
+    )
+    if goal == "accept":
+        goal_event = and_(goal_event, interactions.c.value > 0)
+    statement = (
+        select(exposures.c.arm, func.count(), count_where(exists().where(goal_event)))
+        .select_from(
+            exposures.outerjoin(
+                customers, customers.c.customer_key == exposures.c.customer_key
+            ).outerjoin(aliases, aliases.c.alias_key == exposures.c.customer_key)
+        )
+        .where(exposures.c.experiment == experiment, exposures.c.exposed_at < until)
+        .group_by(exposures.c.arm)
+    )
+    return {
+        str(arm): (int(exposed), int(converted))
+        for arm, exposed, converted in connection.execute(statement).all()
+    }
+
+
+def read_exposed_arm(connection: Connection, experiment: str, customer_key: str) -> str | None:
+    """The arm ``customer_key`` was first exposed to in ``experiment``, if they were."""
+    arm = connection.execute(
+        select(ExperimentExposure.arm).where(
+            ExperimentExposure.experiment == experiment,
+            ExperimentExposure.customer_key == customer_key,
+        )
+    ).scalar_one_or_none()
+    return None if arm is None else str(arm)
 
 
 def _outcomes(exposed: Any) -> ExperimentOutcomes:

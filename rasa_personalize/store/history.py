@@ -171,12 +171,31 @@ def has_newer_interactions(
     after = query.after
     if after is None:
         raise InvalidInputError("has_newer_interactions needs a query with an `after` time")
-    covered = recent_since is not None and recent_since <= after
-    if covered and (recent_complete or (recent and recent[-1][1] <= after)):
-        return any(kind in query.kinds and at > after for kind, at in recent)
+    known = newer_in_recent(
+        query, recent, recent_since=recent_since, recent_complete=recent_complete
+    )
+    if known is not None:
+        return known
     newer, _ = _history_statements()
     parameters = {"customer_id": customer_id, "kinds": sorted(query.kinds), "after": after}
     return connection.execute(newer, parameters).first() is not None
+
+
+def newer_in_recent(
+    query: HistoryQuery,
+    recent: Sequence[tuple[str, datetime]],
+    *,
+    recent_since: datetime | None,
+    recent_complete: bool,
+) -> bool | None:
+    """:func:`has_newer_interactions` answered from ``recent`` alone, or None when the
+    interactions read do not reach back to ``query.after`` (a statement must tell)."""
+    after = query.after
+    if after is None or recent_since is None or recent_since > after:
+        return None
+    if recent_complete or (recent and recent[-1][1] <= after):
+        return any(kind in query.kinds and at > after for kind, at in recent)
+    return None
 
 
 def read_history_entries(

@@ -24,13 +24,27 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Dialect, Engine, Select, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from rasa_personalize.store.catalogue import (
+    RECENT_READ,
+    CustomerItems,
+    customer_item_statements,
+    customer_items_from_rows,
+)
+from rasa_personalize.store.history import (
+    CustomerHistory,
+    HistoryQuery,
+    newer_in_recent,
+    read_customer_history,
+)
+from rasa_personalize.store.models import UtcDateTime
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.repository import snapshot_from_rows, snapshot_statements
 from rasa_personalize.tracing import STORE_READ_SPAN, store_read, traced
@@ -56,20 +70,73 @@ class _Compiled:
         self._names = tuple(compiled.positiontup or ())
         # Literal values the statement carries itself (its LIMIT, say).
         self._defaults = {name: compiled.binds[name].value for name in self._names}
+        # The converters SQLAlchemy applies to values bound (an aware datetime to SQLite's
+        # text, say); None where a value goes as it is.
+        self._binders: tuple[Processor, ...] = tuple(
+            compiled.binds[name].type._cached_bind_processor(dialect) for name in self._names
+        )
+        self._binds_as_is = not any(self._binders)
         # The same converters SQLAlchemy applies (UTC datetimes, JSON documents).
-        self._processors: tuple[Processor, ...] = tuple(
-            column.type._cached_result_processor(dialect, None)
+        processors = [
+            _utc_time_reader(column.type._cached_result_processor(dialect, None))
+            if isinstance(column.type, UtcDateTime)
+            else column.type._cached_result_processor(dialect, None)
             for column in statement.selected_columns
+        ]
+        # (column index, converter) of the columns that have one: most have none, and
+        # looking at each column of each row cost more than the reads themselves.
+        self._converted: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (index, process) for index, process in enumerate(processors) if process is not None
         )
 
     def parameters(self, **values: Any) -> tuple[Any, ...]:
-        return tuple(values.get(name, self._defaults.get(name)) for name in self._names)
+        found = tuple(values.get(name, self._defaults.get(name)) for name in self._names)
+        if self._binds_as_is:
+            return found
+        return tuple(
+            bind(value) if bind is not None and value is not None else value
+            for bind, value in zip(self._binders, found, strict=True)
+        )
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            process(value) if process is not None and value is not None else value
-            for process, value in zip(self._processors, row, strict=True)
-        )
+        """One row with SQLAlchemy's converters applied (only to the columns that have one)."""
+        converted = list(row)
+        for index, process in self._converted:
+            value = converted[index]
+            if value is not None:
+                converted[index] = process(value)
+        return tuple(converted)
+
+    def convert_all(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """:meth:`convert` of each row; rows of columns without converters stay as read."""
+        if not self._converted:
+            return [tuple(row) for row in rows]
+        return [self.convert(row) for row in rows]
+
+
+# How SQLAlchemy writes a datetime into SQLite: "2026-12-07 10:11:12.123456" (UTC).
+_SQLITE_TIME_LENGTH: Final = 26
+
+
+def _utc_time_reader(processor: Processor) -> Callable[[Any], Any]:
+    """``UtcDateTime``'s converter, in one C call for the text SQLAlchemy writes.
+
+    SQLAlchemy reads it with ``datetime.fromisoformat`` and then makes it aware; appending
+    the zero offset gets the same aware UTC datetime at once (recent interactions and
+    purchases hold one per row). Anything else goes through SQLAlchemy's own converter.
+    """
+    assert processor is not None  # UtcDateTime always converts
+    parse = datetime.fromisoformat
+
+    def read(value: Any) -> Any:
+        if type(value) is str and len(value) == _SQLITE_TIME_LENGTH and value[10] == " ":
+            try:
+                return parse(value + "+00:00")
+            except ValueError:
+                pass  # not a time after all: SQLAlchemy's converter says what it is
+        return processor(value)
+
+    return read
 
 
 class InlineSnapshotReader:
@@ -94,6 +161,9 @@ class InlineSnapshotReader:
         )
         self._customer, self._aliased, self._tags, self._segment = customer, aliased, tags, segment
         self._consent = consent
+        self._purchased, self._recent, self._stored = (
+            _Compiled(statement, dialect) for statement in customer_item_statements()
+        )
 
     @classmethod
     def open(cls, database_url: str, dialect: Dialect) -> InlineSnapshotReader | None:
@@ -162,7 +232,7 @@ class InlineSnapshotReader:
             segment = execute(
                 self._segment.sql, self._segment.parameters(customer_id=customer_id)
             ).fetchone()
-            tag_rows = [self._tags.convert(tag) for tag in tags.fetchall()]
+            tag_rows = self._tags.convert_all(tags.fetchall())
             answers = execute(
                 self._consent.sql, self._consent.parameters(key=key, customer_id=customer_id)
             ).fetchall()
@@ -170,10 +240,73 @@ class InlineSnapshotReader:
                 customer,
                 tag_rows,
                 self._segment.convert(segment) if segment is not None else None,
-                [self._consent.convert(answer) for answer in answers],
+                self._consent.convert_all(answers),
             )
         finally:
             execute("COMMIT")
+
+    @traced(
+        STORE_READ_SPAN,
+        # The reader's name as the pool path reports it: one name per read in traces.
+        {"personalize.store.path": "inline", "personalize.store.reader": "_read_customer_items"},
+    )
+    def items(
+        self,
+        customer_id: int,
+        since: datetime,
+        *,
+        with_precomputed: bool,
+        history: HistoryQuery | None,
+    ) -> CustomerItems:
+        """What ``catalogue.read_customer_items`` reads, from the same statements, without
+        SQLAlchemy's execution layer (it cost four times SQLite's own work here).
+
+        The aggregated history is read through the engine, and only when the recent
+        interactions cannot tell that nothing is new (rarely: once per model and customer).
+
+        Raises:
+            InlineReadUnavailableError: SQLite could not answer at once; use the thread.
+        """
+        execute = self._connection.execute
+        limit = RECENT_READ
+        try:
+            # One read transaction: the three statements see the same commit.
+            execute("BEGIN")
+            try:
+                purchased, recent_read, stored_read = self._purchased, self._recent, self._stored
+                purchases = purchased.convert_all(
+                    execute(purchased.sql, purchased.parameters(customer_id=customer_id)).fetchall()
+                )
+                recent = recent_read.convert_all(
+                    execute(
+                        recent_read.sql,
+                        recent_read.parameters(customer_id=customer_id, since=since, limit=limit),
+                    ).fetchall()
+                )
+                stored_row = (
+                    execute(
+                        stored_read.sql, stored_read.parameters(customer_id=customer_id)
+                    ).fetchone()
+                    if with_precomputed
+                    else None
+                )
+                stored = stored_read.convert(stored_row) if stored_row is not None else None
+            finally:
+                execute("COMMIT")
+        except sqlite3.Error as error:
+            raise InlineReadUnavailableError(type(error).__name__) from error
+        found: CustomerHistory | None = None
+        if history is not None:
+            seen = [(row[1], row[3]) for row in recent]
+            complete = len(recent) < limit
+            if (
+                newer_in_recent(history, seen, recent_since=since, recent_complete=complete)
+                is False
+            ):
+                found = CustomerHistory(history)
+            else:
+                found = self.run(_history_reader(customer_id, history, seen, since, complete))
+        return customer_items_from_rows(customer_id, purchases, recent, stored, found)
 
     @traced(STORE_READ_SPAN, store_read("inline"))
     def run(self, reader: Callable[..., T], *args: Any) -> T:
@@ -197,6 +330,21 @@ class InlineSnapshotReader:
         self._connection.close()
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _history_reader(
+    customer_id: int,
+    query: HistoryQuery,
+    recent: list[tuple[str, datetime]],
+    since: datetime,
+    complete: bool,
+) -> Callable[[Connection], CustomerHistory]:
+    def read_history(connection: Connection) -> CustomerHistory:
+        return read_customer_history(
+            connection, customer_id, query, recent, recent_since=since, recent_complete=complete
+        )
+
+    return read_history
 
 
 def _read_only_connection(path: str | None) -> sqlite3.Connection:

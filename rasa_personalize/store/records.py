@@ -93,6 +93,13 @@ class ProfileMetrics:
     discounted_purchase_share: float = 0.0
     favorite_category: str | None = None
     category_affinity: Mapping[str, float] = field(default_factory=dict)
+    # Chat activity from Rasa's event broker: the customer's messages, and of those with
+    # an intent, how many had each (the most frequent MAX_INTENT_COUNTS intents).
+    chat_message_count: int = 0
+    intent_counts: Mapping[str, int] = field(default_factory=dict)
+    # Conversation sessions begun, and the mean length of those whose end was recorded.
+    session_count: int = 0
+    average_session_seconds: float | None = None
     # Latest offline propensity scores by target (``purchase_7d``); written by
     # ``personalize propensity train``, kept by every rebuild (DERIVED_METRICS).
     propensity: Mapping[str, PropensityRecord] = field(default_factory=dict)
@@ -101,6 +108,8 @@ class ProfileMetrics:
     def from_document(cls, document: Mapping[str, Any]) -> ProfileMetrics:
         """Read metrics from a stored JSON document, tolerating missing keys."""
         affinity = document.get("category_affinity") or {}
+        intents = document.get("intent_counts") or {}
+        average = document.get("average_session_seconds")
         stored = document.get("propensity")
         propensity = {
             str(target): record
@@ -118,6 +127,10 @@ class ProfileMetrics:
             discounted_purchase_share=float(document.get("discounted_purchase_share", 0.0)),
             favorite_category=document.get("favorite_category"),
             category_affinity={str(k): float(v) for k, v in affinity.items()},
+            chat_message_count=int(document.get("chat_message_count", 0)),
+            intent_counts={str(k): int(v) for k, v in intents.items()},
+            session_count=int(document.get("session_count", 0)),
+            average_session_seconds=float(average) if average is not None else None,
             propensity=propensity,
         )
 
@@ -138,6 +151,14 @@ class ProfileMetrics:
             "discounted_purchase_share": round(self.discounted_purchase_share, 4),
             "favorite_category": self.favorite_category,
             "category_affinity": dict(self.category_affinity),
+            "chat_message_count": self.chat_message_count,
+            "intent_counts": dict(self.intent_counts),
+            "session_count": self.session_count,
+            "average_session_seconds": (
+                round(self.average_session_seconds, 1)
+                if self.average_session_seconds is not None
+                else None
+            ),
         }
         # Only when scored: documents written before propensity existed stay the same.
         if self.propensity:

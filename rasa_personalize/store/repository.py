@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     Select,
@@ -61,6 +61,9 @@ CATEGORY_AFFINITY_WEIGHTS = {
 
 # A purchase counts as discounted when paid at least this much below the list price.
 DISCOUNT_THRESHOLD = 0.95
+# Intents kept per profile, the most frequent first: the profile is read on the hot path,
+# and a chat_message's category is whatever its sender wrote.
+MAX_INTENT_COUNTS: Final = 50
 
 
 SnapshotStatements = tuple[Select[Any], Select[Any], Select[Any], Select[Any], Select[Any]]
@@ -250,6 +253,8 @@ async def write_profile_metrics(
         else member_of(Interaction.customer_id, customer_ids, dialect)
     )
     is_purchase = Interaction.kind == "purchase"
+    is_session_length = (Interaction.kind == "session_end") & (Interaction.value >= 0)
+    is_chat = Interaction.kind == "chat_message"
     spent = Interaction.price * Interaction.quantity
     discounted = (Interaction.price < Product.price * DISCOUNT_THRESHOLD) & is_purchase
     totals = await session.execute(
@@ -263,6 +268,10 @@ async def write_profile_metrics(
             func.max(Interaction.occurred_at),
             func.max(case((is_purchase, Interaction.occurred_at), else_=None)),
             count_where(discounted),
+            count_where(is_chat),
+            count_where(Interaction.kind == "session_start"),
+            # Lengths only: a negative value (from before ingestion checked it) is no length.
+            func.avg(case((is_session_length, Interaction.value), else_=None)),
         )
         .outerjoin(Product, Product.id == Interaction.product_id)
         .where(only, Interaction.kind.not_in(ASSISTANT_KINDS))
@@ -281,6 +290,7 @@ async def write_profile_metrics(
     affinities: dict[int, dict[str, float]] = {}
     for customer_id, category, score in affinity_rows:
         affinities.setdefault(customer_id, {})[category] = float(score or 0.0)
+    intents = await _intent_counts(session, only)
 
     # UtcDateTime is not applied to aggregate results, so SQLite hands back strings.
     def as_time(value: object) -> datetime | None:
@@ -305,7 +315,20 @@ async def write_profile_metrics(
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for row in sorted(totals, key=lambda total: int(total[0])):
-        customer_id, n, views, purchases, total, first, last, last_purchase, n_discounted = row
+        (
+            customer_id,
+            n,
+            views,
+            purchases,
+            total,
+            first,
+            last,
+            last_purchase,
+            n_discounted,
+            chats,
+            sessions,
+            session_seconds,
+        ) = row
         raw = affinities.get(customer_id, {})
         mass = sum(raw.values()) or 1.0
         affinity = {c: round(s / mass, 4) for c, s in sorted(raw.items(), key=lambda i: -i[1])}
@@ -322,6 +345,12 @@ async def write_profile_metrics(
             ),
             favorite_category=next(iter(affinity), None),
             category_affinity=affinity,
+            chat_message_count=int(chats or 0),
+            intent_counts=intents.get(customer_id, {}),
+            session_count=int(sessions or 0),
+            average_session_seconds=(
+                float(session_seconds) if session_seconds is not None else None
+            ),
         ).to_document()
         metrics = carry_derived(metrics, existing.get(customer_id))
         if customer_id not in existing:
@@ -351,6 +380,23 @@ async def write_profile_metrics(
             updates,
         )
     return len(inserts) + len(updates)
+
+
+async def _intent_counts(session: AsyncSession, only: Any) -> dict[int, dict[str, int]]:
+    """customer id -> {intent: messages}: the customers' chat messages grouped by the
+    intent in their category, the MAX_INTENT_COUNTS most frequent of each (ties by name)."""
+    rows = await session.execute(
+        select(Interaction.customer_id, Interaction.category, func.count())
+        .where(only, Interaction.kind == "chat_message", Interaction.category.is_not(None))
+        .group_by(Interaction.customer_id, Interaction.category)
+    )
+    found: dict[int, list[tuple[str, int]]] = {}
+    for customer_id, intent, count in rows:
+        found.setdefault(customer_id, []).append((str(intent), int(count)))
+    return {
+        customer_id: dict(sorted(counts, key=lambda item: (-item[1], item[0]))[:MAX_INTENT_COUNTS])
+        for customer_id, counts in found.items()
+    }
 
 
 async def delete_all_rows(session: AsyncSession) -> None:

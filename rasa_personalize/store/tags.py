@@ -276,6 +276,36 @@ async def write_tags(
     return len(rows)
 
 
+async def set_customer_tag(
+    session: Session,
+    customer_id: int,
+    tag: str,
+    *,
+    source: str,
+    now: datetime,
+    removes: Collection[str] = (),
+) -> int:
+    """Give one customer ``tag`` as :func:`write_tags` does, and delete their ``removes``
+    tags whatever their source.
+
+    For what customers say about themselves: their latest word replaces what any source
+    said before (a tag rule that still holds writes its tag again on its next run).
+
+    Returns:
+        rows of ``removes`` deleted.
+    """
+    removed = 0
+    if removes:
+        removed = await _rowcount(
+            session,
+            delete(CustomerTag).where(
+                CustomerTag.customer_id == customer_id, CustomerTag.tag.in_(sorted(removes))
+            ),
+        )
+    await write_tags(session, [TagHolders(tag, 1.0, [customer_id])], source=source, now=now)
+    return removed
+
+
 async def delete_tags_except(session: Session, source: str, keep: Collection[str]) -> int:
     """Delete every tag row of ``source`` whose tag is not in ``keep``; returns rows deleted."""
     return await _rowcount(

@@ -321,6 +321,57 @@ def test_an_anonymous_visitors_answer_stays_in_the_conversation(
     assert ("interested_in_kitchen", "chat") not in tags_of(assistant, "demo-new")
 
 
+def test_a_category_turned_down_in_the_chat_leaves_the_recommendations(
+    assistant: RunningAssistant,
+) -> None:
+    """demo-loyal says no more of the category their picks are full of: stored, confirmed,
+    and the next picks hold none of it; asking for it brings it back for that request,
+    and "I love ..." undoes the dislike."""
+    products = catalogue(assistant)
+    sender = conversation()
+
+    def say(text: str) -> str:
+        return " ".join(assistant.say(sender, text, user_id="demo-loyal"))
+
+    say("what do you recommend?")
+    before = [products[item["sku"]][1] for item in assistant.slots(sender)["recommended_products"]]
+    # The category their picks hold most of (electronics, for this customer).
+    category = max(sorted(set(before)), key=before.count)
+    reply = say(f"stop showing me {category} stuff")
+    picks = say("what do you recommend?")
+    after = assistant.slots(sender)["recommended_products"]
+    asked = say(f"show me {category}")
+    asked_for = assistant.slots(sender)["recommended_products"]
+    undone = say(f"actually I do like {category}")
+
+    assert f"Got it: no more {category} in my suggestions" in reply
+    assert after, picks
+    assert all(products[item["sku"]][1] != category for item in after)
+    assert all(item["title"] in picks for item in after)
+    assert f"in {category}" not in picks
+    assert f"like {category}" not in picks
+    assert asked_for, asked
+    assert all(products[item["sku"]][1] == category for item in asked_for), asked
+    assert f"Noted: you like {category}." in undone
+    tags = tags_of(assistant, "demo-loyal")
+    assert (f"interested_in_{category}", "chat") in tags
+    assert (f"not_interested_in_{category}", "chat") not in tags
+
+
+def test_an_anonymous_visitors_dislike_is_not_stored_and_the_bot_says_so(
+    assistant: RunningAssistant,
+) -> None:
+    """No proof of who they are: nothing stored for anyone, and an honest answer."""
+    sender = conversation()
+    reply = " ".join(
+        assistant.say(sender, "stop showing me kitchen stuff", user_id="demo-new", signed=False)
+    )
+
+    assert "I can only remember what you like and don't like when you're signed in" in reply
+    assert ("not_interested_in_kitchen", "chat") not in tags_of(assistant, "demo-new")
+    assert tags_of(assistant, sender) == []
+
+
 def test_lapsed_customer_gets_the_win_back_turn_before_anything_else(
     assistant: RunningAssistant,
 ) -> None:

@@ -118,6 +118,8 @@ def test_timestamps(changes: dict[str, Any], expected: datetime) -> None:
         ({"kind": "feedback"}, "value", "missing"),
         # rating out of range
         ({"kind": "rating", "value": 6}, "value", "between 1 and 5"),
+        # a session that lasted less than nothing
+        ({"kind": "session_end", "product": None, "value": -1.0}, "value", "not negative"),
         # negative quantity
         ({"quantity": -1}, "quantity", "between 0"),
         # fractional quantity
@@ -150,6 +152,9 @@ def test_each_field_is_checked(changes: Any, field: str, reason_part: str) -> No
         # rating at both ends
         {"kind": "rating", "value": 1},
         {"kind": "rating", "value": 5.0},
+        # a session's length, and a session without one
+        {"kind": "session_end", "product": None, "value": 0},
+        {"kind": "session_end", "product": None},
         # numeric customer ids are accepted as text
         {"customer": 12345},
         # quantity 0 and a zero price (a free sample)

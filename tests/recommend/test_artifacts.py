@@ -28,6 +28,7 @@ from rasa_personalize.recommend.artifacts import (
 )
 from rasa_personalize.recommend.errors import ArtifactError, NotFittedError
 from rasa_personalize.recommend.interactions import InteractionData
+from rasa_personalize.recommend.versions import HISTORY_FILE
 from tests.recommend.conftest import block_users, seen_items
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -79,9 +80,13 @@ def test_round_trip_gives_identical_recommendations(
 def test_layout_has_no_leftovers_and_no_pickle(
     tmp_path: Path, checkerboard_model: AlsRecommender
 ) -> None:
-    """One version directory with two files, CURRENT naming it, no temporary entries."""
+    """One version directory with two files, CURRENT naming it, HISTORY listing it, no
+    temporary entries."""
     saved = save_artifact(checkerboard_model, tmp_path, trained_at=T0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT_FILE, saved.version])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [CURRENT_FILE, HISTORY_FILE, saved.version]
+    )
+    assert (tmp_path / HISTORY_FILE).read_text() == f"{saved.version}\n"
     assert sorted(p.name for p in saved.path.iterdir()) == [FACTORS_FILE, METADATA_FILE]
     with np.load(saved.path / FACTORS_FILE, allow_pickle=False) as stored:
         assert all(stored[name].dtype != object for name in stored.files)

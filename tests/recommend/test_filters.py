@@ -62,6 +62,10 @@ def cases(draw: st.DrawFn) -> Case:
         in_stock_only=draw(st.booleans()),
         category=draw(st.none() | st.sampled_from([*CATEGORIES, "toys"])),
         max_price=draw(st.none() | st.integers(0, 100).map(float)),
+        # a shopper's dislikes, "toys" being none of the catalogue's
+        exclude_categories=frozenset(
+            draw(st.lists(st.sampled_from([*CATEGORIES, "toys"]), max_size=2))
+        ),
     )
     seen = frozenset(draw(st.lists(st.sampled_from([*ids, "gone-1"]))))
     return Case(catalogue, model_items, scores, filters, seen)
@@ -76,6 +80,8 @@ def passes(case: Case, item_id: str) -> bool:
     if filters.in_stock_only and not catalogue.in_stock[row]:
         return False
     if filters.category is not None and catalogue.categories[row] != filters.category:
+        return False
+    if catalogue.categories[row] in filters.exclude_categories:
         return False
     return filters.max_price is None or catalogue.prices[row] <= filters.max_price
 
@@ -192,6 +198,21 @@ def test_candidates_known_answer() -> None:
     ]
 
 
+def test_excluded_categories_known_answer() -> None:
+    """Dislikes of shoes and of a category the catalogue lacks: every bag, no shoe."""
+    catalogue = ItemCatalogue.build(
+        ["a", "b", "c", "d"],
+        ["shoes", "bags", "shoes", "bags"],
+        [10.0, 20.0, 30.0, 40.0],
+        np.array([True, True, True, False]),
+    )
+    filters = RecommendationFilters(exclude_categories=frozenset({"shoes", "toys"}))
+    candidates = filters.candidates(catalogue)
+    assert [item for item, ok in zip(catalogue.index, candidates.allowed, strict=True) if ok] == [
+        "b"
+    ]
+
+
 def test_unknown_category_allows_nothing() -> None:
     """A category the catalogue does not have gives no candidates (not all of them)."""
     catalogue = ItemCatalogue.build(["a"], ["shoes"], [1.0], np.array([True]))
@@ -216,6 +237,8 @@ def test_filters_reject_bad_values() -> None:
         RecommendationFilters(max_price=-5.0)
     with pytest.raises(InvalidInputError, match="not one string"):
         RecommendationFilters(exclude="sku-1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"exclude_categories .* not one string"):
+        RecommendationFilters(exclude_categories="kitchen")  # type: ignore[arg-type]
 
 
 def test_catalogue_rejects_repeated_ids_and_bad_prices() -> None:

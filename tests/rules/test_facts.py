@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -167,7 +167,7 @@ def test_implausible_locations_are_dropped(location: str | None) -> None:
 
 def test_registry_covers_every_fact_field_and_nothing_else() -> None:
     """The YAML vocabulary and the Facts dataclass never drift apart."""
-    mappings = {"category_affinity", "attributes"}
+    mappings = {"category_affinity", "intent_counts", "attributes"}
     assert set(FIELDS) == set(field_names()) - mappings
     assert field_names() == tuple(item.name for item in fields(Facts))
     assert all(spec.name == name for name, spec in FIELDS.items())
@@ -296,3 +296,31 @@ def test_rules_can_test_session_facts() -> None:
     assert closest_field("session_recomendations_rejected") == "session_recommendations_rejected"
     overridden = with_overrides(Facts(), {"session_recommendations_shown": "4"})
     assert overridden.session_recommendations_shown == 4
+
+
+def test_rules_read_intent_counts_from_the_stored_metrics() -> None:
+    """Per-intent counts come from the profile (no query of their own); an intent never
+    seen is unknown, so `exists: false` tells "never asked"."""
+    rules = parse_rules(
+        "version: 1\n"
+        "rules:\n"
+        "  - name: keeps asking prices\n"
+        "    when: {intent_counts.ask_price: {gte: 3}}\n"
+        "    then: {offer_type: discount, discount_pct: 10}\n"
+        "  - name: never complained\n"
+        "    when: {field: intent_counts.complain, op: exists, value: false}\n"
+        "    then: {offer_type: free_shipping}\n"
+    )
+    chatty = replace(
+        snapshot().metrics, chat_message_count=5, intent_counts={"ask_price": 3, "greet": 2}
+    )
+    complained = replace(chatty, intent_counts={"ask_price": 1, "complain": 1})
+    facts = facts_from(snapshot(metrics=chatty), "loyal", ConversationContext(), NOW)
+    assert (facts.chat_message_count, facts.intent_counts) == (5, {"ask_price": 3, "greet": 2})
+    assert evaluate(rules, facts).offer_type == "discount"
+    unknown = facts_from(None, "new_visitor", ConversationContext(), NOW)
+    assert evaluate(rules, unknown).offer_type == "free_shipping"
+    other = facts_from(snapshot(metrics=complained), "loyal", ConversationContext(), NOW)
+    assert evaluate(rules, other).offer_type == "none"
+    assert field_spec("intent_counts.ask_price") is not None
+    assert closest_field("intent_count.ask_price") == "intent_counts.ask_price"

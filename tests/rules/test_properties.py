@@ -91,12 +91,19 @@ def _facts() -> st.SearchStrategy[Facts]:
 
 # -- valid rule files ----------------------------------------------------------------------
 
-FIELD_CHOICES = [*FIELDS, "category_affinity.running", "attributes.staff", "attributes.level"]
+FIELD_CHOICES = [
+    *FIELDS,
+    "category_affinity.running",
+    "intent_counts.running",
+    "attributes.staff",
+    "attributes.level",
+]
+NUMBER_FAMILIES = ("category_affinity", "intent_counts")
 
 
 def element(name: str) -> st.SearchStrategy[Any]:
     spec = FIELDS.get(name)
-    kind = spec.kind if spec else ("number" if name.startswith("category_affinity") else "any")
+    kind = spec.kind if spec else ("number" if name.startswith(NUMBER_FAMILIES) else "any")
     finite = st.integers(-1000, 1000) | st.floats(-1000, 1000, allow_nan=False).map(
         lambda value: round(value, 3)
     )
@@ -116,7 +123,7 @@ def element(name: str) -> st.SearchStrategy[Any]:
 def comparisons(draw: st.DrawFn) -> dict[str, Any]:
     name = draw(st.sampled_from(FIELD_CHOICES))
     spec = FIELDS.get(name)
-    kind = spec.kind if spec else ("number" if name.startswith("category_affinity") else "any")
+    kind = spec.kind if spec else ("number" if name.startswith(NUMBER_FAMILIES) else "any")
     op = draw(st.sampled_from(OPERATORS_BY_KIND[kind]))
     value: Any
     if op == "exists":
@@ -327,6 +334,8 @@ moments = st.none() | st.datetimes(
         discounted_purchase_share=st.floats(0, 1),
         favorite_category=st.none() | words,
         category_affinity=st.dictionaries(words, st.floats(0, 1), max_size=3),
+        chat_message_count=st.integers(0, 10**5),
+        intent_counts=st.dictionaries(words, st.integers(1, 10**5), max_size=3),
     ),
     st.sampled_from([*LOYALTY_TIERS, "diamond", ""]),
     st.lists(words, max_size=3),

@@ -3,20 +3,28 @@ never waiting for a writer, and out of the way whenever they cannot answer at on
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.dialects import sqlite
 
 from rasa_personalize.identity import customer_key
+from rasa_personalize.store.catalogue import replace_precomputed
 from rasa_personalize.store.consent import set_consent
-from rasa_personalize.store.inline import InlineReadUnavailableError, InlineSnapshotReader
-from rasa_personalize.store.models import CustomerAlias
+from rasa_personalize.store.history import HistoryQuery
+from rasa_personalize.store.inline import (
+    InlineReadUnavailableError,
+    InlineSnapshotReader,
+    _utc_time_reader,
+)
+from rasa_personalize.store.models import CustomerAlias, UtcDateTime
 from rasa_personalize.store.records import CustomerSnapshot
 from rasa_personalize.store.repository import rebuild_profile_metrics
-from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
+from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore, _json_document
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
@@ -184,3 +192,104 @@ async def test_inline_items_equal_the_threaded_ones(sqlite_store: SqlStore) -> N
     assert inline_items == threaded_items
     assert inline_items.purchased == frozenset({"SKU-RUN-1"})
     assert inline_items.last_purchase_title is not None
+
+
+@pytest.mark.parametrize(
+    ("since_days", "after_days"),
+    [
+        # no history asked for
+        (30, None),
+        # the recent window reaches the cutoff and holds the newer purchases: read
+        (30, 10),
+        # nothing after the cutoff: the recent window says so, no statement
+        (30, -1),
+        # the window does not reach back to the cutoff: the statement decides
+        (1, 10),
+        # a history of everything
+        (30, "all"),
+    ],
+)
+async def test_inline_items_with_history_and_a_list_equal_the_threaded_ones(
+    sqlite_store: SqlStore, since_days: int, after_days: int | str | None
+) -> None:
+    """With a precomputed list and any history query, the inline items are the threaded ones."""
+    await seeded(sqlite_store)
+    snapshot = inline(sqlite_store, "ada")
+    assert snapshot is not None
+    async with sqlite_store.sessions.begin() as session:
+        await replace_precomputed(
+            session, [(snapshot.customer_id, [["SKU-RUN-1", 0.75], ["SKU-X", 0.5]])], "v7"
+        )
+    since = NOW - timedelta(days=since_days)
+    history = (
+        None
+        if after_days is None
+        else HistoryQuery(
+            after=None if after_days == "all" else NOW - timedelta(days=float(after_days)),
+            kinds=frozenset({"purchase", "view"}),
+        )
+    )
+
+    reader = sqlite_store._inline_reader()
+    assert reader is not None
+    # Straight from the reader: a failure must not pass as the thread's answer.
+    inline_items = reader.items(snapshot.customer_id, since, with_precomputed=True, history=history)
+    sqlite_store._inline = None
+    try:
+        threaded_items = await sqlite_store.load_customer_items(
+            snapshot.customer_id, since, history=history
+        )
+    finally:
+        sqlite_store._inline = reader
+
+    assert inline_items == threaded_items
+    assert inline_items.precomputed == (("SKU-RUN-1", 0.75), ("SKU-X", 0.5))
+    assert inline_items.precomputed_version == "v7"
+    if history is not None and after_days != -1:
+        assert inline_items.history is not None
+        assert [entry.sku for entry in inline_items.history.entries] == ["SKU-RUN-1"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '{"favorite_category": "running", "category_affinity": {"running": 0.75}}',
+        # what json writes and orjson refuses: read as json reads it
+        '{"score": NaN, "big": 123456789012345678901234567890}',
+        '["\\ud800"]',
+    ],
+)
+def test_stored_json_documents_read_as_json_reads_them(document: str) -> None:
+    """The SQLite engine's faster JSON reader gives what ``json.loads`` gives, always."""
+    found, expected = _json_document(document), json.loads(document)
+    assert repr(found) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        # as SQLAlchemy writes a time into SQLite
+        "2026-12-07 10:11:12.123456",
+        # as other writers might have: no fraction, a T, an offset, a Z
+        "2026-12-07 10:11:12",
+        "2026-12-07T10:11:12.123456",
+        "2026-12-07 10:11:12.123+02:00",
+        "2026-12-07 10:11:12Z",
+    ],
+)
+def test_stored_times_read_inline_as_sqlalchemy_reads_them(stored: str) -> None:
+    """The inline reader's quick reading of a stored time is SQLAlchemy's, aware and UTC."""
+    dialect = sqlite.dialect()
+    processor = UtcDateTime()._cached_result_processor(dialect, None)
+    assert processor is not None
+    quick = _utc_time_reader(processor)(stored)
+    assert quick == processor(stored)
+    assert quick.tzinfo is timezone.utc
+
+
+def test_a_time_that_is_not_one_fails_as_before() -> None:
+    """Text that only looks like a stored time is refused by SQLAlchemy's converter."""
+    processor = UtcDateTime()._cached_result_processor(sqlite.dialect(), None)
+    assert processor is not None
+    with pytest.raises(ValueError, match="month must be in"):
+        _utc_time_reader(processor)("2026-13-07 10:11:12.123456")
