@@ -10,7 +10,7 @@ CPU time and peak RSS (``ru_maxrss`` from ``wait4``) are its own:
    it answers ``action_recommend_products`` with recommendations, and again after
    personalized answers to ``--requests`` customers.
 
-Target (the "million customers" issue): the pipeline (stage 2) <= 10 minutes on 2 cores;
+Targets: the pipeline (stage 2) <= 10 minutes on 2 cores;
 the server <= 1.5 GB RSS. Seeding drops and recreates the database the URL names (it is
 the bench's own: ``million`` by default); ``--skip-seed`` reuses it as it is.
 

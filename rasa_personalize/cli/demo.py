@@ -54,8 +54,9 @@ def seed_demo(
         int | None,
         typer.Option(
             min=1,
-            help="Generate and write this many customers at a time (any size, same shop); "
-            "default: in chunks from 100,000 customers on, in one piece below.",
+            help="Use the chunked generator, this many customers at a time (every chunk "
+            "size gives the same shop); default: chunks from 100,000 customers on, the "
+            "in-memory generator below.",
             show_default=False,
         ),
     ] = None,

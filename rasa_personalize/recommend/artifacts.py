@@ -12,10 +12,11 @@ written, listed and swapped)::
             metadata.json                        version, trained_at, data_cutoff, params,
                                                  blend, ...
 
-``factors.npz`` is an uncompressed zip of ``.npy`` files (``numpy.savez``), so loading
-memory-maps the arrays where they lie in it (:func:`map_npz`) instead of reading them:
-a million customers' factors and keys (about 500 MB) cost a server only the pages its
-requests touch, and the kernel shares them between workers.
+``factors.npz`` is an uncompressed zip of ``.npy`` files, each aligned in the file
+(:func:`~rasa_personalize.recommend.npz.write_npz`), so loading memory-maps the arrays
+where they lie (:func:`~rasa_personalize.recommend.npz.map_npz`) instead of reading
+them: a million customers' factors and keys (about 500 MB) cost a server only the pages
+its requests touch, and the kernel shares them between workers.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import mmap
-import struct
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +41,7 @@ from rasa_personalize.recommend.als import AlsParams, AlsRecommender
 from rasa_personalize.recommend.ease import EaseBlend
 from rasa_personalize.recommend.errors import ArtifactError, NotFittedError
 from rasa_personalize.recommend.ids import IdMap
+from rasa_personalize.recommend.npz import map_npz, write_npz
 from rasa_personalize.recommend.served import ServedModel
 from rasa_personalize.recommend.versions import (
     CURRENT_FILE,
@@ -194,15 +194,17 @@ def save_artifact(
     when = (trained_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
 
     def write_factors(handle: IO[bytes]) -> None:
-        np.savez(
+        write_npz(
             handle,
-            user_factors=model.user_factors_,
-            item_factors=model.item_factors_,
-            user_ids=model.user_ids_.ids,
-            item_ids=model.item_ids_.ids,
-            item_idf=model.item_idf_,
-            mean_user_weight=np.float64(model.mean_user_weight_),
-            **_ease_arrays(ease),
+            {
+                "user_factors": model.user_factors_,
+                "item_factors": model.item_factors_,
+                "user_ids": model.user_ids_.ids,
+                "item_ids": model.item_ids_.ids,
+                "item_idf": model.item_idf_,
+                "mean_user_weight": np.float64(model.mean_user_weight_),
+                **_ease_arrays(ease),
+            },
         )
 
     def describe(version: str, digest: str) -> ArtifactMetadata:
@@ -314,77 +316,6 @@ def load_artifact(path: Path | str) -> AlsArtifact:
         # The checks above read every page; give them back: requests fault in what they use.
         mapping.madvise(mmap.MADV_DONTNEED)
     return AlsArtifact(model, metadata, directory, ease)
-
-
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
-_LOCAL_SIGNATURE = b"PK\x03\x04"
-
-
-def map_npz(path: Path) -> tuple[dict[str, np.ndarray[Any, Any]], mmap.mmap | None]:
-    """The arrays of an ``.npz`` file, as read-only views into one memory map of it,
-    and that map (None when the file is empty or has compressed members, which are
-    read instead).
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: not a zip of ``.npy`` files, or an array that would need pickle.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"not an npz file: {error}") from error
-    if not members or any(m.compress_type != zipfile.ZIP_STORED for m in members):
-        with np.load(path, allow_pickle=False) as stored:
-            return {name: stored[name] for name in stored.files}, None
-    with path.open("rb") as handle:
-        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
-    for member in members:
-        signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(
-            mapping, member.header_offset
-        )
-        if signature != _LOCAL_SIGNATURE:
-            raise ValueError(f"npz member {member.filename!r} has no local header")
-        start = member.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-        header = _NpyHeader(mapping, start)
-        arrays[member.filename.removesuffix(".npy")] = header.array()
-    return arrays, mapping
-
-
-class _NpyHeader:
-    """The ``.npy`` header at ``start`` of a map, and the array after it (a view)."""
-
-    def __init__(self, mapping: mmap.mmap, start: int) -> None:
-        self.mapping = mapping
-        window = _MapReader(mapping, start)
-        version = np.lib.format.read_magic(window)
-        if version == (1, 0):
-            self.shape, self.fortran, self.dtype = np.lib.format.read_array_header_1_0(window)
-        else:
-            self.shape, self.fortran, self.dtype = np.lib.format.read_array_header_2_0(window)
-        if self.dtype.hasobject:
-            raise ValueError("an npz array holds Python objects (would need pickle)")
-        self.offset = window.position
-
-    def array(self) -> np.ndarray[Any, Any]:
-        count = int(np.prod(self.shape, dtype=np.int64))
-        flat = np.frombuffer(self.mapping, dtype=self.dtype, count=count, offset=self.offset)
-        return flat.reshape(self.shape, order="F" if self.fortran else "C")
-
-
-class _MapReader:
-    """A file-like ``read`` over a memory map, for numpy's header parsers."""
-
-    def __init__(self, mapping: mmap.mmap, start: int) -> None:
-        self.mapping = mapping
-        self.position = start
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self.mapping) if size < 0 else self.position + size
-        chunk = self.mapping[self.position : end]
-        self.position += len(chunk)
-        return chunk
 
 
 def load_latest(model_dir: Path | str) -> AlsArtifact:

@@ -30,6 +30,7 @@ import numpy as np
 
 from rasa_personalize.recommend.artifacts import FACTORS_FILE, ArtifactMetadata
 from rasa_personalize.recommend.errors import ArtifactError
+from rasa_personalize.recommend.npz import write_npz
 from rasa_personalize.recommend.versions import (
     METADATA_FILE,
     als_dir,
@@ -84,7 +85,8 @@ def _clean_version(directory: Path, version: str, keys: Collection[str]) -> Clea
     arrays["user_ids"] = arrays["user_ids"][keep]
     arrays["user_factors"] = arrays["user_factors"][keep]
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # the same arrays, names and dtypes the loader reads
+    # The same arrays, names and dtypes the loader reads, aligned for its memory map.
+    write_npz(buffer, arrays)
     payload = buffer.getvalue()
 
     def write_payload(handle: IO[bytes]) -> None:

@@ -143,17 +143,31 @@ class IdMap:
         return cached
 
 
+# Ids per block of a _SortedLookup: one block of 64-character keys is 64 KB, what the
+# kernel maps in at once when a memory-mapped page is first read.
+_BLOCK: Final = 256
+
+
 class _SortedLookup(Mapping[str, int]):
-    """id -> row by binary search in sorted unique ids, for maps too large for a dict."""
+    """id -> row by binary search in sorted unique ids, for maps too large for a dict.
+
+    The first id of every block of ``_BLOCK`` is copied into memory (1/256 of the ids),
+    and the search in the ids themselves stays inside one block: on a memory-mapped
+    array a lookup reads one block's pages, not one page per step of the search.
+    """
 
     def __init__(self, ids: NDArray[np.str_]) -> None:
         self._ids = ids
+        self._fences = np.array(ids[::_BLOCK])
 
     def __getitem__(self, key: str) -> int:
         # numpy compares at the array's width: the equality check below catches a
         # longer key that only shares its start with a stored id.
         if isinstance(key, str) and len(self._ids):
-            row = int(np.searchsorted(self._ids, key))
+            block = max(int(np.searchsorted(self._fences, key, side="right")) - 1, 0)
+            start = block * _BLOCK
+            window = self._ids[start : start + _BLOCK]
+            row = start + int(np.searchsorted(window, key))
             if row < len(self._ids) and str(self._ids[row]) == key:
                 return row
         raise KeyError(key)

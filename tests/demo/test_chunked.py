@@ -1,19 +1,23 @@
 """The chunked generator: any chunk size gives one shop, with the small shop's catalogue,
-groups and behaviour, even at the million-customer issue's ten interactions per customer."""
+groups and behaviour, even at a million-customer shop's ten interactions per customer."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from typer.testing import CliRunner
 
+from rasa_personalize.cli import app
 from rasa_personalize.demo.draws import Draws, pick
 from rasa_personalize.demo.generator import (
     CHUNKED_FROM_CUSTOMERS,
@@ -39,7 +43,7 @@ from rasa_personalize.store.sql_store import SqlStore
 from tests.conftest import TEST_SECRET
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
-# Ten interactions per customer, as in the issue's 1M customers / 10M interactions.
+# Ten interactions per customer, as for a million customers and ten million interactions.
 SPARSE = DemoShopConfig(customers=600, products=120, interactions=6_000, seed=5, chunk_customers=64)
 # Enough interactions for every purchase funnel: nothing is thinned.
 DENSE = replace(SPARSE, interactions=20_000)
@@ -247,3 +251,31 @@ def test_draws_are_addressed_and_uniform() -> None:
     normal = draws.normal(5, customers)
     assert abs(normal.mean()) < 0.01
     assert normal.std() == pytest.approx(1.0, abs=0.01)
+
+
+def test_seed_demo_command_in_chunks_without_profiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`seed-demo --chunk-customers N --no-profiles` at ten interactions per customer:
+    the shop is written, the thinned funnels are reported, no profile is computed."""
+    monkeypatch.setenv("PERSONALIZE_DATABASE_URL", f"sqlite:///{tmp_path / 'shop.db'}")
+    monkeypatch.setenv("PERSONALIZE_SECRET_KEY", "cli-test-secret-key")
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+
+    result = runner.invoke(
+        app,
+        [
+            "seed-demo", "--customers", "200", "--products", "40", "--interactions", "2000",
+            "--chunk-customers", "64", "--no-profiles",
+        ],
+    )  # fmt: skip
+    stats = runner.invoke(app, ["stats", "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert "Seeded 200 customers, 40 products" in result.output
+    assert "of purchases come with their product view" in result.output
+    assert "Profile metrics not computed" in result.output
+    counts = json.loads(stats.stdout.strip().splitlines()[-1])
+    assert counts["customers"] == 200
+    assert counts["interactions"] >= 2000

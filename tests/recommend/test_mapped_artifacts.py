@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
-from rasa_personalize.recommend.artifacts import FACTORS_FILE, load_artifact, map_npz, save_artifact
+from rasa_personalize.recommend.artifacts import FACTORS_FILE, load_artifact, save_artifact
 from rasa_personalize.recommend.errors import UnknownIdError
 from rasa_personalize.recommend.ids import DICT_LOOKUP_UP_TO, IdMap
+from rasa_personalize.recommend.npz import ALIGNMENT, map_npz, write_npz
 
 PARAMS = AlsParams(factors=4, regularization=1.0, iterations=2, alpha=1.0, weighting="none")
 
@@ -30,26 +31,47 @@ def _model(users: int, items: int) -> AlsRecommender:
     )
 
 
-def test_map_npz_views_the_stored_arrays(tmp_path: Path) -> None:
-    """Every array of an uncompressed npz, equal to np.load's, read-only, in one map."""
+STORED = {
+    "ids": np.array(["b", "a", "ccc"]),
+    "matrix": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "fortran": np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+    "scalar": np.float64(2.5),
+    "empty": np.empty(0, dtype=np.int64),
+}
+
+
+def test_written_arrays_are_mapped_aligned(tmp_path: Path) -> None:
+    """write_npz: every array starts 64-byte aligned in the file, so map_npz views it in
+    place (read-only, no copy); np.load reads the same file as any npz."""
     path = tmp_path / "arrays.npz"
-    stored = {
-        "ids": np.array(["b", "a", "ccc"]),
-        "matrix": np.arange(12, dtype=np.float32).reshape(3, 4),
-        "fortran": np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
-        "scalar": np.float64(2.5),
-        "empty": np.empty(0, dtype=np.int64),
-    }
-    np.savez(path, **stored)
+    with path.open("wb") as handle:
+        write_npz(handle, STORED)
 
     arrays, mapping = map_npz(path)
 
     assert isinstance(mapping, mmap.mmap)
-    assert sorted(arrays) == sorted(stored)
-    for name, expected in stored.items():
+    assert sorted(arrays) == sorted(STORED)
+    with np.load(path, allow_pickle=False) as loaded:
+        for name, expected in STORED.items():
+            assert np.array_equal(arrays[name], expected), name
+            assert np.array_equal(loaded[name], expected), name
+            assert arrays[name].dtype == np.asarray(expected).dtype, name
+            assert not arrays[name].flags.writeable, name
+            assert not arrays[name].flags.owndata, name
+            assert arrays[name].ctypes.data % ALIGNMENT == 0, name
+
+
+def test_savez_files_are_read_aligned(tmp_path: Path) -> None:
+    """An npz from numpy's savez (members at any offset): the same arrays, each aligned,
+    copied where the map could not give them aligned."""
+    path = tmp_path / "arrays.npz"
+    np.savez(path, **STORED)
+
+    arrays, _ = map_npz(path)
+
+    for name, expected in STORED.items():
         assert np.array_equal(arrays[name], expected), name
-        assert arrays[name].dtype == np.asarray(expected).dtype, name
-        assert not arrays[name].flags.writeable, name
+        assert arrays[name].flags.aligned, name
 
 
 def test_compressed_npz_is_read_instead(tmp_path: Path) -> None:
@@ -85,6 +107,8 @@ def test_large_artifact_loads_mapped_and_answers_alike(tmp_path: Path) -> None:
     for array in (loaded.user_factors_, loaded.user_ids_.ids):
         assert not array.flags.writeable
         assert not array.flags.owndata
+        # Aligned in the map: a binary search reads a few pages, not a copy of them all.
+        assert array.ctypes.data % ALIGNMENT == 0
     assert np.array_equal(loaded.user_factors_, model.user_factors_)
     for user in ("user-0000000", "user-0054321", f"user-{users - 1:07d}"):
         assert loaded.user_ids_.row(user) == model.user_ids_.row(user)
