@@ -260,9 +260,20 @@ def breaker_open(dependency: str) -> float:
     return sample("personalize_breaker_open", dependency=dependency)
 
 
+@pytest.fixture
+def no_open_breakers() -> None:
+    """Start with no breaker open: a service an earlier test left alive (a failure under
+    load keeps one referenced) would hold the process-wide gauge at 1."""
+    gc.collect()
+    server = metrics.server_metrics()
+    for dependency, breakers in server.open_breakers.items():
+        breakers.clear()
+        server.breaker_by_dependency[dependency].set(0)
+
+
+@pytest.mark.usefixtures("no_open_breakers")
 async def test_the_store_breaker_gauge_follows_an_outage_and_the_recovery(tmp_path: Path) -> None:
     """1 from the first failure until the first success, 0 after."""
-    gc.collect()  # services of earlier tests that failed must not count
     folder = tmp_path / "later"
     url = f"sqlite:///{folder / 'store.db'}"
     service = PersonalizationService(make_settings(url), clock=lambda: NOW)
@@ -276,9 +287,9 @@ async def test_the_store_breaker_gauge_follows_an_outage_and_the_recovery(tmp_pa
     assert (during, after) == (1, 0)
 
 
+@pytest.mark.usefixtures("no_open_breakers")
 def test_the_redis_gauge_stays_open_while_any_breaker_is() -> None:
     """Two Redis breakers in one process: the gauge drops only when both answer again."""
-    gc.collect()
     cache = RedisBreaker("cache", timeout_s=0.1)
     stream = RedisBreaker("stream", timeout_s=0.1)
     cache.record_failure(OSError("down"))
