@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,7 +36,18 @@ class ConversationContext:
             return now.astimezone(ZoneInfo(self.timezone_name))
         if self.utc_offset_minutes is not None:
             return now.astimezone(timezone(timedelta(minutes=self.utc_offset_minutes)))
-        return now.astimezone()
+        return now.astimezone(_server_zone_at(int(now.timestamp()) // 60, time.tzname))
+
+
+@functools.lru_cache(maxsize=4)
+def _server_zone_at(minute: int, _zone_names: tuple[str, str]) -> tzinfo:
+    # The server's own zone as ``astimezone()`` gives it, asked once a minute instead of
+    # on every turn (each asks the C library for the local time, twice per session
+    # start). Offsets change on whole minutes, so a minute's answer holds all minute;
+    # the zone's names are in the key for a process that changes TZ (time.tzset).
+    zone = datetime.fromtimestamp(minute * 60, timezone.utc).astimezone().tzinfo
+    assert zone is not None  # astimezone() always gives an aware datetime
+    return zone
 
 
 def _plausible(value: Any, max_length: int) -> str | None:

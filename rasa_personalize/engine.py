@@ -25,7 +25,7 @@ from rasa_personalize.errors import NotFoundError, StoreUnavailableError
 from rasa_personalize.events.chat_writer import ChatEventWriter
 from rasa_personalize.experiments.allocation import AdaptiveAllocation, KeptArms, store_counts
 from rasa_personalize.extras import check_settings_extras
-from rasa_personalize.identity import CustomerIdentity, customer_key
+from rasa_personalize.identity import CustomerIdentity, hot_customer_key
 from rasa_personalize.metrics import (
     breaker_changed,
     count_defaults,
@@ -402,7 +402,7 @@ class PersonalizationService:
 
     def key_for(self, identity: CustomerIdentity) -> str:
         """The store key of this customer."""
-        return customer_key(self.settings.secret_key, identity.external_id)
+        return hot_customer_key(self.settings.secret_key, identity.external_id)
 
     async def personalize(self, request: PersonalizationRequest) -> SlotPlan:
         """The slot plan for this customer now; defaults if unknown or the store fails."""

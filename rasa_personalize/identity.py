@@ -11,6 +11,7 @@ any other visitor is anonymous, known by the conversation alone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -143,6 +144,17 @@ def customer_key(secret_key: str, external_id: str) -> str:
     normalized = external_id.strip()
     # One-shot hmac.digest (C, no HMAC object): the hot path computes this on every turn.
     return hmac.digest(secret_key.encode(), normalized.encode(), "sha256").hex()
+
+
+# The hot path asks for the same few thousand customers' keys turn after turn; a bounded
+# memo saves the HMAC (about 9 microseconds, a few percent of a session start). Keyed by
+# the secret too, so a rotated secret never answers with a key of the old one.
+_hot_customer_key = functools.lru_cache(maxsize=16_384)(customer_key)
+
+
+def hot_customer_key(secret_key: str, external_id: str) -> str:
+    """:func:`customer_key`, remembered for the most recent 16,384 customers."""
+    return _hot_customer_key(secret_key, external_id)
 
 
 def previous_customer_keys(settings: Settings, external_id: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from rasa_personalize.identity import (
     MAX_EXTERNAL_ID_LENGTH,
     CustomerIdentity,
     customer_key,
+    hot_customer_key,
     resolve_customer,
     sign_user_id,
 )
@@ -78,6 +79,15 @@ def test_customer_key_depends_on_the_secret(external_id: str) -> None:
         "secret-number-two", external_id
     )
     assert len(customer_key("secret-number-one", external_id)) == 64
+
+
+def test_the_remembered_key_is_the_key_under_each_secret() -> None:
+    """The hot path's memo answers what customer_key does, secret by secret."""
+    for secret in ("secret-number-one", "secret-number-two", "secret-number-one"):
+        assert hot_customer_key(secret, " demo-loyal ") == customer_key(secret, "demo-loyal")
+    assert hot_customer_key("secret-number-one", "demo-loyal") != hot_customer_key(
+        "secret-number-two", "demo-loyal"
+    )
 
 
 IDENTITY_SECRET = "identity-secret-0123456789"

@@ -10,6 +10,7 @@ behaves the same; every update is mirrored there so an outage keeps what this pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import time
 from collections import OrderedDict
@@ -57,6 +58,7 @@ class SessionCounts:
 COUNTER_NAMES: Final = tuple(item.name for item in fields(SessionCounts))
 
 
+@functools.lru_cache(maxsize=16_384)  # asked on every turn of the same conversations
 def conversation_key(secret_key: str, sender_id: str) -> str:
     """The pseudonymous key of a conversation: HMAC-SHA256 of its sender id.
 
