@@ -12,11 +12,14 @@ it and drops it at the end.
 With ``--redis-url`` the server queues events in a Redis Stream (a stream of the bench's
 own) and the bench also measures ``personalize worker`` (a real process) storing them:
 "worker" is the rate at which it drains a filled stream into SQL, "end to end" the rate
-from the first POST to the last event stored while both run at once.
+from the first POST to the last event stored while both run at once. ``--workers 1 2``
+measures one and then two worker processes (one consumer group) in every round, and
+reports each count's rates and the workers' CPU time per 1,000 events while draining.
 
     python bench/events_throughput.py [--events 20000] [--rounds 3] [--concurrency 1]
                                       [--database-url postgresql://...]
                                       [--redis-url redis://127.0.0.1:6379/15]
+                                      [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from redis import asyncio as redis_asyncio
 from sqlalchemy import insert, select, text
 
 from harness import add_database_url_option, percentile, run_on_scratch
+from proctree import tree_cpu_s
 from rasa_personalize.events.api import attach_event_routes
 from rasa_personalize.events.apikeys import create_api_key
 from rasa_personalize.identity import customer_key
@@ -245,45 +249,79 @@ async def wait_refreshed(args: argparse.Namespace, stream: str, timeout_s: float
     raise SystemExit("metrics refresh did not finish")
 
 
+async def cpu_when_up(worker: subprocess.Popen[bytes], port: int) -> float:
+    """The worker's CPU seconds once its /health answers: its start-up (imports,
+    connections), which the drain figures leave out."""
+    deadline = time.perf_counter() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() < deadline:
+            if worker.poll() is not None:
+                raise SystemExit("a worker exited before its /health answered")
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/health") as response:
+                    if response.status == 200:
+                        return tree_cpu_s(worker.pid)
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.02)
+    raise SystemExit("a worker's /health did not answer within a minute")
+
+
 async def measure_worker(
     args: argparse.Namespace,
     env: dict[str, str],
     store: SqlStore,
     target: tuple[str, str, str],
-    round_number: int,
+    run: tuple[int, int],
 ) -> dict[str, float]:
-    """Events/s of the worker draining a full stream, and of HTTP + worker at once.
+    """Events/s of ``count`` workers draining a full stream, and of HTTP + workers at once;
+    ``run`` is (round number, count).
 
     "stored": every event is a row; "refreshed": also every affected customer's
     metrics and tags are recomputed (the worker does that every second, per customer).
     """
     url, key, stream = target
+    round_number, count = run
     per_round = args.events // args.rounds
-    # Drain: fill the stream first, then time the worker alone (process start excluded by
-    # timing from its first stored event).
-    events = make_events(per_round, args.customers, args.products, f"w{round_number}", 99)
+    tag = f"{round_number}-{count}"
+    # Drain: fill the stream first, then time the workers alone (process start excluded by
+    # timing from the first stored event).
+    events = make_events(per_round, args.customers, args.products, f"w{tag}", 99)
     await post_batches(url, key, chunked(events, args.batch), args.concurrency)
     before = await newest_id(store)
-    worker = start_worker(env, args, "--until-idle")
-    first = await wait_stored(store, before, 1, 60)
+    ports = [free_port() for _ in range(count)]
+    workers = [
+        start_worker(env, args, "--until-idle", "--metrics-port", str(port)) for port in ports
+    ]
+    first, *cpu_up = await asyncio.gather(
+        wait_stored(store, before, 1, 60),
+        *(cpu_when_up(worker, port) for worker, port in zip(workers, ports, strict=True)),
+    )
     stored = await wait_stored(store, before, per_round, 600)
     refreshed = await wait_refreshed(args, stream, 600)
-    worker.wait(timeout=60)
+    # Not waited for yet: a worker that has exited is a zombie whose /proc entry still
+    # holds its CPU time.
+    cpu_used = sum(tree_cpu_s(worker.pid) for worker in workers) - sum(cpu_up)
+    for worker in workers:
+        worker.wait(timeout=60)
     rates = {
         "worker_stored": (per_round - 1) / (stored - first),
         "worker_refreshed": (per_round - 1) / (refreshed - first),
+        "worker_cpu_ms_per_1k": cpu_used / per_round * 1e6,
     }
-    # End to end: a running worker, then post; from the first POST to the last row stored.
-    worker = start_worker(env, args)
-    await asyncio.sleep(3.0)  # let it start and block on the stream
-    events = make_events(per_round, args.customers, args.products, f"e{round_number}", 98)
+    # End to end: running workers, then post; from the first POST to the last row stored.
+    workers = [start_worker(env, args) for _ in range(count)]
+    await asyncio.sleep(3.0)  # let them start and block on the stream
+    events = make_events(per_round, args.customers, args.products, f"e{tag}", 98)
     before = await newest_id(store)
     started = time.perf_counter()
     await post_batches(url, key, chunked(events, args.batch), args.concurrency)
     stored = await wait_stored(store, before, per_round, 600)
     refreshed = await wait_refreshed(args, stream, 600)
-    os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(timeout=60)
+    for worker in workers:
+        os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=60)
     rates["end_to_end_stored"] = per_round / (stored - started)
     rates["end_to_end_refreshed"] = per_round / (refreshed - started)
     return rates
@@ -344,10 +382,12 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - t0) * 1000)
             results["baseline"]["eps"].append(per_round / (time.perf_counter() - started))
             results["baseline"]["lat"].extend(latencies)
-            if args.redis_url:
-                rates = await measure_worker(args, env, store, (url, key, stream), round_number)
+            # Each worker count in turn, in every round, so that drift hits them all.
+            for count in args.workers if args.redis_url else ():
+                run = (round_number, count)
+                rates = await measure_worker(args, env, store, (url, key, stream), run)
                 for name, rate in rates.items():
-                    worker_rates.setdefault(name, []).append(rate)
+                    worker_rates.setdefault(rate_name(args, name, count), []).append(rate)
     async with store.engine.connect() as connection:
         stored = (
             await connection.execute(
@@ -375,12 +415,20 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     summary["http_rows_stored"] = stored
     summary["path"] = "redis stream + worker" if args.redis_url else "sql"
     for name, rates in worker_rates.items():
-        if rates:
+        if "cpu_ms" in name:
+            summary[name] = round(statistics.median(rates), 1)
+        elif rates:
             summary[f"{name}_events_per_s"] = round(statistics.median(rates))
             summary[f"ratio_{name}_to_baseline"] = round(
                 statistics.median(rates) / summary["baseline"]["events_per_s"], 3
             )
     return summary
+
+
+def rate_name(args: argparse.Namespace, name: str, count: int) -> str:
+    """The summary's name of a worker figure: as before with one worker count, else with
+    the count (``worker_stored_2w``)."""
+    return name if len(args.workers) == 1 else f"{name}_{count}w"
 
 
 def main() -> None:
@@ -394,6 +442,13 @@ def main() -> None:
     add_database_url_option(parser)
     parser.add_argument("--redis-url", help="queue through a Redis Stream and time the worker")
     parser.add_argument("--worker-batch", type=int, default=1_000, help="worker batch size")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="worker process counts to measure in every round (one consumer group)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server-log", help="append the server's output to this file")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -415,11 +470,14 @@ def main() -> None:
             f"batch p50 {s['batch_p50_ms']:7.2f} ms   p99 {s['batch_p99_ms']:7.2f} ms"
         )
     print(f"  ratio http/baseline: {summary['ratio_http_to_baseline']:.3f}")
-    for name in ("worker_stored", "worker_refreshed", "end_to_end_stored",
-                 "end_to_end_refreshed"):  # fmt: skip
-        if f"{name}_events_per_s" in summary:
-            print(f"  {name:21s} {summary[f'{name}_events_per_s']:>8,} events/s   "
+    for count in args.workers if args.redis_url else ():
+        for base in ("worker_stored", "worker_refreshed", "end_to_end_stored",
+                     "end_to_end_refreshed"):  # fmt: skip
+            name = rate_name(args, base, count)
+            print(f"  {name:24s} {summary[f'{name}_events_per_s']:>8,} events/s   "
                   f"ratio to baseline {summary[f'ratio_{name}_to_baseline']:.3f}")  # fmt: skip
+        cpu = summary[rate_name(args, "worker_cpu_ms_per_1k", count)]
+        print(f"  {count} worker(s) draining: {cpu:,.0f} CPU-ms per 1,000 events (workers only)")
     print(f"  sent {summary['http_events_sent']:,}, accepted {summary['http_events_accepted']:,}, "
           f"stored {summary['http_rows_stored']:,}")  # fmt: skip
 

@@ -7,8 +7,8 @@ import asyncio
 import statistics
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,12 @@ async def _admin(server_url: str, statement: str) -> None:
         await connection.close()
 
 
+def _scratch_name(url: str) -> tuple[str, str]:
+    """A new database name on ``url``'s server, and the URL of that database."""
+    name = f"personalize_bench_{uuid.uuid4().hex[:10]}"
+    return name, make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 @asynccontextmanager
 async def scratch_database(url: str) -> AsyncIterator[str]:
     """A new empty database on ``url``'s PostgreSQL server, dropped afterwards.
@@ -58,12 +64,24 @@ async def scratch_database(url: str) -> AsyncIterator[str]:
     if make_url(url).get_backend_name() != "postgresql":
         yield url
         return
-    name = f"personalize_bench_{uuid.uuid4().hex[:10]}"
+    name, scratch_url = _scratch_name(url)
     await _admin(url, f'CREATE DATABASE "{name}"')
     try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        yield scratch_url
     finally:
         await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def scratch_postgres(url: str) -> Iterator[str]:
+    """:func:`scratch_database` for code without an event loop: a new empty database on
+    ``url``'s PostgreSQL server, dropped afterwards."""
+    name, scratch_url = _scratch_name(url)
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield scratch_url
+    finally:
+        asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def run_on_scratch(url: str | None, job: Callable[[str], Coroutine[Any, Any, T]]) -> T:

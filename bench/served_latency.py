@@ -6,7 +6,8 @@ customer with 30 products in their history:
 - build the candidate mask (in stock, 20 purchased excluded);
 - ``ServedModel.recommend`` for the relevance pool (``reranking.pool_depth(3)``, 30):
   ALS alone, and the ALS + EASE blend (EASE pruned to ``PRUNED_PARTNERS`` weights per
-  product, as a 10,000-product artifact stores it);
+  product, as a 10,000-product artifact stores it), without and with recency (each
+  product's row weighted by its place in the customer's history);
 - ``reranking.arrange`` with ``cheapest_first``, the category cap and the rules' price
   cap, substitutes of five recent purchases demoted;
 - the reason: the ALS cosine of the lead product with 30 past products.
@@ -47,7 +48,7 @@ from rasa_personalize.recommend.association_artifacts import (
 from rasa_personalize.recommend.associations import ItemAssociations
 from rasa_personalize.recommend.content import ContentRecommender, ProductText
 from rasa_personalize.recommend.content_artifacts import save_content_artifact
-from rasa_personalize.recommend.ease import PRUNED_PARTNERS, EaseBlend
+from rasa_personalize.recommend.ease import PRUNED_PARTNERS, EaseBlend, recency_weights
 from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
 from rasa_personalize.recommend.ids import IdMap
 from rasa_personalize.recommend.reasons import RELATED_COSINE, most_related, past_products
@@ -70,7 +71,9 @@ CUSTOMER = "customer-00042"
 NOUNS = ("Shoes", "Socks", "Jacket", "Tights", "Cap", "Watch", "Vest", "Tent", "Lamp", "Mug")
 
 
-def build(args: argparse.Namespace) -> tuple[ServedModel, ServedModel, dict[str, ProductRecord]]:
+def build(
+    args: argparse.Namespace,
+) -> tuple[ServedModel, ServedModel, ServedModel, dict[str, ProductRecord]]:
     rng = np.random.default_rng(0)
     items, users = args.items, args.users
     item_ids = [f"sku-{i:06d}" for i in range(items)]
@@ -95,6 +98,15 @@ def build(args: argparse.Namespace) -> tuple[ServedModel, ServedModel, dict[str,
         shape=(users, items),
     )
     blend = EaseBlend(weights, user_items, weight=0.3, l2=500.0)
+    # The same histories, newest first, each product weighted by its place.
+    recent_items = scipy.sparse.csr_matrix(
+        (
+            np.tile(recency_weights(np.arange(args.history), 10.0), users),
+            (np.repeat(np.arange(users), args.history), history.ravel()),
+        ),
+        shape=(users, items),
+    )
+    recent = EaseBlend(weights, recent_items, weight=5.0, l2=300.0, recency=10.0)
     products = {
         sku: ProductRecord(
             sku,
@@ -106,7 +118,7 @@ def build(args: argparse.Namespace) -> tuple[ServedModel, ServedModel, dict[str,
         )
         for i, sku in enumerate(item_ids)
     }
-    return ServedModel(als), ServedModel(als, blend), products
+    return ServedModel(als), ServedModel(als, blend), ServedModel(als, recent), products
 
 
 def main() -> None:
@@ -135,7 +147,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    alone, blended, products = build(args)
+    alone, blended, recency, products = build(args)
     catalogue = ItemCatalogue.build(
         list(products),
         [p.category for p in products.values()],
@@ -177,6 +189,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     variants = {
         "ALS: mask + pool of 30 + arrange + reason": serve(alone),
         "ALS + EASE blend: mask + pool + arrange + reason": serve(blended),
+        "ALS + EASE blend with recency: same": serve(recency),
     }
     latencies: dict[str, list[float]] = {name: [] for name in variants}
     for call in variants.values():  # warm-up: caches, lazy alignments
@@ -197,7 +210,7 @@ ADJECTIVES = ("Light", "Trail", "Road", "Warm", "Compact", "Classic", "Pro", "Ec
 
 def measure_similar(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """p50/p99 of ``RecommendationService.similar`` for a product named by its title."""
-    _, _, products = build(args)
+    _, _, _, products = build(args)
     rng = np.random.default_rng(2)
     skus = list(products)
     texts = {

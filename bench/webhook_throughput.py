@@ -40,8 +40,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,8 @@ def http(method: str, url: str, body: str | None = None) -> tuple[int, Any]:
             return error.code, None
 
 
-def check_servers(stock: str, ours: str) -> None:
-    """The baseline is stock (no plugin) and ours answers every target with personalization."""
+def check_stock(stock: str) -> None:
+    """The baseline is stock: it serves the no-op alone and no plugin is attached."""
     status, actions = http("GET", f"{stock}/actions")
     names = sorted(action["name"] for action in actions or [])
     if status != 200 or names != [NOOP_ACTION]:
@@ -158,6 +158,11 @@ def check_servers(stock: str, ours: str) -> None:
     status, answer = http("GET", f"{stock}/personalize/events")
     if status not in (404, 500) or "not found" not in str((answer or {}).get("error")):
         raise SystemExit(f"baseline /personalize/events answered {status}: the plugin is attached")
+
+
+def check_servers(stock: str, ours: str) -> None:
+    """The baseline is stock (no plugin) and ours answers every target with personalization."""
+    check_stock(stock)
     for _, label, side, action in TARGETS:
         webhook = f"{stock if side == 'stock' else ours}/webhook"
         status, answer = http("POST", webhook, call_body(action, "demo-loyal"))
@@ -216,57 +221,81 @@ def scratch_store(scratch: Path) -> dict[str, str]:
     return {"PERSONALIZE_DATABASE_URL": f"sqlite:///{copy}"}
 
 
+# The seeded demo store (development secret unless one is set): demo only.
+DEMO_SECRET = {"PERSONALIZE_ALLOW_DEV_SECRET": "true"}
+
+
+def stock_server(
+    scratch: Path, workers: int, name: str = "stock"
+) -> AbstractContextManager[tuple[int, str]]:
+    """The stock rasa-sdk server with ``workers`` Sanic workers, serving the no-op alone
+    from ``scratch``, where a stand-in shadows this distribution's plugin hook."""
+    plugins = scratch / "stock" / "rasa_sdk_plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "__init__.py").write_text(STUB_PLUGINS)
+    sanic = {"ACTION_SERVER_SANIC_WORKERS": str(workers), "SANIC_HOST": "127.0.0.1"}
+    # python -m puts the working directory first on sys.path: the stand-in shadows the hook.
+    env = {**os.environ, **sanic, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "rasa_sdk", "--actions", "bench.noop_action"]
+    return server(name, [*command, "--port", str(free_port())], env, plugins.parent, scratch)
+
+
+def our_server(
+    args: argparse.Namespace, scratch: Path, workers: int, env: dict[str, str], name: str = "ours"
+) -> AbstractContextManager[tuple[int, str]]:
+    """``personalize serve --workers N`` from the project root, ``env`` over the caller's."""
+    command = [args.personalize, "serve", "--host", "127.0.0.1", "--workers", str(workers)]
+    full_env = {**DEMO_SECRET, **os.environ, "ACTION_SERVER_SANIC_WORKERS": "1", **env}
+    return server(name, [*command, "--port", str(free_port())], full_env, ROOT, scratch)
+
+
+Runner = Callable[[argparse.Namespace, str, Path, int, float], dict[str, float]]
+
+
+def alternate(
+    args: argparse.Namespace,
+    runs: list[tuple[str, str, str, int, Path]],
+    runner: Runner = run_wrk,
+) -> dict[str, list[dict[str, float]]]:
+    """Warm every (key, label, base URL, server pid, bodies) up, then run the rounds, each
+    target once per round in the given order; per-round figures per key (``runner``'s:
+    :func:`run_wrk` or a function around it)."""
+    for _, _, base, pid, bodies in runs:  # warm-up: imports, connection pools, models
+        runner(args, base, bodies, pid, args.warmup)
+    rounds: dict[str, list[dict[str, float]]] = {key: [] for key, *_ in runs}
+    for round_number in range(args.rounds):
+        for key, label, base, pid, bodies in runs:
+            if not args.json:
+                print(f"round {round_number + 1}/{args.rounds}: {label}", file=sys.stderr)
+            rounds[key].append(runner(args, base, bodies, pid, args.duration))
+    return rounds
+
+
 def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """Start both servers, warm them up, run the rounds; per-round figures per target."""
     users = customer_ids(args.bodies, args.customers, seed=0)
     bodies = {
         key: write_bodies(scratch / f"{key}.jsonl", action, users) for key, _, _, action in TARGETS
     }
-    plugins = scratch / "stock" / "rasa_sdk_plugins"
-    plugins.mkdir(parents=True)
-    (plugins / "__init__.py").write_text(STUB_PLUGINS)
-
-    workers = {"ACTION_SERVER_SANIC_WORKERS": "1", "SANIC_HOST": "127.0.0.1"}
-    # The seeded demo store (development secret unless one is set): demo only.
-    demo_secret = {"PERSONALIZE_ALLOW_DEV_SECRET": "true"}
-    stock_port, ours_port = free_port(), free_port()
-    # python -m puts the working directory first on sys.path: the stand-in shadows the hook.
-    stock_env = {**os.environ, **workers, "PYTHONPATH": str(ROOT)}
-    stock_cmd = [sys.executable, "-m", "rasa_sdk", "--actions", "bench.noop_action"]
-    stock_cmd += ["--port", str(stock_port)]
-    ours_cmd = [args.personalize, "serve", "--host", "127.0.0.1", "--workers", "1"]
-    ours_cmd += ["--port", str(ours_port)]
-
     # The recommend action stores what it shows: run on a copy, so that every run starts
     # from the seeded store and the demo store is left as it was.
     store_env = scratch_store(scratch)
 
     with ExitStack() as stack:
-        stock_pid, stock = stack.enter_context(
-            server("stock", stock_cmd, stock_env, plugins.parent, scratch)
-        )
-        ours_pid, ours = stack.enter_context(
-            server(
-                "ours",
-                ours_cmd,
-                {**demo_secret, **os.environ, **workers, **store_env},
-                ROOT,
-                scratch,
-            )
-        )
+        stock_pid, stock = stack.enter_context(stock_server(scratch, 1))
+        ours_pid, ours = stack.enter_context(our_server(args, scratch, 1, store_env))
         check_servers(stock, ours)
         where = {"stock": (stock, stock_pid), "ours": (ours, ours_pid)}
-        for key, _, side, _ in TARGETS:  # warm-up: imports, connection pools, models
-            base, pid = where[side]
-            run_wrk(args, base, bodies[key], pid, args.warmup)
-        rounds: dict[str, list[dict[str, float]]] = {key: [] for key, *_ in TARGETS}
-        for round_number in range(args.rounds):
-            for key, label, side, _ in TARGETS:
-                if not args.json:
-                    print(f"round {round_number + 1}/{args.rounds}: {label}", file=sys.stderr)
-                base, pid = where[side]
-                rounds[key].append(run_wrk(args, base, bodies[key], pid, args.duration))
-    return rounds
+        runs = [(key, label, *where[side], bodies[key]) for key, label, side, _ in TARGETS]
+        return alternate(args, runs)
+
+
+MEDIAN_FIGURES = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_1k", "server_cores")
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median over rounds of each figure in MEDIAN_FIGURES."""
+    return {name: statistics.median(run[name] for run in runs) for name in MEDIAN_FIGURES}
 
 
 def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
@@ -280,10 +309,7 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
             for r, b in zip(runs, baseline, strict=True)
         ]
         figures[key] = {
-            **{
-                name: statistics.median(r[name] for r in runs)
-                for name in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_1k", "server_cores")
-            },
+            **medians(runs),
             "rps_ratio": statistics.median(rps_ratios),
             "rps_ratio_range": [min(rps_ratios), max(rps_ratios)],
             "cpu_ratio": statistics.median(cpu_ratios),

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from rasa_personalize.processes import ServerProcess, free_port
@@ -45,6 +46,20 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def value_in(text: str, name: str, **labels: str) -> float | None:
     """One sample of a text exposition, or None when it is not there."""
     return samples(text).get((name, frozenset(labels.items())))
+
+
+def counts_by_process(folder: Path, bucket: str, **labels: str) -> dict[str, float]:
+    """Each process's own count of a histogram, by pid: the sum of its ``bucket`` samples
+    with ``labels`` in that process's file of a multi-process directory."""
+    counts: dict[str, float] = {}
+    for path in folder.glob("histogram_*.db"):
+        total = 0.0
+        for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(str(path)):
+            _metric, name, found, _help = json.loads(key)
+            if name == bucket and all(found.get(k) == v for k, v in labels.items()):
+                total += value
+        counts[path.stem.removeprefix("histogram_")] = total
+    return counts
 
 
 def require_tool(name: str) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.mmap_dict import MmapedDict
 
 from rasa_personalize.events.apikeys import create_api_key
 from rasa_personalize.identity import customer_key
@@ -25,6 +24,7 @@ from rasa_personalize.testing import action_call, tracker_state
 from tests.conftest import TEST_SECRET, migrated_store
 from tests.factories import add_customer, add_product
 from tests.prometheus_tools import PrometheusServer, http_get, value_in, wait_until
+from tests.prometheus_tools import counts_by_process as process_counts
 from tests.test_plugin_layout import HELLO_WORLD, rasa_init_project
 
 pytestmark = pytest.mark.server
@@ -111,15 +111,7 @@ def scraped_count(served: Served) -> float:
 
 def counts_by_process(folder: Path) -> dict[str, float]:
     """Each worker's own count of ACTION, read from its histogram file."""
-    counts: dict[str, float] = {}
-    for path in folder.glob("histogram_*.db"):
-        total = 0.0
-        for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(str(path)):
-            _metric, name, labels, _help = json.loads(key)
-            if name == "personalize_action_seconds_bucket" and labels.get("action") == ACTION:
-                total += value
-        counts[path.stem.removeprefix("histogram_")] = total
-    return counts
+    return process_counts(folder, "personalize_action_seconds_bucket", action=ACTION)
 
 
 def test_metrics_on_any_worker_sum_every_worker(served: Served) -> None:

@@ -78,8 +78,9 @@ class ArtifactMetadata:
         data_cutoff: ISO 8601 UTC time of the newest interaction trained on; interactions
             after it are what a customer did since (empty in artifacts written before
             it was recorded: see ``trained_until``).
-        blend: ``{"model": "als+ease", "ease_l2": ..., "ease_weight": ...}`` when the
-            artifact serves ALS blended with EASE; empty for ALS alone.
+        blend: ``{"model": "als+ease", "ease_l2": ..., "ease_weight": ...,
+            "ease_recency": ...}`` when the artifact serves ALS blended with EASE; empty
+            for ALS alone (``ease_recency`` is absent from artifacts written before it).
     """
 
     version: str
@@ -218,7 +219,12 @@ def save_artifact(
             data_cutoff=(data_cutoff or when).astimezone(timezone.utc).isoformat(),
             blend={}
             if ease is None
-            else {"model": "als+ease", "ease_l2": ease.l2, "ease_weight": ease.weight},
+            else {
+                "model": "als+ease",
+                "ease_l2": ease.l2,
+                "ease_weight": ease.weight,
+                "ease_recency": ease.recency,
+            },
         )
 
     metadata, final = write_version(
@@ -249,6 +255,8 @@ def _ease_arrays(ease: EaseBlend | None) -> dict[str, Any]:
         "ease_indptr": weights.indptr.astype(np.int64),
         "user_items_indices": users.indices.astype(np.int64),
         "user_items_indptr": users.indptr.astype(np.int64),
+        # How much each product counts (1, or its recency weight).
+        "user_items_data": users.data.astype(np.float32),
     }
 
 
@@ -265,7 +273,10 @@ def _ease_from(
     )
     user_items = scipy.sparse.csr_matrix(
         (
-            np.ones(len(arrays["user_items_indices"]), dtype=np.float32),
+            # Artifacts written before recency weighting: every product counts 1.
+            np.asarray(arrays["user_items_data"], dtype=np.float32)
+            if "user_items_data" in arrays
+            else np.ones(len(arrays["user_items_indices"]), dtype=np.float32),
             arrays["user_items_indices"],
             arrays["user_items_indptr"],
         ),
@@ -276,6 +287,7 @@ def _ease_from(
         user_items,
         weight=float(metadata.blend["ease_weight"]),
         l2=float(metadata.blend["ease_l2"]),
+        recency=float(metadata.blend.get("ease_recency", 0.0)),
     )
 
 

@@ -53,7 +53,8 @@ from rasa_personalize.recommend.evaluation import (
     tune_blend_on_validation,
     tune_on_validation,
 )
-from rasa_personalize.store.evaluation_data import read_evaluation_rows
+from rasa_personalize.recommend.store_columns import evaluation_data, sample_customers
+from rasa_personalize.store.interaction_columns import InteractionColumns, read_interaction_columns
 from rasa_personalize.store.types import Session
 
 # What `personalize train` fits when the store has too little history to choose on
@@ -84,24 +85,27 @@ async def load_store_events(session: Session) -> EvaluationData:
     Raises:
         EmptyStoreError: no interaction names a product (an empty or unseeded store).
     """
-    rows = await read_evaluation_rows(session)
-    if not rows.kinds:
+    return store_events(await read_interaction_columns(session))
+
+
+def store_events(
+    columns: InteractionColumns, *, customers: int | None = None, seed: int = DEFAULT_SEED
+) -> EvaluationData:
+    """``load_store_events`` on interactions read already; with ``customers``, only the
+    interactions of the customers ``tuning_sample(data, customers, seed=seed)`` would
+    keep (the same rows; the whole data is never built).
+
+    Raises:
+        EmptyStoreError: no interaction names a product (an empty or unseeded store).
+    """
+    if not len(columns):
         raise EmptyStoreError(
             "the store has no interactions with products to evaluate on: run "
             "`personalize seed-demo` (or `personalize import movielens`) first"
         )
-    kind_array = np.asarray(rows.kinds, dtype=np.str_)
-    # None becomes NaN: events without a value.
-    value_array = np.asarray(rows.values, dtype=np.float64)
-    return EvaluationData.from_events(
-        [str(customer_id) for customer_id in rows.customer_ids],
-        rows.skus,
-        kind_array,
-        value_array,
-        shop_positives(kind_array, value_array),
-        catalogue_size=max(rows.catalogue_size, 1),
-        # Rows come in insertion order: the order events were stored in, for time splits.
-        times=np.arange(len(kind_array), dtype=np.float64),
+    # Rows come in insertion order: the order events were stored in, for time splits.
+    return evaluation_data(
+        columns, shop_positives, customers=sample_customers(columns, customers, seed=seed)
     )
 
 

@@ -15,6 +15,15 @@ exact model, as evaluated), beyond that the ``PRUNED_PARTNERS`` largest of each 
 that 10,000 products need megabytes, not a 400 MB dense matrix, and a customer with
 ``h`` products costs ``h`` short rows. The artifact also keeps each trained customer's
 products (their EASE input), next to the ALS factors.
+
+Recency (``EaseBlend.recency``, chosen on validation like the weight): a customer's
+products can count by how recent they are among the customer's own, newest first: the
+product at position ``r`` (0 = newest) weighs ``RECENCY_FLOOR + (1 - RECENCY_FLOOR) *
+exp(-r / recency)``, so the last few products steer the list and old ones still count
+a quarter. 0 means every product counts 1. On MovieLens-100k's time split (each
+customer's newest ratings held out), validation picks it and precision@10 rises by
+about a tenth; on the random split, where held-out ratings are as old as the rest, it
+picks 0 (see :func:`rasa_personalize.recommend.evaluation.tune_blend_on_validation`).
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ from rasa_personalize.recommend.ids import IdMap
 MAX_EASE_ITEMS: Final = 20_000
 MAX_DENSE_ITEMS: Final = 2_000
 PRUNED_PARTNERS: Final = 256
+# What a customer's oldest products still count with recency on (the newest count 1).
+RECENCY_FLOOR: Final = 0.25
 
 
 def ease_item_weights(pairs: scipy.sparse.csr_matrix, l2: float) -> NDArray[np.float64]:
@@ -93,6 +104,23 @@ def sparse_weights(
     return matrix
 
 
+def recency_weights(ranks: ArrayLike, recency: float) -> NDArray[np.float32]:
+    """How much a product counts at position ``ranks`` among a customer's products
+    (0 = newest): ``RECENCY_FLOOR + (1 - RECENCY_FLOOR) * exp(-rank / recency)``, or 1
+    everywhere when ``recency`` is 0.
+
+    Raises:
+        InvalidInputError: ``recency`` is not finite and >= 0.
+    """
+    if not (math.isfinite(recency) and recency >= 0):
+        raise InvalidInputError(f"recency must be finite and >= 0, got {recency!r}")
+    positions = np.asarray(ranks, dtype=np.float64)
+    if recency == 0:
+        return np.ones(positions.shape, dtype=np.float32)
+    weights = RECENCY_FLOOR + (1.0 - RECENCY_FLOOR) * np.exp(-positions / recency)
+    return weights.astype(np.float32)
+
+
 def standardized(
     scores: NDArray[np.float64], allowed: NDArray[np.bool_] | None
 ) -> NDArray[np.float64]:
@@ -113,16 +141,18 @@ class EaseBlend:
 
     Attributes:
         weights: CSR items x items, ``B`` (rows follow the ALS item ids).
-        user_items: CSR users x items, 1 where a trained customer has the product (rows
-            follow the ALS user ids).
+        user_items: CSR users x items, how much each product of a trained customer counts
+            in their EASE input (1, or its ``recency_weights``; rows follow the ALS user ids).
         weight: how much EASE counts next to ALS in the blend.
         l2: the L2 penalty it was fitted with (for the record).
+        recency: the recency scale ``user_items`` was weighted with (0: none).
     """
 
     weights: scipy.sparse.csr_matrix
     user_items: scipy.sparse.csr_matrix
     weight: float
     l2: float
+    recency: float = 0.0
 
     def __post_init__(self) -> None:
         items = self.weights.shape[0]
@@ -133,29 +163,87 @@ class EaseBlend:
             )
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise InvalidInputError(f"the EASE weight must be finite and >= 0, got {self.weight}")
+        if not (math.isfinite(self.recency) and self.recency >= 0):
+            raise InvalidInputError(f"recency must be finite and >= 0, got {self.recency!r}")
 
     @classmethod
-    def fit(cls, pairs: scipy.sparse.csr_matrix, *, l2: float, weight: float) -> EaseBlend:
-        """EASE on ``pairs`` (users x items, aligned with the ALS model), ready to serve."""
+    def fit(
+        cls,
+        pairs: scipy.sparse.csr_matrix,
+        *,
+        l2: float,
+        weight: float,
+        recency: float = 0.0,
+        ranks: scipy.sparse.csr_matrix | None = None,
+    ) -> EaseBlend:
+        """EASE on ``pairs`` (users x items, aligned with the ALS model), ready to serve.
+
+        ``B`` is always fitted on the pairs as 0/1. With ``recency`` > 0, ``ranks`` (the
+        same users x items, each stored entry the product's position among the customer's
+        products plus one: 1 = newest) weighs each customer's input by ``recency_weights``.
+
+        Raises:
+            InvalidInputError: ``recency`` > 0 without ``ranks`` (the blend would not be
+                the one validated), or ``ranks`` not on the same pairs.
+        """
+        if recency > 0 and ranks is None:
+            raise InvalidInputError("recency needs each pair's rank among its customer's")
         binary = scipy.sparse.csr_matrix(pairs, dtype=np.float32, copy=True)
+        binary.sum_duplicates()
         binary.data[:] = 1.0
-        return cls(sparse_weights(ease_item_weights(binary, l2)), binary, weight, l2)
+        weights = sparse_weights(ease_item_weights(binary, l2))
+        return cls(weights, recency_input(binary, ranks, recency), weight, l2, recency)
 
     def scores_for_user(self, user_row: int) -> NDArray[np.float64]:
         """EASE scores of a trained customer (by their row in the ALS model)."""
         start, end = self.user_items.indptr[user_row], self.user_items.indptr[user_row + 1]
-        return self.scores_for_items(self.user_items.indices[start:end])
+        # Without recency every product counts 1: the plain sum of rows is cheaper.
+        counts = self.user_items.data[start:end] if self.recency > 0 else None
+        return self.scores_for_items(self.user_items.indices[start:end], counts)
 
-    def scores_for_items(self, item_rows: ArrayLike) -> NDArray[np.float64]:
-        """EASE scores of a customer who has the products at ``item_rows``."""
-        rows = np.unique(np.asarray(item_rows, dtype=np.intp))
+    def scores_for_items(
+        self, item_rows: ArrayLike, counts: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """EASE scores of a customer who has the products at ``item_rows``; ``counts``
+        says how much each counts (default 1: new interactions are the newest)."""
         scores = np.zeros(self.weights.shape[0], dtype=np.float64)
         weights = self.weights
-        for row in rows.tolist():
+        if counts is None:
+            for row in np.unique(np.asarray(item_rows, dtype=np.intp)).tolist():
+                start, end = weights.indptr[row], weights.indptr[row + 1]
+                # A row holds each column once, so a fancy-indexed += adds every entry.
+                scores[weights.indices[start:end]] += weights.data[start:end]
+            return scores
+        rows = np.asarray(item_rows, dtype=np.intp).tolist()
+        amounts = np.asarray(counts, dtype=np.float64).tolist()
+        for row, amount in zip(rows, amounts, strict=True):
             start, end = weights.indptr[row], weights.indptr[row + 1]
-            # A row holds each column once, so a fancy-indexed += adds every entry.
-            scores[weights.indices[start:end]] += weights.data[start:end]
+            scores[weights.indices[start:end]] += amount * weights.data[start:end]
         return scores
+
+
+def recency_input(
+    binary: scipy.sparse.csr_matrix, ranks: scipy.sparse.csr_matrix | None, recency: float
+) -> scipy.sparse.csr_matrix:
+    """Each customer's EASE input: ``binary`` (0/1) weighted by ``recency_weights`` of
+    ``ranks`` (stored entries: position + 1, 1 = newest); ``binary`` when either is off."""
+    if ranks is None or recency == 0:
+        recency_weights(np.zeros(0), recency)  # checks the value
+        return binary
+    positions = scipy.sparse.csr_matrix(ranks, dtype=np.float64, copy=True)
+    positions.sum_duplicates()
+    if positions.shape != binary.shape or positions.nnz != binary.nnz:
+        raise InvalidInputError("ranks must have an entry for every pair, and only those")
+    positions.sort_indices()
+    weighted = scipy.sparse.csr_matrix(binary, dtype=np.float32, copy=True)
+    weighted.sort_indices()
+    if not (
+        np.array_equal(positions.indices, weighted.indices)
+        and np.array_equal(positions.indptr, weighted.indptr)
+    ):
+        raise InvalidInputError("ranks must have an entry for every pair, and only those")
+    weighted.data = recency_weights(positions.data - 1.0, recency)
+    return weighted
 
 
 def blend_select(

@@ -31,8 +31,9 @@ Models:
   is reported next to it by ``personalize evaluate``.
 
 Tuning is honest: ``tune_on_validation`` (the ALS part) and ``tune_blend_on_validation``
-(the blend) carve a validation split out of the training set (seed 7) and never see the
-test set; the tuned constants below are their choices on MovieLens-100k (see their
+(the blend) carve a validation split out of the training set (seed 7; or, for the time
+split of ``protocols``, each customer's newest training rows) and never see the test
+set; the tuned constants below are their choices on MovieLens-100k (see their
 docstrings for the grids and the figures).
 
 Measured on MovieLens-100k, seed 42, k 10, 923 users (precision / MAP / NDCG / coverage):
@@ -64,6 +65,7 @@ from rasa_personalize.recommend.ease import (
     EaseBlend,
     blended_scores,
     ease_item_weights,
+    recency_input,
     sparse_weights,
 )
 from rasa_personalize.recommend.filters import allowed_rows, top_n
@@ -114,11 +116,14 @@ class HybridConfig:
         als: the ALS part (parameters and confidence weights).
         ease_l2: EASE's L2 penalty on the item-item weights.
         ease_weight: how much EASE counts next to ALS (0 = ALS alone).
+        ease_recency: how fast a customer's older products fade in their EASE input
+            (``rasa_personalize.recommend.ease.recency_weights``; 0 = all count 1).
     """
 
     als: RecommenderConfig
     ease_l2: float = TUNED_EASE_L2
     ease_weight: float = TUNED_EASE_WEIGHT
+    ease_recency: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.ease_l2) and self.ease_l2 > 0):
@@ -126,6 +131,10 @@ class HybridConfig:
         if not (math.isfinite(self.ease_weight) and self.ease_weight >= 0):
             raise InvalidInputError(
                 f"ease_weight must be finite and >= 0, got {self.ease_weight!r}"
+            )
+        if not (math.isfinite(self.ease_recency) and self.ease_recency >= 0):
+            raise InvalidInputError(
+                f"ease_recency must be finite and >= 0, got {self.ease_recency!r}"
             )
 
 
@@ -473,15 +482,18 @@ def hybrid_ranker(
     unknown to the models go to ``fallback`` (or get nothing).
     """
     parts = _HybridParts.fit(train, config.als)
-    return parts.ranker(parts.ease(config.ease_l2, config.ease_weight), fallback=fallback)
+    ease = parts.ease(config.ease_l2, config.ease_weight, config.ease_recency)
+    return parts.ranker(ease, fallback=fallback)
 
 
 @dataclass(frozen=True, eq=False)
 class _HybridParts:
-    """The fitted ALS and its training pairs as a 0/1 matrix on the same rows."""
+    """The fitted ALS, its training pairs as a 0/1 matrix on the same rows, and each
+    pair's position among its user's pairs plus one (1 = newest; all 1 without times)."""
 
     als: AlsRecommender
     pairs: scipy.sparse.csr_matrix
+    ranks: scipy.sparse.csr_matrix
 
     @classmethod
     def fit(cls, train: EvaluationData, config: RecommenderConfig) -> _HybridParts:
@@ -491,26 +503,32 @@ class _HybridParts:
         als = AlsRecommender.from_params(config.params).fit(interactions)
         # Same pairs, same sorted id maps as the ALS model: rows line up one to one.
         users, items = als.user_ids_.ids, als.item_ids_.ids
+        user_rows = np.searchsorted(users, interactions.user_ids)
+        item_rows = np.searchsorted(items, interactions.item_ids)
+        shape = (len(users), len(items))
         pairs = scipy.sparse.csr_matrix(
-            (
-                np.ones(len(interactions)),
-                (
-                    np.searchsorted(users, interactions.user_ids),
-                    np.searchsorted(items, interactions.item_ids),
-                ),
-            ),
-            shape=(len(users), len(items)),
+            (np.ones(len(interactions)), (user_rows, item_rows)), shape=shape
         )
-        return cls(als, pairs)
+        ranks = scipy.sparse.csr_matrix(
+            (pair_ranks(train, interactions, user_rows) + 1.0, (user_rows, item_rows)),
+            shape=shape,
+        )
+        return cls(als, pairs, ranks)
 
-    def ease(self, l2: float, weight: float) -> EaseBlend:
+    def ease(self, l2: float, weight: float, recency: float = 0.0) -> EaseBlend:
         """The EASE half on these pairs, with the weights as served (``sparse_weights``)."""
-        return EaseBlend(sparse_weights(ease_item_weights(self.pairs, l2)), self.pairs, weight, l2)
+        weights = sparse_weights(ease_item_weights(self.pairs, l2))
+        return self.with_recency(EaseBlend(weights, self.pairs, weight, l2), weight, recency)
+
+    def with_recency(self, ease: EaseBlend, weight: float, recency: float) -> EaseBlend:
+        """``ease``'s weights with another blend weight and recency (no new inverse)."""
+        user_items = recency_input(self.pairs, self.ranks, recency)
+        return EaseBlend(ease.weights, user_items, weight, ease.l2, recency)
 
     def ease_scores(self, ease: EaseBlend) -> NDArray[np.float64]:
         """Every training user's EASE scores at once (users x items): what
         ``EaseBlend.scores_for_user`` gives row by row, computed once per penalty."""
-        return np.asarray((self.pairs @ ease.weights).toarray(), dtype=np.float64)
+        return np.asarray((ease.user_items @ ease.weights).toarray(), dtype=np.float64)
 
     def ranker(
         self,
@@ -534,6 +552,35 @@ class _HybridParts:
             return [items.id_at(int(item)) for item in top_n(blended, k, allowed)]
 
         return rank
+
+
+def pair_ranks(
+    train: EvaluationData, interactions: InteractionData, user_rows: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Each pair of ``interactions`` (its user at ``user_rows``) ranked among its user's
+    pairs, 0 = newest, by the pair's newest row in ``train`` (``train.times``; ties: the
+    later row). All 0 without times."""
+    if train.times is None or not len(interactions):
+        return np.zeros(len(interactions))
+    sequence = np.empty(len(train), dtype=np.int64)
+    sequence[np.lexsort((np.arange(len(train)), train.times))] = np.arange(len(train))
+    users, items = IdMap.from_ids(train.user_ids), IdMap.from_ids(train.item_ids)
+    row_keys = np.searchsorted(users.ids, train.user_ids).astype(np.int64) * len(items)
+    row_keys += np.searchsorted(items.ids, train.item_ids)
+    keys, inverse = np.unique(row_keys, return_inverse=True)
+    newest = np.full(len(keys), -1, dtype=np.int64)
+    np.maximum.at(newest, inverse.ravel(), sequence)
+    pair_keys = np.searchsorted(users.ids, interactions.user_ids).astype(np.int64) * len(items)
+    pair_keys += np.searchsorted(items.ids, interactions.item_ids)
+    pair_newest = newest[np.searchsorted(keys, pair_keys)]
+    # Pairs by user, newest first: a pair's rank is its place in its user's run.
+    order = np.lexsort((-pair_newest, user_rows))
+    sorted_users = user_rows[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    ranks = np.empty(len(order), dtype=np.float64)
+    ranks[order] = np.arange(len(order)) - run_start
+    return ranks
 
 
 def _allowed_mask(items: IdMap, seen: frozenset[str]) -> NDArray[np.bool_]:
@@ -670,6 +717,7 @@ def tune_on_validation(
     seed: int = DEFAULT_SEED,
     validation_seed: int = VALIDATION_SEED,
     progress: EvaluationProgress | None = None,
+    split: Callable[[EvaluationData], Split] | None = None,
 ) -> list[TuningResult]:
     """Grid search on a validation split carved from the training set only.
 
@@ -688,12 +736,11 @@ def tune_on_validation(
     (0.002). A blend of standardised scores (z-scores per user) did: see
     ``tune_blend_on_validation``.
 
-    ``progress`` is told ``("tuning", done, total)`` after each grid point.
+    ``progress`` is told ``("tuning", done, total)`` after each grid point. ``split``
+    replaces both random splits (the test rows', then validation's) by another protocol's,
+    e.g. ``protocols.time_split``.
     """
-    outer = random_split(len(data), seed=seed)
-    training = data.subset(outer.train)
-    inner = random_split(len(training), seed=validation_seed)
-    task = EvaluationTask.from_split(training, inner)
+    task = EvaluationTask.from_split(*_validation_carving(data, seed, validation_seed, split))
     popularity = popularity_ranker(task.train)
     points = list(grid) if grid is not None else default_grid()
     notify = progress or (lambda _name, _done, _total: None)
@@ -703,6 +750,21 @@ def tune_on_validation(
         results.append(TuningResult(params, evaluate_ranker(ranker, task, k)))
         notify("tuning", done, len(points))
     return sorted(results, key=lambda result: -result.metrics.precision)
+
+
+def _validation_carving(
+    data: EvaluationData,
+    seed: int,
+    validation_seed: int,
+    split: Callable[[EvaluationData], Split] | None,
+) -> tuple[EvaluationData, Split]:
+    """The protocol's training rows (its test rows dropped) and their validation split:
+    random (``seed``, then ``validation_seed``), or ``split`` applied twice."""
+    if split is None:
+        training = data.subset(random_split(len(data), seed=seed).train)
+        return training, random_split(len(training), seed=validation_seed)
+    training = data.subset(split(data).train)
+    return training, split(training)
 
 
 @dataclass(frozen=True)
@@ -719,15 +781,20 @@ def tune_blend_on_validation(
     als: RecommenderConfig,
     l2_grid: Sequence[float] = (300.0, 500.0, 1000.0),
     weight_grid: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5),
+    recency_grid: Sequence[float] = (0.0,),
     k: int = 10,
     seed: int = DEFAULT_SEED,
     validation_seed: int = VALIDATION_SEED,
+    split: Callable[[EvaluationData], Split] | None = None,
 ) -> list[BlendTuningResult]:
     """Grid search of the ALS + EASE blend on validation carved from the training set.
 
     The same carving as ``tune_on_validation`` (the ``seed`` split's test rows dropped,
-    the rest split 80/20 with ``validation_seed``); ``als`` stays fixed. Sorted best
-    precision first (ties: the earlier grid point).
+    the rest split 80/20 with ``validation_seed``), or ``split`` applied twice (e.g.
+    ``protocols.time_split``: the newest rows of each customer's training validate);
+    ``als`` stays fixed. ``recency_grid`` adds EASE's recency (``HybridConfig.ease_recency``;
+    the default, 0 alone, leaves it off). Sorted best precision first (ties: the earlier
+    grid point).
 
     On MovieLens-100k with ``tuned_params()`` (validation precision@10; ALS alone is
     weight 0, 0.1741; popularity 0.0956), by weight 0 / 0.1 / 0.2 / 0.3 / 0.5:
@@ -739,20 +806,25 @@ def tune_blend_on_validation(
     values or with low ratings as negatives, RP3beta, PureSVD, an explicit rating model
     times ALS, item quality priors, time-local popularity.
     """
-    outer = random_split(len(data), seed=seed)
-    training = data.subset(outer.train)
-    task = EvaluationTask.from_split(training, random_split(len(training), seed=validation_seed))
+    task = EvaluationTask.from_split(*_validation_carving(data, seed, validation_seed, split))
     popularity = popularity_ranker(task.train)
     # One ALS fit and one EASE inverse per l2 serve every weight: the grid costs seconds.
     parts = _HybridParts.fit(task.train, als)
     results = []
     for l2 in l2_grid:
         base = parts.ease(l2, 0.0)
-        scores = parts.ease_scores(base)
-        for weight in weight_grid:
-            ease = EaseBlend(base.weights, base.user_items, weight, l2)
-            ranker = parts.ranker(ease, fallback=popularity, ease_scores=scores)
-            results.append(
-                BlendTuningResult(HybridConfig(als, l2, weight), evaluate_ranker(ranker, task, k))
-            )
+        for recency in recency_grid:
+            ease = parts.with_recency(base, 0.0, recency)
+            scores = parts.ease_scores(ease)
+            for weight in weight_grid:
+                ranker = parts.ranker(
+                    EaseBlend(ease.weights, ease.user_items, weight, l2, recency),
+                    fallback=popularity,
+                    ease_scores=scores,
+                )
+                results.append(
+                    BlendTuningResult(
+                        HybridConfig(als, l2, weight, recency), evaluate_ranker(ranker, task, k)
+                    )
+                )
     return sorted(results, key=lambda result: -result.metrics.precision)

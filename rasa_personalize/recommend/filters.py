@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -250,6 +250,12 @@ def top_n(
     if count == 0:
         return np.empty(0, dtype=np.intp)
     k = min(n, count)
+    if k < count and len(scores) >= _POOL_FROM and k * _POOL_STRIDE * 4 <= len(scores):
+        pool = _likely_best(scores, usable, k)
+        if pool is not None:
+            # The same question on the pool: its rows keep their order, so ties break
+            # the same way.
+            return pool[top_n(scores[pool], k, usable[pool])]
     if k == count:
         candidates = np.flatnonzero(usable)
         masked = scores
@@ -274,6 +280,32 @@ def top_n(
     return best
 
 
+# Catalogues of this many rows or more are ranked through a pool (_likely_best).
+_POOL_FROM: Final = 8_192
+# Every how many rows the pool's threshold is sampled.
+_POOL_STRIDE: Final = 16
+
+
+def _likely_best(
+    scores: NDArray[np.floating], usable: NDArray[np.bool_], k: int
+) -> NDArray[np.intp] | None:
+    """Sorted rows that hold every usable row among the ``k`` best (and those tied with
+    the k-th), far fewer than all: None when no small pool is found.
+
+    The k-th best usable score of every ``_POOL_STRIDE``-th row is at most the k-th best
+    of all rows (a subset's k-th largest never exceeds the whole's), so the usable rows
+    scoring at least that include the answer. Partitioning a few hundred of them instead
+    of every row is what makes precomputing lists over 50,000 products several times
+    faster (argpartition was two thirds of it).
+    """
+    sample = scores[::_POOL_STRIDE][usable[::_POOL_STRIDE]]
+    if len(sample) < k:
+        return None
+    threshold = np.partition(sample, len(sample) - k)[len(sample) - k]
+    pool = np.flatnonzero(usable & (scores >= threshold))
+    return pool if len(pool) * 4 <= len(scores) else None
+
+
 def _push_down(scores: NDArray[np.floating], allowed: NDArray[np.bool_]) -> NDArray[np.floating]:
     """Scores with disallowed rows pushed below the allowed ones, for argpartition.
 
@@ -292,8 +324,13 @@ def to_scored(
     rows: NDArray[np.intp], scores: NDArray[np.floating], item_ids: IdMap
 ) -> list[Scored]:
     """Scored items for ``rows`` (as returned by ``top_n``)."""
-    ids = item_ids.ids
-    return [Scored(str(ids[row]), float(scores[row])) for row in rows.tolist()]
+    # Converted in two array calls rather than item by item: the same str and float.
+    return [
+        Scored(item, score)
+        for item, score in zip(
+            item_ids.ids[rows].tolist(), scores[rows].astype(np.float64).tolist(), strict=True
+        )
+    ]
 
 
 def select(

@@ -6,12 +6,13 @@ thread by the service), and read by every request without I/O.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Final
+from typing import Final, Protocol
 
 from rasa_personalize.recommend.content import ContentRecommender, ProductText
 from rasa_personalize.recommend.content_artifacts import ContentArtifact
@@ -66,6 +67,32 @@ class Resources:
         """(category, products in stock), most first, ties by name; computed once per build."""
         counts = Counter(p.category for p in self.products.values() if p.in_stock)
         return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+class _CatalogueSource(Protocol):
+    async def read_recommendation_inputs(
+        self,
+    ) -> tuple[list[ProductRecord], list[tuple[str, str | None, str, int]]]: ...
+
+    async def read_products(self) -> list[ProductRecord]: ...
+
+
+async def read_inputs(
+    store: _CatalogueSource, content_model: ContentArtifact | None
+) -> tuple[list[ProductRecord], Sequence[tuple[str, str | None, str, int]]]:
+    """The catalogue and popularity counts for :func:`build_resources`.
+
+    The counts come from the content artifact when training stored them there (one
+    read of the products, instead of grouping every interaction in the store: 15 s at
+    ten million rows); from the store otherwise (artifacts written before, or none).
+    """
+    # Reading 800,000 rows from the artifact takes about a second: not on the loop.
+    stored = (
+        await asyncio.to_thread(content_model.popularity) if content_model is not None else None
+    )
+    if stored is None:
+        return await store.read_recommendation_inputs()
+    return await store.read_products(), stored
 
 
 def build_resources(

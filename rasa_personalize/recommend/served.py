@@ -106,3 +106,18 @@ class ServedModel:
             self.recommend(user_id, n, exclude=exclude[position] if exclude else ())
             for position, user_id in enumerate(user_ids)
         ]
+
+    def top_batch(
+        self,
+        user_ids: Sequence[str],
+        n: int = 10,
+        *,
+        exclude: Sequence[Collection[str]] | None = None,
+    ) -> list[tuple[list[str], list[float]]]:
+        """``recommend_batch``'s lists as (item ids, scores) per customer."""
+        if self.ease is None:
+            return self.als.top_batch(user_ids, n, exclude=exclude)
+        return [
+            ([s.item_id for s in scored], [s.score for s in scored])
+            for scored in self.recommend_batch(user_ids, n, exclude=exclude)
+        ]

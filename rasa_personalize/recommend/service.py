@@ -60,7 +60,7 @@ from rasa_personalize.recommend.association_artifacts import (
 )
 from rasa_personalize.recommend.associations import ANCHOR_PURCHASES
 from rasa_personalize.recommend.confidence import store_confidence
-from rasa_personalize.recommend.content_artifacts import ContentHolder
+from rasa_personalize.recommend.content_artifacts import ContentArtifact, ContentHolder
 from rasa_personalize.recommend.filters import (
     CandidateSet,
     ItemCatalogue,
@@ -95,7 +95,7 @@ from rasa_personalize.recommend.reranking import (
     repeatable,
     substitute_keys,
 )
-from rasa_personalize.recommend.resources import Resources, build_resources
+from rasa_personalize.recommend.resources import Resources, build_resources, read_inputs
 from rasa_personalize.recommend.served import ServedModel
 from rasa_personalize.store.catalogue import CustomerItems
 from rasa_personalize.store.errors import DatabaseError
@@ -237,7 +237,7 @@ class RecommendationService:
                 and (content.version if content else None) == current.content_version
             ):
                 return
-            products, popularity_rows = await self.store.read_recommendation_inputs()
+            products, popularity_rows = await self._inputs(content, first=current is None)
             if content is None and products and not self._told_no_content:
                 self._told_no_content = True
                 logger.warning(
@@ -256,6 +256,26 @@ class RecommendationService:
             )
         finally:
             self._build = None
+
+    async def _inputs(
+        self, content: ContentArtifact | None, *, first: bool
+    ) -> tuple[list[ProductRecord], Sequence[tuple[str, str | None, str, int]]]:
+        """Catalogue and popularity counts: at first the counts training stored, so that
+        a server is ready at once (grouping every interaction took 15 s at ten million);
+        on each refresh the store's own, newer counts, or the stored ones if that fails
+        (a large store past its statement limit), so the catalogue still refreshes."""
+        if first:
+            return await read_inputs(self.store, content)
+        try:
+            return await self.store.read_recommendation_inputs()
+        except (PersonalizeError, DatabaseError) as error:
+            if content is None:
+                raise
+            logger.info(
+                "Popularity not re-counted (%s): the counts of the last training serve.",
+                type(error).__name__,
+            )
+            return await read_inputs(self.store, content)
 
     @traced(RECOMMEND_SPAN, _asked, result=_answered)
     async def recommend(

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import scipy.sparse
+from threadpoolctl import threadpool_limits
 
 from rasa_personalize.cache.precomputed import PRECOMPUTE_DEPTH, PrecomputedCache
 from rasa_personalize.clock import utc_now
@@ -49,27 +48,40 @@ from rasa_personalize.recommend.associations import ItemAssociations
 from rasa_personalize.recommend.confidence import store_confidence
 from rasa_personalize.recommend.content import ContentRecommender, ProductText
 from rasa_personalize.recommend.content_artifacts import ContentArtifact, save_content_artifact
-from rasa_personalize.recommend.demo_data import SHOP_ALS_PARAMS, load_store_events, tune_for_store
+from rasa_personalize.recommend.demo_data import (
+    SHOP_ALS_PARAMS,
+    TUNING_CUSTOMERS,
+    load_store_events,
+    store_events,
+    tune_for_store,
+)
 from rasa_personalize.recommend.ease import MAX_EASE_ITEMS, EaseBlend
 from rasa_personalize.recommend.errors import ArtifactError
 from rasa_personalize.recommend.evaluation import (
+    DEFAULT_SEED,
     EvaluationData,
     HybridConfig,
     ModelConfig,
     RecommenderConfig,
 )
 from rasa_personalize.recommend.guardrail import HOLDOUT_K, Verdict, check_recommender
-from rasa_personalize.recommend.interactions import InteractionData
 from rasa_personalize.recommend.served import ServedModel
+from rasa_personalize.recommend.store_columns import (
+    PopularityRow,
+    SeenItems,
+    pair_rows,
+    popularity_rows,
+    purchase_baskets,
+)
 from rasa_personalize.recommend.versions import current_version, prune_artifacts
 from rasa_personalize.store.catalogue import (
-    TrainingRows,
     active_customer_keys,
     customer_ids_by_key,
     read_first_seen,
-    read_training_rows,
+    read_latest_segments,
     replace_precomputed,
 )
+from rasa_personalize.store.interaction_columns import InteractionColumns, read_interaction_columns
 from rasa_personalize.store.sql_store import SqlStore
 
 Progress = Callable[[str, int, int], None]
@@ -151,44 +163,55 @@ async def train_from_store(
     """
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
-    content = await train_content(store, model_dir, progress=report)
     report("reading", 0, 1)
+    # One read for everything below: popularity, the fit, the validation data, the baskets.
     async with store.sessions() as session:
-        rows = await read_training_rows(session)
+        columns = await read_interaction_columns(session)
+        segment_customers, segments = await read_latest_segments(session)
     report("reading", 1, 1)
-    if not rows.skus:
+    popularity = popularity_rows(
+        columns, np.asarray(segment_customers, dtype=np.int64), np.asarray(segments, np.str_)
+    )
+    content = await train_content(store, model_dir, progress=report, popularity=popularity)
+    if not len(columns):
         raise InvalidInputError(
             "the store has no interactions with products: run `personalize seed-demo` "
             "or import interactions first"
         )
-    async with store.sessions() as session:
-        events = await load_store_events(session)
+    # The parameter search and the guardrail both search this sample
+    # (``demo_data.tuning_sample``, which keeps it as it is): built for it alone.
+    events = store_events(columns, customers=TUNING_CUSTOMERS, seed=DEFAULT_SEED)
     choice = (
         ModelChoice(RecommenderConfig(params, store_confidence()), "given")
         if params is not None
         else await _choose(events, report)
     )
-    values = [np.nan if value is None else value for value in rows.values]
-    data = InteractionData.from_events(
-        rows.customer_keys, rows.skus, rows.kinds, values, store_confidence()
-    )
+    data = await asyncio.to_thread(pair_rows, columns, store_confidence())
     blend = choice.config if isinstance(choice.config, HybridConfig) else None
     als_config = blend.als if blend is not None else choice.config
     assert isinstance(als_config, RecommenderConfig)
     model = AlsRecommender(**asdict(als_config.params))
-    model.fit(data, callback=lambda done, total: report("training", done, total))
+    model.fit_rows(
+        data.users,
+        data.items,
+        data.user_rows,
+        data.item_rows,
+        data.weights,
+        callback=lambda done, total: report("training", done, total),
+    )
     ease = None
     if blend is not None and len(model.item_ids_) <= MAX_EASE_ITEMS:
         report("blending", 0, 1)
         ease = await asyncio.to_thread(
-            EaseBlend.fit, _pairs(model, data), l2=blend.ease_l2, weight=blend.ease_weight
+            EaseBlend.fit, data.matrix(), l2=blend.ease_l2, weight=blend.ease_weight
         )
         report("blending", 1, 1)
     served: ModelConfig = blend if blend is not None and ease is not None else als_config
     report("guardrail", 0, 1)
-    verdict, holdout = await asyncio.to_thread(
-        check_recommender, events, served, als_dir(model_dir), force=force
-    )
+    with _one_blas_thread():
+        verdict, holdout = await asyncio.to_thread(
+            check_recommender, events, served, als_dir(model_dir), force=force
+        )
     report("guardrail", 1, 1)
     guardrail: dict[str, Any] = {"guardrail": verdict.to_json_dict()}
     if holdout is not None:
@@ -201,20 +224,20 @@ async def train_from_store(
         model,
         als_dir(model_dir),
         metrics={"chosen_by": choice.how, **choice.validation, **guardrail},
-        counts={"interactions": len(rows.skus), "pairs": len(data)},
+        counts={"interactions": len(columns), "pairs": len(data)},
         # What a customer does after this is new to the model (see recommend/incremental).
-        data_cutoff=rows.newest_at,
+        data_cutoff=columns.newest_at,
         make_current=verdict.promoted,
         ease=ease,
     )
     prune_artifacts(als_dir(model_dir), keep=KEEP_VERSIONS)
-    associations = await train_associations(store, model_dir, rows, progress=report)
+    associations = await train_associations(store, model_dir, columns, progress=report)
     precomputed = 0
     if precompute and verdict.promoted:
         precomputed = await _precompute(
             store,
             artifact.served,
-            seen=_seen_by_user(data),
+            seen=data.seen(),
             version=artifact.version,
             report=report,
             cache=cache,
@@ -224,7 +247,7 @@ async def train_from_store(
         version=artifact.version,
         customers=len(model.user_ids_),
         products=len(model.item_ids_),
-        interactions=len(rows.skus),
+        interactions=len(columns),
         seconds=time.perf_counter() - started,
         precomputed=precomputed,
         content_version=content.version if content is not None else None,
@@ -253,7 +276,8 @@ async def choose_model(store: SqlStore, *, progress: Progress | None = None) -> 
 
 async def _choose(data: EvaluationData, report: Progress) -> ModelChoice:
     try:
-        tuning = await asyncio.to_thread(tune_for_store, data, progress=report)
+        with _one_blas_thread():
+            tuning = await asyncio.to_thread(tune_for_store, data, progress=report)
     except InvalidInputError:
         return ModelChoice(RecommenderConfig(SHOP_ALS_PARAMS, store_confidence()), "fallback")
     best_blend = tuning.blend_results[0]
@@ -271,24 +295,15 @@ async def _choose(data: EvaluationData, report: Progress) -> ModelChoice:
     )
 
 
-def _pairs(model: AlsRecommender, data: InteractionData) -> scipy.sparse.csr_matrix:
-    """The training pairs as a 0/1 matrix on the model's rows (EASE's input)."""
-    return scipy.sparse.csr_matrix(
-        (
-            np.ones(len(data)),
-            (
-                np.searchsorted(model.user_ids_.ids, data.user_ids),
-                np.searchsorted(model.item_ids_.ids, data.item_ids),
-            ),
-        ),
-        shape=(len(model.user_ids_), len(model.item_ids_)),
-    )
-
-
 async def train_content(
-    store: SqlStore, model_dir: Path, *, progress: Progress | None = None
+    store: SqlStore,
+    model_dir: Path,
+    *,
+    progress: Progress | None = None,
+    popularity: Sequence[PopularityRow] | None = None,
 ) -> ContentArtifact | None:
-    """Fit the content model (TF-IDF) on the catalogue and write its artifact.
+    """Fit the content model (TF-IDF) on the catalogue and write its artifact, with the
+    ``popularity`` counts when given (servers then read them instead of the store).
 
     Returns None when the store has no products (nothing to index, nothing written).
 
@@ -297,8 +312,9 @@ async def train_content(
     """
     report = progress or (lambda stage, done, total: None)
     report("content", 0, 1)
-    # The popularity rows come along; the catalogue is what counts here.
-    products, _ = await store.read_recommendation_inputs()
+    # The catalogue alone: the store's popularity count (15 s at ten million rows) is
+    # not needed here.
+    products = await store.read_products()
     if not products:
         return None
     texts = [
@@ -306,29 +322,29 @@ async def train_content(
     ]
     # scikit-learn's fit is CPU work: keep the event loop (and progress bars) responsive.
     model = await asyncio.to_thread(ContentRecommender().fit, texts)
-    artifact = save_content_artifact(model, content_dir(model_dir))
+    artifact = save_content_artifact(model, content_dir(model_dir), popularity=popularity)
     prune_artifacts(content_dir(model_dir), keep=KEEP_VERSIONS)
     report("content", 1, 1)
     return artifact
 
 
 async def train_associations(
-    store: SqlStore, model_dir: Path, rows: TrainingRows, *, progress: Progress | None = None
+    store: SqlStore,
+    model_dir: Path,
+    columns: InteractionColumns,
+    *,
+    progress: Progress | None = None,
 ) -> AssociationArtifact:
-    """Fit products bought together (purchases of ``rows``) and first-seen times; save them."""
+    """Fit products bought together (purchases of ``columns``) and first-seen times; save them."""
     report = progress or (lambda stage, done, total: None)
     report("associations", 0, 1)
     async with store.sessions() as session:
         first_seen = await read_first_seen(session)
-    purchases = [
-        (key, sku)
-        for key, sku, kind in zip(rows.customer_keys, rows.skus, rows.kinds, strict=True)
-        if kind == "purchase"
-    ]
+    baskets, skus = purchase_baskets(columns)
     model = await asyncio.to_thread(
         ItemAssociations().fit,
-        [key for key, _ in purchases],
-        [sku for _, sku in purchases],
+        baskets,
+        skus,
         first_seen={sku: when.timestamp() for sku, when in first_seen.items()},
     )
     artifact = save_association_artifact(model, associations_dir(model_dir))
@@ -369,16 +385,13 @@ async def precompute_serving(
     artifact = await asyncio.to_thread(load_artifact, directory / version)
     report("reading", 0, 1)
     async with store.sessions() as session:
-        rows = await read_training_rows(session)
+        columns = await read_interaction_columns(session)
     report("reading", 1, 1)
-    values = [np.nan if value is None else value for value in rows.values]
-    data = InteractionData.from_events(
-        rows.customer_keys, rows.skus, rows.kinds, values, store_confidence()
-    )
+    data = await asyncio.to_thread(pair_rows, columns, store_confidence())
     written = await _precompute(
         store,
         artifact.served,
-        seen=_seen_by_user(data),
+        seen=data.seen(),
         version=artifact.version,
         report=report,
         cache=cache,
@@ -400,18 +413,21 @@ __all__ = [
 ]
 
 
-def _seen_by_user(data: InteractionData) -> dict[str, set[str]]:
-    seen: dict[str, set[str]] = defaultdict(set)
-    for user, item in zip(data.user_ids.tolist(), data.item_ids.tolist(), strict=True):
-        seen[user].add(item)
-    return seen
+def _one_blas_thread() -> threadpool_limits:
+    """BLAS on one thread while ranking customers one by one (search, guardrail,
+    precompute): each is one small matrix-vector product, which BLAS threads slow down
+    instead (2.5 ms against 0.2 ms at 50,000 products on the two busy cores of the
+    million bench). Scores may differ in the last bit from a threaded product (at most
+    1.5e-8 there), as they do between machines with other core counts; the top 50 of
+    5,000 customers sampled came out the same."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 async def _precompute(
     store: SqlStore,
     model: ServedModel,
     *,
-    seen: dict[str, set[str]],
+    seen: SeenItems,
     version: str,
     report: Progress,
     cache: PrecomputedCache | None,
@@ -435,11 +451,14 @@ async def _precompute(
         batch = 2_000
         for start in range(0, len(keys), batch):
             chunk = keys[start : start + batch]
-            results = model.recommend_batch(
-                chunk, PRECOMPUTE_DEPTH, exclude=[seen.get(key, ()) for key in chunk]
-            )
-            for key, scored in zip(chunk, results, strict=True):
-                items: list[list[object]] = [[s.item_id, round(float(s.score), 6)] for s in scored]
+            with _one_blas_thread():
+                results = model.top_batch(
+                    chunk, PRECOMPUTE_DEPTH, exclude=[seen.of(key) for key in chunk]
+                )
+            for key, (skus, scores) in zip(chunk, results, strict=True):
+                items: list[list[object]] = [
+                    [sku, round(score, 6)] for sku, score in zip(skus, scores, strict=True)
+                ]
                 by_key.append((key, items))
                 if key in ids:
                     lists.append((ids[key], items))

@@ -184,13 +184,23 @@ def read_customer_items(
     )
 
 
+def _latest_segments() -> Select[int, str]:
+    """Each customer's segment for popularity: the greatest of its stored ones."""
+    return select(
+        SegmentAssignment.customer_id, func.max(SegmentAssignment.segment).label("segment")
+    ).group_by(SegmentAssignment.customer_id)
+
+
+async def read_latest_segments(session: AsyncSession) -> tuple[list[int], list[str]]:
+    """(customer ids, their segments) as :func:`read_popularity_rows` counts them, for
+    training to count popularity from the interactions it read already."""
+    rows = (await session.execute(_latest_segments())).all()
+    return [int(customer_id) for customer_id, _ in rows], [str(segment) for _, segment in rows]
+
+
 def read_popularity_rows(connection: Connection) -> list[tuple[str, str | None, str, int]]:
     """(sku, stored segment or None, kind, count) over every interaction with a product."""
-    latest_segment = (
-        select(SegmentAssignment.customer_id, func.max(SegmentAssignment.segment).label("segment"))
-        .group_by(SegmentAssignment.customer_id)
-        .subquery()
-    )
+    latest_segment = _latest_segments().subquery()
     rows = connection.execute(
         select(Product.sku, latest_segment.c.segment, Interaction.kind, func.count())
         .join(Product, Product.id == Interaction.product_id)

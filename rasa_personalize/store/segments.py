@@ -14,10 +14,10 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import delete, select
+from sqlalchemy import String, column, delete, literal, select, table, text
 
-from rasa_personalize.store.dialect import dialect_of, member_of, upsert
-from rasa_personalize.store.models import Customer, SegmentAssignment
+from rasa_personalize.store.dialect import POSTGRESQL, dialect_of, member_of, upsert
+from rasa_personalize.store.models import Customer, SegmentAssignment, UtcDateTime
 from rasa_personalize.store.types import Session
 
 # Rows per executemany: a few thousand amortize the round trip on every backend.
@@ -26,6 +26,12 @@ WRITE_BATCH: Final = 2_000
 ID_CHUNK: Final = 5_000
 # Rows per streamed partition of the true groups.
 STREAM_BATCH: Final = 20_000
+
+# From this many rows on, PostgreSQL gets them through COPY (_copy_assignments).
+COPY_FROM: Final = 10_000
+# Rows per COPY call: bounded memory for the records the driver encodes.
+COPY_CHUNK: Final = 100_000
+_UPLOAD: Final = "segment_assignments_upload"
 
 _KEY: Final = ("customer_id", "method")
 _REFRESHED: Final = ("segment", "model_version", "score", "assigned_at")
@@ -76,7 +82,20 @@ async def write_segment_assignments(
             f"assignments: {total} customer ids, {len(segments)} segments and "
             f"{len(scores)} scores; expected one of each per customer"
         )
-    statement = upsert(dialect_of(session), SegmentAssignment, _KEY, _REFRESHED)
+    dialect = dialect_of(session)
+    if dialect == POSTGRESQL and total >= COPY_FROM:
+        await _copy_assignments(
+            session,
+            method=method,
+            model_version=model_version,
+            customer_ids=customer_ids,
+            segments=segments,
+            scores=scores,
+            now=now,
+            on_written=on_written,
+        )
+        return total
+    statement = upsert(dialect, SegmentAssignment, _KEY, _REFRESHED)
     for start in range(0, total, WRITE_BATCH):
         end = min(total, start + WRITE_BATCH)
         rows = [
@@ -94,6 +113,63 @@ async def write_segment_assignments(
         if on_written is not None:
             on_written(end)
     return total
+
+
+async def _copy_assignments(
+    session: Session,
+    *,
+    method: str,
+    model_version: str,
+    customer_ids: Sequence[int],
+    segments: Sequence[str],
+    scores: Sequence[float],
+    now: datetime,
+    on_written: Callable[[int], None] | None,
+) -> None:
+    """The upsert of :func:`write_segment_assignments` through ``COPY`` (PostgreSQL):
+    the rows into a temporary table, then one ``INSERT ... SELECT ... ON CONFLICT``. A
+    million customers' rows took 20 s of statements one row each (executemany)."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None or not hasattr(driver, "copy_records_to_table"):
+        raise RuntimeError("the store's connection has no driver connection to COPY on")
+    # The session's transaction holds the table: dropped at its commit.
+    await session.execute(
+        text(
+            f"CREATE TEMPORARY TABLE {_UPLOAD} (customer_id bigint, segment varchar(32), "
+            "score double precision) ON COMMIT DROP"
+        )
+    )
+    total = len(customer_ids)
+    for start in range(0, total, COPY_CHUNK):
+        end = min(total, start + COPY_CHUNK)
+        await driver.copy_records_to_table(
+            _UPLOAD,
+            # Plain Python values: the driver does not encode numpy scalars.
+            records=[
+                (int(customer), str(segment), None if score is None else float(score))
+                for customer, segment, score in zip(
+                    customer_ids[start:end], segments[start:end], scores[start:end], strict=True
+                )
+            ],
+            columns=["customer_id", "segment", "score"],
+        )
+        if on_written is not None:
+            on_written(end)
+    upload = table(_UPLOAD, column("customer_id"), column("segment"), column("score"))
+    rows = select(
+        upload.c.customer_id,
+        upload.c.segment,
+        literal(method, String()),
+        literal(model_version, String()),
+        upload.c.score,
+        literal(now, UtcDateTime()),
+    )
+    columns = ["customer_id", "segment", "method", "model_version", "score", "assigned_at"]
+    await session.execute(
+        upsert(POSTGRESQL, SegmentAssignment, _KEY, _REFRESHED).from_select(columns, rows)
+    )
+    await session.execute(text(f"DROP TABLE {_UPLOAD}"))
 
 
 async def delete_segment_assignments(

@@ -226,6 +226,10 @@ class SqlStore:
         """The catalogue and popularity counts, for building recommendation resources."""
         return await self._read(_read_recommendation_inputs)
 
+    async def read_products(self) -> list[ProductRecord]:
+        """The catalogue alone (popularity counts stored with a content model instead)."""
+        return await self._read(read_products)
+
     async def exposed_arm(self, experiment: str, customer_key: str) -> str | None:
         """The arm stored with the customer's exposure to ``experiment``, if any (a
         primary-key read: inline on a SQLite file when it answers at once)."""

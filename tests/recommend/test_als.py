@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
+from rasa_personalize.recommend.ease import EaseBlend
 from rasa_personalize.recommend.errors import NotFittedError, UnknownIdError
 from rasa_personalize.recommend.filters import ItemCatalogue, RecommendationFilters
 from rasa_personalize.recommend.ids import IdMap
 from rasa_personalize.recommend.interactions import InteractionData
+from rasa_personalize.recommend.served import ServedModel
 from tests.recommend.conftest import HELD_OUT, block_items, block_users, seen_items
 
 
@@ -84,6 +87,23 @@ def test_batch_equals_one_by_one(
     assert checkerboard_model.recommend_batch(users, 5) == [
         checkerboard_model.recommend(user, 5) for user in users
     ]
+    # top_batch (precompute) gives the same lists as plain values, for ALS and the blend.
+    pairs = scipy.sparse.csr_matrix(
+        (
+            np.ones(len(checkerboard_data)),
+            (
+                np.searchsorted(checkerboard_model.user_ids_.ids, checkerboard_data.user_ids),
+                np.searchsorted(checkerboard_model.item_ids_.ids, checkerboard_data.item_ids),
+            ),
+        ),
+        shape=(len(checkerboard_model.user_ids_), len(checkerboard_model.item_ids_)),
+    )
+    blend = ServedModel(checkerboard_model, EaseBlend.fit(pairs, l2=10.0, weight=0.5))
+    for served in (ServedModel(checkerboard_model), blend):
+        lists = served.recommend_batch(users, 7, exclude=excludes)
+        assert served.top_batch(users, 7, exclude=excludes) == [
+            ([s.item_id for s in scored], [s.score for s in scored]) for scored in lists
+        ]
 
 
 def test_filters_apply_to_als(

@@ -15,6 +15,7 @@ from rasa_personalize.recommend.content_artifacts import (
     save_content_artifact,
 )
 from rasa_personalize.recommend.errors import ArtifactError, NotFittedError
+from rasa_personalize.recommend.resources import read_inputs
 from rasa_personalize.recommend.versions import METADATA_FILE, current_version
 from tests.recommend.test_content import PRODUCTS, TEXTS
 
@@ -83,3 +84,45 @@ def test_the_holder_serves_the_newest_version(model: ContentRecommender, tmp_pat
     assert holder.get() is not None
     assert holder.version == second.version
     assert len(holder.artifact.model.item_ids_) == 4  # type: ignore[union-attr]
+
+
+class _Store:
+    """Counts which reads a server's resources build asks for."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def read_recommendation_inputs(self) -> tuple[list, list]:
+        self.calls.append("inputs")
+        return [], [("from-store", None, "view", 1)]
+
+    async def read_products(self) -> list:
+        self.calls.append("products")
+        return []
+
+
+async def test_popularity_counts_travel_with_the_artifact(
+    model: ContentRecommender, tmp_path: Path
+) -> None:
+    """Stored counts come back as saved (no segment as None) and spare the store's
+    count; an artifact without them (written before) falls back to the store."""
+    rows = [("A", None, "purchase", 3), ("A", "loyal", "view", 12), ("B", "new", "cart", 1)]
+    with_counts = load_content_artifact(
+        save_content_artifact(model, tmp_path / "with", popularity=rows).path
+    )
+    assert with_counts.popularity() == tuple(rows)
+    store = _Store()
+    assert await read_inputs(store, with_counts) == ([], tuple(rows))
+    assert store.calls == ["products"]
+
+    empty = load_content_artifact(
+        save_content_artifact(model, tmp_path / "empty", popularity=[]).path
+    )
+    assert empty.popularity() == ()
+
+    without = load_content_artifact(save_content_artifact(model, tmp_path / "without").path)
+    assert without.popularity() is None
+    store = _Store()
+    assert await read_inputs(store, without) == ([], [("from-store", None, "view", 1)])
+    assert await read_inputs(store, None) == ([], [("from-store", None, "view", 1)])
+    assert store.calls == ["inputs", "inputs"]

@@ -9,21 +9,27 @@ import pytest
 import scipy.sparse
 
 from rasa_personalize.errors import InvalidInputError
-from rasa_personalize.recommend.als import AlsRecommender
+from rasa_personalize.recommend.als import AlsParams, AlsRecommender
 from rasa_personalize.recommend.artifacts import load_artifact, save_artifact
 from rasa_personalize.recommend.ease import (
     EaseBlend,
     blended_scores,
     ease_item_weights,
+    recency_weights,
     sparse_weights,
     standardized,
 )
 from rasa_personalize.recommend.evaluation import (
+    EvaluationData,
     HybridConfig,
+    RecommenderConfig,
     _HybridParts,
+    pair_ranks,
+    tune_blend_on_validation,
     tuned_params,
 )
 from rasa_personalize.recommend.interactions import InteractionData
+from rasa_personalize.recommend.protocols import time_split
 from rasa_personalize.recommend.served import ServedModel
 from tests.recommend.conftest import block_ratings, seen_items
 
@@ -109,7 +115,12 @@ def test_artifact_keeps_the_blend(
     blend = EaseBlend.fit(pairs_of(checkerboard_model, checkerboard_data), l2=1.0, weight=0.4)
     saved = save_artifact(checkerboard_model, tmp_path / "als", ease=blend)
     loaded = load_artifact(saved.path)
-    assert loaded.metadata.blend == {"model": "als+ease", "ease_l2": 1.0, "ease_weight": 0.4}
+    assert loaded.metadata.blend == {
+        "model": "als+ease",
+        "ease_l2": 1.0,
+        "ease_weight": 0.4,
+        "ease_recency": 0.0,
+    }
     assert loaded.served.kind == "als+ease"
     assert loaded.ease is not None
     assert (loaded.ease.weights != blend.weights).nnz == 0
@@ -126,3 +137,117 @@ def test_blend_rejects_mismatched_shapes() -> None:
     """Weights and customers' products must agree on the number of items."""
     with pytest.raises(InvalidInputError):
         EaseBlend(scipy.sparse.csr_matrix((3, 3)), scipy.sparse.csr_matrix((2, 4)), 0.2, 1.0)
+
+
+def test_recency_weights_fade_to_the_floor() -> None:
+    """Newest counts 1, ``recency`` places back 0.25 + 0.75/e, far back 0.25; 0 is off."""
+    np.testing.assert_allclose(
+        recency_weights([0, 10, 1_000], 10.0), [1.0, 0.25 + 0.75 / np.e, 0.25], rtol=1e-6
+    )
+    np.testing.assert_array_equal(recency_weights([0, 5], 0.0), [1.0, 1.0])
+    with pytest.raises(InvalidInputError):
+        recency_weights([0], -1.0)
+
+
+def chain_ratings(users: int = 120, items: int = 30, length: int = 10) -> EvaluationData:
+    """Each user rates ``length`` consecutive items of a chain, in chain order (5 stars):
+    what they rate next follows their newest items, not their oldest."""
+    rng = np.random.default_rng(3)
+    user_ids, item_ids, times = [], [], []
+    for user in range(users):
+        start = int(rng.integers(0, items - length + 1))
+        for step in range(length):
+            user_ids.append(f"user-{user:03d}")
+            item_ids.append(f"item-{start + step:02d}")
+            times.append(float(user * 100 + step))
+    count = len(user_ids)
+    return EvaluationData.from_events(
+        user_ids,
+        item_ids,
+        ["rating"] * count,
+        [5.0] * count,
+        np.ones(count, dtype=bool),
+        catalogue_size=items,
+        times=times,
+    )
+
+
+def test_pair_ranks_count_from_each_users_newest_pair() -> None:
+    """Ranks follow the newest row of each pair, per user; without times all are 0."""
+    data = EvaluationData.from_events(
+        ["u", "u", "u", "u", "v"],
+        ["a", "b", "a", "c", "a"],
+        ["rating"] * 5,
+        [5.0] * 5,
+        np.ones(5, dtype=bool),
+        catalogue_size=3,
+        times=[0.0, 1.0, 3.0, 2.0, 0.0],
+    )
+    interactions = InteractionData.from_pairs(["u", "u", "u", "v"], ["a", "b", "c", "a"])
+    ranks = pair_ranks(data, interactions, np.array([0, 0, 0, 1]))
+    np.testing.assert_array_equal(ranks, [0.0, 2.0, 1.0, 0.0])
+    untimed = EvaluationData.from_events(["u"], ["a"], ["rating"], [5.0], [True], catalogue_size=1)
+    single = InteractionData.from_pairs(["u"], ["a"])
+    np.testing.assert_array_equal(pair_ranks(untimed, single, np.array([0])), [0.0])
+
+
+def test_served_recency_blend_is_what_evaluation_ranks(tmp_path: Path) -> None:
+    """With recency, a customer's EASE input is their products weighted by recency_weights;
+    the served model (also after an artifact round trip) ranks as the evaluation does."""
+    data = chain_ratings()
+    config = HybridConfig(tuned_params(), ease_l2=10.0, ease_weight=1.0, ease_recency=2.0)
+    parts = _HybridParts.fit(data, config.als)
+    evaluated = parts.ease(config.ease_l2, config.ease_weight, config.ease_recency)
+    ranker = parts.ranker(evaluated, fallback=None)
+    blend = EaseBlend.fit(
+        parts.pairs, l2=10.0, weight=1.0, recency=2.0, ranks=scipy.sparse.csr_matrix(parts.ranks)
+    )
+    row = parts.als.user_ids_.row("user-000")
+    start, end = parts.pairs.indptr[row], parts.pairs.indptr[row + 1]
+    expected = recency_weights(parts.ranks.data[start:end] - 1.0, 2.0)
+    np.testing.assert_allclose(np.sort(blend.user_items[row].data), np.sort(expected))
+    dense = blend.user_items[row].toarray().ravel() @ blend.weights.toarray()
+    np.testing.assert_allclose(blend.scores_for_user(row), dense, rtol=1e-5, atol=1e-6)
+    saved = save_artifact(parts.als, tmp_path / "als", ease=blend)
+    loaded = load_artifact(saved.path)
+    assert loaded.metadata.blend["ease_recency"] == 2.0
+    assert loaded.ease is not None
+    np.testing.assert_allclose(loaded.ease.user_items.toarray(), blend.user_items.toarray())
+    for user in ("user-000", "user-050", "user-119"):
+        seen = frozenset(data.item_ids[data.user_ids == user].tolist())
+        assert ranker(user, 5, seen) == [
+            s.item_id for s in loaded.served.recommend(user, 5, exclude=seen)
+        ]
+
+
+def test_time_validation_chooses_recency_when_the_newest_products_predict() -> None:
+    """On chains, the newest 20% of each customer's rows follow their newest products:
+    validation on a time split picks recency; the customer's whole history does not."""
+    data = chain_ratings()
+    als = RecommenderConfig(
+        AlsParams(factors=8, regularization=1.0, iterations=10, alpha=1.0),
+        tuned_params().confidence,
+    )
+    results = tune_blend_on_validation(
+        data,
+        als=als,
+        l2_grid=(10.0,),
+        weight_grid=(0.0, 1.0, 5.0),
+        recency_grid=(0.0, 2.0),
+        # Two held-out rows per customer: at k 2 a list is either right or not.
+        k=2,
+        split=time_split,
+    )
+    assert len(results) == 6
+    best = results[0]
+    assert (best.config.ease_recency, best.config.ease_weight) == (2.0, 5.0)
+    without = max(r.metrics.precision for r in results if r.config.ease_recency == 0.0)
+    assert best.metrics.precision > without + 0.3
+
+
+def test_recency_without_ranks_is_refused() -> None:
+    """A blend weighted by recency needs each pair's rank: no silent unweighted input."""
+    pairs = scipy.sparse.csr_matrix(np.eye(3))
+    with pytest.raises(InvalidInputError):
+        EaseBlend.fit(pairs, l2=1.0, weight=1.0, recency=5.0)
+    assert EaseBlend.fit(pairs, l2=1.0, weight=1.0).recency == 0.0

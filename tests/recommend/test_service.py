@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from rasa_personalize.engine import PersonalizationRequest, PersonalizationService
+from rasa_personalize.errors import StoreUnavailableError
 from rasa_personalize.identity import CustomerIdentity
 from rasa_personalize.recommend.service import resolve_category
 from rasa_personalize.recommend.training import train_content, train_from_store
@@ -276,3 +277,39 @@ async def test_purchased_items_may_be_allowed_by_settings(
     skus = {p["sku"] for p in plan["recommended_products"]}
     assert len(skus) == 6
     assert skus & {"SKU-RUN-0", "SKU-RUN-1", "SKU-RUN-2", "SKU-RUN-3"}
+
+
+async def test_warm_up_counts_from_training_and_refreshes_count_from_the_store(
+    service: PersonalizationService, shop: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first build takes training's popularity counts (no grouping of every
+    interaction); a refresh counts in the store again; a refresh whose count fails (a
+    large store past its statement limit) keeps training's counts and a fresh catalogue."""
+    recommendations = service.recommendations
+    counted: list[str] = []
+    original = shop.read_recommendation_inputs
+
+    async def counting() -> object:
+        counted.append("store")
+        return await original()
+
+    monkeypatch.setattr(shop, "read_recommendation_inputs", counting)
+    recommendations._resources = None
+    await recommendations.resources()
+    assert counted == []
+    stored = (await recommendations.resources()).popularity.recommend(3)
+
+    await recommendations._rebuild()
+    assert counted == ["store"]
+    assert (await recommendations.resources()).popularity.recommend(3) == stored
+
+    async def past_the_limit() -> object:
+        counted.append("timed out")
+        raise StoreUnavailableError("statement timeout")
+
+    monkeypatch.setattr(shop, "read_recommendation_inputs", past_the_limit)
+    before = recommendations._resources
+    await recommendations._rebuild()
+    assert counted == ["store", "timed out"]
+    assert recommendations._resources is not before
+    assert (await recommendations.resources()).popularity.recommend(3) == stored

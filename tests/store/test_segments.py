@@ -31,12 +31,16 @@ async def assignment_rows(session: Session) -> list[tuple[int, str, str, str, fl
     return [(c, m, s, v, float(score)) for c, m, s, v, score in result]
 
 
+@pytest.mark.parametrize("copy_from", [10_000, 1])
 async def test_assignments_are_upserted_per_customer_and_method(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, copy_from: int
 ) -> None:
     """A second write of a method updates its rows in place; another method's rows stay;
-    progress is reported after every batch."""
+    progress is reported after every batch. With ``copy_from`` 1, PostgreSQL writes
+    through COPY and one upsert (the path of large segmentations)."""
     monkeypatch.setattr(store_segments, "WRITE_BATCH", 2)
+    monkeypatch.setattr(store_segments, "COPY_CHUNK", 2)
+    monkeypatch.setattr(store_segments, "COPY_FROM", copy_from)
     async with store.sessions.begin() as session:
         shop = await build_tiny_shop(session)
         ids = sorted(shop.customers.values())
