@@ -33,15 +33,22 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(values), "p99_ms": percentile(values, 99)}
 
 
-async def _admin(server_url: str, statement: str) -> None:
-    parsed = make_url(server_url)
-    connection = await asyncpg.connect(
+async def admin_connection(url: str, database: str | None = None) -> asyncpg.Connection:
+    """A plain asyncpg connection to the server of ``url`` (a SQLAlchemy URL), to
+    ``database``, else the one ``url`` names, else ``postgres``: for administration
+    (creating and dropping databases, reading ``pg_stat_activity``). Close it."""
+    parsed = make_url(url)
+    return await asyncpg.connect(
         host=parsed.host or "127.0.0.1",
         port=parsed.port or 5432,
         user=parsed.username or "postgres",
         password=parsed.password,
-        database=parsed.database or "postgres",
+        database=database or parsed.database or "postgres",
     )
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    connection = await admin_connection(server_url)
     try:
         await connection.execute(statement)
     finally:

@@ -41,10 +41,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 from serve_footprint import free_port, recommend_call
 from sqlalchemy.engine import make_url
 
+from harness import admin_connection
 from proctree import tree_rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,13 +75,7 @@ def prepare_database(url: str, *, fresh: bool) -> None:
         raise SystemExit(f"error: {url!r} is not a PostgreSQL database URL")
 
     async def create() -> None:
-        connection = await asyncpg.connect(
-            host=parsed.host or "127.0.0.1",
-            port=parsed.port or 5432,
-            user=parsed.username or "postgres",
-            password=parsed.password,
-            database="postgres",
-        )
+        connection = await admin_connection(url, "postgres")
         try:
             if fresh:
                 await connection.execute(

@@ -40,7 +40,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import redis
 from sqlalchemy.engine import make_url
 from webhook_throughput import (
@@ -60,7 +59,7 @@ from webhook_throughput import (
     write_bodies,
 )
 
-from harness import scratch_postgres
+from harness import admin_connection, scratch_postgres
 from proctree import tree_cpu_s
 
 SESSION_START = "action_session_start"
@@ -104,13 +103,7 @@ def store_cpu(database_url: str, client: redis.Redis) -> Callable[[], dict[int, 
     redis_pid = int(client.info("server")["process_id"])
 
     async def backends() -> list[int]:
-        connection = await asyncpg.connect(
-            host=parsed.host or "127.0.0.1",
-            port=parsed.port or 5432,
-            user=parsed.username or "postgres",
-            password=parsed.password,
-            database="postgres",
-        )
+        connection = await admin_connection(database_url, "postgres")
         try:
             rows = await connection.fetch(
                 "SELECT pid FROM pg_stat_activity WHERE datname = $1", parsed.database

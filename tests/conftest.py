@@ -198,13 +198,19 @@ async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    """Test settings: a fixed secret and short timeouts."""
+    """Test settings: a fixed secret and short store timeouts.
+
+    The action budget is long: on a loaded 2-core CI machine a first read (a new
+    connection, the first build of the recommendation resources) can outlast one second,
+    and the action would answer defaults where the test checks the profile. Tests of the
+    budget itself set a short one.
+    """
     values: dict[str, object] = {
         "database_url": database_url,
         "secret_key": TEST_SECRET,
         "store_connect_timeout_s": 1.0,
         "store_statement_timeout_s": 1.0,
-        "action_budget_s": 1.0,
+        "action_budget_s": 10.0,
         "store_retry_after_s": 0.0,
         # The built-in rules: tests of the demo rule file load it explicitly.
         "rules_path": Path("no-such-rules-file.yml"),

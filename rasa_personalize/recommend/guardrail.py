@@ -18,7 +18,7 @@ compares what the two trainings make of the same data: a configuration that tuni
 chose on a random validation split but that predicts recent behaviour worse, or
 parameters given by hand, is caught; a change in the data itself reaches both alike.
 
-Stores of more than ``demo_data.TUNING_CUSTOMERS`` (20,000) customers are compared on
+Stores of more than ``demo_data.TUNING_CUSTOMERS`` (5,000) customers are compared on
 the interactions of that many of them drawn at random (seed 42), as tuning searches
 them: both models on the same customers, at a cost that does not grow with the store.
 
