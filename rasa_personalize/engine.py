@@ -75,6 +75,7 @@ from rasa_personalize.store.catalogue import ChatInteraction, ChatWrite, Custome
 from rasa_personalize.store.customers import keys_of_person
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.errors import DatabaseError, is_outage
+from rasa_personalize.store.history import HistoryQuery
 from rasa_personalize.store.records import PURCHASE_7D, CustomerSnapshot
 from rasa_personalize.store.sql_store import NOT_INLINE, NotInline, SqlStore
 from rasa_personalize.store.tags import set_customer_tag
@@ -524,7 +525,8 @@ class PersonalizationService:
                 device=context.device,
                 location=context.location,
                 **shown,
-            )
+            ),
+            linger=True,  # in the background of the answer
         )
         if stored is None:
             # The store did not take it: let the customer's next turn try again.
@@ -689,6 +691,9 @@ class PersonalizationService:
         async def items_of(known: CustomerSnapshot) -> CustomerItems | None:
             if not allows(known, PERSONALIZATION, self.settings.consent_default):
                 return None  # their history may not be used: it is not read either
+            inline = self._inline_items(known.customer_id, since, cache is None, history)
+            if inline is not NOT_INLINE:
+                return inline
             try:
                 return await self._guarded(
                     self.store.load_customer_items(
@@ -817,7 +822,7 @@ class PersonalizationService:
             )
         if not events:
             return
-        new = await self._store_chat_events(request, events)
+        new = await self._store_chat_events(request, events, linger=True)
         # With the store down nothing is known to be a repeat: count what was shown.
         shown = [e for e in events if e.kind == "shown" and (new is None or e.event_id in new)]
         asked = [
@@ -830,9 +835,16 @@ class PersonalizationService:
         )
 
     async def _store_chat_events(
-        self, request: PersonalizationRequest, events: list[ChatInteraction]
+        self,
+        request: PersonalizationRequest,
+        events: list[ChatInteraction],
+        *,
+        linger: bool = False,
     ) -> set[str] | None:
         """Store chat events; the new event ids, or None when the store is unavailable.
+
+        ``linger``: the caller runs in the background, so the write may join a later
+        transaction (see ``ChatEventWriter``).
 
         New rows may create the customer, so their cached profile is invalidated after
         the commit. With an identity secret, nothing is stored for an unverified
@@ -856,7 +868,8 @@ class PersonalizationService:
                 channel=context.channel,
                 device=context.device,
                 location=context.location,
-            )
+            ),
+            linger=linger,
         )
         if new and self.profile_cache is not None:
             await self.profile_cache.invalidate([key])
@@ -1086,6 +1099,21 @@ class PersonalizationService:
         if time.monotonic() < self._store_down_until:
             return NOT_INLINE
         return self.store.inline_snapshot(key)
+
+    def _inline_items(
+        self,
+        customer_id: int,
+        since: datetime,
+        with_precomputed: bool,
+        history: HistoryQuery | None,
+    ) -> CustomerItems | NotInline:
+        """A SQLite file's answer on this thread, as :meth:`_inline_snapshot`: without the
+        budget's timer, which a read that cannot wait has no use for."""
+        if time.monotonic() < self._store_down_until:
+            return NOT_INLINE
+        return self.store.inline_items(
+            customer_id, since, with_precomputed=with_precomputed, history=history
+        )
 
     def _write_back(self, ticket: ProfileTicket, snapshot: CustomerSnapshot | None) -> None:
         """Cache a SQL answer without making the answer wait for Redis (three round trips).

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -468,11 +469,18 @@ class RecommendationService:
             fresh = artifact is not None and items.precomputed_version == artifact.version
 
             def collaborative(depth: int) -> list[Scored]:
-                stored = [
-                    Scored(sku, score)
-                    for sku, score in (items.precomputed if fresh else ())
-                    if sku not in exclude and _allowed(resources.catalogue, candidates.allowed, sku)
-                ][:depth]
+                # Filtered lazily: the first `depth` allowed ones are all it needs.
+                stored = list(
+                    islice(
+                        (
+                            Scored(sku, score)
+                            for sku, score in (items.precomputed if fresh else ())
+                            if sku not in exclude
+                            and _allowed(resources.catalogue, candidates.allowed, sku)
+                        ),
+                        depth,
+                    )
+                )
                 # A list shorter than the precompute depth held every item the model
                 # ranks for the customer (a small catalogue): computing gives no more.
                 exhaustive = len(items.precomputed) < PRECOMPUTE_DEPTH

@@ -38,6 +38,7 @@ from rasa_personalize.store.catalogue import (
     customer_item_statements,
     customer_items_from_rows,
 )
+from rasa_personalize.store.database import SQLITE_CACHE_KIB
 from rasa_personalize.store.history import (
     CustomerHistory,
     HistoryQuery,
@@ -349,10 +350,12 @@ def _history_reader(
 
 def _read_only_connection(path: str | None) -> sqlite3.Connection:
     """A connection that never writes and never waits for a lock."""
-    return sqlite3.connect(
+    connection = sqlite3.connect(
         f"file:{path}?mode=ro",
         uri=True,
         timeout=0,
         isolation_level=None,  # transactions are begun and ended by the reader
         check_same_thread=False,
     )
+    connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    return connection

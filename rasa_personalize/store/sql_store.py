@@ -154,6 +154,26 @@ class SqlStore:
         except InlineReadUnavailableError:
             return NOT_INLINE
 
+    def inline_items(
+        self,
+        customer_id: int,
+        since: datetime,
+        *,
+        with_precomputed: bool = True,
+        history: HistoryQuery | None = None,
+    ) -> CustomerItems | Literal[NotInline.MARKER]:
+        """:meth:`load_customer_items` without leaving the loop's thread, or
+        :data:`NOT_INLINE` (as :meth:`inline_snapshot`): no coroutine, no task, no hop."""
+        reader = self._inline_reader()
+        if reader is None:
+            return NOT_INLINE
+        try:
+            return reader.items(
+                customer_id, since, with_precomputed=with_precomputed, history=history
+            )
+        except InlineReadUnavailableError:
+            return NOT_INLINE
+
     def _inline_reader(self) -> InlineSnapshotReader | None:
         if not self._inline_tried and self._thread_engine is not None:
             self._inline_tried = True

@@ -74,6 +74,53 @@ async def test_concurrent_conversations_share_transactions(store: SqlStore) -> N
     assert await rows(store) == (40, 80)
 
 
+async def test_background_writes_arriving_apart_linger_into_one_transaction(
+    store: SqlStore,
+) -> None:
+    """Turns a few milliseconds apart, none waited on by an answer: one commit for all."""
+    await catalogue(store)
+    guard = CountingGuard()
+    writer = ChatEventWriter(store, "granted", guard, linger_s=0.5)
+
+    async def turn(n: int) -> set[str] | None:
+        await asyncio.sleep(0.01 * n)  # after the first batch has started waiting
+        return await writer.write(shown(f"shopper-{n}", "SKU-1"), linger=True)
+
+    outcomes = await asyncio.gather(*(turn(n) for n in range(5)))
+
+    assert outcomes == [{f"chat-shopper-{n}-m1-SKU-1"} for n in range(5)]
+    assert guard.transactions == 1
+    assert await rows(store) == (5, 5)
+
+
+async def test_a_write_an_answer_waits_for_does_not_linger(store: SqlStore) -> None:
+    """A lingering batch is stored at once, together with a write that cannot wait."""
+    await catalogue(store)
+    guard = CountingGuard()
+    writer = ChatEventWriter(store, "granted", guard, linger_s=60.0)
+    background = asyncio.ensure_future(writer.write(shown("ada", "SKU-1"), linger=True))
+    await asyncio.sleep(0.05)
+    assert not background.done()  # waiting for company, within its minute
+
+    answered = await asyncio.wait_for(writer.write(shown("bob", "SKU-2")), timeout=5)
+
+    assert answered == {"chat-bob-m1-SKU-2"}
+    assert await asyncio.wait_for(background, timeout=5) == {"chat-ada-m1-SKU-1"}
+    assert guard.transactions == 1
+
+
+async def test_a_lone_background_write_is_stored_after_its_linger(store: SqlStore) -> None:
+    await catalogue(store)
+    guard = CountingGuard()
+    writer = ChatEventWriter(store, "granted", guard, linger_s=0.05)
+
+    outcome = await asyncio.wait_for(writer.write(shown("ada", "SKU-1"), linger=True), 5)
+
+    assert outcome == {"chat-ada-m1-SKU-1"}
+    assert guard.transactions == 1
+    assert await rows(store) == (1, 1)
+
+
 async def test_a_repeated_write_stores_nothing_twice(store: SqlStore) -> None:
     """The same turn twice in one batch, then again later: its ids are new once."""
     await catalogue(store)

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import sqlite
 from rasa_personalize.identity import customer_key
 from rasa_personalize.store.catalogue import replace_precomputed
 from rasa_personalize.store.consent import set_consent
+from rasa_personalize.store.database import SQLITE_CACHE_KIB
 from rasa_personalize.store.history import HistoryQuery
 from rasa_personalize.store.inline import (
     InlineReadUnavailableError,
@@ -192,6 +193,32 @@ async def test_inline_items_equal_the_threaded_ones(sqlite_store: SqlStore) -> N
     assert inline_items == threaded_items
     assert inline_items.purchased == frozenset({"SKU-RUN-1"})
     assert inline_items.last_purchase_title is not None
+    # The synchronous entry point answers the same, without a coroutine.
+    assert sqlite_store.inline_items(snapshot.customer_id, since) == threaded_items
+
+
+async def test_inline_items_answer_not_inline_without_a_reader(sqlite_store: SqlStore) -> None:
+    await seeded(sqlite_store)
+    snapshot = inline(sqlite_store, "ada")
+    assert snapshot is not None
+    sqlite_store._inline = None  # as on PostgreSQL, or a file outside WAL mode
+
+    assert sqlite_store.inline_items(snapshot.customer_id, NOW) is NOT_INLINE
+
+
+async def test_every_sqlite_connection_gets_the_larger_page_cache(sqlite_store: SqlStore) -> None:
+    """The hot path's reads hit pages all over the file: each connection may cache 64 MiB."""
+    await seeded(sqlite_store)
+    assert sqlite_store.inline_snapshot(key("ada")) is not NOT_INLINE
+    reader = sqlite_store._inline
+    assert reader is not None
+
+    inline_pages = reader._connection.execute("PRAGMA cache_size").fetchone()[0]
+    assert sqlite_store._thread_engine is not None
+    with sqlite_store._thread_engine.connect() as connection:
+        threaded_pages = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+
+    assert inline_pages == threaded_pages == -SQLITE_CACHE_KIB == -65_536
 
 
 @pytest.mark.parametrize(
