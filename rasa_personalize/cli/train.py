@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         EvaluationProgress,
         ModelConfig,
     )
+    from rasa_personalize.recommend.protocols import Validation
     from rasa_personalize.recommend.training import TrainingReport
 
 # The issue's targets for MovieLens-100k (precision@k ratios, same split, same run).
@@ -55,6 +56,32 @@ class DatasetName(str, Enum):
 
     demo = "demo"
     movielens_100k = "movielens-100k"
+
+
+class ValidationName(str, Enum):
+    """How ``train`` chooses its model and ``evaluate`` splits (``protocols.Validation``)."""
+
+    random = "random"
+    time = "time"
+
+
+def _protocol(name: ValidationName) -> Validation:
+    """The option as the protocol name the recommend package takes."""
+    return "time" if name is ValidationName.time else "random"
+
+
+ValidationOption = Annotated[
+    ValidationName,
+    typer.Option(
+        "--validation",
+        help="random: seeded 80/20 splits of the interactions; time: each customer's newest "
+        "20% of interactions, in the order they were stored (EASE's recency is then tried "
+        "too). The default, random, assumes nothing about that order (bulk imports may "
+        "load history out of time order); take time when the store receives its events "
+        "as they happen and what customers do next matters most.",
+        case_sensitive=False,
+    ),
+]
 
 
 def register_commands(app: typer.Typer) -> None:
@@ -93,16 +120,18 @@ def train(
             "model's).",
         ),
     ] = False,
+    validation: ValidationOption = ValidationName.random,
     database_url: DatabaseOption = None,
 ) -> None:
     """Train the recommenders on the store's data; servers pick them up live.
 
     The collaborative model is the one that wins on a validation split carved from the
     store's interactions (ALS, or ALS blended with EASE: what `personalize evaluate
-    --dataset demo` reports as "recommender"); also the content model and the products
-    bought together. The new recommender serves only if its precision@10 on each
-    customer's most recent interactions is at least 95% of the serving model's on the
-    same hold-out; otherwise it is kept as a candidate (`personalize models`).
+    --dataset demo` with the same --validation reports as "recommender"); also the
+    content model and the products bought together. The new recommender serves only
+    if its precision@10 on each customer's most recent interactions is at least 95% of
+    the serving model's on the same hold-out; otherwise it is kept as a candidate
+    (`personalize models`).
     """
     from rasa_personalize.cache.precomputed import PrecomputedCache
     from rasa_personalize.recommend.artifacts import als_dir, content_dir
@@ -125,6 +154,7 @@ def train(
                         cache=cache,
                         force=force,
                         precompute_active_days=precompute_active_days,
+                        validation=_protocol(validation),
                     )
                 )
         finally:
@@ -140,7 +170,8 @@ def train(
         f"Artifacts: {als_dir(settings.model_dir)}"
     )
     chosen = {
-        "validation": "chosen on validation carved from the store's interactions",
+        "validation": "chosen on validation carved from the store's interactions "
+        f"({report.validation.get('validation_protocol', 'random')} split)",
         "fallback": "too little history to validate on: the default parameters",
         "given": "parameters as given",
     }.get(report.choice, report.choice)
@@ -203,22 +234,26 @@ def evaluate(
     ] = DatasetName.demo,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="List length.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    validation: ValidationOption = ValidationName.random,
     database_url: DatabaseOption = None,
 ) -> None:
     """Precision, MAP, NDCG@k and coverage of popularity, untuned ALS and our recommender.
 
-    Protocol: random 80/20 split per interaction (seed 42); each model is fitted on the
+    Protocol: random 80/20 split per interaction (seed 42), or with --validation time
+    each customer's newest 20% of interactions held out; each model is fitted on the
     training rows and never recommends an item the customer has there; positives are
     ratings >= 4 (MovieLens) or purchases, carts and positive feedback (shop events).
-    Our recommender is tuned on validation carved from the training rows only.
+    Our recommender is tuned on validation carved from the training rows only, the same
+    way (--validation).
     """
     from rasa_personalize.recommend.evaluation import evaluate_models
+    from rasa_personalize.recommend.protocols import validation_split
 
     started = time.perf_counter()
     if dataset is DatasetName.movielens_100k:
-        data, recommender, extra = _movielens_setup()
+        data, recommender, extra = _movielens_setup(_protocol(validation), k)
     else:
-        data, recommender, extra = _store_setup(database_url, k)
+        data, recommender, extra = _store_setup(database_url, k, _protocol(validation))
     try:
         with _stages() as advance:
             report = evaluate_models(
@@ -228,9 +263,11 @@ def evaluate(
                 recommender=recommender,
                 extra=extra,
                 progress=advance,
+                split=validation_split(_protocol(validation)),
             )
     except PersonalizeError as error:
         fail(error)
+    report["protocol"] = _protocol(validation)
     report["recommender_config"] = _describe(recommender)
     report["served"] = _served(database_url, report["recommender_config"])
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -240,18 +277,33 @@ def evaluate(
     _print_report(report, targets=dataset is DatasetName.movielens_100k)
 
 
-def _movielens_setup() -> tuple[EvaluationData, ModelConfig, dict[str, ModelConfig]]:
+def _movielens_setup(
+    validation: Validation, k: int
+) -> tuple[EvaluationData, ModelConfig, dict[str, ModelConfig]]:
+    """MovieLens-100k, the recommender for the protocol and its ALS part: the tuned
+    constants on the random split, or, on the time split, the choice of its own
+    validation in this run (``protocols.tune_for_time_split``)."""
     from rasa_personalize.recommend.evaluation import EvaluationData, tuned_model, tuned_params
+    from rasa_personalize.recommend.protocols import tune_for_time_split
 
     movielens = load_movielens()
     data = EvaluationData.from_ratings(
         movielens.ratings, catalogue_size=len(movielens.items.item_ids)
     )
-    return data, tuned_model(), {"als_tuned": tuned_params()}
+    if validation == "random":
+        return data, tuned_model(), {"als_tuned": tuned_params()}
+    try:
+        with _stages() as advance:
+            advance("tuning", 0, 1)
+            choice = tune_for_time_split(data, confidence=tuned_params().confidence, k=k)[0]
+            advance("tuning", 1, 1)
+    except PersonalizeError as error:
+        fail(error)
+    return data, choice.config, {"als_tuned": choice.config.als}
 
 
 def _store_setup(
-    database_url: str | None, k: int
+    database_url: str | None, k: int, validation: Validation
 ) -> tuple[EvaluationData, ModelConfig, dict[str, ModelConfig]]:
     from rasa_personalize.recommend.demo_data import load_store_events, tune_for_store
     from rasa_personalize.recommend.evaluation import HybridConfig
@@ -273,7 +325,7 @@ def _store_setup(
         fail(error)
     try:
         with _stages() as advance:
-            tuning = tune_for_store(data, k=k, progress=advance)
+            tuning = tune_for_store(data, k=k, progress=advance, validation=validation)
     except PersonalizeError as error:
         fail(f"{error} (while tuning on validation: the store may hold too little history)")
     extra: dict[str, ModelConfig] = {}
@@ -322,6 +374,8 @@ def _served(database_url: str | None, evaluated: dict[str, Any]) -> dict[str, An
             model="als+ease",
             ease_l2=metadata.blend["ease_l2"],
             ease_weight=metadata.blend["ease_weight"],
+            # Artifacts written before recency weighting have none.
+            ease_recency=metadata.blend.get("ease_recency", 0.0),
         )
     return {
         **served,
@@ -341,16 +395,25 @@ def _describe(config: ModelConfig) -> dict[str, Any]:
     params.pop("num_threads", None)  # how fast, not what: not part of the model
     described: dict[str, Any] = {"model": "als", "als": params}
     if isinstance(config, HybridConfig):
-        described.update(model="als+ease", ease_l2=config.ease_l2, ease_weight=config.ease_weight)
+        described.update(
+            model="als+ease",
+            ease_l2=config.ease_l2,
+            ease_weight=config.ease_weight,
+            ease_recency=config.ease_recency,
+        )
     return described
 
 
 def _print_report(report: dict[str, Any], *, targets: bool) -> None:
     k = report["k"]
     results = report["results"]
+    split = (
+        "each customer's newest 20% held out"
+        if report.get("protocol") == "time"
+        else f"80/20 split, seed {report['seed']}"
+    )
     table = Table(
-        title=f"{report['dataset']}: top-{k} lists for {report['users']:,} customers "
-        f"(80/20 split, seed {report['seed']})"
+        title=f"{report['dataset']}: top-{k} lists for {report['users']:,} customers ({split})"
     )
     table.add_column("model", no_wrap=True)
     for header in (f"P@{k}", f"MAP@{k}", f"NDCG@{k}", "coverage", "P / pop.", "P / untuned"):
@@ -371,8 +434,11 @@ def _print_report(report: dict[str, Any], *, targets: bool) -> None:
     console.print(table)
     config = report["recommender_config"]
     als = config["als"]
+    recency = config.get("ease_recency", 0.0)
     blend = (
-        f" blended with EASE (l2 {config['ease_l2']:g}, weight {config['ease_weight']:g})"
+        f" blended with EASE (l2 {config['ease_l2']:g}, weight {config['ease_weight']:g}"
+        + (f", recency {recency:g}" if recency else "")
+        + ")"
         if config["model"] == "als+ease"
         else ""
     )

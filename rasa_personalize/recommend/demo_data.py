@@ -41,6 +41,7 @@ from rasa_personalize.recommend.als import AlsParams, Weighting
 from rasa_personalize.recommend.confidence import store_confidence
 from rasa_personalize.recommend.ease import MAX_EASE_ITEMS
 from rasa_personalize.recommend.evaluation import (
+    BLEND_WEIGHT_GRID,
     DEFAULT_SEED,
     MOVIELENS_POSITIVE_RATING,
     BlendTuningResult,
@@ -52,6 +53,12 @@ from rasa_personalize.recommend.evaluation import (
     TuningResult,
     tune_blend_on_validation,
     tune_on_validation,
+)
+from rasa_personalize.recommend.protocols import (
+    TIME_EASE_WEIGHT_GRID,
+    TIME_RECENCY_GRID,
+    Validation,
+    validation_split,
 )
 from rasa_personalize.recommend.store_columns import evaluation_data, sample_customers
 from rasa_personalize.store.interaction_columns import InteractionColumns, read_interaction_columns
@@ -174,6 +181,7 @@ def tune_for_store(
     grid: Sequence[AlsParams] | None = None,
     blend_l2_grid: Sequence[float] = SHOP_EASE_L2_GRID,
     progress: EvaluationProgress | None = None,
+    validation: Validation = "random",
 ) -> ShopTuning:
     """Pick our recommender for the store's data on validation carved from training.
 
@@ -193,8 +201,14 @@ def tune_for_store(
         blend_l2_grid: EASE penalties to try in the blend.
         progress: told ``("tuning", done, total)`` after each ALS grid point and
             ``("blending", 0, 1)`` / ``("blending", 1, 1)`` around the blend search.
+        validation: "random" (the ``seed`` split's training rows, split again 80/20)
+            or "time" (``protocols.time_split`` twice: each customer's newest rows, in
+            the order they were stored, validate; the blend search then also tries
+            EASE's recency and larger weights, ``protocols.TIME_RECENCY_GRID`` and
+            ``TIME_EASE_WEIGHT_GRID``).
     """
     confidence = store_confidence()
+    split = validation_split(validation)
     whole = data
     data = tuning_sample(data, TUNING_CUSTOMERS, seed=seed)
     als_results = tune_on_validation(
@@ -204,6 +218,7 @@ def tune_for_store(
         k=k,
         seed=seed,
         progress=progress,
+        split=split,
     )
     als = RecommenderConfig(als_results[0].params, confidence)
     notify = progress or (lambda _name, _done, _total: None)
@@ -213,7 +228,15 @@ def tune_for_store(
         blend_results = [BlendTuningResult(alone, als_results[0].metrics)]
     else:
         blend_results = tune_blend_on_validation(
-            data, als=als, l2_grid=blend_l2_grid, k=k, seed=seed
+            data,
+            als=als,
+            l2_grid=blend_l2_grid,
+            # A time split also tries recency, and the larger weights it calls for.
+            weight_grid=BLEND_WEIGHT_GRID if split is None else TIME_EASE_WEIGHT_GRID,
+            recency_grid=(0.0,) if split is None else TIME_RECENCY_GRID,
+            k=k,
+            seed=seed,
+            split=split,
         )
     notify("blending", 1, 1)
     best = blend_results[0].config

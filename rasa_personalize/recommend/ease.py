@@ -20,7 +20,7 @@ Recency (``EaseBlend.recency``, chosen on validation like the weight): a custome
 products can count by how recent they are among the customer's own, newest first: the
 product at position ``r`` (0 = newest) weighs ``RECENCY_FLOOR + (1 - RECENCY_FLOOR) *
 exp(-r / recency)``, so the last few products steer the list and old ones still count
-a quarter. 0 means every product counts 1. On MovieLens-100k's time split (each
+a little. 0 means every product counts 1. On MovieLens-100k's time split (each
 customer's newest ratings held out), validation picks it and precision@10 rises by
 about a tenth; on the random split, where held-out ratings are as old as the rest, it
 picks 0 (see :func:`rasa_personalize.recommend.evaluation.tune_blend_on_validation`).
@@ -53,7 +53,10 @@ MAX_EASE_ITEMS: Final = 20_000
 MAX_DENSE_ITEMS: Final = 2_000
 PRUNED_PARTNERS: Final = 256
 # What a customer's oldest products still count with recency on (the newest count 1).
-RECENCY_FLOOR: Final = 0.25
+# Chosen on MovieLens-100k's time-split validation (each customer's newest 20% of their
+# training ratings; never the test rows), best over EASE l2, weight and recency for
+# each floor (precision@10): 0 0.1335, 0.05 0.1349, 0.1 0.1333, 0.25 0.1251.
+RECENCY_FLOOR: Final = 0.05
 
 
 def ease_item_weights(pairs: scipy.sparse.csr_matrix, l2: float) -> NDArray[np.float64]:

@@ -94,6 +94,8 @@ TUNED_ALS_PARAMS: Final = AlsParams(
 # Chosen by tune_blend_on_validation on MovieLens-100k, on top of TUNED_ALS_PARAMS.
 TUNED_EASE_L2: Final = 500.0
 TUNED_EASE_WEIGHT: Final = 0.2
+# The blend weights tune_blend_on_validation tries by default (0: ALS alone).
+BLEND_WEIGHT_GRID: Final = (0.0, 0.1, 0.2, 0.3, 0.5)
 
 
 @dataclass(frozen=True)
@@ -572,9 +574,18 @@ def pair_ranks(
     np.maximum.at(newest, inverse.ravel(), sequence)
     pair_keys = np.searchsorted(users.ids, interactions.user_ids).astype(np.int64) * len(items)
     pair_keys += np.searchsorted(items.ids, interactions.item_ids)
-    pair_newest = newest[np.searchsorted(keys, pair_keys)]
+    return ranks_among_users(user_rows, newest[np.searchsorted(keys, pair_keys)])
+
+
+def ranks_among_users(
+    user_rows: NDArray[np.intp], newest: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """Each pair's place among its user's pairs (``user_rows``), 0 for the largest
+    ``newest`` (the pair's newest row; distinct within a user)."""
+    if not len(user_rows):
+        return np.zeros(0)
     # Pairs by user, newest first: a pair's rank is its place in its user's run.
-    order = np.lexsort((-pair_newest, user_rows))
+    order = np.lexsort((-newest, user_rows))
     sorted_users = user_rows[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -617,6 +628,7 @@ def evaluate_models(
     recommender: ModelConfig | None = None,
     extra: Mapping[str, ModelConfig] | None = None,
     progress: EvaluationProgress | None = None,
+    split: Callable[[EvaluationData], Split] | None = None,
 ) -> dict[str, Any]:
     """Run the protocol for every model on one split and report the figures.
 
@@ -629,6 +641,8 @@ def evaluate_models(
         extra: more configurations to report under their names.
         progress: told ``(name, done, total)`` before each model is fitted, and
             ``("done", total, total)`` at the end.
+        split: carves the test rows instead of the seeded random split (e.g.
+            ``protocols.time_split``; ``seed`` is then unused).
 
     Returns:
         ``{"dataset", "k", "seed", "users", "results": {name: {"precision", "map",
@@ -638,7 +652,9 @@ def evaluate_models(
     """
     _check_k(k)
     notify = progress or (lambda _name, _done, _total: None)
-    task = EvaluationTask.from_split(data, random_split(len(data), seed=seed))
+    task = EvaluationTask.from_split(
+        data, random_split(len(data), seed=seed) if split is None else split(data)
+    )
     configs: dict[str, ModelConfig] = {
         "als_untuned": RecommenderConfig(UNTUNED_ALS_PARAMS, uniform_confidence(task.train)),
         "recommender": recommender if recommender is not None else tuned_model(),
@@ -780,7 +796,7 @@ def tune_blend_on_validation(
     *,
     als: RecommenderConfig,
     l2_grid: Sequence[float] = (300.0, 500.0, 1000.0),
-    weight_grid: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5),
+    weight_grid: Sequence[float] = BLEND_WEIGHT_GRID,
     recency_grid: Sequence[float] = (0.0,),
     k: int = 10,
     seed: int = DEFAULT_SEED,

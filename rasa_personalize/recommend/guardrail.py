@@ -156,7 +156,13 @@ def config_from_metadata(document: dict[str, Any]) -> ModelConfig:
         blend = document.get("blend") or {}
         if not blend:
             return als
-        return HybridConfig(als, float(blend["ease_l2"]), float(blend["ease_weight"]))
+        return HybridConfig(
+            als,
+            float(blend["ease_l2"]),
+            float(blend["ease_weight"]),
+            # Artifacts written before recency weighting have none.
+            float(blend.get("ease_recency", 0.0)),
+        )
     except (KeyError, TypeError, ValueError, InvalidInputError) as error:
         raise ArtifactError(f"cannot read the serving model's parameters: {error}") from None
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +52,29 @@ from rasa_personalize.recommend.evaluation import (
     tune_on_validation,
 )
 from rasa_personalize.recommend.interactions import ConfidenceWeights
+
+# How validation (and, in ``personalize evaluate``, the test rows) are carved from the
+# interactions: "random", seeded 80/20 splits of the rows; "time", each customer's
+# newest 20% of rows (``time_split``).
+Validation = Literal["random", "time"]
+VALIDATIONS: Final[tuple[Validation, ...]] = ("random", "time")
+
+
+def validation_split(validation: Validation) -> Callable[[EvaluationData], Split] | None:
+    """The split a protocol carves with: None for "random" (the seeded splits of
+    ``evaluation``, the default of every function that takes ``split``), ``time_split``
+    for "time".
+
+    Raises:
+        InvalidInputError: an unknown protocol name.
+    """
+    if validation == "random":
+        return None
+    if validation == "time":
+        return time_split
+    raise InvalidInputError(
+        f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}"
+    )
 
 
 def _ordered_rows(data: EvaluationData) -> list[NDArray[np.intp]]:
@@ -208,8 +231,14 @@ def tune_for_time_split(
 
     On MovieLens-100k with ``TUNED_RATING_WEIGHTS`` validation picked ALS without
     weighting, regularization 20, alpha 1 (precision@10 0.111; the random split's choice
-    0.106), then EASE l2 300, weight 5, recency 10 (0.125; that ALS alone 0.111): on the
-    time split, a customer's last products say most about the next.
+    0.106), then EASE l2 500, weight 2, recency 5 (0.1349; weight 5 ties, and ties go to
+    the earlier grid point; that ALS alone 0.111): on the time split, a customer's last
+    products say most about the next. ``ease.RECENCY_FLOOR`` (0.05) was chosen on the
+    same validation (0.25 before: best blend 0.1251, recency 10, weight 5, l2 300).
+    Also tried on this validation and not kept: the ALS part's confidence weighted by
+    recency too (ALS alone 0.119, but no better blend), the ALS parameters and the blend
+    chosen jointly (the same choice), a validation of the newest 10% and one on two
+    halves of the customers in turn (the same choice).
     """
     als_results = tune_on_validation(data, confidence=confidence, k=k, split=time_split)
     return tune_blend_on_validation(

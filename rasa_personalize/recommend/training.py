@@ -6,7 +6,9 @@ on validation carved from the store's own interactions (``demo_data.tune_for_sto
 exactly what ``personalize evaluate --dataset demo`` reports as ``recommender``): the
 best ALS parameters of ``shop_grid()``, blended with EASE when the blend does better.
 The winner is then fitted on every interaction and written as one artifact. A store
-with too little history to validate on gets ``SHOP_ALS_PARAMS``.
+with too little history to validate on gets ``SHOP_ALS_PARAMS``. Validation is random
+by default; ``validation="time"`` validates on each customer's newest interactions and
+may pick EASE's recency, which the served blend then carries (``pair_recency_ranks``).
 
 The new recommender serves only if the guardrail lets it
 (:mod:`rasa_personalize.recommend.guardrail`: its precision@10 on each customer's most
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 from rasa_personalize.cache.precomputed import PRECOMPUTE_DEPTH, PrecomputedCache
@@ -63,10 +66,13 @@ from rasa_personalize.recommend.evaluation import (
     HybridConfig,
     ModelConfig,
     RecommenderConfig,
+    ranks_among_users,
 )
 from rasa_personalize.recommend.guardrail import HOLDOUT_K, Verdict, check_recommender
+from rasa_personalize.recommend.protocols import Validation
 from rasa_personalize.recommend.served import ServedModel
 from rasa_personalize.recommend.store_columns import (
+    PairRows,
     PopularityRow,
     SeenItems,
     pair_rows,
@@ -141,6 +147,7 @@ async def train_from_store(
     cache: PrecomputedCache | None = None,
     force: bool = False,
     precompute_active_days: int | None = None,
+    validation: Validation = "random",
 ) -> TrainingReport:
     """Fit the content model on the catalogue and the recommender on the store's
     interactions, write a new artifact of each, optionally precompute.
@@ -157,6 +164,10 @@ async def train_from_store(
             candidate (the verdict records it).
         precompute_active_days: precompute only for customers with an interaction in
             that many last days (None: for every customer in the model).
+        validation: how the model is chosen: "random" (seeded 80/20 splits of the
+            interactions) or "time" (each customer's newest interactions, in the order
+            they were stored, validate; EASE's recency is then tried too, and served
+            when it wins). See ``demo_data.tune_for_store``.
 
     Raises:
         InvalidInputError: the store has no interactions with products to learn from.
@@ -184,7 +195,7 @@ async def train_from_store(
     choice = (
         ModelChoice(RecommenderConfig(params, store_confidence()), "given")
         if params is not None
-        else await _choose(events, report)
+        else await _choose(events, report, validation)
     )
     data = await asyncio.to_thread(pair_rows, columns, store_confidence())
     blend = choice.config if isinstance(choice.config, HybridConfig) else None
@@ -202,8 +213,20 @@ async def train_from_store(
     ease = None
     if blend is not None and len(model.item_ids_) <= MAX_EASE_ITEMS:
         report("blending", 0, 1)
+        # Recency needs each pair's place among its customer's, newest first: the
+        # validated blend weighed its input so, and so must the served one.
+        ranks = (
+            await asyncio.to_thread(pair_recency_ranks, columns, data)
+            if blend.ease_recency > 0
+            else None
+        )
         ease = await asyncio.to_thread(
-            EaseBlend.fit, data.matrix(), l2=blend.ease_l2, weight=blend.ease_weight
+            EaseBlend.fit,
+            data.matrix(),
+            l2=blend.ease_l2,
+            weight=blend.ease_weight,
+            recency=blend.ease_recency,
+            ranks=ranks,
         )
         report("blending", 1, 1)
     served: ModelConfig = blend if blend is not None and ease is not None else als_config
@@ -262,7 +285,34 @@ async def train_from_store(
     )
 
 
-async def choose_model(store: SqlStore, *, progress: Progress | None = None) -> ModelChoice:
+def pair_recency_ranks(columns: InteractionColumns, pairs: PairRows) -> scipy.sparse.csr_matrix:
+    """Each pair of ``pairs`` (from ``pair_rows(columns, ...)``) ranked among its
+    customer's pairs by its newest interaction in ``columns`` (insertion order), as
+    ``EaseBlend.fit`` takes them: customers x products, 1 = newest. On the same rows,
+    what the evaluation's ``pair_ranks`` gives (plus one), so the served recency blend
+    is the validated one.
+    """
+    keys, skus = np.sort(columns.customer_keys), np.sort(columns.skus)
+    codes = np.searchsorted(keys, columns.customer_keys).astype(np.int64)[columns.customers]
+    codes *= len(skus)
+    codes += np.searchsorted(skus, columns.skus)[columns.products]
+    # Rows come in insertion order: a pair's first row from the end is its newest.
+    reversed_codes, first_from_end = np.unique(codes[::-1], return_index=True)
+    del codes
+    newest = (len(columns) - 1 - first_from_end).astype(np.int64)
+    wanted = np.searchsorted(keys, pairs.users.ids).astype(np.int64)[pairs.user_rows]
+    wanted *= len(skus)
+    wanted += np.searchsorted(skus, pairs.items.ids)[pairs.item_rows]
+    ranks = ranks_among_users(pairs.user_rows, newest[np.searchsorted(reversed_codes, wanted)])
+    return scipy.sparse.csr_matrix(
+        (ranks + 1.0, (pairs.user_rows, pairs.item_rows)),
+        shape=(len(pairs.users), len(pairs.items)),
+    )
+
+
+async def choose_model(
+    store: SqlStore, *, progress: Progress | None = None, validation: Validation = "random"
+) -> ModelChoice:
     """The recommender that wins on validation carved from the store's interactions.
 
     The same search as ``personalize evaluate --dataset demo`` (``tune_for_store``: the
@@ -271,13 +321,15 @@ async def choose_model(store: SqlStore, *, progress: Progress | None = None) -> 
     """
     async with store.sessions() as session:
         data = await load_store_events(session)
-    return await _choose(data, progress or (lambda stage, done, total: None))
+    return await _choose(data, progress or (lambda stage, done, total: None), validation)
 
 
-async def _choose(data: EvaluationData, report: Progress) -> ModelChoice:
+async def _choose(data: EvaluationData, report: Progress, validation: Validation) -> ModelChoice:
     try:
         with _one_blas_thread():
-            tuning = await asyncio.to_thread(tune_for_store, data, progress=report)
+            tuning = await asyncio.to_thread(
+                tune_for_store, data, progress=report, validation=validation
+            )
     except InvalidInputError:
         return ModelChoice(RecommenderConfig(SHOP_ALS_PARAMS, store_confidence()), "fallback")
     best_blend = tuning.blend_results[0]
@@ -291,6 +343,7 @@ async def _choose(data: EvaluationData, report: Progress) -> ModelChoice:
             "validation_precision_als": tuning.als_results[0].metrics.precision,
             "validation_users": tuning.als_results[0].metrics.users,
             "validation_k": 10,
+            "validation_protocol": validation,
         },
     )
 

@@ -21,9 +21,10 @@ from typer.testing import CliRunner
 from rasa_personalize.cli import imports as import_cli
 from rasa_personalize.cli import train as train_cli
 from rasa_personalize.demo.generator import DemoShopConfig, seed_demo_shop
-from rasa_personalize.recommend import datasets
+from rasa_personalize.recommend import datasets, demo_data, training
 from rasa_personalize.recommend.demo_data import (
     EmptyStoreError,
+    ShopTuning,
     load_store_events,
     shop_positives,
     tune_for_store,
@@ -32,6 +33,7 @@ from rasa_personalize.recommend.errors import DatasetUnavailableError
 from rasa_personalize.recommend.evaluation import EvaluationData, random_split
 from rasa_personalize.store.repository import rebuild_profile_metrics
 from tests.conftest import TEST_SECRET, migrated_store
+from tests.mid_shop import GOOD_ALS
 from tests.recommend.test_movielens_import import fake_movielens
 
 runner = CliRunner()
@@ -162,6 +164,44 @@ def test_evaluate_says_the_served_model_is_the_recommender(
     assert served["chosen_by"] == "validation"
     assert served["same_as_recommender"] is True
     assert served["model"] == report["recommender_config"]["model"]
+
+
+def test_time_validation_serves_what_time_evaluation_reports(
+    shop_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --validation time` chooses on each customer's newest interactions and
+    `evaluate --validation time` finds the served artifact is the configuration it
+    evaluated, recency included. Both search one ALS point (seconds, not a minute)."""
+
+    def one_point(data: EvaluationData, **options: Any) -> ShopTuning:
+        return tune_for_store(
+            data,
+            grid=[GOOD_ALS],
+            blend_l2_grid=(50.0,),
+            progress=options.get("progress"),
+            validation=options["validation"],
+        )
+
+    monkeypatch.setattr(training, "tune_for_store", one_point)
+    monkeypatch.setattr(demo_data, "tune_for_store", one_point)
+    monkeypatch.setenv("PERSONALIZE_MODEL_DIR", str(tmp_path / "models"))
+    trained = runner.invoke(APP, ["train", "--validation", "time", "--database-url", shop_url])
+    assert trained.exit_code == 0, trained.output
+    assert "chosen on validation carved from the store's interactions (time split)" in (
+        " ".join(trained.stdout.split())
+    )
+    arguments = ["evaluate", "--dataset", "demo", "--validation", "time", "--json"]
+    result = runner.invoke(APP, [*arguments, "--database-url", shop_url])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["protocol"] == "time"
+    served, evaluated = report["served"], report["recommender_config"]
+    assert served["same_as_recommender"] is True
+    # On this seeded shop time validation blends in EASE with recency: the served
+    # artifact's weighted input came from the store's columns, the evaluated one from
+    # its events.
+    assert served["model"] == evaluated["model"] == "als+ease"
+    assert served["ease_recency"] == evaluated["ease_recency"] > 0
 
 
 def test_demo_table_names_models_and_k(shop_url: str) -> None:

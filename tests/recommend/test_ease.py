@@ -12,6 +12,7 @@ from rasa_personalize.errors import InvalidInputError
 from rasa_personalize.recommend.als import AlsParams, AlsRecommender
 from rasa_personalize.recommend.artifacts import load_artifact, save_artifact
 from rasa_personalize.recommend.ease import (
+    RECENCY_FLOOR,
     EaseBlend,
     blended_scores,
     ease_item_weights,
@@ -140,9 +141,14 @@ def test_blend_rejects_mismatched_shapes() -> None:
 
 
 def test_recency_weights_fade_to_the_floor() -> None:
-    """Newest counts 1, ``recency`` places back 0.25 + 0.75/e, far back 0.25; 0 is off."""
+    """Newest counts 1, ``recency`` places back floor + (1 - floor)/e, far back the
+    floor; 0 is off."""
+    floor = RECENCY_FLOOR
+    assert 0 < floor < 1
     np.testing.assert_allclose(
-        recency_weights([0, 10, 1_000], 10.0), [1.0, 0.25 + 0.75 / np.e, 0.25], rtol=1e-6
+        recency_weights([0, 10, 1_000], 10.0),
+        [1.0, floor + (1 - floor) / np.e, floor],
+        rtol=1e-6,
     )
     np.testing.assert_array_equal(recency_weights([0, 5], 0.0), [1.0, 1.0])
     with pytest.raises(InvalidInputError):

@@ -89,6 +89,21 @@ def test_config_from_metadata_reads_als_and_the_blend() -> None:
     )
     assert isinstance(blend, HybridConfig)
     assert (blend.ease_l2, blend.ease_weight, blend.als.params) == (200.0, 0.3, als.params)
+    # Without ``ease_recency`` (artifacts older than it) every product counts 1.
+    assert blend.ease_recency == 0.0
+    recent = config_from_metadata(
+        {
+            "params": params,
+            "blend": {
+                "model": "als+ease",
+                "ease_l2": 200.0,
+                "ease_weight": 2.0,
+                "ease_recency": 5.0,
+            },
+        }
+    )
+    assert isinstance(recent, HybridConfig)
+    assert (recent.ease_weight, recent.ease_recency) == (2.0, 5.0)
     with pytest.raises(ArtifactError, match="parameters"):
         config_from_metadata({"params": {"factors": 0}})
 
