@@ -364,6 +364,24 @@ def print_report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     )
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options every webhook bench shares: the wrk binary, the personalize command of
+    the environment to measure, and ``--json``."""
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
+    parser.add_argument(
+        "--personalize",
+        default=str(Path(sys.executable).with_name("personalize")),
+        help="the personalize command of the environment to measure",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def check_wrk(wrk: str) -> None:
+    """Stop before anything starts when the wrk binary is missing, saying how to get it."""
+    if not Path(wrk).is_file():
+        raise SystemExit("wrk not found: apt-get install -y wrk (make bench does)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
@@ -373,16 +391,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk -t")
     parser.add_argument("--customers", type=int, default=2000, help="seeded customer count")
     parser.add_argument("--bodies", type=int, default=2000, help="distinct requests per target")
-    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
-    parser.add_argument(
-        "--personalize",
-        default=str(Path(sys.executable).with_name("personalize")),
-        help="the personalize command of the environment to measure",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_server_options(parser)
     args = parser.parse_args()
-    if not Path(args.wrk).is_file():
-        raise SystemExit("wrk not found: apt-get install -y wrk (make bench does)")
+    check_wrk(args.wrk)
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="webhook-bench-") as scratch:

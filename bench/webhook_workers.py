@@ -30,10 +30,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -46,9 +44,11 @@ from webhook_throughput import (
     DEMO_SECRET,
     NOOP_ACTION,
     Runner,
+    add_server_options,
     alternate,
     call_body,
     check_stock,
+    check_wrk,
     customer_ids,
     http,
     medians,
@@ -279,16 +279,9 @@ def main() -> None:
         default="redis://127.0.0.1:6379/14",
         help="an empty Redis database for the PostgreSQL runs (emptied at the end)",
     )
-    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
-    parser.add_argument(
-        "--personalize",
-        default=str(Path(sys.executable).with_name("personalize")),
-        help="the personalize command of the environment to measure",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_server_options(parser)
     args = parser.parse_args()
-    if not Path(args.wrk).is_file():
-        raise SystemExit("wrk not found: apt-get install -y wrk (make bench does)")
+    check_wrk(args.wrk)
     args.workers = sorted(set(args.workers))
 
     # Other jobs on the machine slow every server; the figures say how busy it was.

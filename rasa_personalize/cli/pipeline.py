@@ -32,6 +32,7 @@ from rasa_personalize.cli.common import (
     fail,
     load_cli_settings,
 )
+from rasa_personalize.cli.train import ValidationName
 from rasa_personalize.errors import PersonalizeError
 from rasa_personalize.pipeline import STAGES
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from rasa_personalize.pipeline.run import PipelineOptions, PipelineReport, StageResult
+    from rasa_personalize.recommend.protocols import Validation
     from rasa_personalize.settings import Settings
 
 pipeline_app = typer.Typer(
@@ -87,6 +89,18 @@ TagRulesOption = Annotated[
         show_default=False,
     ),
 ]
+ValidationOption = Annotated[
+    ValidationName,
+    typer.Option(
+        "--validation",
+        help="How the train stage chooses the recommender, as `personalize train "
+        "--validation` does. random: seeded 80/20 splits of the interactions; time: each "
+        "customer's newest 20% of interactions, in the order they were stored (EASE's "
+        "recency is then tried too). The default, random, assumes nothing about that "
+        "order; take time when the store receives its events as they happen.",
+        case_sensitive=False,
+    ),
+]
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -107,6 +121,7 @@ def _options(
     force: bool,
     tag_rules: Path | None,
     now: datetime | None = None,
+    validation: ValidationName = ValidationName.random,
 ) -> PipelineOptions:
     from rasa_personalize.pipeline.run import PipelineOptions
 
@@ -115,7 +130,13 @@ def _options(
         force=force,
         tag_rules=tag_rules,
         now=now,
+        validation=_protocol(validation),
     )
+
+
+def _protocol(name: ValidationName) -> Validation:
+    """The option as the protocol name ``train_from_store`` takes."""
+    return "time" if name is ValidationName.time else "random"
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -225,6 +246,7 @@ def run(
             show_default=False,
         ),
     ] = None,
+    validation: ValidationOption = ValidationName.random,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
@@ -241,7 +263,7 @@ def run(
     """
     now = _as_of(as_of)
     settings = load_cli_settings(database_url)
-    options = _options(skip, force, tag_rules, now)
+    options = _options(skip, force, tag_rules, now, validation)
     _check_before_running(settings, options)
     if force:
         errors.print(

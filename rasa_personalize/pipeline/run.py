@@ -47,6 +47,7 @@ from rasa_personalize.store.repository import rebuild_profile_metrics
 if TYPE_CHECKING:
     from rasa_personalize.recommend.als import AlsParams
     from rasa_personalize.recommend.guardrail import Verdict
+    from rasa_personalize.recommend.protocols import Validation
     from rasa_personalize.settings import Settings
     from rasa_personalize.store.sql_store import SqlStore
 
@@ -134,6 +135,8 @@ class PipelineOptions:
         now: the moment the run treats as now (None: the clock); for replays and tests.
         train_params: fit the recommender with these ALS parameters instead of choosing
             them on validation (for tests and experiments; the command never sets it).
+        validation: how the ``train`` stage chooses the recommender, as ``personalize
+            train --validation`` does: "random" or "time" (``train_from_store``).
     """
 
     skip: frozenset[str] = frozenset()
@@ -141,6 +144,7 @@ class PipelineOptions:
     tag_rules: Path | None = None
     now: datetime | None = None
     train_params: AlsParams | None = None
+    validation: Validation = "random"
 
 
 class PipelineListener(Protocol):
@@ -241,6 +245,7 @@ async def _train(job: _Job) -> tuple[str, str]:
         params=job.options.train_params,
         progress=job.progress,
         force=job.options.force,
+        validation=job.options.validation,
     )
     figures = (
         f"{report.interactions:,} interactions, {report.customers:,} customers x "

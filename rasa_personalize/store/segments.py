@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,6 +53,67 @@ class SyntheticGroups:
         return len(self.customer_ids)
 
 
+@dataclass(frozen=True, eq=False)
+class SegmentAssignments:
+    """One run's rows of a method: a segment and a score per customer, all assigned at
+    once by one model version.
+
+    Attributes:
+        method: the segmentation method (with the customer, the row's key).
+        model_version: the segmentation model that assigned them.
+        customer_ids, segments, scores: one entry per customer, in the same order.
+        assigned_at: when they were assigned.
+
+    Raises:
+        ValueError: the three sequences differ in length.
+    """
+
+    method: str
+    model_version: str
+    customer_ids: Sequence[int]
+    segments: Sequence[str]
+    scores: Sequence[float]
+    assigned_at: datetime
+
+    def __post_init__(self) -> None:
+        total = len(self.customer_ids)
+        if len(self.segments) != total or len(self.scores) != total:
+            raise ValueError(
+                f"assignments: {total} customer ids, {len(self.segments)} segments and "
+                f"{len(self.scores)} scores; expected one of each per customer"
+            )
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def rows(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Customers ``start`` to ``end`` as ``segment_assignments`` rows."""
+        return [
+            {
+                "customer_id": self.customer_ids[i],
+                "segment": self.segments[i],
+                "method": self.method,
+                "model_version": self.model_version,
+                "score": self.scores[i],
+                "assigned_at": self.assigned_at,
+            }
+            for i in range(start, end)
+        ]
+
+    def upload_records(self, start: int, end: int) -> list[tuple[int, str, float | None]]:
+        """Customers ``start`` to ``end`` as (customer id, segment, score) records for
+        ``COPY``, in plain Python values: the driver does not encode numpy scalars."""
+        return [
+            (int(customer), str(segment), None if score is None else float(score))
+            for customer, segment, score in zip(
+                self.customer_ids[start:end],
+                self.segments[start:end],
+                self.scores[start:end],
+                strict=True,
+            )
+        ]
+
+
 async def write_segment_assignments(
     session: Session,
     *,
@@ -76,40 +137,23 @@ async def write_segment_assignments(
     Raises:
         ValueError: the three sequences differ in length.
     """
-    total = len(customer_ids)
-    if len(segments) != total or len(scores) != total:
-        raise ValueError(
-            f"assignments: {total} customer ids, {len(segments)} segments and "
-            f"{len(scores)} scores; expected one of each per customer"
-        )
+    assignments = SegmentAssignments(
+        method=method,
+        model_version=model_version,
+        customer_ids=customer_ids,
+        segments=segments,
+        scores=scores,
+        assigned_at=now,
+    )
+    total = len(assignments)
     dialect = dialect_of(session)
     if dialect == POSTGRESQL and total >= COPY_FROM:
-        await _copy_assignments(
-            session,
-            method=method,
-            model_version=model_version,
-            customer_ids=customer_ids,
-            segments=segments,
-            scores=scores,
-            now=now,
-            on_written=on_written,
-        )
+        await _copy_assignments(session, assignments, on_written)
         return total
     statement = upsert(dialect, SegmentAssignment, _KEY, _REFRESHED)
     for start in range(0, total, WRITE_BATCH):
         end = min(total, start + WRITE_BATCH)
-        rows = [
-            {
-                "customer_id": customer_ids[i],
-                "segment": segments[i],
-                "method": method,
-                "model_version": model_version,
-                "score": scores[i],
-                "assigned_at": now,
-            }
-            for i in range(start, end)
-        ]
-        await session.execute(statement, rows)
+        await session.execute(statement, assignments.rows(start, end))
         if on_written is not None:
             on_written(end)
     return total
@@ -117,13 +161,7 @@ async def write_segment_assignments(
 
 async def _copy_assignments(
     session: Session,
-    *,
-    method: str,
-    model_version: str,
-    customer_ids: Sequence[int],
-    segments: Sequence[str],
-    scores: Sequence[float],
-    now: datetime,
+    assignments: SegmentAssignments,
     on_written: Callable[[int], None] | None,
 ) -> None:
     """The upsert of :func:`write_segment_assignments` through ``COPY`` (PostgreSQL):
@@ -140,18 +178,12 @@ async def _copy_assignments(
             "score double precision) ON COMMIT DROP"
         )
     )
-    total = len(customer_ids)
+    total = len(assignments)
     for start in range(0, total, COPY_CHUNK):
         end = min(total, start + COPY_CHUNK)
         await driver.copy_records_to_table(
             _UPLOAD,
-            # Plain Python values: the driver does not encode numpy scalars.
-            records=[
-                (int(customer), str(segment), None if score is None else float(score))
-                for customer, segment, score in zip(
-                    customer_ids[start:end], segments[start:end], scores[start:end], strict=True
-                )
-            ],
+            records=assignments.upload_records(start, end),
             columns=["customer_id", "segment", "score"],
         )
         if on_written is not None:
@@ -160,10 +192,10 @@ async def _copy_assignments(
     rows = select(
         upload.c.customer_id,
         upload.c.segment,
-        literal(method, String()),
-        literal(model_version, String()),
+        literal(assignments.method, String()),
+        literal(assignments.model_version, String()),
         upload.c.score,
-        literal(now, UtcDateTime()),
+        literal(assignments.assigned_at, UtcDateTime()),
     )
     columns = ["customer_id", "segment", "method", "model_version", "score", "assigned_at"]
     await session.execute(

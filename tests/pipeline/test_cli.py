@@ -21,6 +21,7 @@ from rasa_personalize.pipeline import STAGES
 from rasa_personalize.recommend import training
 from rasa_personalize.recommend.demo_data import ShopTuning, tune_for_store
 from rasa_personalize.recommend.evaluation import EvaluationData
+from rasa_personalize.recommend.versions import als_dir
 from tests.conftest import migrated_store
 from tests.mid_shop import GOOD_ALS, SEEDED_AT, copy_of_mid_shop
 from tests.pipeline.test_run import TAG_RULES
@@ -110,6 +111,47 @@ def test_run_prints_a_summary_table(app: typer.Typer, shop: str) -> None:
     assert ": serves" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("arguments", "protocol"),
+    [
+        # without the option: the default of `personalize train`
+        ([], "random"),
+        # the time-based validation, named as the option spells it
+        (["--validation", "time"], "time"),
+    ],
+)
+def test_run_validation_reaches_the_train_stage(
+    app: typer.Typer,
+    shop: str,
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: list[str],
+    protocol: str,
+) -> None:
+    """--validation is the train stage's: tuning is asked for that split, and the new
+    recommender's metadata records it."""
+    asked: list[str] = []
+
+    def one_point(data: EvaluationData, **options: Any) -> ShopTuning:
+        asked.append(options["validation"])
+        return tune_for_store(
+            data,
+            grid=[GOOD_ALS],
+            blend_l2_grid=(50.0,),
+            progress=options.get("progress"),
+            validation=options["validation"],
+        )
+
+    monkeypatch.setattr(training, "tune_for_store", one_point)
+    skip = [argument for stage in STAGES if stage != "train" for argument in ("--skip", stage)]
+    result = runner.invoke(app, ["pipeline", "run", "--json", *skip, *arguments])
+    assert result.exit_code == 0, result.output
+    assert asked == [protocol]
+    version = json.loads(result.stdout)["promoted"]["recommender"]["version"]
+    metadata = json.loads((als_dir(environment / "models") / version / "metadata.json").read_text())
+    assert metadata["metrics"]["validation_protocol"] == protocol
+
+
 def test_a_failed_stage_is_named_and_exits_1(
     app: typer.Typer, environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,6 +185,8 @@ def test_a_failed_stage_is_named_and_exits_1(
         (["schedule", "--every", "10s"], "shorter than 1m"),
         # an ISO time that is not one
         (["run", "--as-of", "yesterday"], "'yesterday' is not an ISO time"),
+        # a validation train does not know
+        (["run", "--validation", "recent"], "'recent' is not one of"),
     ],
 )
 def test_bad_options_exit_2_with_the_reason(
