@@ -20,15 +20,38 @@ reports each count's rates and the workers' CPU time per 1,000 events while drai
                                       [--database-url postgresql://...]
                                       [--redis-url redis://127.0.0.1:6379/15]
                                       [--workers 1 2]
+
+Paced mode (``--rate``, PostgreSQL and Redis): freshness under a sustained load rather
+than throughput. The server and the workers run as in the other mode, on a scratch
+database per worker count; after a warm-up, batches are posted open loop, batch i at
+``i * batch / rate`` s whatever the answers (at most ``--connections`` requests in
+flight, like a forwarder's connection pool; a 503 is sent again). For the events of every
+``--track-every``'th customer the bench notes when each was due, and polls those
+customers' profiles every ``--poll-ms``: the k-th event of a customer is reflected once
+the interaction count of its stored metrics reaches k (metrics and tags are written in
+one transaction, so tags are then current too; see ``freshness.py``). Reported: p50,
+p99 and max of due -> reflected, per 10 s of posting too (a pipeline that keeps up holds
+them level); the stream's length (messages of up to 100 events) and the dirty customers
+twice a second; the rate sent and answered, how late the sender ran, 503s; and the CPU
+seconds of the workers, the server, the bench, PostgreSQL and Redis (when they run on
+this machine), with how busy the whole machine was. ``--py-spy PREFIX`` records each
+worker with py-spy for the run.
+
+    python bench/events_throughput.py --rate 5000 --duration 60 [--workers 1 2]
+                                      --database-url postgresql://...
+                                      --redis-url redis://127.0.0.1:6379/13
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -40,13 +63,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from freshness import FreshnessTracker
 from rasa_sdk.endpoint import create_app
 from rasa_sdk.executor import ActionExecutor
 from redis import asyncio as redis_asyncio
 from sqlalchemy import insert, select, text
 
-from harness import add_database_url_option, percentile, run_on_scratch
-from proctree import tree_cpu_s
+from harness import add_database_url_option, admin_connection, percentile, run_on_scratch
+from proctree import CLOCK_TICKS, process_tree, tree_cpu_s
 from rasa_personalize.events.api import attach_event_routes
 from rasa_personalize.events.apikeys import create_api_key
 from rasa_personalize.identity import customer_key
@@ -327,6 +351,18 @@ async def measure_worker(
     return rates
 
 
+def events_server(args: argparse.Namespace, env: dict[str, str], port: int) -> ServerProcess:
+    """This script's ``--serve`` mode on ``port``, as a separate process with ``env``."""
+    root = SCRIPT.parent.parent
+    return ServerProcess(
+        [sys.executable, str(SCRIPT), "--serve", str(port)],
+        f"http://127.0.0.1:{port}/health",
+        env={**env, "PYTHONPATH": str(root)},
+        cwd=root,
+        log_path=Path(args.server_log) if args.server_log else None,
+    )
+
+
 async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     store = await open_store(database_url)
     key = await seed(store, args.customers, args.products)
@@ -337,14 +373,7 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         env |= {"PERSONALIZE_REDIS_URL": args.redis_url, "PERSONALIZE_EVENT_STREAM": stream}
     else:
         env.pop("PERSONALIZE_REDIS_URL", None)
-    root = SCRIPT.parent.parent
-    server = ServerProcess(
-        [sys.executable, str(SCRIPT), "--serve", str(port)],
-        f"http://127.0.0.1:{port}/health",
-        env={**env, "PYTHONPATH": str(root)},
-        cwd=root,
-        log_path=Path(args.server_log) if args.server_log else None,
-    )
+    server = events_server(args, env, port)
     url = f"http://127.0.0.1:{port}/personalize/events"
     results: dict[str, dict[str, list[float]]] = {
         n: {"eps": [], "lat": []} for n in ("http", "baseline")
@@ -397,7 +426,7 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     await store.dispose()
     if args.redis_url:
         client = redis_asyncio.from_url(args.redis_url)
-        await client.delete(stream, f"{stream}:dirty", f"{stream}:dirty-version")
+        await client.delete(*stream_keys(stream))
         await client.aclose()
     summary = {
         name: {
@@ -425,6 +454,386 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     return summary
 
 
+PROFILE_COUNTS = """
+SELECT c.customer_key, (p.metrics ->> 'interaction_count')::int
+FROM customers c JOIN customer_profiles p ON p.customer_id = c.id
+WHERE c.customer_key = ANY($1::text[])
+"""
+
+
+async def profile_counts(connection: Any, keys: list[str]) -> dict[str, int]:
+    """customer key -> interaction count its stored metrics were computed from."""
+    rows = await connection.fetch(PROFILE_COUNTS, keys)
+    return {row[0]: int(row[1] or 0) for row in rows}
+
+
+def paced_batches(
+    args: argparse.Namespace, tracked: dict[str, str]
+) -> list[tuple[bytes, list[str]]]:
+    """The paced run's request bodies, encoded before the clock starts, each with the
+    keys of the tracked customers of its events (in order)."""
+    total = int(args.rate * args.duration)
+    events = make_events(total, args.customers, args.products, "paced", 7)
+    return [
+        (
+            json.dumps({"events": batch}).encode(),
+            [tracked[e["customer"]] for e in batch if e["customer"] in tracked],
+        )
+        for batch in chunked(events, args.batch)
+    ]
+
+
+async def send_on_schedule(
+    url: str,
+    key: str,
+    batches: list[tuple[bytes, list[str]]],
+    pace: tuple[float, int],
+    tracker: Any,
+) -> dict[str, float]:
+    """Open loop: batch i is sent at ``i * batch / rate`` s whatever the answers so far.
+
+    Latencies count from the scheduled time, so a sender that falls behind (or requests
+    that wait for a connection) is charged to the pipeline, never hidden.
+    """
+    rate, max_in_flight_requests = pace
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    answers: list[float] = []
+    accepted = retried = 0
+    in_flight = max_in_flight = 0
+    max_lag = 0.0
+    pending: set[asyncio.Task[None]] = set()
+    # A shop's event forwarder holds a bounded pool of connections: batches beyond it wait
+    # in the client (still timed from their schedule) instead of piling onto the server.
+    connector = aiohttp.TCPConnector(limit=max_in_flight_requests)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(body: bytes, due: float) -> None:
+            nonlocal accepted, in_flight, retried
+            while True:
+                async with session.post(url, data=body, headers=headers) as response:
+                    answer = await response.json()
+                    if response.status == 200:
+                        break
+                    if response.status != 503:
+                        raise SystemExit(f"HTTP {response.status}: {answer}")
+                # An overloaded store answers 503 (retry later): a client sends the batch
+                # again, and its events' latencies still count from the first schedule.
+                retried += 1
+                await asyncio.sleep(0.1)
+            accepted += len(answer["accepted"])
+            answers.append(time.perf_counter() - due)
+            in_flight -= 1
+
+        interval = len(json.loads(batches[0][0])["events"]) / rate
+        started = time.perf_counter() + 0.05
+        for n, (body, customers) in enumerate(batches):
+            due = started + n * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            max_lag = max(max_lag, time.perf_counter() - due)
+            for customer in customers:
+                tracker.posted(customer, due)
+            in_flight += 1
+            max_in_flight = max(max_in_flight, in_flight)
+            task = asyncio.create_task(post(body, due))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        sent = time.perf_counter()
+        await asyncio.gather(*pending)
+        finished = time.perf_counter()
+    return {
+        "accepted": accepted,
+        "send_s": sent - started,
+        "answered_s": finished - started,
+        "max_send_lag_s": max_lag,
+        "max_in_flight": min(max_in_flight, max_in_flight_requests),
+        "max_queued_in_client": max(0, max_in_flight - max_in_flight_requests),
+        "retried_503": retried,
+        "http_p50_ms": statistics.median(answers) * 1000,
+        "http_p99_ms": percentile(answers, 99) * 1000,
+    }
+
+
+async def watch(
+    args: argparse.Namespace,
+    database_url: str,
+    stream: str,
+    tracker: FreshnessTracker,
+    stop: asyncio.Event,
+) -> list[tuple[float, int, int]]:
+    """Poll the tracked profiles every ``--poll-ms`` and the stream's length and dirty
+    set twice a second until ``stop``; returns (time, stream messages, dirty customers)."""
+    connection = await admin_connection(database_url)
+    client = redis_asyncio.from_url(args.redis_url)
+    samples: list[tuple[float, int, int]] = []
+    next_sample = 0.0
+    try:
+        while not stop.is_set():
+            counts = await profile_counts(connection, tracker.tracked)
+            # After the read: an upper bound on when the rows it saw were committed.
+            at = time.perf_counter()
+            for customer, count in counts.items():
+                tracker.observed(customer, count, at)
+            if at >= next_sample:
+                length, dirty = await asyncio.gather(
+                    client.xlen(stream), client.zcard(f"{stream}:dirty")
+                )
+                samples.append((at, int(length), int(dirty)))
+                next_sample = at + 0.5
+            await _sleep_or_stop(stop, args.poll_ms / 1000)
+    finally:
+        await connection.close()
+        await client.aclose()
+    return samples
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def start_py_spy(args: argparse.Namespace, workers: list[Any]) -> list[Any]:
+    """``py-spy record`` of each worker for the paced run (raw collapsed stacks)."""
+    if not args.py_spy:
+        return []
+    binary = shutil.which("py-spy") or os.environ.get("PY_SPY")
+    if binary is None:
+        raise SystemExit("--py-spy needs py-spy on the PATH (or its path in $PY_SPY)")
+    seconds = str(int(args.duration) + 5)
+    spies = []
+    for n, worker in enumerate(workers):
+        output = f"{args.py_spy}-{len(workers)}w-{n}.txt"
+        command = [binary, "record", "--pid", str(worker.pid), "--rate", "50", "--nonblocking",
+                   "--format", "raw", "--duration", seconds, "--output", output]  # fmt: skip
+        spies.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return spies
+
+
+def windows(
+    reflected: list[tuple[float, float]], started: float, width_s: float
+) -> list[dict[str, float]]:
+    """p50 and p99 of POST -> reflected by when the events were posted (``width_s``
+    windows): a pipeline that keeps up holds them level, one that falls behind grows."""
+    by_window: dict[int, list[float]] = {}
+    for posted_at, latency in reflected:
+        by_window.setdefault(int((posted_at - started) // width_s), []).append(latency)
+    return [
+        {"from_s": n * width_s, "events": len(values),
+         "p50_s": round(statistics.median(values), 3), "p99_s": round(percentile(values, 99), 3)}
+        for n, values in sorted(by_window.items())
+    ]  # fmt: skip
+
+
+async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> dict[str, Any]:
+    """``count`` workers under ``--rate`` events/s for ``--duration`` s: POST -> metrics
+    and tags reflected, the stream's length, and the rate achieved."""
+    store = await open_store(database_url)
+    key = await seed(store, args.customers, args.products)
+    await store.dispose()
+    port = free_port()
+    stream = f"bench:events:{uuid.uuid4().hex}"
+    env = {**os.environ, "PERSONALIZE_DATABASE_URL": database_url,
+           "PERSONALIZE_SECRET_KEY": SECRET, "PERSONALIZE_REDIS_URL": args.redis_url,
+           "PERSONALIZE_EVENT_STREAM": stream}  # fmt: skip
+    server = events_server(args, env, port)
+    url = f"http://127.0.0.1:{port}/personalize/events"
+    # Every --track-every'th customer: its events are the sample whose freshness is timed.
+    tracked = {
+        f"customer-{n:05d}": customer_key(SECRET, f"customer-{n:05d}")
+        for n in range(0, args.customers, args.track_every)
+    }
+    batches = paced_batches(args, tracked)
+    extra = shlex.split(args.worker_args or "")
+    client = redis_asyncio.from_url(args.redis_url)
+    with server:
+        workers = [start_worker(env, args, *extra) for _ in range(count)]
+        try:
+            # Warm up the server and the workers, then start from an empty stream.
+            warm = make_events(1_000, args.customers, args.products, "warm", 0)
+            await post_batches(url, key, chunked(warm, args.batch), 4)
+            await wait_drained(client, stream, 120)
+            connection = await admin_connection(database_url)
+            try:
+                tracker = FreshnessTracker(await profile_counts(connection, list(tracked.values())))
+                tracker.counts |= {k: 0 for k in tracked.values() if k not in tracker.counts}
+            finally:
+                await connection.close()
+            spies = start_py_spy(args, workers)
+            pids = [worker.pid for worker in workers] + [served_by(port)]
+            services = local_server_pids()
+            cpu_before = [tree_cpu_s(pid) for pid in pids]
+            services_before = {name: server_cpu_s(pid) for name, pid in services.items()}
+            bench_before, machine_before = time.process_time(), machine_busy()
+            load_before = os.getloadavg()
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(watch(args, database_url, stream, tracker, stop))
+            started = time.perf_counter()
+            pace = (args.rate, args.connections)
+            sent = await send_on_schedule(url, key, batches, pace, tracker)
+            posted_until = time.perf_counter()
+            # Then until every tracked event is reflected (or a minute has passed).
+            deadline = posted_until + 60
+            # The watcher updates the tracker: poll it, as it polls the store.
+            while tracker.pending and time.perf_counter() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            caught_up = time.perf_counter()
+            stop.set()
+            samples = await watcher
+            cpu_after = [tree_cpu_s(pid) for pid in pids]
+            services_used = {
+                name: server_cpu_s(pid) - services_before[name] for name, pid in services.items()
+            }
+            bench_used = time.process_time() - bench_before
+            machine_after = machine_busy()
+            load_after = os.getloadavg()
+        finally:
+            for worker in workers:
+                os.killpg(worker.pid, signal.SIGTERM)
+            for worker in workers:
+                worker.wait(timeout=60)
+        for spy in spies:
+            spy.wait(timeout=60)
+        await client.delete(*stream_keys(stream))
+        await client.aclose()
+    latencies = [latency for _, latency in tracker.reflected]
+    during = [s for s in samples if s[0] <= posted_until]
+    cpu = [after - before for before, after in zip(cpu_before, cpu_after, strict=True)]
+    return {
+        "workers": count,
+        "target_events_per_s": round(args.rate),
+        "sent_events_per_s": round(len(batches) * args.batch / sent["send_s"]),
+        "accepted_events_per_s": round(sent["accepted"] / sent["answered_s"]),
+        "accepted": sent["accepted"],
+        "max_send_lag_ms": round(sent["max_send_lag_s"] * 1000, 1),
+        "max_in_flight": sent["max_in_flight"],
+        "max_queued_in_client": sent["max_queued_in_client"],
+        "retried_503": sent["retried_503"],
+        "http_p50_ms": round(sent["http_p50_ms"], 1),
+        "http_p99_ms": round(sent["http_p99_ms"], 1),
+        "tracked_events": len(latencies) + tracker.pending,
+        "not_reflected": tracker.pending,
+        "reflected_p50_s": round(statistics.median(latencies), 3),
+        "reflected_p99_s": round(percentile(latencies, 99), 3),
+        "reflected_max_s": round(max(latencies), 3),
+        "stream_max_messages": max(s[1] for s in during),
+        "stream_at_end_messages": during[-1][1],
+        "dirty_max": max(s[2] for s in during),
+        "dirty_at_end": during[-1][2],
+        "caught_up_after_s": round(caught_up - posted_until, 2),
+        "stream_over_time": [(round(t - started), n) for t, n, _ in during[::10]],
+        "windows": windows(tracker.reflected, started, 10.0),
+        "worker_cpu_s": round(sum(cpu[:-1]), 1),
+        "server_cpu_s": round(cpu[-1], 1),
+        "bench_cpu_s": round(bench_used, 1),
+        **{f"{name}_cpu_s": round(used, 1) for name, used in services_used.items()},
+        # Every process on the machine, this run's and others': how saturated it was.
+        "machine_busy_share": round(
+            (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1]), 3
+        ),
+        "measured_s": round(caught_up - started, 1),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in load_after],
+    }
+
+
+def local_server_pids() -> dict[str, int]:
+    """PostgreSQL's postmaster and redis-server when they run on this machine (their CPU
+    counts in the paced run's figures); an empty dict when they do not."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # redis-server rewrites its title to one argument ("redis-server 127.0.0.1:6379").
+        program = Path(arguments[0].decode(errors="replace").split(" ")[0]).name
+        if program == "postgres" and b"-D" in arguments:
+            found["postgres"] = int(entry.name)
+        elif program == "redis-server":
+            found["redis"] = int(entry.name)
+    return found
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s tree plus its reaped children (PostgreSQL backends that
+    ended meanwhile)."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return tree_cpu_s(pid) + (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, every core."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+
+
+def served_by(port: int) -> int:
+    """The pid of this bench's child that serves ``port`` (started with ``--serve``)."""
+    for pid in process_tree(os.getpid()):
+        try:
+            arguments = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--serve" in arguments and str(port).encode() in arguments:
+            return pid
+    raise SystemExit(f"no server process for port {port}")
+
+
+async def wait_drained(client: Any, stream: str, timeout_s: float) -> None:
+    """Until the stream and the dirty set are empty."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if not await client.xlen(stream) and not await client.zcard(f"{stream}:dirty"):
+            return
+        await asyncio.sleep(0.05)
+    raise SystemExit("the workers did not drain the warm-up events")
+
+
+def print_paced(summary: dict[str, Any]) -> None:
+    s = summary
+    print(
+        f"  {s['workers']} worker(s): sent {s['sent_events_per_s']:,} events/s (target "
+        f"{s['target_events_per_s']:,}), answered {s['accepted_events_per_s']:,}/s; "
+        f"sender lag max {s['max_send_lag_ms']} ms, {s['max_in_flight']} requests in "
+        f"flight and {s['max_queued_in_client']} waiting for a connection at most, "
+        f"{s['retried_503']} retried after a 503, HTTP p50 "
+        f"{s['http_p50_ms']} ms p99 {s['http_p99_ms']} ms"
+    )
+    print(
+        f"    POST -> metrics and tags reflected ({s['tracked_events']:,} tracked events, "
+        f"{s['not_reflected']} not reflected): p50 {s['reflected_p50_s']:.3f} s  "
+        f"p99 {s['reflected_p99_s']:.3f} s  max {s['reflected_max_s']:.3f} s"
+    )
+    print(
+        f"    stream: max {s['stream_max_messages']} messages, {s['stream_at_end_messages']} "
+        f"when posting ended; dirty customers max {s['dirty_max']}, {s['dirty_at_end']} at "
+        f"the end; all reflected {s['caught_up_after_s']} s after the last POST"
+    )
+    print(f"    stream messages over time (s, messages): {s['stream_over_time']}")
+    for w in s["windows"]:
+        print(
+            f"    posted from {w['from_s']:>4.0f} s: {w['events']:>6,} events  "
+            f"p50 {w['p50_s']:.3f} s  p99 {w['p99_s']:.3f} s"
+        )
+    print(f"    CPU s over {s['measured_s']} s: workers {s['worker_cpu_s']}, server "
+          f"{s['server_cpu_s']}, bench {s['bench_cpu_s']}, PostgreSQL "
+          f"{s.get('postgres_cpu_s', '-')}, Redis {s.get('redis_cpu_s', '-')}; machine busy "
+          f"{s['machine_busy_share']:.0%}; load average {s['load_before']} before, "
+          f"{s['load_after']} after")  # fmt: skip
+
+
+def stream_keys(stream: str) -> list[str]:
+    """The stream and the worker's keys beside it (dirty customers and their versions)."""
+    return [stream + suffix for suffix in ("", ":dirty", ":dirty-version", ":dirty-latest",
+                                           ":dirty-claims")]  # fmt: skip
+
+
 def rate_name(args: argparse.Namespace, name: str, count: int) -> str:
     """The summary's name of a worker figure: as before with one worker count, else with
     the count (``worker_stored_2w``)."""
@@ -449,12 +858,49 @@ def main() -> None:
         default=[1],
         help="worker process counts to measure in every round (one consumer group)",
     )
+    parser.add_argument(
+        "--rate", type=float, help="paced mode: post this many events/s (needs --redis-url)"
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="paced mode: seconds")
+    parser.add_argument(
+        "--connections", type=int, default=16, help="paced mode: requests in flight at most"
+    )
+    parser.add_argument(
+        "--track-every", type=int, default=10, help="paced mode: time every n-th customer"
+    )
+    parser.add_argument("--poll-ms", type=float, default=100.0, help="paced mode: profile polls")
+    parser.add_argument("--worker-args", help="paced mode: more `personalize worker` options")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="paced mode: record each worker to PREFIX-<count>w-<n>.txt (py-spy's raw format)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server-log", help="append the server's output to this file")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+        return
+    if args.rate:
+        if not (args.redis_url and args.database_url):
+            raise SystemExit("--rate measures the stream: give --redis-url and --database-url")
+        # Each worker count on a database of its own, so that histories start equal.
+        paced = [
+            run_on_scratch(
+                args.database_url,
+                lambda database_url, count=count: run_paced(args, database_url, count),
+            )
+            for count in args.workers
+        ]
+        if args.json:
+            print(json.dumps(paced))
+            return
+        print(f"paced: {args.rate:,.0f} events/s for {args.duration:.0f} s in batches of "
+              f"{args.batch}, {args.customers:,} customers, every {args.track_every}th timed, "
+              f"profiles polled every {args.poll_ms:.0f} ms")  # fmt: skip
+        for summary in paced:
+            print_paced(summary)
         return
     summary = run_on_scratch(args.database_url, lambda database_url: run(args, database_url))
     if args.json:

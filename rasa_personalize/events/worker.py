@@ -18,8 +18,13 @@ and every ``refresh_every_s`` one transaction recomputes the metrics and tags of
 dirty customers, then invalidates their cached profiles. A customer with 50 events in a
 second costs one refresh, not 50. The set lives in Redis, so a worker killed before its
 refresh leaves the marks to the next one; a mark is removed only if no newer batch set it
-again meanwhile (each mark carries a version), so a refresh that read the store before a
-newer batch committed never clears that batch's mark.
+again meanwhile (each batch's marks carry a version), so a refresh that read the store
+before a newer batch committed never clears that batch's mark. When more customers wait
+than one refresh takes (``refresh_chunk``), those whose first unrefreshed event was stored
+earliest go first: a customer with events every second keeps its place in the queue, so
+under a sustained peak every customer's wait is bounded by the refresh rate, not by a
+lull. (Workers from before that order clear marks by their first version: stop them
+before starting these.)
 
 Redis errors (down, restarted, slow) and store errors back off and retry; the worker
 never exits because a dependency is away, and resumes when it returns. A batch the store
@@ -74,27 +79,69 @@ HOUSEKEEPING_EVERY_S: Final = 60.0
 MAX_BACKOFF_S: Final = 10.0
 # Customers refreshed per transaction.
 REFRESH_CHUNK: Final = 5_000
+# A claim on customers being refreshed lapses after this long, so that the customers of
+# a worker stopped mid-refresh are refreshed by another. Longer than a refresh takes; a
+# slower one only lets a second worker repeat some of its work.
+CLAIM_LEASE_MS: Final = 60_000
 # Refreshes triggered by a drained stream come at most this often.
 MIN_REFRESH_GAP_S: Final = 0.05
 
-# KEYS: dirty set, version counter. ARGV: customer ids. One version per batch.
+# KEYS: dirty set, version counter, latest versions. ARGV: customer ids. One version per
+# batch. The set's score is the version of a customer's first mark since its last
+# refresh (NX), so refreshes take customers in the order their first unrefreshed event
+# was stored: a customer with new events every second keeps its place instead of moving
+# behind everyone else for ever. The hash holds each customer's newest version.
 _MARK_DIRTY: Final = """
 local version = redis.call('INCR', KEYS[2])
-for _, id in ipairs(ARGV) do redis.call('ZADD', KEYS[1], version, id) end
+for _, id in ipairs(ARGV) do
+  redis.call('ZADD', KEYS[1], 'NX', version, id)
+  redis.call('HSET', KEYS[3], id, version)
+end
 return version
 """
-# KEYS: dirty set. ARGV: id, version, id, version, ... Removes a mark only if no newer
-# batch has marked the customer again since it was read.
+# KEYS: dirty set, latest versions, claims. ARGV: the version counter when the marks
+# were read, then customer ids. Releases the claims; removes a mark only if no batch has
+# marked the customer again since (a newer version). The set's own score counts too:
+# marks written before the hash existed carry their newest version there.
 _CLEAR_DIRTY: Final = """
+local read = tonumber(ARGV[1])
 local removed = 0
-for i = 1, #ARGV, 2 do
-  local version = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if version and tonumber(version) <= tonumber(ARGV[i + 1]) then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    removed = removed + 1
+for i = 2, #ARGV do
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  local first = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if first then
+    local latest = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or first)
+    if math.max(latest, tonumber(first)) <= read then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      redis.call('HDEL', KEYS[2], ARGV[i])
+      removed = removed + 1
+    end
   end
 end
 return removed
+"""
+
+# KEYS: dirty set, claims, version counter. ARGV: chunk size, now (ms), lease (ms).
+# Claims up to a chunk of the longest-waiting customers that no other worker is
+# refreshing (claims past their lease are a stopped worker's, taken over), and returns
+# the version counter with them: several workers share the refresh instead of each
+# recomputing the same customers one after the other behind their row locks.
+_CLAIM_DIRTY: Final = """
+local chunk, now, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local claimed, start = {}, 0
+while #claimed < chunk do
+  local page = redis.call('ZRANGE', KEYS[1], start, start + chunk - 1)
+  if #page == 0 then break end
+  for _, id in ipairs(page) do
+    if #claimed < chunk and not redis.call('ZSCORE', KEYS[2], id) then
+      claimed[#claimed + 1] = id
+    end
+  end
+  start = start + chunk
+end
+for _, id in ipairs(claimed) do redis.call('ZADD', KEYS[2], now + lease, id) end
+return {redis.call('GET', KEYS[3]) or '0', claimed}
 """
 
 Message = tuple[str, dict[Any, Any]]
@@ -123,6 +170,8 @@ class WorkerOptions:
     retry_delay_s: float = 0.5
     # How often metrics and tags of customers with new events are recomputed.
     refresh_every_s: float = 1.0
+    # Customers refreshed per transaction, the longest-waiting first.
+    refresh_chunk: int = REFRESH_CHUNK
     # Store failures of one message before it goes to the dead letters.
     max_deliveries: int = 5
 
@@ -135,6 +184,8 @@ class WorkerOptions:
             raise ValueError("claim_idle_ms must not be negative")
         if self.refresh_every_s < 0:
             raise ValueError("refresh_every_s must not be negative")
+        if self.refresh_chunk < 1:
+            raise ValueError("refresh_chunk must be at least 1")
         if self.max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
 
@@ -208,8 +259,11 @@ class StreamWorker:
         self.failures_key = failure_counts_key(stream)
         self.dirty_key = f"{stream}:dirty"
         self._dirty_version_key = f"{stream}:dirty-version"
+        self._dirty_latest_key = f"{stream}:dirty-latest"
+        self._dirty_claims_key = f"{stream}:dirty-claims"
         self._mark_dirty = client.register_script(_MARK_DIRTY)
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
+        self._claim_dirty = client.register_script(_CLAIM_DIRTY)
         self._rules_checked = False
         self._messages_per_read = max(1, self.options.batch_size // EVENTS_PER_MESSAGE)
         # Set when a stored batch emptied the stream: the refresh need not wait its turn.
@@ -262,7 +316,7 @@ class StreamWorker:
                 return
             if marked is None:
                 await _sleep_or_stop(storing_done, self._backoff())
-            elif marked < REFRESH_CHUNK:
+            elif marked < self.options.refresh_chunk:
                 await _wait_for_any((storing_done, self._caught_up), self.options.refresh_every_s)
                 gap = MIN_REFRESH_GAP_S - (loop.time() - started)
                 if gap > 0 and not storing_done.is_set():
@@ -509,7 +563,7 @@ class StreamWorker:
             pipe.hdel(self.failures_key, *message_ids)
             if customer_ids:
                 await self._mark_dirty(
-                    keys=[self.dirty_key, self._dirty_version_key],
+                    keys=[self.dirty_key, self._dirty_version_key, self._dirty_latest_key],
                     args=sorted(customer_ids),
                     client=pipe,
                 )
@@ -521,24 +575,27 @@ class StreamWorker:
         Returns how many were marked, or None on failure (the marks stay).
         """
         try:
-            marked: Any = await self.client.zrange(
-                self.dirty_key, 0, REFRESH_CHUNK - 1, withscores=True
+            read_version, marked = await self._claim_dirty(
+                keys=[self.dirty_key, self._dirty_claims_key, self._dirty_version_key],
+                args=[self.options.refresh_chunk, int(time.time() * 1000), CLAIM_LEASE_MS],
             )
         except (RedisError, OSError) as error:
             self._redis_failed(error)
             return None
         if not marked:
             return 0
-        versions = {int(_text(member)): float(score) for member, score in marked}
+        # Every batch marked at or before ``read_version`` committed before this read,
+        # hence before the refresh's transaction starts: its events are seen.
+        customer_ids = [int(_text(member)) for member in marked]
         try:
             async with self.sessions.begin() as session:
                 # The customers' keys come back with their row locks: no extra query.
-                refreshed = await refresh_profile_metrics(session, versions)
+                refreshed = await refresh_profile_metrics(session, customer_ids)
                 if self.tag_rules is not None:
                     await apply_tag_rules(
                         session,
                         self.tag_rules,
-                        versions,
+                        customer_ids,
                         check_catalogue=not self._rules_checked,
                         count_qualifying=False,
                     )
@@ -549,10 +606,14 @@ class StreamWorker:
             logger.warning(
                 "Refreshing customer metrics failed (%s); retrying.", type(error).__name__
             )
+            with contextlib.suppress(RedisError, OSError):  # else they expire with the lease
+                await self.client.zrem(self._dirty_claims_key, *customer_ids)
             return None
         try:
-            pairs = [str(value) for id_, version in versions.items() for value in (id_, version)]
-            await self._clear_dirty(keys=[self.dirty_key], args=pairs)
+            await self._clear_dirty(
+                keys=[self.dirty_key, self._dirty_latest_key, self._dirty_claims_key],
+                args=[_text(read_version or 0), *map(str, customer_ids)],
+            )
         except (RedisError, OSError) as error:
             # The marks stay: the next refresh does the same work again, harmlessly.
             self._redis_failed(error)
@@ -564,7 +625,7 @@ class StreamWorker:
                 await self.on_stored(refreshed.customer_keys)
             except Exception as error:  # a hook must not stop the worker
                 logger.warning("After-refresh hook failed (%s).", type(error).__name__)
-        return len(versions)
+        return len(customer_ids)
 
     async def _drained(self) -> bool:
         try:

@@ -57,7 +57,7 @@ async def redis(redis_url: str) -> AsyncIterator[tuple[redis_asyncio.Redis, str]
 
 
 def _keys(stream: str) -> list[str]:
-    suffixes = ("", ":dirty", ":dirty-version")
+    suffixes = ("", ":dirty", ":dirty-version", ":dirty-latest", ":dirty-claims")
     return [stream + s for s in suffixes] + [dead_letter_stream(stream), failure_counts_key(stream)]
 
 

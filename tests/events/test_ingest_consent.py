@@ -125,7 +125,8 @@ async def redis(redis_url: str) -> AsyncIterator[tuple[redis_asyncio.Redis, str]
     client = redis_asyncio.from_url(redis_url, socket_timeout=5.0)
     stream = f"test:events:{uuid.uuid4().hex}"
     yield client, stream
-    await client.delete(stream, f"{stream}:dirty", f"{stream}:dirty-version")
+    suffixes = ("", ":dirty", ":dirty-version", ":dirty-latest", ":dirty-claims")
+    await client.delete(*(stream + suffix for suffix in suffixes))
     await client.aclose()
 
 

@@ -56,7 +56,8 @@ async def redis(redis_url: str) -> AsyncIterator[tuple[redis_asyncio.Redis, str]
     client = redis_asyncio.from_url(redis_url, socket_timeout=5.0)
     stream = f"test:events:{uuid.uuid4().hex}"
     yield client, stream
-    await client.delete(stream, f"{stream}:dirty", f"{stream}:dirty-version")
+    suffixes = ("", ":dirty", ":dirty-version", ":dirty-latest", ":dirty-claims")
+    await client.delete(*(stream + suffix for suffix in suffixes))
     await client.aclose()
 
 
@@ -287,16 +288,103 @@ async def test_a_refresh_never_clears_a_newer_mark(
     worker = worker_for(client, stream, store, refresh_every_s=3600)
     await publish(client, stream, [make_event(1)])
     assert await worker.step() == 1
-    [(member, version)] = await client.zrange(worker.dirty_key, 0, -1, withscores=True)
+    [member] = await client.zrange(worker.dirty_key, 0, -1)
+    read_version = await client.get(f"{stream}:dirty-version")
 
-    # The refresh read `version`; a newer batch marks the customer before the clear.
-    await worker._mark_dirty(keys=[worker.dirty_key, f"{stream}:dirty-version"], args=[member])
-    cleared = await worker._clear_dirty(keys=[worker.dirty_key], args=[member, str(version)])
+    # The refresh read the marks at `read_version`; a newer batch marks the customer
+    # before the clear.
+    keys = [worker.dirty_key, f"{stream}:dirty-version", f"{stream}:dirty-latest"]
+    await worker._mark_dirty(keys=keys, args=[member])
+    clear_keys = [worker.dirty_key, f"{stream}:dirty-latest", f"{stream}:dirty-claims"]
+    cleared = await worker._clear_dirty(keys=clear_keys, args=[read_version, member])
 
     assert cleared == 0
     assert await client.zcard(worker.dirty_key) == 1
     assert await worker.refresh_dirty()
     assert await client.zcard(worker.dirty_key) == 0
+    assert await client.hlen(f"{stream}:dirty-latest") == 0
+
+
+async def test_customers_are_refreshed_in_the_order_their_first_event_was_stored(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """jane waits first; bob's batch, then jane's next one, do not push her behind bob."""
+    client, stream = redis
+    worker = worker_for(client, stream, store, batch_size=100, refresh_chunk=1)
+    for number, customer in ((1, "jane"), (2, "bob"), (3, "jane")):
+        await publish(client, stream, [make_event(number, customer=customer)])
+        assert await worker.step() == 1
+
+    assert await worker.refresh_dirty() == 1
+
+    async with store.sessions() as session:
+        refreshed = (
+            await session.execute(
+                select(Customer.customer_key, CustomerProfile.metrics).join(
+                    CustomerProfile, CustomerProfile.customer_id == Customer.id
+                )
+            )
+        ).all()
+    jane = make_event(1, customer="jane").customer_key
+    # Both of jane's events are in her metrics (the refresh read after her second batch).
+    assert [(key, metrics["interaction_count"]) for key, metrics in refreshed] == [(jane, 2)]
+    assert await client.zcard(worker.dirty_key) == 1  # bob's turn next
+    assert await worker.refresh_dirty() == 1
+    assert await client.zcard(worker.dirty_key) == 0
+
+
+async def test_marks_written_before_the_latest_versions_hash_are_cleared_by_their_score(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """A set left by an older worker (score = newest version, no hash entry): a refresh
+    that read after that version clears it, one that read before keeps it."""
+    client, stream = redis
+    worker = worker_for(client, stream, store)
+    await client.zadd(worker.dirty_key, {"7": 5, "8": 9})
+    clear_keys = [worker.dirty_key, f"{stream}:dirty-latest", f"{stream}:dirty-claims"]
+
+    assert await worker._clear_dirty(keys=clear_keys, args=["6", "7", "8"]) == 1
+
+    assert await client.zrange(worker.dirty_key, 0, -1) == [b"8"]
+
+
+async def test_workers_refreshing_at_once_claim_different_customers(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """Two workers' refreshes share the dirty customers instead of both taking all."""
+    client, stream = redis
+    first, second = (
+        worker_for(client, stream, store, batch_size=100, refresh_chunk=2) for _ in range(2)
+    )
+    await publish(client, stream, [make_event(n, customer=f"c{n}") for n in range(3)])
+    assert await first.step() == 3
+    keys = [first.dirty_key, f"{stream}:dirty-claims", f"{stream}:dirty-version"]
+
+    # The first is still refreshing its two when the second asks.
+    _, mine = await first._claim_dirty(keys=keys, args=[2, 1_000, 60_000])
+    _, theirs = await second._claim_dirty(keys=keys, args=[2, 1_000, 60_000])
+    # A minute later the first's lease has lapsed (it stopped): its customers are free.
+    _, after_lease = await second._claim_dirty(keys=keys, args=[2, 62_000, 60_000])
+
+    assert len(mine) == 2
+    assert len(theirs) == 1
+    assert not set(mine) & set(theirs)
+    assert sorted(after_lease) == sorted(mine)
+
+
+async def test_a_refresh_releases_its_claims_and_a_second_worker_finds_nothing_left(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    client, stream = redis
+    first, second = (worker_for(client, stream, store, batch_size=100) for _ in range(2))
+    await publish(client, stream, [make_event(n, customer=f"c{n}") for n in range(3)])
+    assert await first.step() == 3
+
+    assert await first.refresh_dirty() == 3
+    assert await second.refresh_dirty() == 0
+
+    assert await client.zcard(f"{stream}:dirty-claims") == 0
+    assert (first.stats.refreshed_customers, second.stats.refreshed_customers) == (3, 0)
 
 
 async def test_tag_rules_are_reapplied_for_customers_with_new_events(

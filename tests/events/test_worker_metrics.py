@@ -49,7 +49,12 @@ async def redis(redis_url: str) -> AsyncIterator[tuple[redis_asyncio.Redis, str]
     stream = f"test:events:{uuid.uuid4().hex}"
     yield client, stream
     await client.delete(
-        stream, f"{stream}:dirty", f"{stream}:dirty-version", dead_letter_stream(stream)
+        stream,
+        f"{stream}:dirty",
+        f"{stream}:dirty-version",
+        f"{stream}:dirty-latest",
+        f"{stream}:dirty-claims",
+        dead_letter_stream(stream),
     )
     await client.aclose()
 
