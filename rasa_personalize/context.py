@@ -78,8 +78,39 @@ def context_from_metadata(
     over 64 or a time zone over 64 is ignored (never an error to the shopper).
     """
     metadata = metadata if isinstance(metadata, Mapping) else {}
+    values = (
+        metadata.get("channel"),
+        metadata.get("device"),
+        metadata.get("timezone"),
+        metadata.get("utc_offset_minutes"),
+        metadata.get("location"),
+        input_channel,
+    )
+    # A channel sends a handful of distinct contexts: short plain values are read once.
+    if all(
+        value is None
+        or (type(value) is str and len(value) <= _MAX_CACHED_TEXT)
+        or type(value) is int
+        for value in values
+    ):
+        return _cached_context(*values)
+    return _context(values)
+
+
+# Longer values are no label, zone or place a channel sends: not worth keeping.
+_MAX_CACHED_TEXT = 64
+
+
+# typed: an offset of True must not share an entry with an offset of 1 (nor 1.0 with 1).
+@functools.lru_cache(maxsize=1_024, typed=True)
+def _cached_context(*values: Any) -> ConversationContext:
+    return _context(values)
+
+
+def _context(values: tuple[Any, ...]) -> ConversationContext:
+    """channel, device, time zone, UTC offset, location and input channel, as sent."""
+    channel, device, raw_zone, offset, location, input_channel = values
     timezone_name: str | None = None
-    raw_zone = metadata.get("timezone")
     # Zone names are plain ASCII paths: anything with a control character is no zone.
     if isinstance(raw_zone, str) and 0 < len(raw_zone) <= 64 and raw_zone.isprintable():
         try:
@@ -87,18 +118,17 @@ def context_from_metadata(
             timezone_name = raw_zone
         except (ZoneInfoNotFoundError, ValueError):
             timezone_name = None
-    offset = metadata.get("utc_offset_minutes")
     valid_offset = (
         isinstance(offset, int)
         and not isinstance(offset, bool)
         and abs(offset) <= _MAX_OFFSET_MINUTES
     )
     return ConversationContext(
-        channel=_label(metadata.get("channel")) or _label(input_channel),
-        device=_label(metadata.get("device")),
+        channel=_label(channel) or _label(input_channel),
+        device=_label(device),
         timezone_name=timezone_name,
         utc_offset_minutes=offset if valid_offset else None,
-        location=_location(metadata.get("location")),
+        location=_location(location),
     )
 
 

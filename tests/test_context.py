@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rasa_personalize.context import ConversationContext
+from rasa_personalize.context import ConversationContext, context_from_metadata
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,19 @@ def test_the_channel_zone_wins_over_the_offset_and_the_server() -> None:
     now = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
     assert ConversationContext(timezone_name="Asia/Tokyo").local_time(now).hour == 21
     assert ConversationContext(utc_offset_minutes=-300).local_time(now).hour == 7
+
+
+def test_metadata_read_again_gives_the_same_context_and_typed_values_stay_apart() -> None:
+    """Contexts of short metadata are kept, but an offset of True (no offset) never takes
+    the entry of an offset of 1 minute, nor 1.0 that of 1."""
+    minute = context_from_metadata({"utc_offset_minutes": 1, "channel": "Web"})
+    flag = context_from_metadata({"utc_offset_minutes": True, "channel": "Web"})
+    real = context_from_metadata({"utc_offset_minutes": 1.0, "channel": "Web"})
+    long_location = context_from_metadata({"location": "x" * 65}, "slack")
+
+    assert minute.utc_offset_minutes == 1
+    assert flag.utc_offset_minutes is None
+    assert real.utc_offset_minutes is None
+    assert minute.channel == "web"
+    assert context_from_metadata({"utc_offset_minutes": 1, "channel": "Web"}) is minute
+    assert (long_location.location, long_location.channel) == (None, "slack")

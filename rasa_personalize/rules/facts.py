@@ -264,37 +264,58 @@ def facts_from(
         values["session_categories_asked"] = session.categories_asked
     if snapshot is not None:
         metrics = snapshot.metrics
-        demographics = snapshot.demographics
-        purchases = metrics.purchase_count
-        purchase_7d = metrics.propensity.get(PURCHASE_7D)
-        values.update(
-            loyalty_tier=(
-                snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
-            ),
-            tags=tuple(tag.tag for tag in snapshot.tags),
-            is_known_customer=True,
-            is_returning_customer=metrics.interaction_count > 0,
-            interaction_count=metrics.interaction_count,
-            view_count=metrics.view_count,
-            purchase_count=purchases,
-            total_spent=metrics.total_spent,
-            average_order_value=metrics.total_spent / purchases if purchases > 0 else None,
-            discounted_purchase_share=metrics.discounted_purchase_share,
-            days_since_last_purchase=_days_since(metrics.last_purchase_at, now),
-            days_since_last_seen=_days_since(metrics.last_seen_at, now),
-            favorite_category=metrics.favorite_category,
-            category_affinity=MappingProxyType(dict(metrics.category_affinity)),
-            chat_message_count=metrics.chat_message_count,
-            # Read-only, not copied: up to 50 entries, and nobody writes a snapshot.
-            intent_counts=MappingProxyType(metrics.intent_counts),
-            propensity_purchase_7d=purchase_7d.score if purchase_7d is not None else None,
-            age=demographics.age,
-            gender=demographics.gender,
-            country=demographics.country,
-            city=demographics.city,
-            attributes=MappingProxyType(dict(snapshot.attributes)),
-        )
+        values.update(_profile_facts(snapshot))
+        values["days_since_last_purchase"] = _days_since(metrics.last_purchase_at, now)
+        values["days_since_last_seen"] = _days_since(metrics.last_seen_at, now)
     return Facts(**values)
+
+
+# Snapshot id -> (snapshot, the facts read off it alone). A stored profile is kept across
+# a conversation's turns (the store's snapshot cache hands back the same object), so its
+# facts are built once per snapshot, not once per turn; the snapshot itself is in the
+# entry, so an id reused by a newer object never matches. Bounded: cleared when full.
+_PROFILE_FACTS_KEPT: Final = 4_096
+_profile_facts_by_snapshot: dict[int, tuple[CustomerSnapshot, dict[str, Any]]] = {}
+
+
+def _profile_facts(snapshot: CustomerSnapshot) -> dict[str, Any]:
+    """The facts that depend on the stored profile only (not on the time)."""
+    kept = _profile_facts_by_snapshot.get(id(snapshot))
+    if kept is not None and kept[0] is snapshot:
+        return kept[1]
+    metrics = snapshot.metrics
+    demographics = snapshot.demographics
+    purchases = metrics.purchase_count
+    purchase_7d = metrics.propensity.get(PURCHASE_7D)
+    values = {
+        "loyalty_tier": (
+            snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
+        ),
+        "tags": tuple(tag.tag for tag in snapshot.tags),
+        "is_known_customer": True,
+        "is_returning_customer": metrics.interaction_count > 0,
+        "interaction_count": metrics.interaction_count,
+        "view_count": metrics.view_count,
+        "purchase_count": purchases,
+        "total_spent": metrics.total_spent,
+        "average_order_value": metrics.total_spent / purchases if purchases > 0 else None,
+        "discounted_purchase_share": metrics.discounted_purchase_share,
+        "favorite_category": metrics.favorite_category,
+        "category_affinity": MappingProxyType(dict(metrics.category_affinity)),
+        "chat_message_count": metrics.chat_message_count,
+        # Read-only, not copied: up to 50 entries, and nobody writes a snapshot.
+        "intent_counts": MappingProxyType(metrics.intent_counts),
+        "propensity_purchase_7d": purchase_7d.score if purchase_7d is not None else None,
+        "age": demographics.age,
+        "gender": demographics.gender,
+        "country": demographics.country,
+        "city": demographics.city,
+        "attributes": MappingProxyType(dict(snapshot.attributes)),
+    }
+    if len(_profile_facts_by_snapshot) >= _PROFILE_FACTS_KEPT:
+        _profile_facts_by_snapshot.clear()
+    _profile_facts_by_snapshot[id(snapshot)] = (snapshot, values)
+    return values
 
 
 def _location(value: str | None) -> str | None:

@@ -324,3 +324,19 @@ def test_rules_read_intent_counts_from_the_stored_metrics() -> None:
     assert evaluate(rules, other).offer_type == "none"
     assert field_spec("intent_counts.ask_price") is not None
     assert closest_field("intent_count.ask_price") == "intent_counts.ask_price"
+
+
+def test_a_snapshot_read_again_is_not_answered_with_the_facts_of_the_earlier_one() -> None:
+    """Facts read off a snapshot are kept per snapshot object: a newer read of the same
+    customer (new tier, new tags) gets its own, and the time-dependent facts move."""
+    context = ConversationContext()
+    first = snapshot()
+    facts_from(first, "loyal", context, NOW)
+    newer = snapshot(loyalty_tier="silver", tags=())
+
+    again = facts_from(first, "loyal", context, NOW + timedelta(days=1))
+    changed = facts_from(newer, "loyal", context, NOW)
+
+    assert (again.loyalty_tier, again.tags) == ("gold", ("interested_in_running",))
+    assert again.days_since_last_seen == 3.0
+    assert (changed.loyalty_tier, changed.tags) == ("silver", ())
