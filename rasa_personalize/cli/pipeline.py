@@ -384,6 +384,7 @@ def schedule(
     skip: SkipOption = None,
     force: ForceOption = False,
     tag_rules: TagRulesOption = None,
+    validation: ValidationOption = ValidationName.random,
     database_url: DatabaseOption = None,
 ) -> None:
     """Run the pipeline now and then every `--every`, until SIGTERM or Ctrl-C.
@@ -396,7 +397,7 @@ def schedule(
     """
     interval = _interval(every)
     settings = load_cli_settings(database_url)
-    options = _options(skip, force, tag_rules)
+    options = _options(skip, force, tag_rules, validation=validation)
     _check_before_running(settings, options)
     first = f"{runs} run{'s' if runs != 1 else ''}, " if runs else ""
     errors.print(

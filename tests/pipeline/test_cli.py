@@ -152,6 +152,30 @@ def test_run_validation_reaches_the_train_stage(
     assert metadata["metrics"]["validation_protocol"] == protocol
 
 
+def test_schedule_validation_reaches_the_train_stage(
+    app: typer.Typer, shop: str, environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pipeline schedule --validation time` trains each run as `pipeline run` would."""
+    asked: list[str] = []
+
+    def one_point(data: EvaluationData, **options: Any) -> ShopTuning:
+        asked.append(options["validation"])
+        return tune_for_store(
+            data, grid=[GOOD_ALS], blend_l2_grid=(50.0,), validation=options["validation"]
+        )
+
+    monkeypatch.setattr(training, "tune_for_store", one_point)
+    skip = [argument for stage in STAGES if stage != "train" for argument in ("--skip", stage)]
+    result = runner.invoke(
+        app,
+        ["pipeline", "schedule", "--every", "1h", "--runs", "1", "--validation", "time", *skip],
+    )
+    assert result.exit_code == 0, result.output
+    assert asked == ["time"]
+    [metadata] = (als_dir(environment / "models")).glob("*/metadata.json")
+    assert json.loads(metadata.read_text())["metrics"]["validation_protocol"] == "time"
+
+
 def test_a_failed_stage_is_named_and_exits_1(
     app: typer.Typer, environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
