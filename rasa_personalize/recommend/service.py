@@ -307,6 +307,15 @@ class RecommendationService:
         candidates = filters.candidates(resources.catalogue)
         depth = pool_depth(request.n)
         fresh = await self._fresh_vector(request.customer_key, items, artifact)
+        arrange_request = ArrangeRequest(
+            strategy=request.strategy,
+            avoid=substitute_keys(
+                items.purchases, now, resources.products, self.policy, resources.types
+            ),
+            # Asked for a category: every product is of it, the cap would empty the list.
+            max_per_category=None if request.category else self.policy.max_per_category,
+            max_price=request.max_price,
+        )
         strategies = self._strategies(
             request=request,
             items=items,
@@ -316,21 +325,18 @@ class RecommendationService:
             exclude=exclude,
             recalculated=fresh,
             associations=associations,
+            # A precomputed list leaves out everything the customer has looked at; under
+            # a price cap or a fresh purchase's substitutes, what passes of their own
+            # interests is often just that (a cheap item of their favourite category they
+            # viewed), so those lists are ranked from the model instead.
+            precomputed_usable=not arrange_request.avoid and request.max_price is None,
         )
         ranked, merged = _pool(strategies, depth)
         arranged = arrange(
             [s.item_id for s in merged],
             request.n,
             resources.products,
-            ArrangeRequest(
-                strategy=request.strategy,
-                avoid=substitute_keys(
-                    items.purchases, now, resources.products, self.policy, resources.types
-                ),
-                # Asked for a category: every product is of it, the cap would empty the list.
-                max_per_category=None if request.category else self.policy.max_per_category,
-                max_price=request.max_price,
-            ),
+            arrange_request,
             depth=depth,
             types=resources.types,
             arrivals=associations.arrivals if associations is not None else None,
@@ -434,6 +440,7 @@ class RecommendationService:
         exclude: set[str],
         recalculated: FreshVector | None,
         associations: AssociationArtifact | None = None,
+        precomputed_usable: bool = True,
     ) -> list[tuple[str, Callable[[int], list[Scored]]]]:
         """The chain for this request, in order, as (source, depth -> scored) pairs."""
         chain: list[tuple[str, Callable[[int], list[Scored]]]] = []
@@ -466,7 +473,11 @@ class RecommendationService:
                 )
             )
         elif served is not None and known:
-            fresh = artifact is not None and items.precomputed_version == artifact.version
+            fresh = (
+                precomputed_usable
+                and artifact is not None
+                and items.precomputed_version == artifact.version
+            )
 
             def collaborative(depth: int) -> list[Scored]:
                 # Filtered lazily: the first `depth` allowed ones are all it needs.

@@ -155,6 +155,44 @@ async def test_price_cap_from_rules_is_respected(
     assert max(prices) <= 40
 
 
+async def test_a_capped_list_finds_a_cheap_product_of_their_interests_they_looked_at(
+    shop: SqlStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Precomputed lists leave out what the customer has looked at. Under a price cap the
+    one running product within it is one they viewed: the capped list is ranked from the
+    model, so it leads with that product instead of cheap kitchen items."""
+    async with shop.sessions.begin() as session:
+        products = {
+            product.sku: product for product in (await session.scalars(select(Product))).all()
+        }
+        browser = await add_customer(session, "browser-runner")
+        for sku in ("SKU-RUN-3", "SKU-RUN-4", "SKU-RUN-5"):
+            await add_interactions(session, browser, products[sku], "purchase", 1, days_ago=30)
+        await add_interactions(session, browser, products["SKU-RUN-0"], "view", 2, days_ago=20)
+        await rebuild_profile_metrics(session, now=NOW)
+    settings = shop_settings(sqlite_url, tmp_path / "models")
+    await train_from_store(shop, settings.model_dir, precompute=True)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "defaults: {max_price: 22, recommendation_strategy: cheapest_first}\nrules: []\n"
+    )
+    capped = PersonalizationService(settings, shop, clock=lambda: NOW, rules=RuleBook(rules))
+    uncapped = PersonalizationService(
+        settings, shop, clock=lambda: NOW, rules=RuleBook(tmp_path / "none.yml")
+    )
+    await capped.warm_up()
+    await uncapped.warm_up()
+
+    plain = await uncapped.recommend(ask("browser-runner"))
+    cheap = await capped.recommend(ask("browser-runner"))
+
+    assert "SKU-RUN-0" not in [p["sku"] for p in plain["recommended_products"]]
+    assert cheap["recommended_products"][0]["sku"] == "SKU-RUN-0"
+    assert cheap["recommendation_source"] == "als"
+    # Two products of the shop are within the cap (SKU-RUN-0 and SKU-KIT-0): they come first.
+    assert [p["price"] <= 22 for p in cheap["recommended_products"]] == [True, True, False]
+
+
 async def test_similar_products_for_a_named_product(service: PersonalizationService) -> None:
     """'Something like SKU-KIT-2' gives other kitchen products, never the item itself."""
     plan = await service.similar("Product SKU-KIT-2")
