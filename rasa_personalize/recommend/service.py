@@ -326,10 +326,10 @@ class RecommendationService:
             recalculated=fresh,
             associations=associations,
             # A precomputed list leaves out everything the customer has looked at; under
-            # a price cap or a fresh purchase's substitutes, what passes of their own
-            # interests is often just that (a cheap item of their favourite category they
-            # viewed), so those lists are ranked from the model instead.
-            precomputed_usable=not arrange_request.avoid and request.max_price is None,
+            # a price cap, what passes of their own interests is often just that (a cheap
+            # item of their favourite category they viewed), so capped lists are ranked
+            # from the model instead (a matrix-vector product).
+            precomputed_usable=request.max_price is None,
         )
         ranked, merged = _pool(strategies, depth)
         arranged = arrange(
