@@ -70,7 +70,7 @@ from redis import asyncio as redis_asyncio
 from sqlalchemy import insert, select, text
 
 from harness import add_database_url_option, admin_connection, percentile, run_on_scratch
-from proctree import CLOCK_TICKS, process_tree, tree_cpu_s
+from proctree import CLOCK_TICKS, tree_cpu_s
 from rasa_personalize.events.api import attach_event_routes
 from rasa_personalize.events.apikeys import create_api_key
 from rasa_personalize.identity import customer_key
@@ -662,7 +662,7 @@ async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> 
             finally:
                 await connection.close()
             spies = start_py_spy(args, workers)
-            pids = [worker.pid for worker in workers] + [served_by(port)]
+            pids = [worker.pid for worker in workers] + [server.pid]
             services = local_server_pids()
             cpu_before = [tree_cpu_s(pid) for pid in pids]
             services_before = {name: server_cpu_s(pid) for name, pid in services.items()}
@@ -771,18 +771,6 @@ def machine_busy() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle, iowait
     return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
-
-
-def served_by(port: int) -> int:
-    """The pid of this bench's child that serves ``port`` (started with ``--serve``)."""
-    for pid in process_tree(os.getpid()):
-        try:
-            arguments = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"--serve" in arguments and str(port).encode() in arguments:
-            return pid
-    raise SystemExit(f"no server process for port {port}")
 
 
 async def wait_drained(client: Any, stream: str, timeout_s: float) -> None:

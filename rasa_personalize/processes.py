@@ -98,6 +98,17 @@ class ServerProcess:
             break
 
     @property
+    def pid(self) -> int:
+        """The group leader's process id (its children are in the same group).
+
+        Raises:
+            RuntimeError: the server was never started.
+        """
+        if self._process is None:
+            raise RuntimeError("the server was never started")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         """Whether the group leader still runs."""
         return self._process is not None and self._process.poll() is None
