@@ -78,6 +78,7 @@ from rasa_personalize.processes import ServerProcess, free_port
 from rasa_personalize.store.database import StoreTimeouts
 from rasa_personalize.store.migrate import upgrade_connection
 from rasa_personalize.store.models import Customer, Interaction, Product
+from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import SqlStore
 
 SECRET = "bench-secret-key-0123456789abcdef"
@@ -138,6 +139,46 @@ async def seed(store: SqlStore, customers: int, products: int) -> str:
         )  # fmt: skip
         _, key = await create_api_key(session, "ingest", "bench")
     return key
+
+
+async def seed_history(store: SqlStore, customers: int, products: int, per_customer: int) -> None:
+    """Every customer stored, with ``per_customer`` interactions each from the 60 days
+    before the run's events (written directly, as an import would), and their profiles
+    built from them: histories of a shop that has been running a while."""
+    async with store.sessions.begin() as session:
+        await session.execute(
+            insert(Customer),
+            [
+                {"customer_key": customer_key(SECRET, f"customer-{n:05d}"), "created_at": START,
+                 "loyalty_tier": "none"}
+                for n in range(1, customers, 2)
+            ],
+        )  # fmt: skip
+    ids = await resolve_ids(store, customers)
+    rng = random.Random(17)
+    rows = []
+    for n in range(customers):
+        customer_id = ids["customers"][f"customer-{n:05d}"]
+        for k in range(per_customer):
+            kind = rng.choice(KINDS)
+            when = START - timedelta(seconds=rng.randrange(60 * 86_400))
+            rows.append({
+                "event_id": f"history-{n}-{k}", "customer_id": customer_id,
+                "product_id": None if kind == "search"
+                else ids["products"][f"SKU-{rng.randrange(products):04d}"],
+                "kind": kind, "value": None, "quantity": 1,
+                "price": 20.0 if kind == "purchase" else None, "channel": "web",
+                "device": "mobile", "occurred_at": when,
+            })  # fmt: skip
+    for start in range(0, len(rows), 20_000):
+        async with store.sessions.begin() as session:
+            await session.execute(insert(Interaction), rows[start : start + 20_000])
+    async with store.sessions.begin() as session:
+        await rebuild_profile_metrics(session)
+    if store.engine.dialect.name == "postgresql":
+        async with store.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("ANALYZE"))
 
 
 async def baseline_batch(
@@ -632,6 +673,8 @@ async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> 
     and tags reflected, the stream's length, and the rate achieved."""
     store = await open_store(database_url)
     key = await seed(store, args.customers, args.products)
+    if args.history:
+        await seed_history(store, args.customers, args.products, args.history)
     await store.dispose()
     port = free_port()
     stream = f"bench:events:{uuid.uuid4().hex}"
@@ -653,6 +696,12 @@ async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> 
         try:
             # Warm up the server and the workers, then start from an empty stream.
             warm = make_events(1_000, args.customers, args.products, "warm", 0)
+            if args.history:
+                # One event per customer, so that every customer's first refresh (its
+                # running totals summed from its history) happens before the timing.
+                warm = make_events(args.customers, args.customers, args.products, "warm", 0)
+                for n, event in enumerate(warm):
+                    event["customer"] = f"customer-{n:05d}"
             await post_batches(url, key, chunked(warm, args.batch), 4)
             await wait_drained(client, stream, 120)
             connection = await admin_connection(database_url)
@@ -857,6 +906,12 @@ def main() -> None:
         "--track-every", type=int, default=10, help="paced mode: time every n-th customer"
     )
     parser.add_argument("--poll-ms", type=float, default=100.0, help="paced mode: profile polls")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="paced mode: interactions per customer stored before the run (default: none)",
+    )
     parser.add_argument("--worker-args", help="paced mode: more `personalize worker` options")
     parser.add_argument(
         "--py-spy",

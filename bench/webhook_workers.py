@@ -12,6 +12,12 @@ count N it runs, all at once, in alternating rounds:
   session start reads none) and dropped at the end, and the Redis database of
   ``--redis-url``, which must be empty and is emptied at the end. All its servers share
   that store and that Redis, as replicas do.
+- with ``--existing-postgres URL`` instead, ours on that database as it is (the million
+  customers of ``bench/million.py``, say; ``--customers`` must say how many it holds;
+  nothing is written into it but what serving writes) with Redis warm (the requests'
+  customers asked before, in the warm-up) and, as a target of its own, with Redis
+  cold: the Redis database is emptied before each run, and each run asks customers
+  that no earlier run of that target asked (``--cold-bodies`` distinct ones in all).
 
 Per target, medians over rounds: req/s, p50, p99, server CPU per 1,000 requests (whole
 process tree), the ratios N workers / 1 worker and to the no-op with as many workers,
@@ -22,6 +28,9 @@ process (other users of that Redis count too).
     python bench/webhook_workers.py [--workers 1 2] [--rounds 3] [--duration 10]
         [--connections 32] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--redis-url redis://127.0.0.1:6379/14] [--json]
+    python bench/webhook_workers.py --workers 1 --customers 1000000 \
+        --existing-postgres postgresql://postgres@127.0.0.1:5432/million \
+        --secret-key million-bench-secret-key-0123456789
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from sqlalchemy.engine import make_url
@@ -68,6 +78,7 @@ STORES = (
     ("noop", "no-op, stock rasa-sdk"),
     ("sqlite", "session start, SQLite"),
     ("postgres", "session start, PostgreSQL + Redis"),
+    ("pgcold", "session start, PostgreSQL + Redis cold"),
 )
 
 
@@ -145,6 +156,38 @@ def check_ours(base: str) -> None:
         raise SystemExit(f"{base}: demo-loyal is not gold ({slots.get('loyalty_tier')!r})")
 
 
+def cold_runner(runner: Runner, client: redis.Redis, cold: set[str]) -> Runner:
+    """``runner`` that empties the Redis database before each run of a cold target, so
+    that no profile is cached (the customers of its bodies are asked once each)."""
+
+    def run(
+        args: argparse.Namespace, base: str, bodies: Path, pid: int, seconds: float
+    ) -> dict[str, float]:
+        if str(bodies) in cold:
+            client.flushdb()
+        return runner(args, base, bodies, pid, seconds)
+
+    return run
+
+
+def next_database(redis_url: str) -> str:
+    """The URL of the Redis database after ``redis_url``'s (the cold runs' own)."""
+    parsed = urlsplit(redis_url)
+    number = int(parsed.path.strip("/") or 0) + 1
+    return urlunsplit(parsed._replace(path=f"/{number}"))
+
+
+def cold_bodies(args: argparse.Namespace, scratch: Path) -> list[Path]:
+    """One file per cold run (warm-ups, then each round's), each with customers of its own."""
+    users = customer_ids(args.cold_bodies, args.customers, seed=1)
+    runs = (args.rounds + 1) * len(args.workers)
+    share = len(users) // runs
+    return [
+        write_bodies(scratch / f"cold-{n}.jsonl", SESSION_START, users[n * share : (n + 1) * share])
+        for n in range(runs)
+    ]
+
+
 def measure(args: argparse.Namespace, scratch: Path) -> dict[str, list[dict[str, float]]]:
     """Start every server, check them, run the rounds; per-round figures per target."""
     users = customer_ids(args.bodies, args.customers, seed=0)
@@ -154,8 +197,31 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, list[dict[str,
     }
     envs = {"sqlite": {**scratch_store(scratch), "PERSONALIZE_REDIS_URL": ""}}
     runner: Runner = run_wrk
+    cold: list[Path] = []
     with ExitStack() as stack:
-        if args.postgres_url:
+        if args.existing_postgres:
+            # That database as it is, Redis warm and cold (a Redis database each, so
+            # that emptying the cold one leaves the warm one warm); no SQLite demo store.
+            client = empty_redis(args.redis_url)
+            cold_url = next_database(args.redis_url)
+            cold_client = empty_redis(cold_url)
+            for each in (client, cold_client):
+                stack.callback(each.close)
+                stack.callback(each.flushdb)
+            database = {"PERSONALIZE_DATABASE_URL": args.existing_postgres}
+            if args.secret_key:
+                database["PERSONALIZE_SECRET_KEY"] = args.secret_key
+            envs = {
+                "postgres": {**database, "PERSONALIZE_REDIS_URL": args.redis_url},
+                "pgcold": {**database, "PERSONALIZE_REDIS_URL": cold_url},
+            }
+            cold = cold_bodies(args, scratch)
+            runner = cold_runner(
+                with_store_cpu(store_cpu(args.existing_postgres, client)),
+                cold_client,
+                {str(path) for path in cold},
+            )
+        elif args.postgres_url:
             database_url = stack.enter_context(scratch_postgres(args.postgres_url))
             client = empty_redis(args.redis_url)
             stack.callback(client.close)
@@ -183,8 +249,22 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, list[dict[str,
                 else:
                     continue
                 body = bodies["noop" if store == "noop" else "ours"]
+                if store == "pgcold":
+                    # A file per run: the warm-up's, then each round's (alternate's order).
+                    body = cold[0]
                 runs.append((key, f"{label}, {workers} worker(s)", base, pid, body))
-        return alternate(args, runs, runner)
+        if not cold:
+            return alternate(args, runs, runner)
+        files = iter(cold)
+
+        def next_cold(
+            args: argparse.Namespace, base: str, bodies: Path, pid: int, seconds: float
+        ) -> dict[str, float]:
+            if bodies == cold[0]:
+                bodies = next(files)
+            return runner(args, base, bodies, pid, seconds)
+
+        return alternate(args, runs, next_cold)
 
 
 def summarize(
@@ -218,7 +298,7 @@ def summarize(
             / sum(r["server_cpu_s"] for r in runs),
             "rounds": runs,
         }
-        if store == "postgres":
+        if store in ("postgres", "pgcold"):
             figures[key]["store_cpu_ms_per_1k"] = statistics.median(
                 r["store_cpu_ms_per_1k"] for r in runs
             )
@@ -250,7 +330,7 @@ def print_report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         if "store_cpu_ms_per_1k" in f:
             print(
                 f"store CPU ({key}): {f['store_cpu_ms_per_1k']:.0f} ms per 1,000 requests "
-                "(PostgreSQL backends of the scratch database + redis-server)"
+                "(PostgreSQL backends of the database + redis-server)"
             )
     worst = max(summary["targets"].values(), key=lambda f: f["wrk_cpu_per_server_cpu"])
     load = summary["loadavg"]
@@ -275,6 +355,22 @@ def main() -> None:
         "seeded and dropped at the end",
     )
     parser.add_argument(
+        "--existing-postgres",
+        help="instead: ours on this PostgreSQL database as it is (with Redis warm and "
+        "cold), not on the SQLite demo store; --customers says how many it holds",
+    )
+    parser.add_argument(
+        "--secret-key",
+        help="with --existing-postgres: the secret its customer keys were made with "
+        "(bench/million.py's: million-bench-secret-key-0123456789); default: the demo's",
+    )
+    parser.add_argument(
+        "--cold-bodies",
+        type=int,
+        default=60_000,
+        help="distinct customers over all Redis-cold runs (each asked once)",
+    )
+    parser.add_argument(
         "--redis-url",
         default="redis://127.0.0.1:6379/14",
         help="an empty Redis database for the PostgreSQL runs (emptied at the end)",
@@ -283,6 +379,8 @@ def main() -> None:
     args = parser.parse_args()
     check_wrk(args.wrk)
     args.workers = sorted(set(args.workers))
+    if args.existing_postgres and args.postgres_url:
+        parser.error("--existing-postgres and --postgres-url exclude each other")
 
     # Other jobs on the machine slow every server; the figures say how busy it was.
     load_before = Path("/proc/loadavg").read_text().strip()

@@ -15,7 +15,10 @@ Each step reads, in this order:
 Behavioural metrics and rule tags are refreshed per customer, not per event: a stored
 batch marks its customers "dirty" in a Redis sorted set (in the same MULTI as its XACK),
 and every ``refresh_every_s`` one transaction recomputes the metrics and tags of all
-dirty customers, then invalidates their cached profiles. A customer with 50 events in a
+dirty customers, then invalidates their cached profiles. Metrics and tag features come
+from running totals that each refresh brings up to date with the customers' new
+interactions only (:mod:`rasa_personalize.store.totals`), so a refresh costs what the
+new events cost, however long the customers' histories. A customer with 50 events in a
 second costs one refresh, not 50. The set lives in Redis, so a worker killed before its
 refresh leaves the marks to the next one; a mark is removed only if no newer batch set it
 again meanwhile (each batch's marks carry a version), so a refresh that read the store
@@ -62,7 +65,7 @@ from rasa_personalize.privacy.consent import ConsentDefault
 from rasa_personalize.segments.tag_rules import TagRules
 from rasa_personalize.segments.tags import apply_tag_rules
 from rasa_personalize.store.errors import DatabaseError
-from rasa_personalize.store.profiles import refresh_profile_metrics
+from rasa_personalize.store.profiles import fold_profile_metrics
 from rasa_personalize.store.types import SessionFactory
 
 try:
@@ -590,7 +593,9 @@ class StreamWorker:
         try:
             async with self.sessions.begin() as session:
                 # The customers' keys come back with their row locks: no extra query.
-                refreshed = await refresh_profile_metrics(session, customer_ids)
+                # Running totals: each refresh costs the customers' new events, not
+                # their whole history.
+                refreshed = await fold_profile_metrics(session, customer_ids)
                 if self.tag_rules is not None:
                     await apply_tag_rules(
                         session,
@@ -598,6 +603,7 @@ class StreamWorker:
                         customer_ids,
                         check_catalogue=not self._rules_checked,
                         count_qualifying=False,
+                        totals=refreshed.totals,
                     )
                     self._rules_checked = True
         except (DatabaseError, OSError) as error:

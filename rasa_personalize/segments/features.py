@@ -71,11 +71,14 @@ from rasa_personalize.store.features import (
     GENDER_OTHER,
     CategoryTotals,
     category_prices,
+    category_totals_from,
     count_customers,
+    customer_totals_from,
     stream_category_totals,
     stream_customer_totals,
 )
 from rasa_personalize.store.functions import SECONDS_PER_DAY
+from rasa_personalize.store.totals import Totals
 from rasa_personalize.store.types import Session
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -186,6 +189,7 @@ async def compute_features(
     now: datetime | None = None,
     customer_ids: Collection[int] | None = None,
     progress: ProgressCallback | None = None,
+    totals: Mapping[int, Totals] | None = None,
 ) -> CustomerFeatures:
     """Features of every customer in the store (or of ``customer_ids`` only).
 
@@ -194,6 +198,8 @@ async def compute_features(
         now: when recency is measured from (default: now); timezone-aware.
         customer_ids: restrict to these store ids (unknown ids are ignored).
         progress: called as ``progress(stage, done, total)`` while rows stream in.
+        totals: the running totals of exactly ``customer_ids``, up to date (a fold's):
+            the sums come from them instead of aggregates over the interactions.
 
     Raises:
         FeatureMismatchError: ``now`` is naive.
@@ -210,6 +216,16 @@ async def compute_features(
         wanted = sorted({int(i) for i in customer_ids})
         total = len(wanted)
 
+    if totals is not None:
+        if wanted is None or set(wanted) != set(totals):
+            raise ValueError("totals must be those of exactly the customers asked for")
+        per_customer = await customer_totals_from(session, totals)
+        ids = per_customer[:, 0].astype(np.int64)
+        sums = _CategorySums(ids, affinity_categories, medians)
+        sums.add(category_totals_from({int(i): totals[int(i)] for i in ids}))
+        matrix, names = _assemble(per_customer, sums, has_other=has_other, now=now)
+        return CustomerFeatures(customer_ids=ids, matrix=matrix, names=names, computed_at=now)
+
     width = len(CUSTOMER_TOTALS)
     customer_parts: list[NDArray[np.float64]] = []
     done = 0
@@ -224,9 +240,9 @@ async def compute_features(
     sums = _CategorySums(ids, affinity_categories, medians)
     done = 0
     notify("categories", 0, total)
-    async for totals in stream_category_totals(session, wanted):
-        sums.add(totals)
-        done = min(total, done + len(totals))
+    async for partition in stream_category_totals(session, wanted):
+        sums.add(partition)
+        done = min(total, done + len(partition))
         notify("categories", done, total)
     notify("categories", total, total)
     matrix, names = _assemble(per_customer, sums, has_other=has_other, now=now)

@@ -60,6 +60,7 @@ from rasa_personalize.store.tags import (
     stream_tags,
     write_tags,
 )
+from rasa_personalize.store.totals import Totals
 from rasa_personalize.store.types import Session
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ async def apply_tag_rules(
     now: datetime | None = None,
     check_catalogue: bool = True,
     count_qualifying: bool = True,
+    totals: Mapping[int, Totals] | None = None,
 ) -> TagRun:
     """Tag customers by ``rules``; drop rule tags that no longer hold.
 
@@ -131,6 +133,8 @@ async def apply_tag_rules(
             for the report (one more statement per rule; a caller that reports nothing
             skips it and gets ``qualifying`` 0 for those rules). Runs for some customers
             count them anyway, at no cost.
+        totals: the up-to-date running totals of exactly ``customer_ids`` (a fold's):
+            feature rules read their sums from them, not from the interactions.
     """
     now = now or utc_now()
     wanted = None if customer_ids is None else sorted({int(i) for i in customer_ids})
@@ -142,7 +146,9 @@ async def apply_tag_rules(
     ]
     count_rules = [(r, r.condition) for r in rules.rules if isinstance(r.condition, CountCondition)]
     features = (
-        await compute_features(session, now=now, customer_ids=wanted) if feature_rules else None
+        await compute_features(session, now=now, customer_ids=wanted, totals=totals)
+        if feature_rules
+        else None
     )
     holders: dict[str, list[int]] = {}
     for rule, feature in feature_rules:

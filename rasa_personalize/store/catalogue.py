@@ -31,6 +31,7 @@ from rasa_personalize.store.models import (
     SegmentAssignment,
 )
 from rasa_personalize.store.records import ProductRecord
+from rasa_personalize.store.totals import inbox_new_interactions
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,9 @@ def _insert_chat_writes(connection: Connection, writes: Sequence[ChatWrite]) -> 
     # Looked up as a Table, which is what Core insert() is typed for.
     interactions = Interaction.metadata.tables[Interaction.__tablename__]
     inserted = set(insert_new_rows_on(connection, interactions, "event_id", rows))
+    if inserted:
+        # Folded into the customers' running totals by the stream worker's next refresh.
+        connection.execute(inbox_new_interactions(inserted, dialect))
     new_per_write = []
     for write in writes:
         # A retried call in the same batch repeats ids: the first write owns them.

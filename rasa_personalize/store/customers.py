@@ -20,8 +20,10 @@ from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
     CustomerProfile,
+    CustomerRunningTotals,
     CustomerTag,
     Interaction,
+    InteractionInbox,
     PrecomputedRecommendations,
     SegmentAssignment,
 )
@@ -284,6 +286,9 @@ async def merge_customers(
             SegmentAssignment,
             CustomerTag,
             CustomerProfile,
+            # Their interactions are the survivor's now, whose totals start over below.
+            InteractionInbox,
+            CustomerRunningTotals,
         ):
             await session.execute(delete(model).where(model.customer_id.in_(chunk)))
         await session.execute(delete(Customer).where(Customer.id.in_(chunk)))

@@ -32,6 +32,7 @@ from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
     CustomerProfile,
+    CustomerRunningTotals,
     CustomerTag,
     ErasureTombstone,
     ExperimentExposure,
@@ -51,6 +52,7 @@ ERASED_TABLES: Final = (
     "customers",
     "customer_aliases",
     "customer_profiles",
+    "customer_totals",
     "interactions",
     "customer_tags",
     "segment_assignments",
@@ -69,6 +71,7 @@ _CHILDREN: Final = (
     (PrecomputedRecommendations, "precomputed_recommendations"),
     (PropensityScore, "propensity_scores"),
     (CustomerProfile, "customer_profiles"),
+    (CustomerRunningTotals, "customer_totals"),
     (CustomerAlias, "customer_aliases"),
 )
 

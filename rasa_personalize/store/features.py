@@ -30,7 +30,7 @@ from sqlalchemy import Select, case, cast, func, literal, select
 from rasa_personalize.store.dialect import DOUBLE, dialect_of, member_of
 from rasa_personalize.store.functions import EpochSeconds, UtcDay
 from rasa_personalize.store.models import ASSISTANT_KINDS, Customer, Interaction, Product
-from rasa_personalize.store.repository import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
+from rasa_personalize.store.totals import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD, Totals
 from rasa_personalize.store.types import Session
 
 # Rows per streamed partition: big enough to amortize a fetch, small enough to stay flat.
@@ -152,6 +152,51 @@ async def stream_category_totals(
             )
 
 
+async def customer_totals_from(
+    session: Session, totals: Mapping[int, Totals]
+) -> NDArray[np.float64]:
+    """The rows :func:`stream_customer_totals` gives, from running totals: one read of
+    the customers' demographics instead of aggregates over their interactions. Customers
+    the store does not know are left out, as there; ascending ids."""
+    connection = await session.connection()
+    dialect = dialect_of(session)
+    rows: list[tuple[float, ...]] = []
+    for chunk in _scopes(sorted(totals)):
+        assert chunk is not None  # ids were given
+        result = await connection.execute(_demographics_statement(chunk, dialect))
+        for customer_id, age, gender, tier in result:
+            each = totals[int(customer_id)]
+            last_purchase = (
+                each.last_purchase_us / 1e6 if each.last_purchase_us is not None else -1.0
+            )
+            rows.append(
+                (customer_id, each.purchases, each.spent_cents / 100, last_purchase,
+                 len(each.days), each.views, each.chat_clicks, age, gender, tier)
+            )  # fmt: skip
+    return np.array(rows, dtype=np.float64).reshape(-1, len(CUSTOMER_TOTALS))
+
+
+def category_totals_from(totals: Mapping[int, Totals]) -> CategoryTotals:
+    """The rows :func:`stream_category_totals` gives, from running totals."""
+    ids: list[int] = []
+    categories: list[str] = []
+    sums: list[tuple[float, float, float, float]] = []
+    for customer_id in sorted(totals):
+        for category, each in totals[customer_id].categories.items():
+            ids.append(customer_id)
+            categories.append(category)
+            sums.append((each.weight, each.priced, each.paid_cents / 100, each.discounted))
+    columns = np.array(sums, dtype=np.float64).reshape(-1, 4)
+    return CategoryTotals(
+        customer_ids=np.array(ids, dtype=np.int64),
+        categories=tuple(categories),
+        weight=columns[:, 0].copy(),
+        priced=columns[:, 1].copy(),
+        paid=columns[:, 2].copy(),
+        discounted=columns[:, 3].copy(),
+    )
+
+
 def _scopes(customer_ids: Collection[int] | None) -> Iterator[Sequence[int] | None]:
     """None (everyone) once, or the ids in chunks of :data:`ID_CHUNK`, in the given order."""
     if customer_ids is None:
@@ -194,14 +239,7 @@ def _customer_statement(chunk: Sequence[int] | None, dialect: str) -> Select[Any
             func.coalesce(sub.c.sessions, 0),
             func.coalesce(sub.c.views, 0),
             func.coalesce(sub.c.clicks, 0),
-            func.coalesce(Customer.age, -1),
-            case(
-                (gender == "female", GENDER_FEMALE),
-                (gender == "male", GENDER_MALE),
-                (func.coalesce(gender, "") == "", GENDER_UNKNOWN),
-                else_=GENDER_OTHER,
-            ),
-            case(*((Customer.loyalty_tier == t, v) for t, v in LOYALTY_ORDINAL.items()), else_=0),
+            *_demographics(gender),
         )
         .outerjoin(sub, sub.c.customer_id == Customer.id)
         .order_by(Customer.id)
@@ -209,6 +247,25 @@ def _customer_statement(chunk: Sequence[int] | None, dialect: str) -> Select[Any
     if chunk is not None:
         statement = statement.where(member_of(Customer.id, chunk, dialect))
     return statement
+
+
+def _demographics(gender: Any) -> list[Any]:
+    """Age (-1 unknown), the gender code and the tier ordinal, as numbers."""
+    return [
+        func.coalesce(Customer.age, -1),
+        case(
+            (gender == "female", GENDER_FEMALE),
+            (gender == "male", GENDER_MALE),
+            (func.coalesce(gender, "") == "", GENDER_UNKNOWN),
+            else_=GENDER_OTHER,
+        ),
+        case(*((Customer.loyalty_tier == t, v) for t, v in LOYALTY_ORDINAL.items()), else_=0),
+    ]
+
+
+def _demographics_statement(chunk: Sequence[int], dialect: str) -> Select[Any]:
+    columns: list[Any] = [Customer.id, *_demographics(func.lower(Customer.gender))]
+    return select(*columns).where(member_of(Customer.id, chunk, dialect)).order_by(Customer.id)
 
 
 def _category_statement(chunk: Sequence[int] | None, dialect: str) -> Select[Any]:

@@ -30,6 +30,7 @@ from rasa_personalize.store.dialect import (
 from rasa_personalize.store.models import Customer, Interaction, Product
 from rasa_personalize.store.profiles import refresh_profile_metrics
 from rasa_personalize.store.repository import aliased_customer_ids
+from rasa_personalize.store.totals import inbox_new_interactions
 from rasa_personalize.store.types import Session
 
 # Values per IN (...) list.
@@ -173,7 +174,9 @@ async def write_interactions(
         session: A session in the caller's transaction; nothing is committed here.
         events: The checked events, in batch order.
         refresh_metrics: Recompute the behavioural metrics of the customers with new
-            interactions (callers that refresh later, per customer, pass False).
+            interactions (callers that refresh later, per customer, pass False: the new
+            interactions then go to the inbox of the running totals, which that refresh
+            folds in).
         now: The metrics' time of writing (default: now).
     """
     named = {event.sku for event in events if event.sku is not None}
@@ -226,6 +229,9 @@ async def write_interactions(
     refreshed = 0
     if changed_ids and refresh_metrics:
         refreshed = (await refresh_profile_metrics(session, changed_ids, now)).written
+    elif inserted:
+        # Whoever refreshes these customers later folds them into their running totals.
+        await session.execute(inbox_new_interactions(inserted, dialect_of(session)))
     return WrittenInteractions(
         inserted=inserted,
         already_stored=frozenset(unique) - inserted,

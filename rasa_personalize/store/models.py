@@ -240,6 +240,46 @@ class Interaction(Base):
     )
 
 
+class InteractionInbox(Base):
+    """An interaction not yet added to its customer's running totals.
+
+    The event paths (``write_interactions``, the chat writer) add a row with each new
+    interaction, in the same transaction; the stream worker's refresh takes them out as
+    it folds their interactions into ``customer_totals``
+    (:mod:`rasa_personalize.store.totals`).
+    """
+
+    __tablename__ = "interaction_inbox"
+
+    interaction_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("interactions.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The interaction's customer, so that a refresh finds its customers' rows directly.
+    # A merge moves interactions to the survivor but deletes the duplicate, and its
+    # inbox rows with it; the survivor's totals are computed again from its history.
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+
+class CustomerRunningTotals(Base):
+    """Sums over a customer's interactions that are not in ``interaction_inbox``: the
+    counts, money, times, categories, intents and active days that metrics and tag
+    features derive from (a JSON document, :class:`~rasa_personalize.store.totals.Totals`)."""
+
+    __tablename__ = "customer_totals"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    totals: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+
 class SegmentAssignment(Base):
     """The segment a method put a customer in, with the model version and a score."""
 

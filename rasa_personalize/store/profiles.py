@@ -2,6 +2,8 @@
 
 - :func:`refresh_profile_metrics`: recompute the metrics of customers with new
   interactions, holding their customer rows so that concurrent batches serialise;
+- :func:`fold_profile_metrics`: the same metrics from the customers' running totals,
+  with only their new interactions added (the stream worker's refresh);
 - :func:`apply_profile_change`: tier, demographics and attributes of one customer (the
   profiles API), creating the customer when first seen.
 """
@@ -18,7 +20,8 @@ from sqlalchemy import select, update
 from rasa_personalize.clock import utc_now
 from rasa_personalize.store.dialect import dialect_of, insert_ignoring, member_of
 from rasa_personalize.store.models import Customer, CustomerAlias, CustomerProfile
-from rasa_personalize.store.repository import write_profile_metrics
+from rasa_personalize.store.repository import write_metrics_from_totals, write_profile_metrics
+from rasa_personalize.store.totals import Totals, fold_totals
 from rasa_personalize.store.types import Session
 
 # Customers per lock-and-refresh statement group.
@@ -71,6 +74,36 @@ async def refresh_profile_metrics(
         keys.update(await _lock_customers(session, chunk))
         written += await write_profile_metrics(session, now, chunk)
     return RefreshedProfiles(written, frozenset(keys))
+
+
+@dataclass(frozen=True)
+class FoldedProfiles(RefreshedProfiles):
+    """What :func:`fold_profile_metrics` did, with the totals the metrics came from."""
+
+    totals: Mapping[int, Totals] = field(default_factory=dict)
+
+
+async def fold_profile_metrics(
+    session: Session, customer_ids: Iterable[int], now: datetime | None = None
+) -> FoldedProfiles:
+    """The metrics of some customers from their running totals, new interactions folded
+    in: what :func:`refresh_profile_metrics` computes, at the cost of the interactions
+    stored since the last fold rather than of each customer's whole history
+    (:mod:`rasa_personalize.store.totals`). Holds the customers' rows, as that does;
+    unknown ids are skipped.
+    """
+    now = now or utc_now()
+    wanted = sorted(set(customer_ids))
+    written = 0
+    keys: set[str] = set()
+    totals: dict[int, Totals] = {}
+    for start in range(0, len(wanted), REFRESH_CHUNK):
+        chunk = wanted[start : start + REFRESH_CHUNK]
+        keys.update(await _lock_customers(session, chunk))
+        folded = await fold_totals(session, chunk)
+        written += await write_metrics_from_totals(session, now, folded)
+        totals |= folded
+    return FoldedProfiles(written, frozenset(keys), totals)
 
 
 async def _lock_customers(session: Session, customer_ids: list[int]) -> list[str]:

@@ -53,7 +53,7 @@ from rasa_personalize.store.models import (
     PropensityScore,
 )
 from rasa_personalize.store.records import PropensityRecord
-from rasa_personalize.store.repository import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
+from rasa_personalize.store.totals import CATEGORY_AFFINITY_WEIGHTS, DISCOUNT_THRESHOLD
 from rasa_personalize.store.types import Session
 
 # Rows per streamed partition: big enough to amortize a fetch, small enough to stay flat.

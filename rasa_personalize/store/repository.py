@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
@@ -31,8 +31,10 @@ from rasa_personalize.store.models import (
     Customer,
     CustomerAlias,
     CustomerProfile,
+    CustomerRunningTotals,
     CustomerTag,
     Interaction,
+    InteractionInbox,
     PrecomputedRecommendations,
     Product,
     PropensityScore,
@@ -47,20 +49,14 @@ from rasa_personalize.store.records import (
     TagRecord,
     carry_derived,
 )
+from rasa_personalize.store.totals import (
+    CATEGORY_AFFINITY_WEIGHTS,
+    DISCOUNT_THRESHOLD,
+    Totals,
+    as_datetime,
+    drop_totals,
+)
 
-# How much one interaction of each kind says about a customer's taste for a category.
-CATEGORY_AFFINITY_WEIGHTS = {
-    "view": 1.0,
-    "search": 0.5,
-    "chat_click": 2.0,
-    "cart": 3.0,
-    "purchase": 5.0,
-    "feedback": 2.0,
-    "rating": 2.0,
-}
-
-# A purchase counts as discounted when paid at least this much below the list price.
-DISCOUNT_THRESHOLD = 0.95
 # Intents kept per profile, the most frequent first: the profile is read on the hot path,
 # and a chat_message's category is whatever its sender wrote.
 MAX_INTENT_COUNTS: Final = 50
@@ -245,8 +241,13 @@ async def write_profile_metrics(
     Aggregates run in SQL (over the (customer_id, occurred_at) index for a subset); only
     one row per customer, and per customer and category, comes back. A profile's version
     goes up only when its metrics change. Returns the number of profiles written.
+
+    Callers come here when interactions changed in ways the running totals do not follow
+    (a merge, retention, bulk loads), so these customers' totals are dropped, to be
+    computed again by the next fold (:mod:`rasa_personalize.store.totals`).
     """
     dialect = session.get_bind().dialect.name
+    await drop_totals(session, customer_ids)
     only = (
         true()
         if customer_ids is None
@@ -299,22 +300,8 @@ async def write_profile_metrics(
         parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
 
-    # Looked up as a Table, which is what Core insert() and update() are typed for.
-    profiles = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
-    existing: dict[int, Any] = dict(
-        (
-            await session.execute(
-                select(profiles.c.customer_id, profiles.c.metrics).where(
-                    true()
-                    if customer_ids is None
-                    else member_of(profiles.c.customer_id, customer_ids, dialect)
-                )
-            )
-        ).all()
-    )
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for row in sorted(totals, key=lambda total: int(total[0])):
+    metrics: dict[int, ProfileMetrics] = {}
+    for row in totals:
         (
             customer_id,
             n,
@@ -329,10 +316,8 @@ async def write_profile_metrics(
             sessions,
             session_seconds,
         ) = row
-        raw = affinities.get(customer_id, {})
-        mass = sum(raw.values()) or 1.0
-        affinity = {c: round(s / mass, 4) for c, s in sorted(raw.items(), key=lambda i: -i[1])}
-        metrics = ProfileMetrics(
+        affinity = _affinity_shares(affinities.get(customer_id, {}))
+        metrics[int(customer_id)] = ProfileMetrics(
             interaction_count=int(n),
             view_count=int(views or 0),
             purchase_count=int(purchases or 0),
@@ -351,20 +336,97 @@ async def write_profile_metrics(
             average_session_seconds=(
                 float(session_seconds) if session_seconds is not None else None
             ),
-        ).to_document()
-        metrics = carry_derived(metrics, existing.get(customer_id))
+        )
+    return await _store_metrics(session, now, metrics, customer_ids)
+
+
+async def write_metrics_from_totals(
+    session: AsyncSession, now: datetime, totals: Mapping[int, Totals]
+) -> int:
+    """Store the metrics of these customers from their running totals (no aggregate over
+    their history); the same metrics as :func:`write_profile_metrics` computes. Customers
+    without an interaction of their own (only the assistant's) get no profile from here,
+    as there. Returns the number of profiles written (new or changed)."""
+    metrics = {
+        customer_id: metrics_from_totals(each)
+        for customer_id, each in totals.items()
+        if each.interactions
+    }
+    return await _store_metrics(session, now, metrics, list(totals))
+
+
+def metrics_from_totals(totals: Totals) -> ProfileMetrics:
+    """A customer's behavioural metrics from their running totals."""
+    affinity = _affinity_shares({name: s.weight for name, s in totals.categories.items()})
+    intents = sorted(totals.intents.items(), key=lambda item: (-item[1], item[0]))
+    return ProfileMetrics(
+        interaction_count=totals.interactions,
+        view_count=totals.views,
+        purchase_count=totals.purchases,
+        total_spent=totals.spent_cents / 100,
+        first_seen_at=as_datetime(totals.first_us),
+        last_seen_at=as_datetime(totals.last_us),
+        last_purchase_at=as_datetime(totals.last_purchase_us),
+        discounted_purchase_share=(
+            totals.discounted_purchases / totals.purchases if totals.purchases else 0.0
+        ),
+        favorite_category=next(iter(affinity), None),
+        category_affinity=affinity,
+        chat_message_count=totals.chat_messages,
+        intent_counts=dict(intents[:MAX_INTENT_COUNTS]),
+        session_count=totals.session_starts,
+        average_session_seconds=(
+            totals.session_seconds / totals.session_lengths if totals.session_lengths else None
+        ),
+    )
+
+
+def _affinity_shares(weights: Mapping[str, float]) -> dict[str, float]:
+    """Category weights as shares of their sum (4 decimals), the strongest first; ties
+    by name, so that the favourite does not depend on the order rows came back in."""
+    mass = sum(weights.values()) or 1.0
+    ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
+    return {category: round(score / mass, 4) for category, score in ranked}
+
+
+async def _store_metrics(
+    session: AsyncSession,
+    now: datetime,
+    metrics: Mapping[int, ProfileMetrics],
+    customer_ids: Sequence[int] | None,
+) -> int:
+    """Write these metrics documents where they differ from the stored ones (a profile's
+    version goes up only then); ``customer_ids`` bounds the read of the stored ones."""
+    dialect = session.get_bind().dialect.name
+    # Looked up as a Table, which is what Core insert() and update() are typed for.
+    profiles = CustomerProfile.metadata.tables[CustomerProfile.__tablename__]
+    existing: dict[int, Any] = dict(
+        (
+            await session.execute(
+                select(profiles.c.customer_id, profiles.c.metrics).where(
+                    true()
+                    if customer_ids is None
+                    else member_of(profiles.c.customer_id, customer_ids, dialect)
+                )
+            )
+        ).all()
+    )
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for customer_id in sorted(metrics):
+        document = carry_derived(metrics[customer_id].to_document(), existing.get(customer_id))
         if customer_id not in existing:
             inserts.append(
                 {
                     "customer_id": customer_id,
                     "attributes": {},
-                    "metrics": metrics,
+                    "metrics": document,
                     "version": 1,
                     "updated_at": now,
                 }
             )
-        elif existing[customer_id] != metrics:
-            updates.append({"target": customer_id, "new_metrics": metrics, "now": now})
+        elif existing[customer_id] != document:
+            updates.append({"target": customer_id, "new_metrics": document, "now": now})
     # Core executemany, not ORM objects: one statement per kind of change, not per row.
     if inserts:
         await session.execute(insert(profiles), inserts)
@@ -402,6 +464,8 @@ async def _intent_counts(session: AsyncSession, only: Any) -> dict[int, dict[str
 async def delete_all_rows(session: AsyncSession) -> None:
     """Empty every table, children first (``seed-demo --reset``)."""
     for model in (
+        InteractionInbox,
+        CustomerRunningTotals,
         PrecomputedRecommendations,
         PropensityScore,
         SegmentAssignment,

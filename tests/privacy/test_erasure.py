@@ -303,6 +303,7 @@ async def test_erasure_leaves_no_trace_anywhere(
         "customers": 1,
         "customer_aliases": 1,
         "customer_profiles": 1,
+        "customer_totals": 0,
         "interactions": 5,
         "customer_tags": 1,
         "segment_assignments": 1,

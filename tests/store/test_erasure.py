@@ -30,6 +30,7 @@ from rasa_personalize.store.models import (
     SegmentAssignment,
 )
 from rasa_personalize.store.sql_store import SqlStore
+from rasa_personalize.store.totals import fold_totals
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_customer, add_interactions, add_product
 
@@ -43,6 +44,7 @@ async def seed(session: AsyncSession, external_id: str, *, interactions: int = 3
     product = await add_product(session, f"sku-{external_id}", "shoes")
     customer = await add_customer(session, external_id, tags=("runner",), segment="loyal")
     await add_interactions(session, customer, product, "view", interactions)
+    await fold_totals(session, [customer.id])
     session.add(CustomerProfile(customer_id=customer.id, attributes={"vip": True}, metrics={}))
     session.add(
         PrecomputedRecommendations(customer_id=customer.id, items=[["a", 1.0]], model_version="v")
@@ -156,6 +158,7 @@ async def test_every_row_goes_and_an_erased_marker_stays(store: SqlStore) -> Non
         "customers": 1,
         "customer_aliases": 1,
         "customer_profiles": 1,
+        "customer_totals": 1,
         "interactions": 3,
         "customer_tags": 1,
         "segment_assignments": 1,

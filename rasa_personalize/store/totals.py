@@ -1,0 +1,464 @@
+"""Running totals of each customer's interactions, folded forward from new ones only.
+
+A customer's behavioural metrics and tag features are sums over their interactions.
+Recomputed from the whole history at every refresh, they cost what the history costs,
+and under a steady stream of events (every customer active every second) the refreshes
+fall further behind as histories grow. So the stream worker keeps sums instead:
+
+- each interaction stored through the event paths (``write_interactions`` without its
+  own refresh, and the chat writer) gets a row in ``interaction_inbox`` in the same
+  transaction (:func:`inbox_new_interactions`);
+- ``customer_totals`` holds, per customer, the sums over their interactions that are
+  **not** in the inbox. Everything here keeps that true;
+- :func:`fold_totals` (the worker's refresh, which holds the customers' rows) takes the
+  customers' inbox rows out, with their interactions, and adds those to the stored
+  totals: a refresh costs what its new events cost. Customers without totals have them
+  summed from their history first, read before the inbox is taken, less what the inbox
+  held (an interaction committed in between is in the inbox, so counted once);
+- whatever changes or removes interactions otherwise (a merge, retention, bulk loads, a
+  full recompute) drops the totals of the customers concerned, holding their rows
+  (:func:`drop_totals`), and the next fold computes them again from the history.
+
+An interaction's product price is compared with the list price when it is folded in;
+a full recompute compares with today's list price (they differ only after a price
+change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final, NamedTuple
+
+from sqlalchemy import (
+    Select,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
+
+from rasa_personalize.store.dialect import dialect_of, member_of
+from rasa_personalize.store.models import (
+    ASSISTANT_KINDS,
+    Customer,
+    CustomerRunningTotals,
+    Interaction,
+    InteractionInbox,
+    Product,
+)
+from rasa_personalize.store.types import Session
+
+# The document's layout; a document of another layout is computed again.
+LAYOUT: Final = 1
+# Interaction ids or customer ids per statement.
+CHUNK: Final = 5_000
+# How much one interaction of each kind says about a customer's taste for a category
+# (the profile's category affinity and the tag features both weigh by these).
+CATEGORY_AFFINITY_WEIGHTS: Final[Mapping[str, float]] = {
+    "view": 1.0,
+    "search": 0.5,
+    "chat_click": 2.0,
+    "cart": 3.0,
+    "purchase": 5.0,
+    "feedback": 2.0,
+    "rating": 2.0,
+}
+# A purchase counts as discounted when paid at least this much below the list price.
+DISCOUNT_THRESHOLD: Final = 0.95
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US_PER_DAY: Final = 86_400 * 1_000_000
+_TABLE: Final = CustomerRunningTotals.metadata.tables[CustomerRunningTotals.__tablename__]
+
+
+class CategorySums(NamedTuple):
+    """A customer's sums over interactions with products of one category (a tuple: a
+    refresh builds thousands of them)."""
+
+    weight: float = 0.0  # CATEGORY_AFFINITY_WEIGHTS per interaction
+    priced: int = 0  # purchases with a price
+    paid_cents: int = 0  # the prices of those
+    discounted: int = 0  # purchases below DISCOUNT_THRESHOLD x list price
+
+    def plus(self, other: CategorySums) -> CategorySums:
+        return CategorySums(
+            self.weight + other.weight,
+            self.priced + other.priced,
+            self.paid_cents + other.paid_cents,
+            self.discounted + other.discounted,
+        )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over some of a customer's interactions (times as epoch microseconds).
+
+    Counts leave out the assistant's own kinds ("shown"); categories count every kind,
+    as the category affinity does.
+    """
+
+    interactions: int = 0
+    views: int = 0
+    purchases: int = 0
+    spent_cents: int = 0
+    first_us: int | None = None
+    last_us: int | None = None
+    last_purchase_us: int | None = None
+    chat_messages: int = 0
+    chat_clicks: int = 0
+    session_starts: int = 0
+    session_seconds: float = 0.0
+    session_lengths: int = 0
+    categories: Mapping[str, CategorySums] = field(default_factory=dict)
+    intents: Mapping[str, int] = field(default_factory=dict)
+    # UTC days (since 1970-01-01) with any activity, ascending.
+    days: tuple[int, ...] = ()
+
+    def plus(self, other: Totals) -> Totals:
+        """These sums and ``other``'s (of other interactions of the same customer)."""
+        categories = dict(self.categories)
+        for name, sums in other.categories.items():
+            categories[name] = categories[name].plus(sums) if name in categories else sums
+        intents = dict(self.intents)
+        for name, count in other.intents.items():
+            intents[name] = intents.get(name, 0) + count
+        return Totals(
+            interactions=self.interactions + other.interactions,
+            views=self.views + other.views,
+            purchases=self.purchases + other.purchases,
+            spent_cents=self.spent_cents + other.spent_cents,
+            first_us=_least(self.first_us, other.first_us),
+            last_us=_greatest(self.last_us, other.last_us),
+            last_purchase_us=_greatest(self.last_purchase_us, other.last_purchase_us),
+            chat_messages=self.chat_messages + other.chat_messages,
+            chat_clicks=self.chat_clicks + other.chat_clicks,
+            session_starts=self.session_starts + other.session_starts,
+            session_seconds=self.session_seconds + other.session_seconds,
+            session_lengths=self.session_lengths + other.session_lengths,
+            categories=categories,
+            intents=intents,
+            days=tuple(sorted(set(self.days) | set(other.days))),
+        )
+
+    @property
+    def discounted_purchases(self) -> int:
+        return sum(sums.discounted for sums in self.categories.values())
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "layout": LAYOUT,
+            "interactions": self.interactions,
+            "views": self.views,
+            "purchases": self.purchases,
+            "spent_cents": self.spent_cents,
+            "first_us": self.first_us,
+            "last_us": self.last_us,
+            "last_purchase_us": self.last_purchase_us,
+            "chat_messages": self.chat_messages,
+            "chat_clicks": self.chat_clicks,
+            "session_starts": self.session_starts,
+            "session_seconds": self.session_seconds,
+            "session_lengths": self.session_lengths,
+            "categories": {name: list(sums) for name, sums in self.categories.items()},
+            "intents": dict(self.intents),
+            "days": list(self.days),
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Totals | None:
+        """The stored totals, or None when the document has another layout."""
+        if document.get("layout") != LAYOUT:
+            return None
+        return cls(
+            interactions=int(document["interactions"]),
+            views=int(document["views"]),
+            purchases=int(document["purchases"]),
+            spent_cents=int(document["spent_cents"]),
+            first_us=_optional_int(document["first_us"]),
+            last_us=_optional_int(document["last_us"]),
+            last_purchase_us=_optional_int(document["last_purchase_us"]),
+            chat_messages=int(document["chat_messages"]),
+            chat_clicks=int(document["chat_clicks"]),
+            session_starts=int(document["session_starts"]),
+            session_seconds=float(document["session_seconds"]),
+            session_lengths=int(document["session_lengths"]),
+            categories={name: CategorySums(*sums) for name, sums in document["categories"].items()},
+            intents={str(name): int(n) for name, n in document["intents"].items()},
+            days=tuple(int(day) for day in document["days"]),
+        )
+
+
+def as_datetime(epoch_us: int | None) -> datetime | None:
+    """An epoch-microsecond time as an aware UTC datetime."""
+    return None if epoch_us is None else _EPOCH + timedelta(microseconds=epoch_us)
+
+
+def epoch_us(value: object, tz: timezone = timezone.utc) -> int | None:
+    """A stored time (a datetime, or SQLite's text for aggregates) in epoch microseconds."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return (parsed - _EPOCH) // timedelta(microseconds=1)
+
+
+def inbox_new_interactions(event_ids: Collection[str], dialect: str) -> Any:
+    """The statement that puts the interactions of these event ids in the inbox."""
+    return insert(InteractionInbox).from_select(
+        ["interaction_id", "customer_id"],
+        select(Interaction.id, Interaction.customer_id).where(
+            member_of(Interaction.event_id, list(event_ids), dialect)
+        ),
+    )
+
+
+async def fold_totals(session: Session, customer_ids: Sequence[int]) -> dict[int, Totals]:
+    """Bring these customers' running totals up to date; returns them by customer id.
+
+    The caller holds the customers' rows (``FOR NO KEY UPDATE``), so that no other fold
+    or drop of the same customers runs meanwhile. Unknown ids get empty totals.
+    """
+    dialect = dialect_of(session)
+    wanted = sorted(set(customer_ids))
+    stored: dict[int, Totals] = {}
+    for chunk in _chunks(wanted):
+        rows = await session.execute(
+            select(_TABLE.c.customer_id, _TABLE.c.totals).where(
+                member_of(_TABLE.c.customer_id, chunk, dialect)
+            )
+        )
+        for customer_id, document in rows:
+            totals = Totals.from_document(document)
+            if totals is not None:
+                stored[int(customer_id)] = totals
+    missing = [c for c in wanted if c not in stored]
+    # Customers without totals: their whole history, read before the inbox is taken.
+    history: list[Sequence[Any]] = []
+    for chunk in _chunks(missing):
+        history += (
+            await session.execute(
+                _rows_statement().where(member_of(Interaction.customer_id, chunk, dialect))
+            )
+        ).all()
+    taken = await _take_inbox(session, wanted)
+    # What the inbox held is added as new below, so it is no part of the history's sums
+    # (the invariant); an interaction committed after the history was read is in the
+    # inbox taken afterwards, so counted once too.
+    in_inbox = {int(row[0]) for row in taken}
+    computed = _sum_rows(row for row in history if int(row[0]) not in in_inbox)
+    delta = _sum_rows(taken)
+    result: dict[int, Totals] = {}
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    now = datetime.now(timezone.utc)
+    for customer_id in wanted:
+        base = stored.get(customer_id) or computed.get(customer_id) or Totals()
+        added = delta.get(customer_id)
+        totals = base.plus(added) if added is not None else base
+        result[customer_id] = totals
+        if customer_id not in stored:
+            row = {"customer_id": customer_id, "totals": totals.to_document(), "updated_at": now}
+            inserts.append(row)
+        elif added is not None:
+            updates.append({"target": customer_id, "document": totals.to_document(), "now": now})
+    if inserts:
+        # Customers the store does not know (yet) get no row: the foreign key refuses it.
+        known = await _known_customers(session, [row["customer_id"] for row in inserts])
+        inserts = [row for row in inserts if row["customer_id"] in known]
+        if inserts:
+            await session.execute(insert(_TABLE), inserts)
+    if updates:
+        await session.execute(
+            update(_TABLE)
+            .where(_TABLE.c.customer_id == bindparam("target"))
+            .values(totals=bindparam("document"), updated_at=bindparam("now")),
+            updates,
+        )
+    return result
+
+
+async def drop_totals(session: Session, customer_ids: Iterable[int] | None) -> None:
+    """Forget these customers' running totals (None: everyone's), and their inbox rows:
+    the next fold computes the totals again from their history.
+
+    For some customers, their rows are held first (``FOR NO KEY UPDATE``, in id order,
+    as the worker's refresh holds them), so a fold that read the old totals cannot write
+    them back after this transaction.
+    """
+    if customer_ids is None:
+        await session.execute(delete(InteractionInbox))
+        await session.execute(delete(_TABLE))
+        return
+    dialect = dialect_of(session)
+    for chunk in _chunks(sorted(set(customer_ids))):
+        await session.execute(
+            select(Customer.id)
+            .where(member_of(Customer.id, chunk, dialect))
+            .order_by(Customer.id)
+            .with_for_update(key_share=True)
+        )
+        await session.execute(
+            delete(InteractionInbox).where(member_of(InteractionInbox.customer_id, chunk, dialect))
+        )
+        await session.execute(delete(_TABLE).where(member_of(_TABLE.c.customer_id, chunk, dialect)))
+
+
+def _rows_statement() -> Select[Any]:
+    """The columns :class:`_Sums` reads, per interaction, with its product's."""
+    i = Interaction
+    columns: list[Any] = [
+        i.id, i.customer_id, i.kind, i.price, i.quantity, i.value, i.category,
+        i.occurred_at, Product.category, Product.price,
+    ]  # fmt: skip
+    return select(*columns).select_from(i).outerjoin(Product, Product.id == i.product_id)
+
+
+async def _take_inbox(session: Session, customer_ids: Sequence[int]) -> list[Sequence[Any]]:
+    """Take these customers' inbox rows out; returns their interactions' rows.
+
+    The interactions come back with the inbox rows in one statement, and exactly those
+    are deleted: whatever commits meanwhile stays for the next fold.
+    """
+    dialect = dialect_of(session)
+    inbox = InteractionInbox
+    taken: list[Sequence[Any]] = []
+    for chunk in _chunks(customer_ids):
+        rows = (
+            await session.execute(
+                _rows_statement()
+                .join(inbox, inbox.interaction_id == Interaction.id)
+                .where(member_of(inbox.customer_id, chunk, dialect))
+            )
+        ).all()
+        for part in _chunks([int(row[0]) for row in rows]):
+            await session.execute(
+                delete(inbox).where(member_of(inbox.interaction_id, part, dialect))
+            )
+        taken += rows
+    return taken
+
+
+def _sum_rows(rows: Iterable[Sequence[Any]]) -> dict[int, Totals]:
+    """Totals per customer over interaction rows of :func:`_rows_statement`."""
+    sums: dict[int, _Sums] = {}
+    for row in rows:
+        customer_id = int(row[1])
+        each = sums.get(customer_id)
+        if each is None:
+            each = sums[customer_id] = _Sums()
+        each.add(row)
+    return {customer_id: each.totals() for customer_id, each in sums.items()}
+
+
+class _Sums:
+    """One customer's sums over interaction rows: the aggregates of the full recompute
+    (``write_profile_metrics``, the tag features' statements), kept in Python so that
+    they can be added to (tests hold the two equal)."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = dict.fromkeys(
+            ("interactions", "views", "purchases", "spent_cents", "chat_messages",
+             "chat_clicks", "session_starts", "session_lengths"), 0,
+        )  # fmt: skip
+        self.fields["session_seconds"] = 0.0
+        self.times: list[int] = []
+        self.purchase_times: list[int] = []
+        self.categories: dict[str, CategorySums] = {}
+        self.intents: dict[str, int] = {}
+        self.days: set[int] = set()
+
+    def add(self, row: Any) -> None:
+        _, _, kind, price, quantity, value, category, occurred_at, product_category, list_price = (
+            row
+        )
+        is_purchase = kind == "purchase"
+        discounted = (
+            is_purchase
+            and price is not None
+            and list_price is not None
+            and float(price) < float(list_price) * DISCOUNT_THRESHOLD
+        )
+        if product_category is not None:
+            priced = is_purchase and price is not None
+            self.categories[product_category] = self.categories.get(
+                product_category, CategorySums()
+            ).plus(
+                CategorySums(
+                    CATEGORY_AFFINITY_WEIGHTS.get(kind, 0.0),
+                    int(priced),
+                    _cents(price) if priced else 0,
+                    int(discounted),
+                )
+            )
+        if kind in ASSISTANT_KINDS:
+            return
+        fields = self.fields
+        when = epoch_us(occurred_at)
+        assert when is not None  # occurred_at is NOT NULL
+        fields["interactions"] += 1
+        self.times.append(when)
+        self.days.add(when // _US_PER_DAY)
+        if kind == "view":
+            fields["views"] += 1
+        elif is_purchase:
+            fields["purchases"] += 1
+            self.purchase_times.append(when)
+            if price is not None:
+                fields["spent_cents"] += _cents(price) * int(quantity)
+        elif kind == "chat_message":
+            fields["chat_messages"] += 1
+            if category is not None:
+                self.intents[category] = self.intents.get(category, 0) + 1
+        elif kind == "chat_click":
+            fields["chat_clicks"] += 1
+        elif kind == "session_start":
+            fields["session_starts"] += 1
+        elif kind == "session_end" and value is not None and value >= 0:
+            fields["session_seconds"] += float(value)
+            fields["session_lengths"] += 1
+
+    def totals(self) -> Totals:
+        return Totals(
+            **self.fields,
+            first_us=min(self.times, default=None),
+            last_us=max(self.times, default=None),
+            last_purchase_us=max(self.purchase_times, default=None),
+            categories=self.categories,
+            intents=self.intents,
+            days=tuple(sorted(self.days)),
+        )
+
+
+def _cents(price: Any) -> int:
+    return round(float(price) * 100)
+
+
+async def _known_customers(session: Session, customer_ids: Sequence[int]) -> set[int]:
+    dialect = dialect_of(session)
+    known: set[int] = set()
+    for chunk in _chunks(customer_ids):
+        rows = await session.execute(
+            select(Customer.id).where(member_of(Customer.id, chunk, dialect))
+        )
+        known.update(int(i) for i in rows.scalars())
+    return known
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
