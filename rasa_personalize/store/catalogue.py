@@ -482,7 +482,14 @@ def _insert_chat_writes(connection: Connection, writes: Sequence[ChatWrite]) -> 
     inserted = set(insert_new_rows_on(connection, interactions, "event_id", rows))
     if inserted:
         # Folded into the customers' running totals by the stream worker's next refresh.
-        connection.execute(inbox_new_interactions(inserted, dialect))
+        # A retried call in the same batch repeats ids: each goes in once.
+        fresh = {
+            event.event_id: customer_ids[write.customer_key]
+            for write in writes
+            for event in write.events
+            if event.event_id in inserted
+        }
+        connection.execute(inbox_new_interactions(list(fresh.items()), dialect))
     new_per_write = []
     for write in writes:
         # A retried call in the same batch repeats ids: the first write owns them.

@@ -231,7 +231,10 @@ async def write_interactions(
         refreshed = (await refresh_profile_metrics(session, changed_ids, now)).written
     elif inserted:
         # Whoever refreshes these customers later folds them into their running totals.
-        await session.execute(inbox_new_interactions(inserted, dialect_of(session)))
+        fresh = [
+            (e.event_id, customer_ids[e.customer_key]) for e in storable if e.event_id in inserted
+        ]
+        await session.execute(inbox_new_interactions(fresh, dialect_of(session)))
     return WrittenInteractions(
         inserted=inserted,
         already_stored=frozenset(unique) - inserted,

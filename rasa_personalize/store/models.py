@@ -251,8 +251,9 @@ class InteractionInbox(Base):
 
     __tablename__ = "interaction_inbox"
 
-    interaction_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("interactions.id", ondelete="CASCADE"), primary_key=True
+    # By event id, which the writer has in hand: no read of the new rows' ids.
+    event_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("interactions.event_id", ondelete="CASCADE"), primary_key=True
     )
     # The interaction's customer, so that a refresh finds its customers' rows directly.
     # A merge moves interactions to the survivor but deletes the duplicate, and its

@@ -26,21 +26,25 @@ change).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Select,
+    String,
     bindparam,
     delete,
+    func,
     insert,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from rasa_personalize.store.dialect import dialect_of, member_of
+from rasa_personalize.store.dialect import POSTGRESQL, dialect_of, member_of
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
     Customer,
@@ -205,13 +209,17 @@ def epoch_us(value: object, tz: timezone = timezone.utc) -> int | None:
     return (parsed - _EPOCH) // timedelta(microseconds=1)
 
 
-def inbox_new_interactions(event_ids: Collection[str], dialect: str) -> Any:
-    """The statement that puts the interactions of these event ids in the inbox."""
-    return insert(InteractionInbox).from_select(
-        ["interaction_id", "customer_id"],
-        select(Interaction.id, Interaction.customer_id).where(
-            member_of(Interaction.event_id, list(event_ids), dialect)
-        ),
+def inbox_new_interactions(new: Sequence[tuple[str, int]], dialect: str) -> Any:
+    """The statement that puts new interactions, as (event id, customer id), in the inbox."""
+    if dialect == POSTGRESQL:
+        # One statement text and two arrays, whatever the number of rows.
+        events = bindparam(None, [event_id for event_id, _ in new], type_=ARRAY(String()))
+        customers = bindparam(None, [customer for _, customer in new], type_=ARRAY(BigInteger()))
+        return insert(InteractionInbox).from_select(
+            ["event_id", "customer_id"], select(func.unnest(events), func.unnest(customers))
+        )
+    return insert(InteractionInbox).values(
+        [{"event_id": event_id, "customer_id": customer} for event_id, customer in new]
     )
 
 
@@ -247,8 +255,8 @@ async def fold_totals(session: Session, customer_ids: Sequence[int]) -> dict[int
     # What the inbox held is added as new below, so it is no part of the history's sums
     # (the invariant); an interaction committed after the history was read is in the
     # inbox taken afterwards, so counted once too.
-    in_inbox = {int(row[0]) for row in taken}
-    computed = _sum_rows(row for row in history if int(row[0]) not in in_inbox)
+    in_inbox = {row[0] for row in taken}
+    computed = _sum_rows(row for row in history if row[0] not in in_inbox)
     delta = _sum_rows(taken)
     result: dict[int, Totals] = {}
     inserts: list[dict[str, Any]] = []
@@ -310,7 +318,7 @@ def _rows_statement() -> Select[Any]:
     """The columns :class:`_Sums` reads, per interaction, with its product's."""
     i = Interaction
     columns: list[Any] = [
-        i.id, i.customer_id, i.kind, i.price, i.quantity, i.value, i.category,
+        i.event_id, i.customer_id, i.kind, i.price, i.quantity, i.value, i.category,
         i.occurred_at, Product.category, Product.price,
     ]  # fmt: skip
     return select(*columns).select_from(i).outerjoin(Product, Product.id == i.product_id)
@@ -329,14 +337,12 @@ async def _take_inbox(session: Session, customer_ids: Sequence[int]) -> list[Seq
         rows = (
             await session.execute(
                 _rows_statement()
-                .join(inbox, inbox.interaction_id == Interaction.id)
+                .join(inbox, inbox.event_id == Interaction.event_id)
                 .where(member_of(inbox.customer_id, chunk, dialect))
             )
         ).all()
-        for part in _chunks([int(row[0]) for row in rows]):
-            await session.execute(
-                delete(inbox).where(member_of(inbox.interaction_id, part, dialect))
-            )
+        for part in _chunks([row[0] for row in rows]):
+            await session.execute(delete(inbox).where(member_of(inbox.event_id, part, dialect)))
         taken += rows
     return taken
 
@@ -447,7 +453,7 @@ async def _known_customers(session: Session, customer_ids: Sequence[int]) -> set
     return known
 
 
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+def _chunks(ids: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(ids), CHUNK):
         yield ids[start : start + CHUNK]
 

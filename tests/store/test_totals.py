@@ -233,7 +233,7 @@ async def test_dropping_some_totals_takes_their_inbox_rows_too(store: SqlStore) 
         left = await session.scalar(
             select(func.count())
             .select_from(InteractionInbox)
-            .join(Interaction, Interaction.id == InteractionInbox.interaction_id)
+            .join(Interaction, Interaction.event_id == InteractionInbox.event_id)
             .where(Interaction.customer_id == ids[0])
         )
     assert left == 0

@@ -26,11 +26,11 @@ def upgrade() -> None:
     # the first refresh that needs them.
     op.create_table(
         "interaction_inbox",
-        sa.Column("interaction_id", BIG_ID, nullable=False),
+        sa.Column("event_id", sa.String(length=128), nullable=False),
         sa.Column("customer_id", BIG_ID, nullable=False),
-        sa.ForeignKeyConstraint(["interaction_id"], ["interactions.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["event_id"], ["interactions.event_id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("interaction_id"),
+        sa.PrimaryKeyConstraint("event_id"),
         **MYSQL_TABLE_OPTIONS,
     )
     op.create_index(
