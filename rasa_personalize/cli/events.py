@@ -336,7 +336,11 @@ async def run_worker(
 
     from rasa_personalize.cache.profiles import profile_cache_for
     from rasa_personalize.events.probes import serving_probes
-    from rasa_personalize.events.worker import StreamWorker, redis_persists
+    from rasa_personalize.events.worker import (
+        StreamWorker,
+        redis_persists,
+        tune_garbage_collector,
+    )
     from rasa_personalize.privacy.retention import worker_retention
 
     assert settings.redis_url is not None
@@ -370,6 +374,7 @@ async def run_worker(
                     "[yellow]warning:[/yellow] Redis keeps nothing on disk: events still in "
                     "the stream are lost if Redis restarts. Enable appendonly in production."
                 )
+            tune_garbage_collector()
             worker = StreamWorker(
                 client,
                 settings.event_stream,

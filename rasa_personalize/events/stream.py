@@ -15,11 +15,12 @@ stored when it restarts; ``personalize worker`` warns about that at start.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from rasa_personalize.cache.breaker import RedisBreaker
 from rasa_personalize.errors import PersonalizeError
@@ -61,10 +62,8 @@ def _event_document(event: ValidEvent) -> dict[str, Any]:
 
 def encode_events(events: Sequence[ValidEvent]) -> str:
     """The payload of one message holding these checked events."""
-    return json.dumps(
-        {"v": MESSAGE_VERSION, "events": [_event_document(e) for e in events]},
-        separators=(",", ":"),
-    )
+    document = {"v": MESSAGE_VERSION, "events": [_event_document(e) for e in events]}
+    return orjson.dumps(document).decode()
 
 
 def _event(document: Mapping[str, Any]) -> ValidEvent:
@@ -97,7 +96,7 @@ def decode_events(fields: Mapping[Any, Any]) -> list[ValidEvent]:
     """
     raw = fields.get(FIELD.encode(), fields.get(FIELD))
     try:
-        document = json.loads(raw)
+        document = orjson.loads(raw)
         if document.get("v") != MESSAGE_VERSION:
             raise MalformedMessageError(f"message version {document.get('v')!r} is unknown")
         return [_event(event) for event in document["events"]]

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from sqlalchemy import Numeric, String, Table, TextClause, text
+from sqlalchemy import Numeric, Result, String, Table, TextClause, text
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.expression import Executable
 
 from rasa_personalize.store.dialect import POSTGRESQL, dialect_of, insert_ignoring
 from rasa_personalize.store.types import Session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 
@@ -40,6 +44,17 @@ def chunked(items: Sequence[T], size: int = LOOKUP_CHUNK) -> Iterator[Sequence[T
 def rowcount(result: Any) -> int:
     """Rows a DELETE or UPDATE touched; 0 when the driver cannot tell."""
     return max(0, int(getattr(result, "rowcount", 0) or 0))
+
+
+async def plain_rows(session: Session, statement: Executable) -> Result[Unpack[tuple[Any, ...]]]:
+    """Run a SELECT of columns on the session's connection.
+
+    The rows come back as they are: through the session, a statement naming mapped
+    columns is executed and read by the ORM's loader, which on the event paths' lookups
+    of thousands of rows cost about a third more Python for the same tuples.
+    """
+    connection = await session.connection()
+    return await connection.execute(statement)
 
 
 async def insert_new_rows(

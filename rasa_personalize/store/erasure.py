@@ -37,6 +37,7 @@ from rasa_personalize.store.models import (
     ErasureTombstone,
     ExperimentExposure,
     Interaction,
+    InteractionInbox,
     OfferExposure,
     PrecomputedRecommendations,
     PropensityScore,
@@ -249,6 +250,10 @@ async def delete_customer_rows(
             counts["interactions"] += deleted
             if deleted == 0:
                 break
+        # Not in the receipt: the inbox only points at interactions, deleted above.
+        await session.execute(
+            delete(InteractionInbox).where(member_of(InteractionInbox.customer_id, ids, dialect))
+        )
         for model, table in _CHILDREN:
             result = await session.execute(
                 delete(model).where(member_of(model.customer_id, ids, dialect))

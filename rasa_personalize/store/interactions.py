@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 
 from sqlalchemy import select
 
-from rasa_personalize.store.bulk import chunked, insert_new_rows
+from rasa_personalize.store.bulk import chunked, insert_new_rows, plain_rows
 from rasa_personalize.store.dialect import (
     dialect_of,
     insert_ignoring,
@@ -90,8 +90,8 @@ async def _product_ids(session: Session, skus: Collection[str]) -> dict[str, int
     found: dict[str, int] = {}
     dialect = dialect_of(session)
     for chunk in chunked(sorted(skus)):
-        rows = await session.execute(
-            select(Product.sku, Product.id).where(member_of(Product.sku, chunk, dialect))
+        rows = await plain_rows(
+            session, select(Product.sku, Product.id).where(member_of(Product.sku, chunk, dialect))
         )
         found.update({sku: int(product_id) for sku, product_id in rows.all()})
     return found
@@ -107,8 +107,9 @@ async def stored_event_ids(session: Session, event_ids: Collection[str]) -> froz
     found: set[str] = set()
     dialect = dialect_of(session)
     for chunk in chunked(sorted(set(event_ids))):
-        rows = await session.execute(
-            select(Interaction.event_id).where(member_of(Interaction.event_id, chunk, dialect))
+        rows = await plain_rows(
+            session,
+            select(Interaction.event_id).where(member_of(Interaction.event_id, chunk, dialect)),
         )
         found.update(rows.scalars().all())
     return frozenset(found)
@@ -118,10 +119,11 @@ async def _customer_ids(session: Session, keys: Sequence[str]) -> dict[str, int]
     found: dict[str, int] = {}
     dialect = dialect_of(session)
     for chunk in chunked(keys):
-        rows = await session.execute(
+        rows = await plain_rows(
+            session,
             select(Customer.customer_key, Customer.id).where(
                 member_of(Customer.customer_key, chunk, dialect)
-            )
+            ),
         )
         found.update({key: int(customer_id) for key, customer_id in rows.all()})
     # The old key of a customer merged into another (an import's dedupe) reaches the survivor.

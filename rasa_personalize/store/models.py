@@ -251,16 +251,15 @@ class InteractionInbox(Base):
 
     __tablename__ = "interaction_inbox"
 
-    # By event id, which the writer has in hand: no read of the new rows' ids.
-    event_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("interactions.event_id", ondelete="CASCADE"), primary_key=True
-    )
+    # By event id, which the writer has in hand: no read of the new rows' ids. No
+    # foreign keys: checked row by row, they made each event's inbox row cost several
+    # times the row itself. A refresh deletes rows whose interaction is gone; erasure
+    # and merges delete a customer's rows themselves.
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     # The interaction's customer, so that a refresh finds its customers' rows directly.
-    # A merge moves interactions to the survivor but deletes the duplicate, and its
-    # inbox rows with it; the survivor's totals are computed again from its history.
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
-    )
+    # A merge moves interactions to the survivor and deletes the duplicate's inbox rows;
+    # the survivor's totals are computed again from its history.
+    customer_id: Mapped[int] = mapped_column(BigId, index=True)
 
     __table_args__ = MYSQL_TABLE_OPTIONS
 

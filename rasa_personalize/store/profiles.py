@@ -18,7 +18,8 @@ from typing import Any, Final
 from sqlalchemy import select, update
 
 from rasa_personalize.clock import utc_now
-from rasa_personalize.store.dialect import dialect_of, insert_ignoring, member_of
+from rasa_personalize.store.dialect import dialect_of, insert_ignoring
+from rasa_personalize.store.locks import lock_customers
 from rasa_personalize.store.models import Customer, CustomerAlias, CustomerProfile
 from rasa_personalize.store.repository import write_metrics_from_totals, write_profile_metrics
 from rasa_personalize.store.totals import Totals, fold_totals
@@ -71,7 +72,7 @@ async def refresh_profile_metrics(
     keys: set[str] = set()
     for start in range(0, len(wanted), REFRESH_CHUNK):
         chunk = wanted[start : start + REFRESH_CHUNK]
-        keys.update(await _lock_customers(session, chunk))
+        keys.update((await lock_customers(session, chunk)).values())
         written += await write_profile_metrics(session, now, chunk)
     return RefreshedProfiles(written, frozenset(keys))
 
@@ -99,28 +100,12 @@ async def fold_profile_metrics(
     totals: dict[int, Totals] = {}
     for start in range(0, len(wanted), REFRESH_CHUNK):
         chunk = wanted[start : start + REFRESH_CHUNK]
-        keys.update(await _lock_customers(session, chunk))
-        folded = await fold_totals(session, chunk)
+        locked = await lock_customers(session, chunk)
+        keys.update(locked.values())
+        folded = await fold_totals(session, chunk, known=locked.keys())
         written += await write_metrics_from_totals(session, now, folded)
         totals |= folded
     return FoldedProfiles(written, frozenset(keys), totals)
-
-
-async def _lock_customers(session: Session, customer_ids: list[int]) -> list[str]:
-    """Hold these customers' rows until the transaction ends; returns their keys."""
-    # Concurrent batches for the same customer serialise here (PostgreSQL; SQLite has one
-    # writer anyway): the second waits for the first to commit, then its aggregates see
-    # both batches' events, so the last profile written is complete. Locks are taken in
-    # id order, and FOR NO KEY UPDATE does not conflict with the KEY SHARE locks that the
-    # interactions' foreign keys already hold (FOR UPDATE would deadlock on them). The
-    # keys come with the lock, so a caller that invalidates caches needs no other query.
-    rows = await session.execute(
-        select(Customer.customer_key)
-        .where(member_of(Customer.id, customer_ids, dialect_of(session)))
-        .order_by(Customer.id)
-        .with_for_update(key_share=True)
-    )
-    return list(rows.scalars().all())
 
 
 async def apply_profile_change(

@@ -26,7 +26,7 @@ change).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, NamedTuple
@@ -44,7 +44,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from rasa_personalize.store.bulk import plain_rows
 from rasa_personalize.store.dialect import POSTGRESQL, dialect_of, member_of
+from rasa_personalize.store.locks import lock_customers
 from rasa_personalize.store.models import (
     ASSISTANT_KINDS,
     Customer,
@@ -75,6 +77,7 @@ DISCOUNT_THRESHOLD: Final = 0.95
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US_PER_DAY: Final = 86_400 * 1_000_000
 _TABLE: Final = CustomerRunningTotals.metadata.tables[CustomerRunningTotals.__tablename__]
+_INBOX: Final = InteractionInbox.metadata.tables[InteractionInbox.__tablename__]
 
 
 class CategorySums(NamedTuple):
@@ -223,32 +226,41 @@ def inbox_new_interactions(new: Sequence[tuple[str, int]], dialect: str) -> Any:
     )
 
 
-async def fold_totals(session: Session, customer_ids: Sequence[int]) -> dict[int, Totals]:
+async def fold_totals(
+    session: Session, customer_ids: Sequence[int], *, known: Collection[int] | None = None
+) -> dict[int, Totals]:
     """Bring these customers' running totals up to date; returns them by customer id.
 
-    The caller holds the customers' rows (``FOR NO KEY UPDATE``), so that no other fold
-    or drop of the same customers runs meanwhile. Unknown ids get empty totals.
+    The caller holds the customers' rows (:func:`~rasa_personalize.store.locks.lock_customers`),
+    so that no other fold or drop of the same customers runs meanwhile, and passes the
+    ids it found as ``known`` (None: they are looked up). Unknown ids get empty totals
+    and no row.
     """
     dialect = dialect_of(session)
     wanted = sorted(set(customer_ids))
+    # Customers with a row, and those whose row holds totals of this layout.
+    present: set[int] = set()
     stored: dict[int, Totals] = {}
     for chunk in _chunks(wanted):
-        rows = await session.execute(
+        rows = await plain_rows(
+            session,
             select(_TABLE.c.customer_id, _TABLE.c.totals).where(
                 member_of(_TABLE.c.customer_id, chunk, dialect)
-            )
+            ),
         )
         for customer_id, document in rows:
+            present.add(int(customer_id))
             totals = Totals.from_document(document)
             if totals is not None:
                 stored[int(customer_id)] = totals
+    # Customers without usable totals: their whole history, read before the inbox is
+    # taken.
     missing = [c for c in wanted if c not in stored]
-    # Customers without totals: their whole history, read before the inbox is taken.
     history: list[Sequence[Any]] = []
     for chunk in _chunks(missing):
         history += (
-            await session.execute(
-                _rows_statement().where(member_of(Interaction.customer_id, chunk, dialect))
+            await plain_rows(
+                session, _rows_statement().where(member_of(Interaction.customer_id, chunk, dialect))
             )
         ).all()
     taken = await _take_inbox(session, wanted)
@@ -267,14 +279,16 @@ async def fold_totals(session: Session, customer_ids: Sequence[int]) -> dict[int
         added = delta.get(customer_id)
         totals = base.plus(added) if added is not None else base
         result[customer_id] = totals
-        if customer_id not in stored:
+        if customer_id not in present:
             row = {"customer_id": customer_id, "totals": totals.to_document(), "updated_at": now}
             inserts.append(row)
-        elif added is not None:
+        elif added is not None or customer_id not in stored:
+            # New interactions, or a document of another layout computed again.
             updates.append({"target": customer_id, "document": totals.to_document(), "now": now})
     if inserts:
-        # Customers the store does not know (yet) get no row: the foreign key refuses it.
-        known = await _known_customers(session, [row["customer_id"] for row in inserts])
+        # Customers the store does not know (yet) get no row: they have nothing to sum.
+        if known is None:
+            known = await _known_customers(session, [row["customer_id"] for row in inserts])
         inserts = [row for row in inserts if row["customer_id"] in known]
         if inserts:
             await session.execute(insert(_TABLE), inserts)
@@ -292,25 +306,17 @@ async def drop_totals(session: Session, customer_ids: Iterable[int] | None) -> N
     """Forget these customers' running totals (None: everyone's), and their inbox rows:
     the next fold computes the totals again from their history.
 
-    For some customers, their rows are held first (``FOR NO KEY UPDATE``, in id order,
-    as the worker's refresh holds them), so a fold that read the old totals cannot write
-    them back after this transaction.
+    For some customers, their rows are held first (as the worker's refresh holds them),
+    so a fold that read the old totals cannot write them back after this transaction.
     """
     if customer_ids is None:
-        await session.execute(delete(InteractionInbox))
+        await session.execute(delete(_INBOX))
         await session.execute(delete(_TABLE))
         return
     dialect = dialect_of(session)
     for chunk in _chunks(sorted(set(customer_ids))):
-        await session.execute(
-            select(Customer.id)
-            .where(member_of(Customer.id, chunk, dialect))
-            .order_by(Customer.id)
-            .with_for_update(key_share=True)
-        )
-        await session.execute(
-            delete(InteractionInbox).where(member_of(InteractionInbox.customer_id, chunk, dialect))
-        )
+        await lock_customers(session, chunk)
+        await session.execute(delete(_INBOX).where(member_of(_INBOX.c.customer_id, chunk, dialect)))
         await session.execute(delete(_TABLE).where(member_of(_TABLE.c.customer_id, chunk, dialect)))
 
 
@@ -328,22 +334,34 @@ async def _take_inbox(session: Session, customer_ids: Sequence[int]) -> list[Seq
     """Take these customers' inbox rows out; returns their interactions' rows.
 
     The interactions come back with the inbox rows in one statement, and exactly those
-    are deleted: whatever commits meanwhile stays for the next fold.
+    are deleted: whatever commits meanwhile stays for the next fold. An inbox row whose
+    interaction is gone (retention or erasure deleted it) is deleted and not counted:
+    the inbox has no foreign key to cascade from.
     """
     dialect = dialect_of(session)
     inbox = InteractionInbox
+    i = Interaction
+    columns: list[Any] = [
+        inbox.event_id, i.customer_id, i.kind, i.price, i.quantity, i.value, i.category,
+        i.occurred_at, Product.category, Product.price,
+    ]  # fmt: skip
     taken: list[Sequence[Any]] = []
     for chunk in _chunks(customer_ids):
         rows = (
-            await session.execute(
-                _rows_statement()
-                .join(inbox, inbox.event_id == Interaction.event_id)
-                .where(member_of(inbox.customer_id, chunk, dialect))
+            await plain_rows(
+                session,
+                select(*columns)
+                .select_from(inbox)
+                .outerjoin(i, i.event_id == inbox.event_id)
+                .outerjoin(Product, Product.id == i.product_id)
+                .where(member_of(inbox.customer_id, chunk, dialect)),
             )
         ).all()
         for part in _chunks([row[0] for row in rows]):
-            await session.execute(delete(inbox).where(member_of(inbox.event_id, part, dialect)))
-        taken += rows
+            # On the table, not the mapped class: an ORM delete would read every deleted
+            # id back to update a session that holds none of these rows.
+            await session.execute(delete(_INBOX).where(member_of(_INBOX.c.event_id, part, dialect)))
+        taken += [row for row in rows if row[1] is not None]
     return taken
 
 

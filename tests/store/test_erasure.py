@@ -24,6 +24,7 @@ from rasa_personalize.store.models import (
     CustomerProfile,
     CustomerTag,
     Interaction,
+    InteractionInbox,
     OfferExposure,
     PrecomputedRecommendations,
     PropensityScore,
@@ -45,6 +46,13 @@ async def seed(session: AsyncSession, external_id: str, *, interactions: int = 3
     customer = await add_customer(session, external_id, tags=("runner",), segment="loyal")
     await add_interactions(session, customer, product, "view", interactions)
     await fold_totals(session, [customer.id])
+    # One interaction stored since: waiting in the inbox.
+    await add_interactions(session, customer, product, "cart", 1)
+    session.add(
+        InteractionInbox(
+            event_id=f"{customer.id}-{product.sku}-cart-1.0-0", customer_id=customer.id
+        )
+    )
     session.add(CustomerProfile(customer_id=customer.id, attributes={"vip": True}, metrics={}))
     session.add(
         PrecomputedRecommendations(customer_id=customer.id, items=[["a", 1.0]], model_version="v")
@@ -139,10 +147,10 @@ async def test_interactions_go_in_batches_of_the_limit(store: SqlStore) -> None:
         if n == 0:
             break
         deleted.append(n)
-    assert deleted == [3, 3, 1]
+    assert deleted == [3, 3, 2]  # 7 views and the cart in the inbox
     async with store.sessions() as session:
         assert await count(session, Interaction, customer_id=customer.id) == 0
-        assert await count(session, Interaction, customer_id=other.id) == 2
+        assert await count(session, Interaction, customer_id=other.id) == 3
 
 
 async def test_every_row_goes_and_an_erased_marker_stays(store: SqlStore) -> None:
@@ -159,7 +167,7 @@ async def test_every_row_goes_and_an_erased_marker_stays(store: SqlStore) -> Non
         "customer_aliases": 1,
         "customer_profiles": 1,
         "customer_totals": 1,
-        "interactions": 3,
+        "interactions": 4,
         "customer_tags": 1,
         "segment_assignments": 1,
         "precomputed_recommendations": 1,
@@ -177,6 +185,7 @@ async def test_every_row_goes_and_an_erased_marker_stays(store: SqlStore) -> Non
             PrecomputedRecommendations,
             PropensityScore,
             Interaction,
+            InteractionInbox,
         ):
             assert await count(session, model, customer_id=customer.id) == 0
             assert await count(session, model, customer_id=other.id) >= 1

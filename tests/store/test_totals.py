@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from rasa_personalize.identity import customer_key
 from rasa_personalize.segments.features import compute_features
@@ -220,12 +220,17 @@ async def test_a_full_recompute_drops_the_totals_and_the_next_fold_starts_over(
     assert await count(store, CustomerRunningTotals) == 0
 
 
-async def test_dropping_some_totals_takes_their_inbox_rows_too(store: SqlStore) -> None:
+async def write_and_fold(store: SqlStore, seed: int, prefix: str) -> dict[int, Totals]:
+    """The catalogue, 30 random events through the stream's path, folded: the totals of
+    every customer, by id."""
     await seed_products(store)
-    await write(store, random_events(random.Random(9), "d", 30))
-    ids = await customer_ids(store)
+    await write(store, random_events(random.Random(seed), prefix, 30))
     async with store.sessions.begin() as session:
-        await fold_totals(session, ids)
+        return await fold_totals(session, await customer_ids(store))
+
+
+async def test_dropping_some_totals_takes_their_inbox_rows_too(store: SqlStore) -> None:
+    ids = sorted(await write_and_fold(store, 9, "d"))
     await write(store, random_events(random.Random(10), "e", 30))
     async with store.sessions.begin() as session:
         await drop_totals(session, ids[:1])
@@ -239,6 +244,40 @@ async def test_dropping_some_totals_takes_their_inbox_rows_too(store: SqlStore) 
     assert left == 0
     assert await count(store, InteractionInbox) > 0
     assert await count(store, CustomerRunningTotals) == len(ids) - 1
+
+
+async def test_inbox_rows_whose_interaction_is_gone_are_taken_and_not_counted(
+    store: SqlStore,
+) -> None:
+    await seed_products(store)
+    events = random_events(random.Random(13), "g", 30)
+    await write(store, events)
+    gone = [e.event_id for e in events[:5]]
+    # Retention or erasure deleting interactions: the inbox has no cascade.
+    async with store.sessions.begin() as session:
+        await session.execute(delete(Interaction).where(Interaction.event_id.in_(gone)))
+    ids = await customer_ids(store)
+    async with store.sessions.begin() as session:
+        totals = await fold_totals(session, ids)
+    kept = [e for e in events[5:] if e.kind != "shown"]
+    assert sum(t.interactions for t in totals.values()) == len(kept)
+    assert await count(store, InteractionInbox) == 0
+
+
+async def test_totals_of_another_layout_are_computed_again_in_place(store: SqlStore) -> None:
+    first = await write_and_fold(store, 17, "l")
+    ids = sorted(first)
+    async with store.sessions.begin() as session:
+        await session.execute(update(CustomerRunningTotals).values(totals={"layout": 0}))
+    async with store.sessions.begin() as session:
+        again = await fold_totals(session, ids)
+    assert again == first
+    async with store.sessions() as session:
+        documents = (await session.execute(select(CustomerRunningTotals.totals))).scalars().all()
+    rewritten = [Totals.from_document(document) for document in documents]
+    assert sorted(t.interactions for t in rewritten if t is not None) == sorted(
+        t.interactions for t in first.values()
+    )
 
 
 def test_metrics_from_totals_rank_categories_by_weight_then_name() -> None:
