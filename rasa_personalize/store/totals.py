@@ -76,6 +76,7 @@ CATEGORY_AFFINITY_WEIGHTS: Final[Mapping[str, float]] = {
 DISCOUNT_THRESHOLD: Final = 0.95
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US_PER_DAY: Final = 86_400 * 1_000_000
+_ONE_US: Final = timedelta(microseconds=1)
 _TABLE: Final = CustomerRunningTotals.metadata.tables[CustomerRunningTotals.__tablename__]
 _INBOX: Final = InteractionInbox.metadata.tables[InteractionInbox.__tablename__]
 
@@ -209,7 +210,7 @@ def epoch_us(value: object, tz: timezone = timezone.utc) -> int | None:
     parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return (parsed - _EPOCH) // timedelta(microseconds=1)
+    return (parsed - _EPOCH) // _ONE_US
 
 
 def inbox_new_interactions(new: Sequence[tuple[str, int]], dialect: str) -> Any:
@@ -380,17 +381,36 @@ def _sum_rows(rows: Iterable[Sequence[Any]]) -> dict[int, Totals]:
 class _Sums:
     """One customer's sums over interaction rows: the aggregates of the full recompute
     (``write_profile_metrics``, the tag features' statements), kept in Python so that
-    they can be added to (tests hold the two equal)."""
+    they can be added to (tests hold the two equal). Plain attributes: a refresh adds
+    hundreds of thousands of rows."""
+
+    __slots__ = (
+        "categories",
+        "chat_clicks",
+        "chat_messages",
+        "days",
+        "first_us",
+        "intents",
+        "interactions",
+        "last_purchase_us",
+        "last_us",
+        "purchases",
+        "session_lengths",
+        "session_seconds",
+        "session_starts",
+        "spent_cents",
+        "views",
+    )  # fmt: skip
 
     def __init__(self) -> None:
-        self.fields: dict[str, Any] = dict.fromkeys(
-            ("interactions", "views", "purchases", "spent_cents", "chat_messages",
-             "chat_clicks", "session_starts", "session_lengths"), 0,
-        )  # fmt: skip
-        self.fields["session_seconds"] = 0.0
-        self.times: list[int] = []
-        self.purchase_times: list[int] = []
-        self.categories: dict[str, CategorySums] = {}
+        self.interactions = self.views = self.purchases = self.spent_cents = 0
+        self.chat_messages = self.chat_clicks = self.session_starts = self.session_lengths = 0
+        self.session_seconds = 0.0
+        self.first_us: int | None = None
+        self.last_us: int | None = None
+        self.last_purchase_us: int | None = None
+        # category -> [weight, priced, paid cents, discounted]
+        self.categories: dict[str, list[Any]] = {}
         self.intents: dict[str, int] = {}
         self.days: set[int] = set()
 
@@ -399,58 +419,65 @@ class _Sums:
             row
         )
         is_purchase = kind == "purchase"
-        discounted = (
-            is_purchase
-            and price is not None
-            and list_price is not None
-            and float(price) < float(list_price) * DISCOUNT_THRESHOLD
-        )
         if product_category is not None:
-            priced = is_purchase and price is not None
-            self.categories[product_category] = self.categories.get(
-                product_category, CategorySums()
-            ).plus(
-                CategorySums(
-                    CATEGORY_AFFINITY_WEIGHTS.get(kind, 0.0),
-                    int(priced),
-                    _cents(price) if priced else 0,
-                    int(discounted),
-                )
-            )
+            self._add_category(product_category, kind, price if is_purchase else None, list_price)
         if kind in ASSISTANT_KINDS:
             return
-        fields = self.fields
         when = epoch_us(occurred_at)
         assert when is not None  # occurred_at is NOT NULL
-        fields["interactions"] += 1
-        self.times.append(when)
+        self.interactions += 1
+        self.first_us = when if self.first_us is None else min(self.first_us, when)
+        self.last_us = when if self.last_us is None else max(self.last_us, when)
         self.days.add(when // _US_PER_DAY)
         if kind == "view":
-            fields["views"] += 1
+            self.views += 1
         elif is_purchase:
-            fields["purchases"] += 1
-            self.purchase_times.append(when)
+            self.purchases += 1
+            if self.last_purchase_us is None or when > self.last_purchase_us:
+                self.last_purchase_us = when
             if price is not None:
-                fields["spent_cents"] += _cents(price) * int(quantity)
+                self.spent_cents += _cents(price) * int(quantity)
         elif kind == "chat_message":
-            fields["chat_messages"] += 1
+            self.chat_messages += 1
             if category is not None:
                 self.intents[category] = self.intents.get(category, 0) + 1
         elif kind == "chat_click":
-            fields["chat_clicks"] += 1
+            self.chat_clicks += 1
         elif kind == "session_start":
-            fields["session_starts"] += 1
+            self.session_starts += 1
         elif kind == "session_end" and value is not None and value >= 0:
-            fields["session_seconds"] += float(value)
-            fields["session_lengths"] += 1
+            self.session_seconds += float(value)
+            self.session_lengths += 1
+
+    def _add_category(
+        self, category: str, kind: str, paid: Any | None, list_price: Any | None
+    ) -> None:
+        """Every kind weighs on the category; ``paid``: a purchase's price."""
+        sums = self.categories.get(category)
+        if sums is None:
+            sums = self.categories[category] = [0.0, 0, 0, 0]
+        sums[0] += CATEGORY_AFFINITY_WEIGHTS.get(kind, 0.0)
+        if paid is not None:
+            sums[1] += 1
+            sums[2] += _cents(paid)
+            if list_price is not None and float(paid) < float(list_price) * DISCOUNT_THRESHOLD:
+                sums[3] += 1
 
     def totals(self) -> Totals:
         return Totals(
-            **self.fields,
-            first_us=min(self.times, default=None),
-            last_us=max(self.times, default=None),
-            last_purchase_us=max(self.purchase_times, default=None),
-            categories=self.categories,
+            interactions=self.interactions,
+            views=self.views,
+            purchases=self.purchases,
+            spent_cents=self.spent_cents,
+            first_us=self.first_us,
+            last_us=self.last_us,
+            last_purchase_us=self.last_purchase_us,
+            chat_messages=self.chat_messages,
+            chat_clicks=self.chat_clicks,
+            session_starts=self.session_starts,
+            session_seconds=self.session_seconds,
+            session_lengths=self.session_lengths,
+            categories={name: CategorySums(*sums) for name, sums in self.categories.items()},
             intents=self.intents,
             days=tuple(sorted(self.days)),
         )
