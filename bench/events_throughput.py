@@ -906,7 +906,7 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=500)
     add_database_url_option(parser)
     parser.add_argument("--redis-url", help="queue through a Redis Stream and time the worker")
-    parser.add_argument("--worker-batch", type=int, default=1_000, help="worker batch size")
+    parser.add_argument("--worker-batch", type=int, default=5_000, help="worker batch size")
     parser.add_argument(
         "--workers",
         type=int,

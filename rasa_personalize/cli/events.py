@@ -212,9 +212,10 @@ def worker(
         typer.Option(
             min=1,
             max=20_000,
-            help="Events per SQL transaction (read as whole stream messages of up to 100).",
+            help="Events per SQL transaction at most (read as whole stream messages of up to "
+            "100); a worker behind on the stream stores this many at a time.",
         ),
-    ] = 1_000,
+    ] = 5_000,
     block_ms: Annotated[
         int, typer.Option(min=1, max=60_000, help="Wait this long for new events per read.")
     ] = 1_000,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,6 +30,9 @@ from rasa_personalize.errors import ConfigurationError, MissingExtraError
 # installed by the "mysql" extra. Every MySQL spelling a user may copy from another tool
 # maps to it, as postgresql+psycopg2 maps to asyncpg.
 MYSQL_DRIVER = "mysql+asyncmy"
+# A pooled connection idle this long is tested before use (see ping_idle_connections).
+PING_AFTER_IDLE_S: Final = 10.0
+_IDLE_SINCE: Final = "rasa_personalize_idle_since"
 _MYSQL_DRIVER_MODULE = "asyncmy"
 
 _ASYNC_DRIVERS = {
@@ -170,6 +174,36 @@ def _check_violation_as_integrity_error(context: ExceptionContext) -> BaseExcept
     return None
 
 
+def ping_idle_connections(engine: AsyncEngine) -> None:
+    """Test a pooled connection before use only when it has been idle a while.
+
+    A connection can go stale while it sits in the pool (the server restarted, a proxy
+    dropped it). SQLAlchemy's ``pool_pre_ping`` tests every checkout, which on asyncpg
+    is three round trips (begin, a ping, rollback) before every transaction: about a
+    tenth of the events API's CPU under load. Here only connections idle for
+    :data:`PING_AFTER_IDLE_S` are tested; a stale one is replaced before use, as with
+    pre-ping. One in use within that time that the server drops fails its statement,
+    and the pool then replaces every connection made before the failure.
+    """
+    pool = engine.sync_engine.pool
+
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return  # new, or back in the pool a moment ago
+        try:
+            engine.sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(type(error).__name__) from None
+
+    event.listen(pool, "checkin", on_checkin)
+    event.listen(pool, "checkout", on_checkout)
+
+
 def _create_mysql_engine(url: URL, timeouts: StoreTimeouts, pool_size: int) -> AsyncEngine:
     connect_args: dict[str, Any] = {"connect_timeout": timeouts.connect_s}
     if timeouts.statement_s is not None:
@@ -188,10 +222,10 @@ def _create_mysql_engine(url: URL, timeouts: StoreTimeouts, pool_size: int) -> A
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeouts.connect_s,
-        pool_pre_ping=True,
         # Below the server's wait_timeout (8 hours by default, often minutes on hosting).
         pool_recycle=1800,
     )
+    ping_idle_connections(engine)
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The dialect has read the server's version by now (its own listener runs first),
@@ -238,13 +272,12 @@ def create_store_engine(
     if timeouts.statement_s is not None:
         connect_args["command_timeout"] = timeouts.statement_s
         connect_args["server_settings"]["statement_timeout"] = str(int(timeouts.statement_s * 1000))
-    return create_async_engine(
+    engine = create_async_engine(
         async_url,
         connect_args=connect_args,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeouts.connect_s,
-        pool_pre_ping=True,
         pool_recycle=1800,
         # JSON documents (profiles, running totals) through orjson: a worker's refresh
         # reads and writes thousands of them, where the standard library's codec cost
@@ -252,6 +285,8 @@ def create_store_engine(
         json_serializer=json_text,
         json_deserializer=orjson.loads,
     )
+    ping_idle_connections(engine)
+    return engine
 
 
 def json_text(value: Any) -> str:

@@ -280,6 +280,21 @@ async def test_a_caught_up_worker_refreshes_without_waiting_out_the_interval(
         await asyncio.wait_for(running, 30)
 
 
+async def test_storing_counts_as_behind_only_when_more_than_two_reads_wait(
+    store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
+) -> None:
+    """Behind, the worker lets storing catch up before its next refresh; one or two
+    reads' worth of messages is the normal state under load, not a backlog."""
+    client, stream = redis
+    # 100 events per message and per read.
+    worker = worker_for(client, stream, store, batch_size=100)
+    await publish(client, stream, [make_event(n) for n in range(200)])
+    assert await client.xlen(stream) == 2
+    assert not await worker._stream_behind()
+    await publish(client, stream, [make_event(n) for n in range(200, 300)])
+    assert await worker._stream_behind()
+
+
 async def test_a_refresh_never_clears_a_newer_mark(
     store: SqlStore, redis: tuple[redis_asyncio.Redis, str]
 ) -> None:

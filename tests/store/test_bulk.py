@@ -97,7 +97,7 @@ async def test_a_too_long_value_is_refused_on_postgresql(store: SqlStore) -> Non
         assert await insert_new_rows(session, INTERACTIONS, "event_id", rows) == {"a"}
 
 
-@pytest.mark.parametrize("size", [1, 1_500])
+@pytest.mark.parametrize("size", [1, 1_500, 5_000])
 async def test_batch_sizes(store: SqlStore, size: int) -> None:
     """Every row of a batch is inserted, whatever its size."""
     customer_id, _ = await owners(store)

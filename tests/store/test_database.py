@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from rasa_personalize.errors import MissingExtraError
+from rasa_personalize.store import database
 from rasa_personalize.store.database import (
     StoreTimeouts,
     async_database_url,
@@ -122,6 +123,35 @@ async def test_statement_limit_ends_a_long_statement(server_url: str) -> None:
             assert await connection.scalar(text("SELECT 1")) == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("idle_before_ping_s", "first_use_fails"), [(0.0, False), (3600.0, True)])
+async def test_a_connection_dropped_while_idle_is_replaced_once_it_waited_long_enough(
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    idle_before_ping_s: float,
+    first_use_fails: bool,
+) -> None:
+    """Connections idle past the limit are tested before use and a dead one replaced;
+    fresher ones are not tested, so a drop fails one use and the pool starts over."""
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_S", idle_before_ping_s)
+    engine = create_store_engine(postgres_url, pool_size=1)
+    admin = create_store_engine(postgres_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            backend = await connection.scalar(text("SELECT pg_backend_pid()"))
+        async with admin.connect() as connection:
+            await connection.execute(text(f"SELECT pg_terminate_backend({int(backend)})"))
+        if first_use_fails:
+            with pytest.raises(DatabaseError):
+                async with engine.connect() as connection:
+                    await connection.scalar(text("SELECT 1"))
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) != backend
+    finally:
+        await engine.dispose()
+        await admin.dispose()
 
 
 @pytest.mark.mysql
