@@ -69,7 +69,14 @@ from rasa_sdk.executor import ActionExecutor
 from redis import asyncio as redis_asyncio
 from sqlalchemy import insert, select, text
 
-from harness import add_database_url_option, admin_connection, percentile, run_on_scratch
+from harness import (
+    add_database_url_option,
+    admin_connection,
+    autovacuum_is_on,
+    percentile,
+    run_on_scratch,
+    stand_in_for_autovacuum,
+)
 from proctree import CLOCK_TICKS, tree_cpu_s
 from rasa_personalize.events.api import attach_event_routes
 from rasa_personalize.events.apikeys import create_api_key
@@ -646,6 +653,17 @@ async def watch(
     return samples
 
 
+async def maintain(
+    args: argparse.Namespace, database_url: str, stop: asyncio.Event
+) -> dict[str, Any]:
+    """The database's upkeep during the run: PostgreSQL's own autovacuum, or the bench's
+    stand-in for it when the server runs without (as CI servers do)."""
+    if not database_url.startswith("postgresql") or await autovacuum_is_on(database_url):
+        return {"by": "server"}
+    runs = await stand_in_for_autovacuum(database_url, stop, args.autovacuum_every)
+    return {"by": "bench", "every_s": args.autovacuum_every, **runs}
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
@@ -738,6 +756,7 @@ async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> 
             load_before = os.getloadavg()
             stop = asyncio.Event()
             watcher = asyncio.create_task(watch(args, database_url, stream, tracker, stop))
+            maintenance = asyncio.create_task(maintain(args, database_url, stop))
             started = time.perf_counter()
             pace = (args.rate, args.connections)
             sent = await send_on_schedule(url, key, batches, pace, tracker)
@@ -750,6 +769,7 @@ async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> 
             caught_up = time.perf_counter()
             stop.set()
             samples = await watcher
+            maintained = await maintenance
             cpu_after = [tree_cpu_s(pid) for pid in pids]
             services_used = {
                 name: server_cpu_s(pid) - services_before[name] for name, pid in services.items()
@@ -802,6 +822,7 @@ async def run_paced(args: argparse.Namespace, database_url: str, count: int) -> 
             (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1]), 3
         ),
         "measured_s": round(caught_up - started, 1),
+        "autovacuum": maintained,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
     }
@@ -882,6 +903,11 @@ def print_paced(summary: dict[str, Any]) -> None:
           f"{s.get('postgres_cpu_s', '-')}, Redis {s.get('redis_cpu_s', '-')}; machine busy "
           f"{s['machine_busy_share']:.0%}; load average {s['load_before']} before, "
           f"{s['load_after']} after")  # fmt: skip
+    upkeep = s["autovacuum"]
+    if upkeep["by"] == "bench":
+        print(f"    the server runs without autovacuum: the bench stood in for it every "
+              f"{upkeep['every_s'] or 'autovacuum_naptime'} s ({upkeep['vacuum']} VACUUM, "
+              f"{upkeep['analyze']} ANALYZE runs)")  # fmt: skip
 
 
 def stream_keys(stream: str) -> list[str]:
@@ -925,6 +951,12 @@ def main() -> None:
         "--track-every", type=int, default=10, help="paced mode: time every n-th customer"
     )
     parser.add_argument("--poll-ms", type=float, default=100.0, help="paced mode: profile polls")
+    parser.add_argument(
+        "--autovacuum-every",
+        type=float,
+        help="paced mode, on a PostgreSQL server without autovacuum: run its stand-in this "
+        "often (s; default: the server's autovacuum_naptime)",
+    )
     parser.add_argument(
         "--history",
         type=int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import uuid
@@ -120,3 +121,85 @@ def tag_rules_or_exit(path: str) -> TagRules:
         return load_tag_rules(path)
     except TagRulesError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+# What PostgreSQL's autovacuum daemon compares with its thresholds, per table of the
+# current database.
+_TABLE_ACTIVITY = """
+SELECT s.relname, s.n_mod_since_analyze, s.n_dead_tup, s.n_ins_since_vacuum,
+       greatest(c.reltuples, 0) AS tuples
+FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+"""
+_AUTOVACUUM_SETTINGS = (
+    "autovacuum_naptime",
+    "autovacuum_analyze_threshold",
+    "autovacuum_analyze_scale_factor",
+    "autovacuum_vacuum_threshold",
+    "autovacuum_vacuum_scale_factor",
+    "autovacuum_vacuum_insert_threshold",
+    "autovacuum_vacuum_insert_scale_factor",
+)
+
+
+async def autovacuum_is_on(url: str) -> bool:
+    """Whether the PostgreSQL server of ``url`` runs its autovacuum daemon."""
+    connection = await admin_connection(url)
+    try:
+        return bool(await connection.fetchval("SELECT current_setting('autovacuum') = 'on'"))
+    finally:
+        await connection.close()
+
+
+async def stand_in_for_autovacuum(
+    url: str, stop: asyncio.Event, every_s: float | None = None
+) -> dict[str, int]:
+    """Until ``stop``: what PostgreSQL's autovacuum would do on ``url``'s database, for a
+    server that runs without it (a CI configuration, not a production one).
+
+    Every ``every_s`` (default: the server's ``autovacuum_naptime``) the tables past the
+    server's own autovacuum thresholds get ``VACUUM`` and ``ANALYZE`` as the daemon would
+    give them. Without statistics the planner keeps the plans it made while the tables
+    were empty (a sequential scan of a table that has since grown a hundredfold, on
+    every execution of a prepared statement), and updated rows leave dead versions
+    behind: a bench on such a server measures that, not the product. Returns how many
+    VACUUM and ANALYZE runs it made.
+    """
+    connection = await admin_connection(url)
+    done = {"vacuum": 0, "analyze": 0}
+    try:
+        row = await connection.fetchrow(
+            "SELECT " + ", ".join(f"current_setting('{name}')" for name in _AUTOVACUUM_SETTINGS)
+        )
+        naptime_text, *numbers = row.values()
+        (analyze_base, analyze_scale, vacuum_base, vacuum_scale, insert_base, insert_scale) = (
+            float(n) for n in numbers
+        )
+        naptime = every_s if every_s is not None else _seconds(naptime_text)
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=naptime)
+            if stop.is_set():
+                break
+            for name, modified, dead, inserted, tuples in await connection.fetch(_TABLE_ACTIVITY):
+                vacuum = (
+                    dead > vacuum_base + vacuum_scale * tuples
+                    or inserted > insert_base + insert_scale * tuples
+                )
+                analyze = modified > analyze_base + analyze_scale * tuples
+                if vacuum:
+                    await connection.execute(f'VACUUM (ANALYZE {analyze}) "{name}"')
+                    done["vacuum"] += 1
+                elif analyze:
+                    await connection.execute(f'ANALYZE "{name}"')
+                if analyze:
+                    done["analyze"] += 1
+    finally:
+        await connection.close()
+    return done
+
+
+def _seconds(setting: str) -> float:
+    """A PostgreSQL time setting as ``current_setting`` prints it (``1min``, ``30s``)."""
+    units = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
+    return float(number) * units.get(setting[len(number) :] or "s", 1.0)

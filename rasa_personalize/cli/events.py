@@ -249,6 +249,16 @@ def worker(
             "events pour in; a worker that has caught up with the stream does it at once.",
         ),
     ] = 1.0,
+    refresh_chunk: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20_000,
+            help="Customers whose metrics and tags one transaction refreshes, those waiting "
+            "longest first: under a sustained peak, smaller chunks commit each customer's "
+            "refresh sooner.",
+        ),
+    ] = 500,
     max_deliveries: Annotated[
         int | None,
         typer.Option(
@@ -309,6 +319,7 @@ def worker(
         claim_idle_ms=int(claim_idle_s * 1000),
         exit_when_idle=until_idle,
         refresh_every_s=refresh_every_s,
+        refresh_chunk=refresh_chunk,
         max_deliveries=max_deliveries or settings.stream_max_deliveries,
     )
     if consumer:

@@ -64,7 +64,7 @@ from rasa_personalize.events.validation import ValidEvent
 from rasa_personalize.metrics import count_events, observe_worker_batch
 from rasa_personalize.privacy.consent import ConsentDefault
 from rasa_personalize.segments.tag_rules import TagRules
-from rasa_personalize.segments.tags import apply_tag_rules
+from rasa_personalize.segments.tags import apply_tag_rules, counted_kinds
 from rasa_personalize.store.errors import DatabaseError
 from rasa_personalize.store.profiles import fold_profile_metrics
 from rasa_personalize.store.types import SessionFactory
@@ -81,8 +81,12 @@ logger = logging.getLogger(__name__)
 FORGET_CONSUMERS_AFTER_MS: Final = 10 * 60 * 1000
 HOUSEKEEPING_EVERY_S: Final = 60.0
 MAX_BACKOFF_S: Final = 10.0
-# Customers refreshed per transaction.
-REFRESH_CHUNK: Final = 5_000
+# Customers refreshed per transaction, those waiting longest first. Under a sustained
+# peak every customer is dirty again by the time its refresh commits: in chunks, the
+# longest-waiting customers' metrics and tags commit a chunk's time after they are
+# taken, not after everyone's (measured at 5,000 events/s over 5,000 customers: p99 from
+# event to tags 4.3 s in one chunk of 5,000, 1.9 s in chunks of 500).
+REFRESH_CHUNK: Final = 500
 # A claim on customers being refreshed lapses after this long, so that the customers of
 # a worker stopped mid-refresh are refreshed by another. Longer than a refresh takes; a
 # slower one only lets a second worker repeat some of its work.
@@ -266,6 +270,8 @@ class StreamWorker:
         self.sessions = sessions
         self.options = options or WorkerOptions()
         self.tag_rules = tag_rules
+        # What the running totals keep so that count rules need not read interactions.
+        self._counted = counted_kinds(tag_rules) if tag_rules is not None else ()
         self.on_stored = on_stored
         self.consent_default: ConsentDefault = consent_default
         self.periodic = tuple(periodic)
@@ -628,7 +634,7 @@ class StreamWorker:
                 # The customers' keys come back with their row locks: no extra query.
                 # Running totals: each refresh costs the customers' new events, not
                 # their whole history.
-                refreshed = await fold_profile_metrics(session, customer_ids)
+                refreshed = await fold_profile_metrics(session, customer_ids, counted=self._counted)
                 if self.tag_rules is not None:
                     await apply_tag_rules(
                         session,

@@ -22,7 +22,7 @@ from rasa_personalize.store.dialect import dialect_of, insert_ignoring
 from rasa_personalize.store.locks import lock_customers
 from rasa_personalize.store.models import Customer, CustomerAlias, CustomerProfile
 from rasa_personalize.store.repository import write_metrics_from_totals, write_profile_metrics
-from rasa_personalize.store.totals import Totals, fold_totals
+from rasa_personalize.store.totals import CountedKind, Totals, fold_totals
 from rasa_personalize.store.types import Session
 
 # Customers per lock-and-refresh statement group.
@@ -85,13 +85,18 @@ class FoldedProfiles(RefreshedProfiles):
 
 
 async def fold_profile_metrics(
-    session: Session, customer_ids: Iterable[int], now: datetime | None = None
+    session: Session,
+    customer_ids: Iterable[int],
+    now: datetime | None = None,
+    *,
+    counted: tuple[CountedKind, ...] = (),
 ) -> FoldedProfiles:
     """The metrics of some customers from their running totals, new interactions folded
     in: what :func:`refresh_profile_metrics` computes, at the cost of the interactions
     stored since the last fold rather than of each customer's whole history
     (:mod:`rasa_personalize.store.totals`). Holds the customers' rows, as that does;
-    unknown ids are skipped.
+    unknown ids are skipped. ``counted``: the count rules' filters the totals keep
+    (:func:`~rasa_personalize.store.totals.fold_totals`).
     """
     now = now or utc_now()
     wanted = sorted(set(customer_ids))
@@ -102,7 +107,7 @@ async def fold_profile_metrics(
         chunk = wanted[start : start + REFRESH_CHUNK]
         locked = await lock_customers(session, chunk)
         keys.update(locked.values())
-        folded = await fold_totals(session, chunk, known=locked.keys())
+        folded = await fold_totals(session, chunk, known=locked.keys(), counted=counted)
         written += await write_metrics_from_totals(session, now, folded)
         totals |= folded
     return FoldedProfiles(written, frozenset(keys), totals)

@@ -19,6 +19,13 @@ fall further behind as histories grow. So the stream worker keeps sums instead:
   full recompute) drops the totals of the customers concerned, holding their rows
   (:func:`drop_totals`), and the next fold computes them again from the history.
 
+Count rules ("at least 3 running views in the last 30 days") are sums over a moving
+window, which running sums cannot give. For each filter the caller names
+(:class:`CountedKind`, from the tag rules), the totals keep the times of the newest
+``keep`` matching interactions instead: at least ``n`` of them fall in a window exactly
+when the n-th newest does (:func:`reaches`). The filters are part of the document; totals
+kept for other filters are computed again, as a document of another layout is.
+
 An interaction's product price is compared with the list price when it is folded in;
 a full recompute compares with today's list price (they differ only after a price
 change).
@@ -81,6 +88,20 @@ _TABLE: Final = CustomerRunningTotals.metadata.tables[CustomerRunningTotals.__ta
 _INBOX: Final = InteractionInbox.metadata.tables[InteractionInbox.__tablename__]
 
 
+# The most interaction times kept per counted filter: a count rule that needs more is
+# counted from the interactions.
+MAX_KEPT: Final = 20
+
+
+class CountedKind(NamedTuple):
+    """A count rule's filter: interactions of ``kind`` (with a product of ``category``;
+    None: any). The totals keep the times of the newest ``keep`` of them."""
+
+    kind: str
+    category: str | None
+    keep: int
+
+
 class CategorySums(NamedTuple):
     """A customer's sums over interactions with products of one category (a tuple: a
     refresh builds thousands of them)."""
@@ -123,9 +144,23 @@ class Totals:
     intents: Mapping[str, int] = field(default_factory=dict)
     # UTC days (since 1970-01-01) with any activity, ascending.
     days: tuple[int, ...] = ()
+    # The filters counted, and per filter the newest matching times, newest first.
+    counted: tuple[CountedKind, ...] = ()
+    newest: tuple[tuple[int, ...], ...] = ()
+
+    @classmethod
+    def empty(cls, counted: tuple[CountedKind, ...] = ()) -> Totals:
+        """No interactions, counting ``counted``."""
+        return cls(counted=counted, newest=((),) * len(counted))
 
     def plus(self, other: Totals) -> Totals:
-        """These sums and ``other``'s (of other interactions of the same customer)."""
+        """These sums and ``other``'s (of other interactions of the same customer).
+
+        Raises:
+            ValueError: the two count other filters.
+        """
+        if other.counted != self.counted:
+            raise ValueError("totals that count other filters cannot be added")
         categories = dict(self.categories)
         for name, sums in other.categories.items():
             categories[name] = categories[name].plus(sums) if name in categories else sums
@@ -148,6 +183,13 @@ class Totals:
             categories=categories,
             intents=intents,
             days=tuple(sorted(set(self.days) | set(other.days))),
+            counted=self.counted,
+            newest=tuple(
+                _newest_first(mine, theirs, counted.keep) if theirs else mine
+                for mine, theirs, counted in zip(
+                    self.newest, other.newest, self.counted, strict=True
+                )
+            ),
         )
 
     @property
@@ -172,12 +214,22 @@ class Totals:
             "categories": {name: list(sums) for name, sums in self.categories.items()},
             "intents": dict(self.intents),
             "days": list(self.days),
+            "counted": [list(counted) for counted in self.counted],
+            "newest": [list(times) for times in self.newest],
         }
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> Totals | None:
-        """The stored totals, or None when the document has another layout."""
+    def from_document(
+        cls, document: Mapping[str, Any], counted: tuple[CountedKind, ...] = ()
+    ) -> Totals | None:
+        """The stored totals, or None when the document has another layout or counts
+        other filters than ``counted``."""
         if document.get("layout") != LAYOUT:
+            return None
+        stored = document.get("counted", ())
+        if len(stored) != len(counted) or any(
+            CountedKind(*each) != wanted for each, wanted in zip(stored, counted, strict=True)
+        ):
             return None
         return cls(
             interactions=int(document["interactions"]),
@@ -195,7 +247,23 @@ class Totals:
             categories={name: CategorySums(*sums) for name, sums in document["categories"].items()},
             intents={str(name): int(n) for name, n in document["intents"].items()},
             days=tuple(int(day) for day in document["days"]),
+            counted=counted,
+            newest=tuple(tuple(times) for times in document.get("newest", ())),
         )
+
+
+def reaches(totals: Totals, position: int, at_least: int, since_us: int | None) -> bool:
+    """Whether at least ``at_least`` (at most the filter's ``keep``) interactions of the
+    filter at ``position`` of ``totals.counted`` happened at or after ``since_us`` (None:
+    ever)."""
+    times = totals.newest[position]
+    if len(times) < at_least:
+        return False
+    return since_us is None or times[at_least - 1] >= since_us
+
+
+def _newest_first(mine: Sequence[int], theirs: Sequence[int], keep: int) -> tuple[int, ...]:
+    return tuple(sorted((*mine, *theirs), reverse=True)[:keep])
 
 
 def as_datetime(epoch_us: int | None) -> datetime | None:
@@ -228,14 +296,19 @@ def inbox_new_interactions(new: Sequence[tuple[str, int]], dialect: str) -> Any:
 
 
 async def fold_totals(
-    session: Session, customer_ids: Sequence[int], *, known: Collection[int] | None = None
+    session: Session,
+    customer_ids: Sequence[int],
+    *,
+    known: Collection[int] | None = None,
+    counted: tuple[CountedKind, ...] = (),
 ) -> dict[int, Totals]:
     """Bring these customers' running totals up to date; returns them by customer id.
 
     The caller holds the customers' rows (:func:`~rasa_personalize.store.locks.lock_customers`),
     so that no other fold or drop of the same customers runs meanwhile, and passes the
     ids it found as ``known`` (None: they are looked up). Unknown ids get empty totals
-    and no row.
+    and no row. ``counted``: the filters whose newest times the totals keep (one caller's
+    filters throughout: totals kept for others are computed again).
     """
     dialect = dialect_of(session)
     wanted = sorted(set(customer_ids))
@@ -251,7 +324,7 @@ async def fold_totals(
         )
         for customer_id, document in rows:
             present.add(int(customer_id))
-            totals = Totals.from_document(document)
+            totals = Totals.from_document(document, counted)
             if totals is not None:
                 stored[int(customer_id)] = totals
     # Customers without usable totals: their whole history, read before the inbox is
@@ -269,14 +342,15 @@ async def fold_totals(
     # (the invariant); an interaction committed after the history was read is in the
     # inbox taken afterwards, so counted once too.
     in_inbox = {row[0] for row in taken}
-    computed = _sum_rows(row for row in history if row[0] not in in_inbox)
-    delta = _sum_rows(taken)
+    computed = _sum_rows((row for row in history if row[0] not in in_inbox), counted)
+    delta = _sum_rows(taken, counted)
+    nothing = Totals.empty(counted)
     result: dict[int, Totals] = {}
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     now = datetime.now(timezone.utc)
     for customer_id in wanted:
-        base = stored.get(customer_id) or computed.get(customer_id) or Totals()
+        base = stored.get(customer_id) or computed.get(customer_id) or nothing
         added = delta.get(customer_id)
         totals = base.plus(added) if added is not None else base
         result[customer_id] = totals
@@ -366,16 +440,22 @@ async def _take_inbox(session: Session, customer_ids: Sequence[int]) -> list[Seq
     return taken
 
 
-def _sum_rows(rows: Iterable[Sequence[Any]]) -> dict[int, Totals]:
+def _sum_rows(
+    rows: Iterable[Sequence[Any]], counted: tuple[CountedKind, ...] = ()
+) -> dict[int, Totals]:
     """Totals per customer over interaction rows of :func:`_rows_statement`."""
+    # kind -> (position in ``counted``, category or None) of the filters of that kind
+    filters: dict[str, list[tuple[int, str | None]]] = {}
+    for position, each_counted in enumerate(counted):
+        filters.setdefault(each_counted.kind, []).append((position, each_counted.category))
     sums: dict[int, _Sums] = {}
     for row in rows:
         customer_id = int(row[1])
         each = sums.get(customer_id)
         if each is None:
-            each = sums[customer_id] = _Sums()
+            each = sums[customer_id] = _Sums(filters, len(counted))
         each.add(row)
-    return {customer_id: each.totals() for customer_id, each in sums.items()}
+    return {customer_id: each.totals(counted) for customer_id, each in sums.items()}
 
 
 class _Sums:
@@ -389,11 +469,13 @@ class _Sums:
         "chat_clicks",
         "chat_messages",
         "days",
+        "filters",
         "first_us",
         "intents",
         "interactions",
         "last_purchase_us",
         "last_us",
+        "newest",
         "purchases",
         "session_lengths",
         "session_seconds",
@@ -402,7 +484,10 @@ class _Sums:
         "views",
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, filters: Mapping[str, list[tuple[int, str | None]]], counted: int) -> None:
+        self.filters = filters
+        # Per counted filter, the times of every matching interaction (cut at totals()).
+        self.newest: list[list[int]] = [[] for _ in range(counted)]
         self.interactions = self.views = self.purchases = self.spent_cents = 0
         self.chat_messages = self.chat_clicks = self.session_starts = self.session_lengths = 0
         self.session_seconds = 0.0
@@ -421,10 +506,12 @@ class _Sums:
         is_purchase = kind == "purchase"
         if product_category is not None:
             self._add_category(product_category, kind, price if is_purchase else None, list_price)
-        if kind in ASSISTANT_KINDS:
-            return
         when = epoch_us(occurred_at)
         assert when is not None  # occurred_at is NOT NULL
+        if kind in self.filters:
+            self._add_counted(kind, product_category, when)
+        if kind in ASSISTANT_KINDS:
+            return
         self.interactions += 1
         self.first_us = when if self.first_us is None else min(self.first_us, when)
         self.last_us = when if self.last_us is None else max(self.last_us, when)
@@ -449,6 +536,11 @@ class _Sums:
             self.session_seconds += float(value)
             self.session_lengths += 1
 
+    def _add_counted(self, kind: str, product_category: str | None, when: int) -> None:
+        for position, category in self.filters[kind]:
+            if category is None or category == product_category:
+                self.newest[position].append(when)
+
     def _add_category(
         self, category: str, kind: str, paid: Any | None, list_price: Any | None
     ) -> None:
@@ -463,7 +555,7 @@ class _Sums:
             if list_price is not None and float(paid) < float(list_price) * DISCOUNT_THRESHOLD:
                 sums[3] += 1
 
-    def totals(self) -> Totals:
+    def totals(self, counted: tuple[CountedKind, ...]) -> Totals:
         return Totals(
             interactions=self.interactions,
             views=self.views,
@@ -480,6 +572,11 @@ class _Sums:
             categories={name: CategorySums(*sums) for name, sums in self.categories.items()},
             intents=self.intents,
             days=tuple(sorted(self.days)),
+            counted=counted,
+            newest=tuple(
+                tuple(sorted(times, reverse=True)[: each.keep])
+                for times, each in zip(self.newest, counted, strict=True)
+            ),
         )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rasa_personalize.segments.tag_rules import load_tag_rules, parse_tag_rules
-from rasa_personalize.segments.tags import apply_tag_rules
-from rasa_personalize.store.models import CustomerTag
+from rasa_personalize.segments.tags import apply_tag_rules, counted_kinds
+from rasa_personalize.store.models import CustomerTag, Product
+from rasa_personalize.store.profiles import fold_profile_metrics
 from rasa_personalize.store.sql_store import SqlStore
 from tests.factories import add_customer, add_interactions, add_product
 from tests.shops import DAY, NOW, TinyShop, build_tiny_shop
@@ -211,15 +213,20 @@ async def rule_rows(session: AsyncSession) -> set[tuple[int, str, str, float]]:
     return {tuple(row) for row in rows}  # type: ignore[misc]
 
 
+async def four_products(session: AsyncSession) -> list[Product]:
+    """Two running products, an outdoor and a kitchen one, at different prices."""
+    return [
+        await add_product(session, f"P-{n}", category, price=20.0 + 10 * n)
+        for n, category in enumerate(("running", "outdoor", "kitchen", "running"))
+    ]
+
+
 async def test_runs_for_some_customers_tag_exactly_as_runs_for_everyone(store: SqlStore) -> None:
     """Ingestion's scoped runs (one aggregate pass for all count rules) give the same tags,
     weights and removals as the set-based run over everyone, and leave other sources be."""
     rng = random.Random(7)
     async with store.sessions.begin() as session:
-        products = [
-            await add_product(session, f"P-{n}", category, price=20.0 + 10 * n)
-            for n, category in enumerate(("running", "outdoor", "kitchen", "running"))
-        ]
+        products = await four_products(session)
         customers = [await add_customer(session, f"mixed-{n}") for n in range(40)]
         for customer in customers:
             for _ in range(rng.randint(0, 6)):
@@ -272,3 +279,70 @@ async def test_runs_for_some_customers_tag_exactly_as_runs_for_everyone(store: S
     assert {o.tag: o.removed for o in scoped_later.outcomes} == {
         o.tag: o.removed for o in later.outcomes
     }
+
+
+async def test_count_rules_answered_from_running_totals_tag_as_the_interactions_do(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's refresh: the count rules' newest times kept in the running totals give
+    the tags that counting the interactions gives, now and as the windows move on, and no
+    interaction is counted in the store for them. A time exactly at a window's start
+    counts, as in SQL."""
+    rng = random.Random(11)
+    async with store.sessions.begin() as session:
+        products = await four_products(session)
+        customers = [await add_customer(session, f"folded-{n}") for n in range(40)]
+        for customer in customers:
+            # Times on and beside the windows' starts (10 and 30 days).
+            picks = {
+                (rng.randrange(len(products)),
+                 rng.choice(("view", "view", "cart", "purchase", "chat_click", "shown")),
+                 rng.choice((0.5, 9.0, 10.0, 29.0, 30.0, 45.0)))
+                for _ in range(rng.randint(0, 6))
+            }  # fmt: skip
+            for product, kind, days_ago in sorted(picks):
+                await add_interactions(
+                    session, customer, products[product], kind, rng.randint(1, 3),
+                    days_ago=days_ago,
+                )  # fmt: skip
+        ids = [customer.id for customer in customers]
+        expected = {}
+        for moment in (NOW, NOW + 1 * DAY, NOW + 20 * DAY):
+            await apply_tag_rules(session, MIXED_RULES, ids, now=moment)
+            expected[moment] = await rule_rows(session)
+        await session.execute(delete(CustomerTag))
+        counted = counted_kinds(MIXED_RULES)
+        folded = await fold_profile_metrics(session, ids, now=NOW, counted=counted)
+
+        async def no_counting(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a count rule was counted in the store")
+
+        monkeypatch.setattr("rasa_personalize.segments.tags.count_holders", no_counting)
+        found = {}
+        for moment in expected:
+            await apply_tag_rules(session, MIXED_RULES, ids, now=moment, totals=folded.totals)
+            found[moment] = await rule_rows(session)
+
+    assert [(c.kind, c.category, c.keep) for c in counted] == [
+        ("cart", None, 2), ("chat_click", None, 1), ("purchase", None, 1),
+        ("view", "outdoor", 3), ("view", "running", 2),
+    ]  # fmt: skip
+    assert found == expected
+    assert expected[NOW] != expected[NOW + 1 * DAY] != expected[NOW + 20 * DAY]
+
+
+async def test_a_count_rule_beyond_what_totals_keep_is_counted_in_the_store(
+    sqlite_store: SqlStore,
+) -> None:
+    rules = parse_tag_rules(
+        "tags:\n  - tag: fan\n    when: {count: {kind: view, at_least: 21}}\n", "rules.yml"
+    )
+    assert counted_kinds(rules) == ()
+    async with sqlite_store.sessions.begin() as session:
+        product = await add_product(session, "P-1", "running")
+        fan, other = await add_customer(session, "fan"), await add_customer(session, "other")
+        await add_interactions(session, fan, product, "view", 21)
+        await add_interactions(session, other, product, "view", 20)
+        folded = await fold_profile_metrics(session, [fan.id, other.id], now=NOW)
+        await apply_tag_rules(session, rules, [fan.id, other.id], now=NOW, totals=folded.totals)
+        assert {row[:2] for row in await rule_rows(session)} == {(fan.id, "fan")}

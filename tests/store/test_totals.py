@@ -30,7 +30,14 @@ from rasa_personalize.store.repository import (
     write_profile_metrics,
 )
 from rasa_personalize.store.sql_store import SqlStore
-from rasa_personalize.store.totals import CategorySums, Totals, drop_totals, fold_totals
+from rasa_personalize.store.totals import (
+    CategorySums,
+    CountedKind,
+    Totals,
+    drop_totals,
+    fold_totals,
+    reaches,
+)
 from tests.conftest import TEST_SECRET
 from tests.factories import NOW, add_product
 
@@ -317,3 +324,23 @@ def test_totals_survive_their_document() -> None:
     assert Totals.from_document({**totals.to_document(), "layout": 0}) is None
     assert totals.plus(Totals(first_us=2, days=(7, 8))).days == (3, 7, 8)
     assert totals.plus(Totals(first_us=2)).first_us == 2
+
+
+def test_totals_keep_the_newest_times_of_each_counted_filter() -> None:
+    counted = (CountedKind("view", None, 2), CountedKind("view", "running", 3))
+    older = Totals(counted=counted, newest=((50, 10), (50,)))
+    newer = Totals(counted=counted, newest=((70, 20), (60, 40, 30)))
+    both = older.plus(newer)
+    assert both.newest == ((70, 50), (60, 50, 40))
+    assert Totals.from_document(both.to_document(), counted) == both
+    # Totals kept for other filters are computed again, not misread.
+    assert Totals.from_document(both.to_document(), counted[:1]) is None
+    assert Totals.from_document(both.to_document()) is None
+    assert Totals.from_document(Totals().to_document(), counted) is None
+    with pytest.raises(ValueError, match="other filters"):
+        both.plus(Totals())
+    # At least n in a window exactly when the n-th newest is in it (its start counts).
+    assert reaches(both, 1, 3, since_us=40)
+    assert not reaches(both, 1, 3, since_us=41)
+    assert reaches(both, 0, 2, since_us=None)
+    assert not reaches(Totals.empty(counted), 0, 1, since_us=None)
