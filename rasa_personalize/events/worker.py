@@ -357,7 +357,8 @@ class StreamWorker:
                 # loop from storing, the stream would grow, and the refreshes would find
                 # fewer new events each time.
                 self._caught_up.clear()
-                owed = took - (loop.time() - started - took)
+                waited_since = loop.time() - started - took
+                owed = took - waited_since
                 if owed > 0:
                     await _wait_for_any((storing_done, self._caught_up), owed)
             gap = MIN_REFRESH_GAP_S - (loop.time() - started)
