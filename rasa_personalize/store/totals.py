@@ -226,10 +226,8 @@ class Totals:
         other filters than ``counted``."""
         if document.get("layout") != LAYOUT:
             return None
-        stored = document.get("counted", ())
-        if len(stored) != len(counted) or any(
-            CountedKind(*each) != wanted for each, wanted in zip(stored, counted, strict=True)
-        ):
+        # Lists in the document, named tuples here: equal as plain tuples.
+        if tuple(map(tuple, document.get("counted", ()))) != counted:
             return None
         return cls(
             interactions=int(document["interactions"]),
@@ -574,7 +572,7 @@ class _Sums:
             days=tuple(sorted(self.days)),
             counted=counted,
             newest=tuple(
-                tuple(sorted(times, reverse=True)[: each.keep])
+                _newest_first(times, (), each.keep)
                 for times, each in zip(self.newest, counted, strict=True)
             ),
         )
