@@ -16,9 +16,16 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
-from rasa_personalize.cache.counters import SessionCounters, SessionCounts
+from rasa_personalize.cache.counters import SessionCounters, SessionCounts, watch_counters
 from rasa_personalize.cache.precomputed import PrecomputedCache
-from rasa_personalize.cache.profiles import CachedProfile, ProfileCache, ProfileTicket, redis_client
+from rasa_personalize.cache.profiles import (
+    CachedProfile,
+    ProfileCache,
+    ProfileTicket,
+    redis_client,
+    watch_profiles,
+)
+from rasa_personalize.cache.tracking import ChangeFeed
 from rasa_personalize.clock import utc_now
 from rasa_personalize.context import ConversationContext, time_of_day
 from rasa_personalize.errors import NotFoundError, StoreUnavailableError
@@ -365,9 +372,23 @@ class PersonalizationService:
             if settings.redis_url
             else None
         )
+        # Copies of snapshots and counters in this process, while Redis pushes changes.
+        self.change_feed = (
+            ChangeFeed(
+                settings.redis_url,
+                timeout_s=settings.redis_timeout_s,
+                retry_after_s=settings.redis_retry_after_s,
+            )
+            if settings.redis_url and settings.local_cache_size > 0
+            else None
+        )
+        feed, capacity = self.change_feed, settings.local_cache_size
         self.profile_cache = (
             ProfileCache(
-                self._redis, ttl_s=settings.profile_cache_ttl_s, breaker=self.redis_breaker
+                self._redis,
+                ttl_s=settings.profile_cache_ttl_s,
+                breaker=self.redis_breaker,
+                kept=watch_profiles(feed, capacity=capacity) if feed else None,
             )
             if self._redis is not None
             else None
@@ -376,6 +397,7 @@ class PersonalizationService:
             self._redis,
             secret_key=settings.secret_key,
             breaker=self.redis_breaker if self._redis is not None else None,
+            kept=watch_counters(feed, capacity=capacity) if feed else None,
         )
         self._background: set[asyncio.Task[None]] = set()
         # A key of its own for arm assignment, derived from the secret key.
@@ -409,9 +431,10 @@ class PersonalizationService:
         """The slot plan for this customer now; defaults if unknown or the store fails."""
         now = self._clock()
         key = self.key_for(request.identity)
-        if self._redis is None:
-            # Both answer without waiting on anything here (an inline read, in-process
-            # counters): in turn is cheaper than two tasks.
+        if self._redis is None or self.change_feed is not None:
+            # Both usually answer without waiting on anything here (an inline read or a
+            # copy the change feed vouches for, in-process counters): in turn is cheaper
+            # than two tasks; a miss costs one Redis round trip more.
             loaded = await self._load_snapshot_or_error(key)
             session = await self.session_counts(request)
         else:
@@ -1184,6 +1207,8 @@ class PersonalizationService:
         await self.drain()
         if self.precomputed_cache is not None:
             await self.precomputed_cache.close()
+        if self.change_feed is not None:
+            await self.change_feed.close()
         if self._redis is not None:
             await self._redis.aclose()
         await self.store.dispose()

@@ -69,8 +69,9 @@ DEFAULTS_REASONS: Final[tuple[DefaultsReason, ...]] = (
 )
 Dependency = Literal["store", "redis"]
 DEPENDENCIES: Final[tuple[Dependency, ...]] = ("store", "redis")
-CacheResult = Literal["hit", "miss", "error"]
-CACHE_RESULTS: Final[tuple[CacheResult, ...]] = ("hit", "miss", "error")
+# "local": answered from the process's own copy, which Redis's change feed vouches for.
+CacheResult = Literal["hit", "local", "miss", "error"]
+CACHE_RESULTS: Final[tuple[CacheResult, ...]] = ("hit", "local", "miss", "error")
 RECOMMENDATION_SOURCES: Final = (
     "als",
     "session",
@@ -158,7 +159,8 @@ class ServerMetrics:
         )
         self.cache_requests = Counter(
             "personalize_cache_requests",
-            "Profile cache (Redis) lookups, by result.",
+            "Profile cache lookups, by result: hit (Redis), local (this process's copy), "
+            "miss, error.",
             ["result"],
             registry=registry,
         )
@@ -407,7 +409,8 @@ def breaker_changed(dependency: Dependency, breaker: object, *, is_open: bool) -
 
 
 def count_cache(result: CacheResult) -> None:
-    """One profile cache lookup: ``hit``, ``miss`` or ``error`` (Redis could not help)."""
+    """One profile cache lookup: ``hit`` (Redis), ``local`` (this process's copy), ``miss``
+    or ``error`` (Redis could not help)."""
     _server.get().cache_by_result[result].inc()
 
 

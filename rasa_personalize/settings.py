@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     profile_cache_ttl_s: float = Field(
         default=600.0, gt=0, description="How long a cached profile snapshot may live in Redis."
     )
+    local_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        le=1_000_000,
+        description="With Redis: profile snapshots (and as many conversations' counters) each "
+        "server process keeps in memory while Redis pushes their changes to it; 0: none, "
+        "every turn asks Redis.",
+    )
     event_stream: str = Field(
         default="personalize:events",
         min_length=1,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
+from rasa_personalize.cache.tracking import ABSENT, ChangeFeed, KeptCopies
 
 if TYPE_CHECKING:
     from redis import asyncio as redis_asyncio
@@ -110,6 +111,8 @@ class SessionCounters:
         ttl_s: How long counts live after their last update.
         max_local: Conversations the in-process table keeps (least recently used go).
         clock: Monotonic seconds, for the in-process TTL (tests pass a fake one).
+        kept: Copies of Redis's counts, trusted while Redis pushes their changes (see
+            :func:`watch_counters`); None: every read asks Redis.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class SessionCounters:
         ttl_s: float = DEFAULT_TTL_S,
         max_local: int = MAX_LOCAL_CONVERSATIONS,
         clock: Callable[[], float] = time.monotonic,
+        kept: KeptCopies[SessionCounts] | None = None,
     ) -> None:
         if client is not None and breaker is None:
             raise ValueError("a Redis client needs a breaker")
@@ -129,6 +133,7 @@ class SessionCounters:
         self._breaker = breaker
         self.ttl_s = ttl_s
         self._local = _LocalCounters(ttl_s, max_local, clock)
+        self._kept = kept
 
     def key_for(self, sender_id: str) -> str:
         """The Redis key of a conversation's counters."""
@@ -138,12 +143,22 @@ class SessionCounters:
         """The conversation's counts (zeros for a new conversation)."""
         key = self.key_for(sender_id)
         if self._client is not None and self._breaker is not None:
+            kept = self._kept
+            noted = 0
+            if kept is not None:
+                copy = kept.get(key)
+                if copy is not ABSENT:
+                    return copy
+                noted = kept.note()
             try:
                 values = await self._breaker.call(self._client.hgetall(key))
             except RedisUnavailableError:
                 pass  # the in-process mirror answers
             else:
-                return SessionCounts.from_mapping(values)
+                counts = SessionCounts.from_mapping(values)
+                if kept is not None:
+                    kept.keep(key, counts, noted)
+                return counts
         return SessionCounts.from_mapping(self._local.read(key))
 
     async def add(self, sender_id: str, **increments: int) -> None:
@@ -162,6 +177,8 @@ class SessionCounters:
         self._local.add(key, changes)
         if self._client is None or self._breaker is None:
             return
+        if self._kept is not None:
+            self._kept.forget(key)
         # On failure the in-process mirror keeps the counts; the breaker logged the outage.
         with contextlib.suppress(RedisUnavailableError):
             await self._breaker.call(self._increment(self._client, key, changes))
@@ -174,3 +191,15 @@ class SessionCounters:
                 pipe.hincrby(key, name, amount)
             pipe.expire(key, int(self.ttl_s))
             await pipe.execute()
+
+
+def watch_counters(feed: ChangeFeed, *, capacity: int) -> KeptCopies[SessionCounts]:
+    """Copies of conversations' counts for :class:`SessionCounters`, dropped when ``feed``
+    reports a change to their hash (any process's increment, expiry or deletion)."""
+    kept: KeptCopies[SessionCounts] = KeptCopies(feed, capacity=capacity)
+
+    def counts_changed(rest: str | None) -> None:
+        kept.changed(KEY_PREFIX + rest if rest is not None else None)
+
+    feed.watch(KEY_PREFIX, counts_changed)
+    return kept

@@ -41,6 +41,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from rasa_personalize.cache.breaker import RedisBreaker, RedisUnavailableError
+from rasa_personalize.cache.tracking import (
+    ABSENT,
+    ABSENT_TTL_S,
+    COPY_TTL_S,
+    ChangeFeed,
+    KeptCopies,
+)
 from rasa_personalize.extras import require_redis
 from rasa_personalize.metrics import count_cache
 from rasa_personalize.settings import Settings
@@ -256,6 +263,8 @@ class ProfileTicket:
     customer_key: str
     version: bytes | None
     generation: str
+    # The change feed's number when the lookup began (see ``cache.tracking``).
+    noted: int = 0
 
 
 # None: the cache cannot help now (Redis down, or an invalidation pending): read SQL only.
@@ -282,6 +291,8 @@ class ProfileCache:
         max_pending: Failed invalidations remembered per key before a generation bump
             replaces them.
         namespace: The first part of every key.
+        kept: Copies in this process, trusted while Redis pushes their changes (see
+            :func:`watch_profiles`); None: every lookup asks Redis.
     """
 
     def __init__(
@@ -292,8 +303,10 @@ class ProfileCache:
         breaker: RedisBreaker,
         max_pending: int = MAX_PENDING,
         namespace: str = NAMESPACE,
+        kept: KeptCopies[CustomerSnapshot | None] | None = None,
     ) -> None:
         self._client = client
+        self._kept = kept
         self.namespace = namespace
         self.ttl_s = ttl_s
         self.breaker = breaker
@@ -320,6 +333,14 @@ class ProfileCache:
             if customer_key in self._pending or self._pending_all is not None:
                 count_cache("error")  # an invalidation Redis missed: the entry may be stale
                 return None
+        kept = self._kept
+        noted = 0
+        if kept is not None:
+            copy = kept.get(customer_key)
+            if copy is not ABSENT:
+                count_cache("local")
+                return CachedProfile(copy)
+            noted = kept.note()
         try:
             generation, version, raw = await self.breaker.call(self._read(customer_key))
         except RedisUnavailableError:
@@ -330,9 +351,11 @@ class ProfileCache:
             entry = decode_entry(raw)
             if entry is not None and entry[0] == current:
                 count_cache("hit")
+                if kept is not None:
+                    kept.keep(customer_key, entry[1], noted, _copy_ttl(entry[1]))
                 return CachedProfile(entry[1])
         count_cache("miss")
-        return ProfileTicket(customer_key, version, current)
+        return ProfileTicket(customer_key, version, current, noted)
 
     async def _read(self, customer_key: str) -> tuple[Any, Any, Any]:
         """(generation, the customer's version, their entry): two commands, one round trip.
@@ -365,9 +388,12 @@ class ProfileCache:
         ttl_s = self.ttl_s if snapshot is not None else min(self.ttl_s, NEGATIVE_TTL_S)
         payload = encode_entry(ticket.generation, snapshot)
         try:
-            return await self.breaker.call(self._compare_and_set(ticket, payload, ttl_s))
+            stored = await self.breaker.call(self._compare_and_set(ticket, payload, ttl_s))
         except RedisUnavailableError:
             return False
+        if stored and self._kept is not None:
+            self._kept.keep(ticket.customer_key, snapshot, ticket.noted, _copy_ttl(snapshot))
+        return stored
 
     async def _compare_and_set(self, ticket: ProfileTicket, payload: str, ttl_s: float) -> bool:
         from redis.exceptions import WatchError  # noqa: PLC0415  # loaded with the client
@@ -398,6 +424,9 @@ class ProfileCache:
         wanted = list(dict.fromkeys(customer_keys))
         if not wanted:
             return
+        if self._kept is not None:
+            for key in wanted:
+                self._kept.forget(key)
         if self.pending:
             await self._replay()
         done = 0
@@ -426,6 +455,8 @@ class ProfileCache:
         process (a CLI job about to exit should warn instead, see :attr:`pending`).
         """
         sequence = next(self._sequence)
+        if self._kept is not None:
+            self._kept.forget(None)
         try:
             await self.breaker.call(
                 self._client.set(generation_key(self.namespace), uuid.uuid4().hex)
@@ -490,6 +521,32 @@ class ProfileCache:
     async def close(self) -> None:
         """Close the client's connection pool."""
         await self._client.aclose()
+
+
+def _copy_ttl(snapshot: CustomerSnapshot | None) -> float:
+    return COPY_TTL_S if snapshot is not None else ABSENT_TTL_S
+
+
+def watch_profiles(
+    feed: ChangeFeed, *, capacity: int, namespace: str = NAMESPACE
+) -> KeptCopies[CustomerSnapshot | None]:
+    """Copies of snapshots for a :class:`ProfileCache`, dropped when ``feed`` reports a
+    version bump of their customer (a writer's invalidation) or a new generation."""
+    kept: KeptCopies[CustomerSnapshot | None] = KeptCopies(feed, capacity=capacity)
+    versions = version_key("", namespace).removesuffix("{}")
+    generation = generation_key(namespace)
+
+    def version_changed(rest: str | None) -> None:
+        # "{customer key}" after the prefix; None: everything may have changed.
+        kept.changed(rest[1:-1] if rest is not None else None)
+
+    def generation_changed(rest: str | None) -> None:
+        if rest is None or rest == "":
+            kept.changed(None)
+
+    feed.watch(versions, version_changed)
+    feed.watch(generation, generation_changed)
+    return kept
 
 
 def redis_client(url: str, timeout_s: float) -> RedisClient:

@@ -30,6 +30,7 @@ from rasa_personalize.cache.profiles import (
     encode_entry,
     entry_key,
     generation_key,
+    profile_cache_for,
     snapshot_from_document,
     snapshot_to_document,
     version_key,
@@ -51,6 +52,7 @@ from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import NOW, add_customer, add_interactions, add_product
+from tests.prometheus_tools import sample
 
 BERLIN = timezone(timedelta(hours=1))
 SNAPSHOT = CustomerSnapshot(
@@ -516,6 +518,41 @@ async def test_the_engine_reads_snapshots_through_the_cache(
         assert plan["recommended_products"] is not None
     finally:
         await isolated.close()
+        await service.close()
+
+
+@pytest.mark.redis
+async def test_the_engine_keeps_copies_that_a_worker_invalidation_outdates(
+    store: SqlStore, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A server process answers repeat turns from its own copy; the moment another
+    process's invalidation returns, the next turn sees the committed change."""
+    await seeded_store(store)
+    service = cached_service(store, database_url, redis_url, tmp_path)
+    assert service.change_feed is not None
+    worker = profile_cache_for(make_settings(database_url, redis_url=redis_url))
+    assert worker is not None
+    assert await worker.invalidate_all()  # entries an earlier test left in the namespace
+    assert (await service.personalize(RACER))["loyalty_tier"] == "silver"  # starts the feed
+    await service.drain()
+    feed = service.change_feed
+    deadline = time.monotonic() + 3.0
+    while not feed.vouches:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    try:
+        for tier in ("gold", "platinum", "none"):
+            await service.personalize(RACER)  # read from Redis and kept
+            await service.drain()
+            local = sample("personalize_cache_requests_total", result="local")
+            assert (await service.personalize(RACER))["loyalty_tier"] != tier
+            assert sample("personalize_cache_requests_total", result="local") == local + 1
+            await set_tier(store, "racer", tier)  # the worker commits ...
+            await worker.invalidate([customer_key(TEST_SECRET, "racer")])  # ... invalidates
+            assert (await service.personalize(RACER))["loyalty_tier"] == tier
+            await service.drain()
+    finally:
+        await worker.close()
         await service.close()
 
 
