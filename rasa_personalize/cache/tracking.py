@@ -28,6 +28,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import contextvars
 import enum
 import fcntl
 import logging
@@ -161,7 +162,10 @@ class ChangeFeed:
     def start(self) -> None:
         """Connect in the background (idempotent); needs a running event loop."""
         if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            # In a context of its own: started by the first lookup, it must not carry
+            # that request's correlation id into its logs forever.
+            loop = asyncio.get_running_loop()
+            self._task = contextvars.Context().run(loop.create_task, self._run())
 
     @property
     def vouches(self) -> bool:

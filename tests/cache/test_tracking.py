@@ -24,6 +24,7 @@ from rasa_personalize.cache.profiles import (
     watch_profiles,
 )
 from rasa_personalize.cache.tracking import ABSENT, ChangeFeed, KeptCopies
+from rasa_personalize.logs import bind_request_id, correlation_id, unbind
 from rasa_personalize.store.records import CustomerSnapshot, Demographics, ProfileMetrics
 from tests.prometheus_tools import sample
 
@@ -261,3 +262,28 @@ def test_generation_key_is_watched_apart_from_versions() -> None:
     generation = generation_key("personalize")
     assert not versions.startswith(generation)
     assert not generation.startswith(versions)
+
+
+async def test_the_feed_does_not_log_under_the_request_that_started_it(
+    redis_url: str, namespace: str
+) -> None:
+    """The first lookup starts the feed inside a conversation's action: the feed's own
+    work (and its log lines) must not carry that conversation's correlation id."""
+    seen: list[str | None] = []
+    dead = ChangeFeed("redis://127.0.0.1:1", timeout_s=0.2, retry_after_s=0.1)
+    original = dead._connect
+
+    async def connect() -> None:
+        seen.append(correlation_id())
+        await original()
+
+    dead._connect = connect  # type: ignore[method-assign]
+    token = bind_request_id("request-that-started-it")[1]
+    try:
+        assert correlation_id() is not None
+        dead.start()
+    finally:
+        unbind(token)
+    await until(lambda: bool(seen))
+    await dead.close()
+    assert seen[0] is None
