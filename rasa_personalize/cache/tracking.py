@@ -30,10 +30,9 @@ import asyncio
 import contextlib
 import contextvars
 import enum
-import fcntl
 import logging
 import ssl
-import termios
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -53,6 +52,23 @@ COPY_TTL_S: Final = 60.0
 ABSENT_TTL_S: Final = 5.0
 
 Handler = Callable[[str | None], None]
+
+if sys.platform == "win32":
+    FIONREAD_AVAILABLE: Final = False
+
+    def _unread_bytes(fd: int, buffer: array.array[int]) -> int:
+        raise OSError("FIONREAD is not available here")
+
+else:
+    import fcntl
+    import termios
+
+    FIONREAD_AVAILABLE: Final = True
+
+    def _unread_bytes(fd: int, buffer: array.array[int]) -> int:
+        """Bytes waiting in the socket's receive buffer (one ioctl)."""
+        fcntl.ioctl(fd, termios.FIONREAD, buffer)
+        return buffer[0]
 
 
 class FeedUnsupportedError(Exception):
@@ -173,10 +189,9 @@ class ChangeFeed:
         if not self._live or time.monotonic() - self._last_heard > 2 * HEARTBEAT_S:
             return False
         try:
-            fcntl.ioctl(self._fd, termios.FIONREAD, self._unread)
+            return _unread_bytes(self._fd, self._unread) == 0
         except OSError:
             return False
-        return self._unread[0] == 0
 
     async def close(self) -> None:
         """Stop listening (copies are no longer trusted)."""
@@ -222,6 +237,8 @@ class ChangeFeed:
                 await asyncio.sleep(self._retry_after_s)
 
     async def _connect(self) -> None:
+        if not FIONREAD_AVAILABLE:
+            raise FeedUnsupportedError("this platform cannot tell unread bytes on a socket")
         loop = asyncio.get_running_loop()
         target = urlsplit(self._url)
         protocol = _Protocol(self)
