@@ -77,6 +77,7 @@ from rasa_personalize.slots import (
     LOYALTY_TIERS,
     PURCHASE_PROPENSITIES,
     SlotPlan,
+    check_slot_value,
 )
 from rasa_personalize.store.catalogue import ChatInteraction, ChatWrite, CustomerItems
 from rasa_personalize.store.customers import keys_of_person
@@ -144,21 +145,24 @@ class CategoryCount:
 def default_plan(now: datetime, context: ConversationContext | None = None) -> SlotPlan:
     """The safe answer for an unknown customer or an unreachable store."""
     local = (context or ConversationContext()).local_time(now)
-    return SlotPlan.of_checked(
-        {
-            "customer_segment": "new_visitor",
-            "loyalty_tier": "none",
-            "is_returning_customer": False,
-            "user_tags": [],
-            "favorite_category": None,
-            "offer_type": "none",
-            "discount_pct": 0,
-            "time_of_day": time_of_day(local),
-            "personalization_consent": "unknown",
-            "response_variant": None,
-            "purchase_propensity": "unknown",
-        }
-    )
+    return SlotPlan.of_checked(_default_values(local))
+
+
+def _default_values(local: datetime) -> dict[str, Any]:
+    # Constants of the contract (tests check them against it), and the local time's part.
+    return {
+        "customer_segment": "new_visitor",
+        "loyalty_tier": "none",
+        "is_returning_customer": False,
+        "user_tags": [],
+        "favorite_category": None,
+        "offer_type": "none",
+        "discount_pct": 0,
+        "time_of_day": time_of_day(local),
+        "personalization_consent": "unknown",
+        "response_variant": None,
+        "purchase_propensity": "unknown",
+    }
 
 
 def segment_of(snapshot: CustomerSnapshot, now: datetime) -> str:
@@ -240,9 +244,11 @@ def decide(
     personalization = allows(snapshot, PERSONALIZATION, consent_default)
     if not personalization:
         snapshot = None
-    base = default_plan(now, context)
+    local = context.local_time(now)
     segment = segment_of(snapshot, now) if snapshot else "new_visitor"
-    facts = facts_from(snapshot, segment, context, now, context.location, session=session)
+    facts = facts_from(
+        snapshot, segment, context, now, context.location, session=session, local=local
+    )
     decision = evaluate(rules, facts)
     if rules.experiments and experiment_unit is not None and personalization:
         decision = assign(
@@ -262,19 +268,26 @@ def decide(
         # ``offer_model`` (the rule's first without one); explored like an experiment arm.
         unit = experiment_unit if personalization else None
         decision = choose_offer(decision, offer_model, segment, unit)
-    if snapshot is None:
-        return base.merged(**decision.slot_values(), personalization_consent=consent), decision
-    tier = snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
-    return base.merged(
-        customer_segment=segment,
-        loyalty_tier=tier,
-        is_returning_customer=snapshot.metrics.interaction_count > 0,
-        user_tags=[tag.tag for tag in snapshot.tags],
-        favorite_category=snapshot.metrics.favorite_category,
-        personalization_consent=consent,
-        purchase_propensity=propensity_slot(snapshot),
-        **decision.slot_values(),
-    ), decision
+    # One plan built once: the defaults, then what was decided. The rules' values and the
+    # profile's free-form ones are checked against the contract; the rest are contract
+    # values by construction (a normalized tier, fixed consent and propensity words).
+    values = _default_values(local)
+    decided = decision.slot_values()
+    if snapshot is not None:
+        values["customer_segment"] = segment
+        values["loyalty_tier"] = (
+            snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
+        )
+        values["is_returning_customer"] = snapshot.metrics.interaction_count > 0
+        values["user_tags"] = [tag.tag for tag in snapshot.tags]
+        values["purchase_propensity"] = propensity_slot(snapshot)
+        decided["customer_segment"] = segment
+        decided["favorite_category"] = snapshot.metrics.favorite_category
+    for name, value in decided.items():
+        check_slot_value(name, value)
+    values.update(decided)
+    values["personalization_consent"] = consent
+    return SlotPlan.of_checked(values), decision
 
 
 def recommendation_plan(answer: Recommendation | None, category: str | None) -> SlotPlan:

@@ -232,6 +232,7 @@ def facts_from(
     location: str | None = None,
     *,
     session: SessionCounts | None = None,
+    local: datetime | None = None,
 ) -> Facts:
     """The facts about one customer now.
 
@@ -243,8 +244,10 @@ def facts_from(
         now: the current time, timezone-aware.
         location: the location from message metadata, when the channel sends one.
         session: the conversation's counters (``None``: none yet, all zero).
+        local: ``context.local_time(now)``, when the caller has it already.
     """
-    local = context.local_time(now)
+    if local is None:
+        local = context.local_time(now)
     weekday = WEEKDAYS[local.weekday()]
     # One Facts built from one dict: the hot path pays for a single __init__.
     values: dict[str, Any] = {
