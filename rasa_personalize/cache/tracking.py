@@ -290,8 +290,12 @@ class ChangeFeed:
             try:
                 await self._ask("PING")
             except (asyncio.TimeoutError, ConnectionError, FeedUnsupportedError):
-                logger.warning("The Redis change feed went silent; reconnecting.")
-                return
+                break
+        if not self._closed:
+            logger.warning(
+                "The Redis change feed lost its connection; copies in this process are "
+                "dropped and not used until it reconnects."
+            )
 
     def _drop_connection(self) -> None:
         protocol = self._protocol

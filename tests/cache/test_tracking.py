@@ -166,7 +166,7 @@ async def test_a_new_generation_from_another_process_drops_every_copy(
 
 
 async def test_a_lost_feed_drops_every_copy_and_comes_back(
-    reader: ProfileCache, feed: ChangeFeed, redis_url: str
+    reader: ProfileCache, feed: ChangeFeed, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     await cached_copy(reader, "k1", "silver")
     admin = redis_asyncio.from_url(redis_url)
@@ -181,6 +181,7 @@ async def test_a_lost_feed_drops_every_copy_and_comes_back(
     await cached_copy(reader, "k2", "gold")
     assert len(reader._kept or ()) == 1
     await admin.aclose()
+    assert "The Redis change feed lost its connection" in caplog.text
 
 
 async def test_a_flush_drops_every_copy(reader: ProfileCache, feed: ChangeFeed) -> None:
