@@ -19,6 +19,10 @@ would sit in the cache until its TTL. Two counters prevent that:
 Keys hold the pseudonymous customer key (never a raw id), hash-tagged ``{key}`` so one
 customer's entry and version share a Redis Cluster slot.
 
+A server process may also keep copies of the snapshots it read (``kept``, see
+:mod:`rasa_personalize.cache.tracking`): dropped the moment Redis pushes a bump of the
+customer's version or a new generation, so they follow the same invalidations.
+
 **When invalidation cannot reach Redis** it must not raise (the SQL write already
 happened). The keys are remembered in this process and replayed as soon as Redis answers
 again (before the process serves anything from the cache); until then this process reads
