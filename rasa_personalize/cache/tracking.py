@@ -211,6 +211,7 @@ class ChangeFeed:
             try:
                 await self._connect()
             except FeedUnsupportedError as error:
+                self._drop_connection()  # a refused handshake leaves nothing open
                 logger.warning(
                     "Redis cannot push changes (%s): every lookup asks Redis instead of "
                     "keeping copies in this process.",

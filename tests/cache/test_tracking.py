@@ -288,3 +288,32 @@ async def test_the_feed_does_not_log_under_the_request_that_started_it(
     await until(lambda: bool(seen))
     await dead.close()
     assert seen[0] is None
+
+
+async def test_a_redis_without_resp3_is_told_once_and_left_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that refuses HELLO (Redis 5): the feed says so, closes its connection,
+    and never vouches; nothing else listens for it."""
+    closed = asyncio.Event()
+
+    async def old_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"-ERR unknown command 'HELLO'\r\n")
+        await writer.drain()
+        await reader.read(1024)  # b"" once the feed has closed its end
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(old_redis, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    feed = ChangeFeed(f"redis://127.0.0.1:{port}", timeout_s=1.0, retry_after_s=0.1)
+    try:
+        feed.start()
+        await asyncio.wait_for(closed.wait(), 3.0)
+        assert not feed.vouches
+        assert "Redis cannot push changes" in caplog.text
+    finally:
+        await feed.close()
+        server.close()
+        await server.wait_closed()
