@@ -274,7 +274,6 @@ def decide(
     values = _default_values(local)
     decided = decision.slot_values()
     if snapshot is not None:
-        values["customer_segment"] = segment
         values["loyalty_tier"] = (
             snapshot.loyalty_tier if snapshot.loyalty_tier in LOYALTY_TIERS else "none"
         )
