@@ -28,7 +28,9 @@ from rasa_personalize.store.records import (
     CustomerSnapshot,
     Demographics,
     ProfileMetrics,
+    PropensityRecord,
     SegmentRecord,
+    TagRecord,
 )
 from rasa_personalize.store.repository import rebuild_profile_metrics
 from rasa_personalize.store.sql_store import NOT_INLINE, SqlStore
@@ -101,6 +103,38 @@ def test_an_unknown_tier_reads_as_none() -> None:
     """A tier outside the contract never reaches a categorical slot."""
     plan = plan_for_snapshot(replace(snapshot(), loyalty_tier="diamond"), NOW, UTC_NOON, RULES)
     assert plan["loyalty_tier"] == "none"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        snapshot(),
+        replace(snapshot(interaction_count=5, purchase_count=2), loyalty_tier="diamond"),
+        replace(snapshot(), consent={"personalization": False}),
+        replace(snapshot(), consent={"personalization": True, "marketing": False}),
+        replace(
+            snapshot(
+                interaction_count=9,
+                favorite_category="running",
+                propensity={"purchase_7d": PropensityRecord(0.9, "high", "v1", NOW)},
+            ),
+            tags=(TagRecord("premium", "rule", 1.0, NOW),),
+            segment=SegmentRecord("price_sensitive", "kmeans", "v1", 0.5, NOW),
+        ),
+        replace(
+            snapshot(propensity={"purchase_7d": PropensityRecord(0.1, "odd-band", "v1", NOW)}),
+            segment=SegmentRecord("not-a-segment", "kmeans", "v1", 0.5, NOW),
+        ),
+        None,
+    ],
+)
+def test_every_decided_plan_is_in_the_slot_contract(stored: CustomerSnapshot | None) -> None:
+    """decide checks only the rules' and free-form values per turn; the values it takes as
+    contract values by construction (tier, consent, propensity, segment) are checked here."""
+    plan = plan_for_snapshot(stored, NOW, UTC_NOON, RULES)
+
+    assert SlotPlan(plan.values) == plan
+    assert set(plan.values) == set(default_plan(NOW, UTC_NOON).values)
 
 
 @pytest.mark.parametrize(
